@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * xorlay wire format v1: the canonical definition.
+ *
+ * Every XORLAY_* #define in this file is parsed by router/build.rs and
+ * becomes a Rust constant (router/src/wire/consts.rs includes them); the Rust
+ * views assert their field ranges against these values at compile time, and
+ * the _Static_asserts below pin the C struct to the same numbers. Change a
+ * value here and both sides follow or fail to build.
+ *
+ * Keep every #define on one line in the form `#define NAME <integer>`.
+ * docs/wire-format.md documents each field.
+ */
+#ifndef XORLAY_WIRE_H
+#define XORLAY_WIRE_H
+
+#include <linux/types.h>
+
+/* Overlay header, carried as the first bytes of a UDP payload. */
+#define XORLAY_MAGIC 0x584f /* "XO" */
+#define XORLAY_VERSION 1
+#define XORLAY_NODE_ID_LEN 32
+#define XORLAY_HDR_LEN 72
+
+/* Byte offsets inside the overlay header. */
+#define XORLAY_OFF_MAGIC 0
+#define XORLAY_OFF_VERSION 2
+#define XORLAY_OFF_TYPE 3
+#define XORLAY_OFF_HOP_LIMIT 4
+#define XORLAY_OFF_FLAGS 5
+#define XORLAY_OFF_PAYLOAD_LEN 6
+#define XORLAY_OFF_DST 8
+#define XORLAY_OFF_SRC 40
+
+/* Packet types. */
+#define XORLAY_TYPE_DATA 1
+#define XORLAY_TYPE_CONTROL 2
+
+/* Default UDP port of the overlay (configurable per router). */
+#define XORLAY_DEFAULT_PORT 4799
+/* Hop limit a sender puts into a new packet. */
+#define XORLAY_DEFAULT_HOP_LIMIT 64
+
+struct xorlay_hdr {
+	__u8 magic[2];     /* XORLAY_MAGIC, big endian */
+	__u8 version;      /* XORLAY_VERSION */
+	__u8 type;         /* XORLAY_TYPE_* */
+	__u8 hop_limit;    /* decremented by every router; never 0 on the wire */
+	__u8 flags;        /* none defined in v1: senders write 0, receivers ignore */
+	__be16 payload_len; /* bytes after the header; equals the rest of the UDP payload */
+	__u8 dst[XORLAY_NODE_ID_LEN];
+	__u8 src[XORLAY_NODE_ID_LEN];
+};
+
+_Static_assert(sizeof(struct xorlay_hdr) == XORLAY_HDR_LEN, "header length");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr, version) == XORLAY_OFF_VERSION, "version");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr, type) == XORLAY_OFF_TYPE, "type");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr, hop_limit) == XORLAY_OFF_HOP_LIMIT, "hop_limit");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr, flags) == XORLAY_OFF_FLAGS, "flags");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr, payload_len) == XORLAY_OFF_PAYLOAD_LEN, "payload_len");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr, dst) == XORLAY_OFF_DST, "dst");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr, src) == XORLAY_OFF_SRC, "src");
+
+#endif /* XORLAY_WIRE_H */

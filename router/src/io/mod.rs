@@ -1,0 +1,8 @@
+//! The shells around the sans-IO core: the XDP program's loader, the
+//! io_uring workers, the control thread and the admin socket. They parse and
+//! decide nothing themselves: `wire` parses, `core` decides.
+
+pub mod bpf;
+pub mod stats;
+pub mod topology;
+pub mod worker;

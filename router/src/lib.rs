@@ -1,0 +1,14 @@
+//! xorlay: an overlay router. Packets carry 256-bit destination node IDs and
+//! travel hop by hop to the neighbor XOR-closest to the destination.
+//!
+//! - [`wire`]: bytes to structure, no state.
+//! - [`core`]: sans-IO logic: node IDs, next-hop table, forwarding decision.
+//! - [`io`]: the shells: XDP loader, io_uring workers, control thread.
+//! - [`config`]: the router's TOML configuration.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod core;
+pub mod io;
+pub mod wire;

@@ -1,0 +1,547 @@
+//! The overlay header (wire format v1), carried first in a UDP payload.
+//!
+//! ```text
+//!  0               1               2               3
+//! +---------------+---------------+---------------+---------------+
+//! |          magic "XO"           |    version    |     type      |
+//! +---------------+---------------+---------------+---------------+
+//! |   hop limit   |     flags     |         payload length        |
+//! +---------------+---------------+---------------+---------------+
+//! |                 destination node ID (32 bytes)                |
+//! +---------------------------------------------------------------+
+//! |                    source node ID (32 bytes)                  |
+//! +---------------------------------------------------------------+
+//! |                         payload ...                           |
+//! ```
+//! All multi-byte integers are big endian. See docs/wire-format.md.
+
+use core::fmt;
+
+use super::consts;
+use crate::core::NodeId;
+
+mod field {
+    use crate::wire::Field;
+
+    pub const MAGIC: Field = 0..2;
+    pub const VERSION: usize = 2;
+    pub const TYPE: usize = 3;
+    pub const HOP_LIMIT: usize = 4;
+    pub const FLAGS: usize = 5;
+    pub const PAYLOAD_LEN: Field = 6..8;
+    pub const DST: Field = 8..40;
+    pub const SRC: Field = 40..72;
+}
+
+/// Length of the fixed overlay header.
+pub const HEADER_LEN: usize = field::SRC.end;
+/// The magic number, "XO".
+pub const MAGIC: u16 = consts::MAGIC as u16;
+/// The only version this code speaks.
+pub const VERSION: u8 = consts::VERSION as u8;
+/// The hop limit a sender puts into a new packet.
+pub const DEFAULT_HOP_LIMIT: u8 = consts::DEFAULT_HOP_LIMIT as u8;
+/// Default UDP port of the overlay.
+pub const DEFAULT_PORT: u16 = consts::DEFAULT_PORT as u16;
+/// Largest payload the 16-bit length field can describe.
+pub const PAYLOAD_LEN_MAX: usize = u16::MAX as usize;
+
+// One source of truth: the Rust layout must equal ebpf/wire.h.
+const _: () = assert!(HEADER_LEN as u64 == consts::HDR_LEN);
+const _: () = assert!(field::MAGIC.start as u64 == consts::OFF_MAGIC);
+const _: () = assert!(field::VERSION as u64 == consts::OFF_VERSION);
+const _: () = assert!(field::TYPE as u64 == consts::OFF_TYPE);
+const _: () = assert!(field::HOP_LIMIT as u64 == consts::OFF_HOP_LIMIT);
+const _: () = assert!(field::FLAGS as u64 == consts::OFF_FLAGS);
+const _: () = assert!(field::PAYLOAD_LEN.start as u64 == consts::OFF_PAYLOAD_LEN);
+const _: () = assert!(field::DST.start as u64 == consts::OFF_DST);
+const _: () = assert!(field::SRC.start as u64 == consts::OFF_SRC);
+const _: () = assert!(field::DST.end - field::DST.start == consts::NODE_ID_LEN as usize);
+const _: () = assert!(field::SRC.end - field::SRC.start == consts::NODE_ID_LEN as usize);
+
+/// Why a buffer is not a valid overlay packet. Each variant has an XDP
+/// counter of the same meaning (see [`Error::xdp_stat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// Shorter than the fixed header.
+    Truncated,
+    /// The magic is not "XO".
+    BadMagic,
+    /// A version this code does not speak.
+    BadVersion,
+    /// An unknown packet type.
+    BadType,
+    /// The payload length field disagrees with the buffer length.
+    BadLength,
+    /// Hop limit 0 on arrival: no sender may emit that.
+    HopLimitZero,
+}
+
+impl Error {
+    /// All variants, in counter order.
+    pub const ALL: [Error; 6] = [
+        Error::Truncated,
+        Error::BadMagic,
+        Error::BadVersion,
+        Error::BadType,
+        Error::BadLength,
+        Error::HopLimitZero,
+    ];
+
+    /// Index of the XDP stats counter that counts this drop reason.
+    pub const fn xdp_stat(self) -> u32 {
+        (match self {
+            Error::Truncated => consts::XDP_DROP_TRUNCATED,
+            Error::BadMagic => consts::XDP_DROP_BAD_MAGIC,
+            Error::BadVersion => consts::XDP_DROP_BAD_VERSION,
+            Error::BadType => consts::XDP_DROP_BAD_TYPE,
+            Error::BadLength => consts::XDP_DROP_BAD_LENGTH,
+            Error::HopLimitZero => consts::XDP_DROP_HOP_LIMIT_ZERO,
+        }) as u32
+    }
+
+    /// A short snake_case name, used in counters and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::Truncated => "truncated",
+            Error::BadMagic => "bad_magic",
+            Error::BadVersion => "bad_version",
+            Error::BadType => "bad_type",
+            Error::BadLength => "bad_length",
+            Error::HopLimitZero => "hop_limit_zero",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Overlay packet types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PacketType {
+    /// Application data, forwarded hop by hop.
+    Data = consts::TYPE_DATA as u8,
+    /// Control-plane message between neighbors.
+    Control = consts::TYPE_CONTROL as u8,
+}
+
+impl PacketType {
+    /// The type with this wire value, if any.
+    pub const fn from_u8(value: u8) -> Option<PacketType> {
+        match value {
+            v if v == PacketType::Data as u8 => Some(PacketType::Data),
+            v if v == PacketType::Control as u8 => Some(PacketType::Control),
+            _ => None,
+        }
+    }
+}
+
+/// A zero-copy view of an overlay packet (header and payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking anything. Accessors may panic until
+    /// [`Packet::check_len`] has succeeded.
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer after [`Packet::check_len`]: every accessor is safe.
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
+        let packet = Packet::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// Checks that the buffer holds the whole fixed header.
+    pub fn check_len(&self) -> Result<(), Error> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks every rule of wire format v1 except the length check already
+    /// done by `new_checked`, in the same order as the XDP program, so both
+    /// report the same reason for the same bytes.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.check_len()?;
+        if self.magic() != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        if self.version() != VERSION {
+            return Err(Error::BadVersion);
+        }
+        if PacketType::from_u8(self.packet_type_raw()).is_none() {
+            return Err(Error::BadType);
+        }
+        if usize::from(self.payload_len()) != self.buffer.as_ref().len() - HEADER_LEN {
+            return Err(Error::BadLength);
+        }
+        if self.hop_limit() == 0 {
+            return Err(Error::HopLimitZero);
+        }
+        Ok(())
+    }
+
+    /// Consumes the view, returning the buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The magic field.
+    pub fn magic(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[field::MAGIC.start], b[field::MAGIC.start + 1]])
+    }
+
+    /// The version field.
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VERSION]
+    }
+
+    /// The type field as on the wire.
+    pub fn packet_type_raw(&self) -> u8 {
+        self.buffer.as_ref()[field::TYPE]
+    }
+
+    /// The hop limit.
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[field::HOP_LIMIT]
+    }
+
+    /// The flags field (no flag is defined in v1).
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// The payload length field.
+    pub fn payload_len(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[field::PAYLOAD_LEN.start], b[field::PAYLOAD_LEN.start + 1]])
+    }
+
+    /// The destination node ID.
+    pub fn dst(&self) -> NodeId {
+        NodeId::from_slice(&self.buffer.as_ref()[field::DST])
+    }
+
+    /// The destination node ID bytes, without a copy.
+    pub fn dst_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::DST]
+    }
+
+    /// The source node ID.
+    pub fn src(&self) -> NodeId {
+        NodeId::from_slice(&self.buffer.as_ref()[field::SRC])
+    }
+
+    /// Everything after the header.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets the magic field.
+    pub fn set_magic(&mut self, value: u16) {
+        self.buffer.as_mut()[field::MAGIC].copy_from_slice(&value.to_be_bytes());
+    }
+
+    /// Sets the version field.
+    pub fn set_version(&mut self, value: u8) {
+        self.buffer.as_mut()[field::VERSION] = value;
+    }
+
+    /// Sets the type field.
+    pub fn set_packet_type(&mut self, value: PacketType) {
+        self.buffer.as_mut()[field::TYPE] = value as u8;
+    }
+
+    /// Sets the hop limit.
+    pub fn set_hop_limit(&mut self, value: u8) {
+        self.buffer.as_mut()[field::HOP_LIMIT] = value;
+    }
+
+    /// Sets the flags field.
+    pub fn set_flags(&mut self, value: u8) {
+        self.buffer.as_mut()[field::FLAGS] = value;
+    }
+
+    /// Sets the payload length field.
+    pub fn set_payload_len(&mut self, value: u16) {
+        self.buffer.as_mut()[field::PAYLOAD_LEN].copy_from_slice(&value.to_be_bytes());
+    }
+
+    /// Sets the destination node ID.
+    pub fn set_dst(&mut self, id: &NodeId) {
+        self.buffer.as_mut()[field::DST].copy_from_slice(id.as_bytes());
+    }
+
+    /// Sets the source node ID.
+    pub fn set_src(&mut self, id: &NodeId) {
+        self.buffer.as_mut()[field::SRC].copy_from_slice(id.as_bytes());
+    }
+
+    /// The payload, writable.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+}
+
+/// A validated overlay header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Data or control.
+    pub packet_type: PacketType,
+    /// Hops left; never 0 in a valid packet.
+    pub hop_limit: u8,
+    /// Flags (none defined in v1; kept so a relay passes them on).
+    pub flags: u8,
+    /// Length of the payload that follows the header.
+    pub payload_len: u16,
+    /// Destination node.
+    pub dst: NodeId,
+    /// Source node.
+    pub src: NodeId,
+}
+
+impl Repr {
+    /// Parses and validates a whole overlay packet.
+    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr, Error> {
+        packet.validate()?;
+        Ok(Repr {
+            packet_type: PacketType::from_u8(packet.packet_type_raw()).ok_or(Error::BadType)?,
+            hop_limit: packet.hop_limit(),
+            flags: packet.flags(),
+            payload_len: packet.payload_len(),
+            dst: packet.dst(),
+            src: packet.src(),
+        })
+    }
+
+    /// Length of the header this emits.
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `packet`.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
+        packet.set_magic(MAGIC);
+        packet.set_version(VERSION);
+        packet.set_packet_type(self.packet_type);
+        packet.set_hop_limit(self.hop_limit);
+        packet.set_flags(self.flags);
+        packet.set_payload_len(self.payload_len);
+        packet.set_dst(&self.dst);
+        packet.set_src(&self.src);
+    }
+}
+
+/// Golden packets shared by the Rust tests and the XDP fixture tests.
+pub mod golden {
+    use super::HEADER_LEN;
+
+    /// A data packet: hop limit 64, payload "ping", dst 0x11.., src 0x22...
+    pub const DATA_PING: [u8; HEADER_LEN + 4] = {
+        let mut b = [0u8; HEADER_LEN + 4];
+        b[0] = 0x58;
+        b[1] = 0x4f;
+        b[2] = 0x01; // version
+        b[3] = 0x01; // data
+        b[4] = 0x40; // hop limit 64
+        b[5] = 0x00; // flags
+        b[6] = 0x00;
+        b[7] = 0x04; // payload length 4
+        let mut i = 8;
+        while i < 40 {
+            b[i] = 0x11;
+            i += 1;
+        }
+        while i < 72 {
+            b[i] = 0x22;
+            i += 1;
+        }
+        b[72] = b'p';
+        b[73] = b'i';
+        b[74] = b'n';
+        b[75] = b'g';
+        b
+    };
+
+    /// `DATA_PING` broken in one way per drop reason, with the reason.
+    pub fn malformed() -> Vec<(&'static str, Vec<u8>, super::Error)> {
+        use super::Error;
+        let base = DATA_PING.to_vec();
+        let with = |i: usize, v: u8| {
+            let mut b = base.clone();
+            b[i] = v;
+            b
+        };
+        vec![
+            (
+                "truncated header",
+                base[..HEADER_LEN - 1].to_vec(),
+                Error::Truncated,
+            ),
+            ("empty payload", Vec::new(), Error::Truncated),
+            ("bad magic", with(0, 0x00), Error::BadMagic),
+            ("bad version", with(2, 0x02), Error::BadVersion),
+            ("type zero", with(3, 0x00), Error::BadType),
+            ("type unknown", with(3, 0x7f), Error::BadType),
+            ("length too long", with(7, 0x05), Error::BadLength),
+            ("length too short", with(7, 0x03), Error::BadLength),
+            ("hop limit zero", with(4, 0x00), Error::HopLimitZero),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dst() -> NodeId {
+        NodeId::from_bytes([0x11; 32])
+    }
+    fn src() -> NodeId {
+        NodeId::from_bytes([0x22; 32])
+    }
+
+    #[test]
+    fn deconstruct() {
+        let packet = Packet::new_checked(&golden::DATA_PING[..]).expect("golden is long enough");
+        assert_eq!(packet.magic(), 0x584f);
+        assert_eq!(packet.version(), 1);
+        assert_eq!(packet.packet_type_raw(), PacketType::Data as u8);
+        assert_eq!(packet.hop_limit(), 64);
+        assert_eq!(packet.flags(), 0);
+        assert_eq!(packet.payload_len(), 4);
+        assert_eq!(packet.dst(), dst());
+        assert_eq!(packet.src(), src());
+        assert_eq!(packet.payload(), b"ping");
+        assert_eq!(packet.validate(), Ok(()));
+    }
+
+    #[test]
+    fn construct() {
+        let mut bytes = vec![0xa5u8; HEADER_LEN + 4];
+        let mut packet = Packet::new_unchecked(&mut bytes);
+        packet.set_magic(MAGIC);
+        packet.set_version(VERSION);
+        packet.set_packet_type(PacketType::Data);
+        packet.set_hop_limit(64);
+        packet.set_flags(0);
+        packet.set_payload_len(4);
+        packet.set_dst(&dst());
+        packet.set_src(&src());
+        packet.payload_mut().copy_from_slice(b"ping");
+        assert_eq!(&bytes[..], &golden::DATA_PING[..]);
+    }
+
+    fn repr() -> Repr {
+        Repr {
+            packet_type: PacketType::Data,
+            hop_limit: 64,
+            flags: 0,
+            payload_len: 4,
+            dst: dst(),
+            src: src(),
+        }
+    }
+
+    #[test]
+    fn parse() {
+        let packet = Packet::new_checked(&golden::DATA_PING[..]).expect("long enough");
+        assert_eq!(Repr::parse(&packet), Ok(repr()));
+    }
+
+    #[test]
+    fn emit() {
+        let mut bytes = vec![0xa5u8; HEADER_LEN + 4];
+        let mut packet = Packet::new_unchecked(&mut bytes);
+        repr().emit(&mut packet);
+        packet.payload_mut().copy_from_slice(b"ping");
+        assert_eq!(&bytes[..], &golden::DATA_PING[..]);
+    }
+
+    #[test]
+    fn impossible_length() {
+        assert_eq!(
+            Packet::new_checked(&golden::DATA_PING[..HEADER_LEN - 1]),
+            Err(Error::Truncated)
+        );
+        assert_eq!(Packet::new_checked(&[][..]), Err(Error::Truncated));
+    }
+
+    #[test]
+    fn malformed_reasons() {
+        for (name, bytes, reason) in golden::malformed() {
+            let packet = Packet::new_unchecked(&bytes[..]);
+            assert_eq!(packet.validate(), Err(reason), "{name}");
+            assert_eq!(Repr::parse(&packet), Err(reason), "{name}");
+        }
+    }
+
+    #[test]
+    fn flags_are_ignored_and_kept() {
+        let mut bytes = golden::DATA_PING;
+        bytes[5] = 0x80;
+        let packet = Packet::new_checked(&bytes[..]).expect("long enough");
+        assert_eq!(Repr::parse(&packet).map(|r| r.flags), Ok(0x80));
+    }
+
+    #[test]
+    fn xdp_stat_indices_are_distinct_drop_counters() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in Error::ALL {
+            let index = reason.xdp_stat();
+            assert!(u64::from(index) < consts::XDP_STAT_COUNT, "{reason}");
+            assert_ne!(u64::from(index), consts::XDP_PASS_OTHER, "{reason}");
+            assert_ne!(u64::from(index), consts::XDP_PASS_OVERLAY, "{reason}");
+            assert!(seen.insert(index), "{reason} shares a counter");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_emit_roundtrip(
+            hop_limit in 1u8..=255,
+            flags: u8,
+            control: bool,
+            dst: [u8; 32],
+            src: [u8; 32],
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let repr = Repr {
+                packet_type: if control { PacketType::Control } else { PacketType::Data },
+                hop_limit,
+                flags,
+                payload_len: payload.len() as u16,
+                dst: NodeId::from_bytes(dst),
+                src: NodeId::from_bytes(src),
+            };
+            let mut bytes = vec![0u8; HEADER_LEN + payload.len()];
+            let mut packet = Packet::new_unchecked(&mut bytes);
+            repr.emit(&mut packet);
+            packet.payload_mut().copy_from_slice(&payload);
+            let parsed = Repr::parse(&Packet::new_checked(&bytes[..]).expect("long enough"));
+            proptest::prop_assert_eq!(parsed, Ok(repr));
+        }
+
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let packet = Packet::new_unchecked(&bytes[..]);
+            let _ = Repr::parse(&packet);
+        }
+    }
+}
