@@ -1,1 +1,394 @@
+//! The router's TOML configuration: parsed, then validated into a [`Config`]
+//! whose every field is usable as is. Errors name the key and the fix.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::core::NodeId;
+use crate::io::bpf::XdpAttachMode;
+use crate::wire::overlay::DEFAULT_PORT;
+
+/// Most neighbors a static list may hold (the table bound until Kademlia).
+pub const NEIGHBORS_MAX: usize = 4096;
+/// Most worker threads.
+pub const WORKERS_MAX: usize = 64;
+
+/// The router configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Path of the node's secret key file (`xorlay keygen --out`).
+    pub key_file: PathBuf,
+    /// Address the workers' sockets bind; its port is the overlay port.
+    pub listen: SocketAddr,
+    /// Interfaces the XDP program is attached to.
+    pub interfaces: Vec<String>,
+    /// How XDP is attached.
+    pub xdp_mode: XdpAttachMode,
+    /// Data-plane settings.
+    pub dataplane: Dataplane,
+    /// Unix socket path of the admin interface (`xorlay stats`).
+    pub admin_socket: PathBuf,
+    /// Static neighbors.
+    pub neighbors: Vec<Neighbor>,
+}
+
+/// Data-plane settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dataplane {
+    /// io_uring worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// io_uring submission queue entries per worker.
+    pub ring_entries: u32,
+    /// Receive buffers per worker (a power of two).
+    pub buffer_count: u16,
+    /// Bytes per receive buffer.
+    pub buffer_size: u32,
+    /// Socket receive buffer in bytes (forced as root).
+    pub recv_buffer_bytes: usize,
+    /// Local UDP address that receives packets addressed to this node.
+    pub deliver_to: Option<SocketAddr>,
+}
+
+impl Default for Dataplane {
+    fn default() -> Dataplane {
+        Dataplane {
+            workers: 0,
+            ring_entries: 1024,
+            buffer_count: 4096,
+            buffer_size: 2048,
+            recv_buffer_bytes: 4 << 20,
+            deliver_to: None,
+        }
+    }
+}
+
+/// A statically configured neighbor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Neighbor {
+    /// Its node ID (64 hex digits).
+    pub id: NodeId,
+    /// Its underlay address and overlay port.
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    key_file: PathBuf,
+    #[serde(default)]
+    underlay: RawUnderlay,
+    #[serde(default)]
+    dataplane: Dataplane,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default, rename = "neighbor")]
+    neighbors: Vec<Neighbor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUnderlay {
+    listen: SocketAddr,
+    interfaces: Vec<String>,
+    xdp_mode: XdpAttachMode,
+}
+
+impl Default for RawUnderlay {
+    fn default() -> RawUnderlay {
+        RawUnderlay {
+            listen: SocketAddr::from(([0u16; 8], DEFAULT_PORT)),
+            interfaces: Vec::new(),
+            xdp_mode: XdpAttachMode::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    socket: PathBuf,
+}
+
+impl Default for RawAdmin {
+    fn default() -> RawAdmin {
+        RawAdmin {
+            socket: PathBuf::from("/run/xorlay/xorlay.sock"),
+        }
+    }
+}
+
+/// Why a configuration is unusable. Each message names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error(
+        "cannot read config {path}: {source}; pass an existing file with --config (see deploy/xorlay.example.toml)"
+    )]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a wrong key/type.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The path.
+        path: PathBuf,
+        /// toml's message, which shows the line.
+        message: String,
+    },
+    /// A value that parses but cannot work.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in messages and to
+    /// resolve a relative `key_file`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+
+        let listen = raw.underlay.listen;
+        if listen.port() == 0 {
+            return Err(invalid(format!(
+                "underlay.listen = \"{listen}\" has port 0; the overlay needs a fixed UDP port, e.g. \"[::]:{DEFAULT_PORT}\""
+            )));
+        }
+        for name in &raw.underlay.interfaces {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+                return Err(invalid(format!(
+                    "underlay.interfaces has {name:?}, which is not a Linux interface name (1 to 15 characters, no '/' or spaces); `ip link` lists them"
+                )));
+            }
+        }
+        let mut interfaces = raw.underlay.interfaces.clone();
+        interfaces.sort();
+        interfaces.dedup();
+        if interfaces.len() != raw.underlay.interfaces.len() {
+            return Err(invalid(
+                "underlay.interfaces lists an interface twice; remove the duplicate".into(),
+            ));
+        }
+
+        let dp = &raw.dataplane;
+        if dp.workers > WORKERS_MAX {
+            return Err(invalid(format!(
+                "dataplane.workers = {} is over the limit of {WORKERS_MAX}; use 0 for one per CPU",
+                dp.workers
+            )));
+        }
+        if !dp.buffer_count.is_power_of_two() {
+            return Err(invalid(format!(
+                "dataplane.buffer_count = {} must be a power of two (e.g. 4096)",
+                dp.buffer_count
+            )));
+        }
+        if !(256..=65536).contains(&dp.buffer_size) {
+            return Err(invalid(format!(
+                "dataplane.buffer_size = {} must be 256 to 65536 bytes (2048 fits a 1500-byte MTU)",
+                dp.buffer_size
+            )));
+        }
+        if !(8..=32768).contains(&dp.ring_entries) || !dp.ring_entries.is_power_of_two() {
+            return Err(invalid(format!(
+                "dataplane.ring_entries = {} must be a power of two from 8 to 32768 (e.g. 1024)",
+                dp.ring_entries
+            )));
+        }
+        if let Some(addr) = dp.deliver_to
+            && listen.is_ipv4()
+            && addr.is_ipv6()
+        {
+            return Err(invalid(format!(
+                "dataplane.deliver_to = \"{addr}\" is IPv6 but underlay.listen is IPv4; listen on \"[::]:{}\" or deliver to an IPv4 address",
+                listen.port()
+            )));
+        }
+
+        if raw.neighbors.len() > NEIGHBORS_MAX {
+            return Err(invalid(format!(
+                "{} neighbors listed; at most {NEIGHBORS_MAX} are allowed",
+                raw.neighbors.len()
+            )));
+        }
+        for n in &raw.neighbors {
+            if listen.is_ipv4() && n.address.is_ipv6() {
+                return Err(invalid(format!(
+                    "neighbor {} has IPv6 address {} but underlay.listen is IPv4; listen on \"[::]:{}\" to reach both families",
+                    n.id,
+                    n.address,
+                    listen.port()
+                )));
+            }
+            if n.address.port() == 0 || n.address.ip().is_unspecified() {
+                return Err(invalid(format!(
+                    "neighbor {} has address {}, which cannot be sent to; give its underlay IP and overlay port",
+                    n.id, n.address
+                )));
+            }
+        }
+
+        let key_file = match path.parent() {
+            Some(dir) if raw.key_file.is_relative() => dir.join(&raw.key_file),
+            _ => raw.key_file.clone(),
+        };
+
+        Ok(Config {
+            key_file,
+            listen,
+            interfaces: raw.underlay.interfaces,
+            xdp_mode: raw.underlay.xdp_mode,
+            dataplane: raw.dataplane,
+            admin_socket: raw.admin.socket,
+            neighbors: raw.neighbors,
+        })
+    }
+
+    /// Worker threads to start: the configured number, or one per CPU.
+    pub fn worker_count(&self) -> usize {
+        match self.dataplane.workers {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(WORKERS_MAX),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/xorlay/test.toml"))
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = format!(
+            r#"
+key_file = "node.key"
+[underlay]
+listen = "0.0.0.0:4799"
+interfaces = ["eth0", "eth1"]
+xdp_mode = "auto"
+[dataplane]
+workers = 2
+deliver_to = "127.0.0.1:9000"
+[admin]
+socket = "/tmp/x.sock"
+[[neighbor]]
+id = "{ID}"
+address = "198.18.0.2:4799"
+"#
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.key_file, PathBuf::from("/etc/xorlay/node.key"));
+        assert_eq!(config.listen, "0.0.0.0:4799".parse().expect("literal"));
+        assert_eq!(config.interfaces, vec!["eth0", "eth1"]);
+        assert_eq!(config.xdp_mode, XdpAttachMode::Auto);
+        assert_eq!(config.worker_count(), 2);
+        assert_eq!(config.neighbors.len(), 1);
+        assert_eq!(config.neighbors[0].id.to_string(), ID);
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../deploy/xorlay.example.toml");
+        parse(text).expect("deploy/xorlay.example.toml is valid");
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse("key_file = \"/k\"").expect("valid");
+        assert_eq!(config.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.dataplane, Dataplane::default());
+        assert_eq!(config.xdp_mode, XdpAttachMode::Native);
+        assert!(config.worker_count() >= 1);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let cases: &[(&str, &str)] = &[
+            ("", "key_file"),
+            ("key_file = \"/k\"\nbogus = 1", "bogus"),
+            (
+                "key_file = \"/k\"\n[underlay]\nlisten = \"0.0.0.0:0\"",
+                "fixed UDP port",
+            ),
+            (
+                "key_file = \"/k\"\n[underlay]\nlisten = \"nonsense\"",
+                "listen",
+            ),
+            (
+                "key_file = \"/k\"\n[underlay]\ninterfaces = [\"a/b\"]",
+                "interface name",
+            ),
+            (
+                "key_file = \"/k\"\n[underlay]\ninterfaces = [\"a\", \"a\"]",
+                "twice",
+            ),
+            (
+                "key_file = \"/k\"\n[underlay]\nxdp_mode = \"fast\"",
+                "xdp_mode",
+            ),
+            (
+                "key_file = \"/k\"\n[dataplane]\nbuffer_count = 1000",
+                "power of two",
+            ),
+            (
+                "key_file = \"/k\"\n[dataplane]\nbuffer_size = 10",
+                "buffer_size",
+            ),
+            ("key_file = \"/k\"\n[dataplane]\nworkers = 1000", "workers"),
+            (
+                "key_file = \"/k\"\n[[neighbor]]\nid = \"zz\"\naddress = \"198.18.0.1:1\"",
+                "64 hexadecimal digits",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(
+                err.contains(needle),
+                "{text:?} gave {err:?}, expected mention of {needle:?}"
+            );
+        }
+        let v6_neighbor = format!(
+            "key_file = \"/k\"\n[underlay]\nlisten = \"0.0.0.0:4799\"\n[[neighbor]]\nid = \"{ID}\"\naddress = \"[fd00::1]:4799\""
+        );
+        assert!(
+            parse(&v6_neighbor)
+                .expect_err("family")
+                .to_string()
+                .contains("IPv4")
+        );
+    }
+}

@@ -35,7 +35,7 @@ impl<A> NextHopTable<A> {
         neighbors: impl IntoIterator<Item = (NodeId, A)>,
     ) -> Result<NextHopTable<A>, TableError> {
         let mut entries: Vec<(NodeId, A)> = neighbors.into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|entry| entry.0);
         for pair in entries.windows(2) {
             if pair[0].0 == pair[1].0 {
                 return Err(TableError::Duplicate(pair[0].0));

@@ -2,7 +2,11 @@
 //! io_uring workers, the control thread and the admin socket. They parse and
 //! decide nothing themselves: `wire` parses, `core` decides.
 
+pub mod admin;
 pub mod bpf;
+pub mod control;
+pub mod keyfile;
+pub mod router;
 pub mod stats;
 pub mod topology;
 pub mod worker;

@@ -1,0 +1,170 @@
+//! The node's secret key on disk: written with mode 0600, refused when
+//! readable by anyone but its owner.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::core::identity::{Identity, KeyFileError};
+
+/// Why the key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading failed.
+    #[error("cannot read key file {path}: {source}; create one with `xorlay keygen --out {path}`")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Others may read it.
+    #[error(
+        "key file {path} has mode {mode:04o}; a secret key must be readable by its owner only: `chmod 600 {path}`"
+    )]
+    Permissions {
+        /// The path.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// Not a key file.
+    #[error("key file {path}: {source}")]
+    Format {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        source: KeyFileError,
+    },
+    /// Writing failed.
+    #[error("cannot write key file {path}: {source}{hint}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// No randomness.
+    #[error("cannot get random bytes from the OS: {0}")]
+    Random(String),
+}
+
+/// Reads the identity at `path`, refusing group- or world-accessible files.
+pub fn read(path: &Path) -> Result<Identity, KeyError> {
+    let file = std::fs::File::open(path).map_err(|source| KeyError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let meta = file.metadata().map_err(|source| KeyError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.into(),
+            mode,
+        });
+    }
+    let text = std::io::read_to_string(file).map_err(|source| KeyError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Identity::from_key_file(&text).map_err(|source| KeyError::Format {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Creates a new identity and writes it to `path` with mode 0600. Refuses to
+/// overwrite an existing file unless `force`.
+pub fn generate(path: &Path, force: bool) -> Result<Identity, KeyError> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+    let identity = Identity::from_seed(&seed);
+    write(path, &identity, force)?;
+    Ok(identity)
+}
+
+/// Writes `identity` to `path` with mode 0600.
+pub fn write(path: &Path, identity: &Identity, force: bool) -> Result<(), KeyError> {
+    let mut options = OpenOptions::new();
+    options.write(true).mode(0o600);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let write_err = |source: std::io::Error| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                "; it exists already: pick another path or pass --force to replace it"
+            }
+            std::io::ErrorKind::NotFound => "; create its directory first",
+            _ => "",
+        };
+        KeyError::Write {
+            path: path.into(),
+            source,
+            hint,
+        }
+    };
+    let mut file = options.open(path).map_err(write_err)?;
+    // An existing file keeps its old mode through open(); tighten it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(write_err)?;
+    file.write_all(identity.to_key_file().as_bytes())
+        .map_err(write_err)?;
+    file.sync_all().map_err(write_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("xorlay-keyfile-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        dir
+    }
+
+    #[test]
+    fn generate_writes_0600_and_reads_back() {
+        let path = temp_path("gen");
+        let identity = generate(&path, false).expect("writable temp dir");
+        let mode = std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read(&path).expect("readable").node_id(), identity.node_id());
+        let again = generate(&path, false).expect_err("exists");
+        assert!(again.to_string().contains("--force"), "{again}");
+        let replaced = generate(&path, true).expect("forced");
+        assert_ne!(replaced.node_id(), identity.node_id());
+        std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn wide_permissions_are_refused_with_the_fix() {
+        let path = temp_path("wide");
+        generate(&path, false).expect("writable");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = read(&path).expect_err("0644 refused").to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn missing_file_names_keygen() {
+        let err = read(Path::new("/nonexistent/xorlay.key"))
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("xorlay keygen"), "{err}");
+    }
+}

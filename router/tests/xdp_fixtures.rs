@@ -1,0 +1,1311 @@
+//! The XDP program (ebpf/xorlay.bpf.c) run by the kernel on crafted frames.
+//!
+//! - A Katran-style fixture table `{description, frame, verdict, counter}`
+//!   run with BPF_PROG_TEST_RUN against the real compiled object
+//!   (`xorlay::io::bpf::load`): the verdict, exactly one counter up by one,
+//!   and the output bytes equal to the input (the program never writes).
+//! - A differential test: for the golden malformed packets and a few hundred
+//!   seeded mutations of `golden::DATA_PING`, the XDP verdict and counter
+//!   equal what the Rust parser (`OverlayPacket::validate`) says.
+//! - Attach tests on a veth pair inside a network namespace of their own,
+//!   proving the program attaches in each mode, sees real traffic, and is
+//!   gone after the `XdpRouter` is dropped.
+//! - Error messages: missing interface, missing privileges.
+//!
+//! Needs root (CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN for namespaces) and
+//! iproute2. Frames use addresses from 198.18.0.0/15 and fd00::/8 only; the
+//! program is never attached outside the tests' own namespaces.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use xorlay::io::bpf::{self, BpfError, STAT_COUNT, XdpAttachMode, XdpCounters, XdpRouter};
+use xorlay::wire::overlay::{DEFAULT_PORT, HEADER_LEN, golden};
+use xorlay::wire::{OverlayError, OverlayPacket, PacketType, consts};
+
+/// The overlay port the program is loaded with: not the default, so a
+/// program that ignored the configured port would fail the fixtures.
+const PORT: u16 = 47990;
+const OTHER_PORT: u16 = DEFAULT_PORT;
+
+/// XDP actions (linux/bpf.h `enum xdp_action`).
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+const PASS_OTHER: u32 = consts::XDP_PASS_OTHER as u32;
+const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY as u32;
+const DROP_TRUNCATED: u32 = consts::XDP_DROP_TRUNCATED as u32;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_FRAGMENT: u8 = 44;
+
+const MAC_DST: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+const MAC_SRC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+const IPV4_SRC: [u8; 4] = [198, 18, 0, 1];
+const IPV4_DST: [u8; 4] = [198, 18, 0, 2];
+const IPV6_SRC: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const IPV6_DST: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// The flow-hash source port a sender would use.
+const SRC_PORT: u16 = 51234;
+
+// ---------------------------------------------------------------------------
+// Frame builders.
+
+/// Internet checksum (RFC 1071) of `parts` concatenated.
+fn inet_checksum(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.concat();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(14 + payload.len());
+    frame.extend_from_slice(&MAC_DST);
+    frame.extend_from_slice(&MAC_SRC);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Ethernet with one VLAN tag (`tpid` 802.1Q or 802.1AD), VLAN ID 42.
+fn ethernet_vlan(tpid: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut inner = Vec::with_capacity(4 + payload.len());
+    inner.extend_from_slice(&42u16.to_be_bytes());
+    inner.extend_from_slice(&ethertype.to_be_bytes());
+    inner.extend_from_slice(payload);
+    ethernet(tpid, &inner)
+}
+
+/// IPv4 header fields a fixture varies.
+#[derive(Clone, Copy)]
+struct Ipv4 {
+    protocol: u8,
+    /// Flags and fragment offset, host order (0x2000 = more fragments).
+    frag_off: u16,
+    /// Options (a multiple of 4 bytes, at most 40).
+    options: &'static [u8],
+    /// Overrides the IHL field if set.
+    ihl: Option<u8>,
+}
+
+const UDP4: Ipv4 = Ipv4 {
+    protocol: IPPROTO_UDP,
+    frag_off: 0x4000, // don't fragment
+    options: &[],
+    ihl: None,
+};
+
+/// An IPv4 packet with a correct header checksum.
+fn ipv4(fields: Ipv4, payload: &[u8]) -> Vec<u8> {
+    let header_len = 20 + fields.options.len();
+    assert!(
+        header_len.is_multiple_of(4) && header_len <= 60,
+        "bad options length"
+    );
+    let ihl = fields.ihl.unwrap_or((header_len / 4) as u8);
+    let total_len = u16::try_from(header_len + payload.len()).expect("IPv4 packet fits 64 KiB");
+    let mut header = Vec::with_capacity(header_len);
+    header.push(0x40 | ihl);
+    header.push(0); // DSCP/ECN
+    header.extend_from_slice(&total_len.to_be_bytes());
+    header.extend_from_slice(&0x1234u16.to_be_bytes()); // identification
+    header.extend_from_slice(&fields.frag_off.to_be_bytes());
+    header.push(64); // TTL
+    header.push(fields.protocol);
+    header.extend_from_slice(&[0, 0]); // checksum, below
+    header.extend_from_slice(&IPV4_SRC);
+    header.extend_from_slice(&IPV4_DST);
+    header.extend_from_slice(fields.options);
+    let checksum = inet_checksum(&[&header]);
+    header[10..12].copy_from_slice(&checksum.to_be_bytes());
+    assert_eq!(
+        inet_checksum(&[&header]),
+        0,
+        "IPv4 header checksum verifies"
+    );
+    header.extend_from_slice(payload);
+    header
+}
+
+fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
+    let payload_len = u16::try_from(payload.len()).expect("IPv6 payload fits 64 KiB");
+    let mut packet = Vec::with_capacity(40 + payload.len());
+    packet.extend_from_slice(&[0x60, 0, 0, 0]); // version 6, no traffic class/flow label
+    packet.extend_from_slice(&payload_len.to_be_bytes());
+    packet.push(next_header);
+    packet.push(64); // hop limit
+    packet.extend_from_slice(&IPV6_SRC);
+    packet.extend_from_slice(&IPV6_DST);
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// The pseudo-header the UDP checksum covers.
+#[derive(Clone, Copy)]
+enum Pseudo {
+    V4,
+    V6,
+}
+
+/// A UDP datagram whose length field says `len_field` (None: the real
+/// length), with its checksum over the pseudo-header.
+fn udp_with_len(pseudo: Pseudo, dst_port: u16, payload: &[u8], len_field: Option<u16>) -> Vec<u8> {
+    let real_len = u16::try_from(8 + payload.len()).expect("UDP datagram fits 64 KiB");
+    let len = len_field.unwrap_or(real_len);
+    let mut datagram = Vec::with_capacity(usize::from(real_len));
+    datagram.extend_from_slice(&SRC_PORT.to_be_bytes());
+    datagram.extend_from_slice(&dst_port.to_be_bytes());
+    datagram.extend_from_slice(&len.to_be_bytes());
+    datagram.extend_from_slice(&[0, 0]);
+    datagram.extend_from_slice(payload);
+    let mut pseudo_header = Vec::new();
+    match pseudo {
+        Pseudo::V4 => {
+            pseudo_header.extend_from_slice(&IPV4_SRC);
+            pseudo_header.extend_from_slice(&IPV4_DST);
+            pseudo_header.extend_from_slice(&[0, IPPROTO_UDP]);
+            pseudo_header.extend_from_slice(&real_len.to_be_bytes());
+        }
+        Pseudo::V6 => {
+            pseudo_header.extend_from_slice(&IPV6_SRC);
+            pseudo_header.extend_from_slice(&IPV6_DST);
+            pseudo_header.extend_from_slice(&u32::from(real_len).to_be_bytes());
+            pseudo_header.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
+        }
+    }
+    let checksum = match inet_checksum(&[&pseudo_header, &datagram]) {
+        0 => 0xffff,
+        sum => sum,
+    };
+    datagram[6..8].copy_from_slice(&checksum.to_be_bytes());
+    datagram
+}
+
+fn udp(pseudo: Pseudo, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    udp_with_len(pseudo, dst_port, payload, None)
+}
+
+/// Ethernet + IPv4 + UDP to `dst_port` around `payload`.
+fn udp4_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    ethernet(ETH_P_IP, &ipv4(UDP4, &udp(Pseudo::V4, dst_port, payload)))
+}
+
+/// Ethernet + IPv6 + UDP to `dst_port` around `payload`.
+fn udp6_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    ethernet(
+        ETH_P_IPV6,
+        &ipv6(IPPROTO_UDP, &udp(Pseudo::V6, dst_port, payload)),
+    )
+}
+
+/// A minimal TCP SYN header to `dst_port` (checksum not needed by XDP).
+fn tcp_syn(dst_port: u16) -> Vec<u8> {
+    let mut segment = Vec::with_capacity(20);
+    segment.extend_from_slice(&SRC_PORT.to_be_bytes());
+    segment.extend_from_slice(&dst_port.to_be_bytes());
+    segment.extend_from_slice(&1u32.to_be_bytes()); // sequence
+    segment.extend_from_slice(&0u32.to_be_bytes()); // acknowledgement
+    segment.extend_from_slice(&[0x50, 0x02]); // data offset 5, SYN
+    segment.extend_from_slice(&65535u16.to_be_bytes()); // window
+    segment.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    segment
+}
+
+/// An ARP request for 198.18.0.2 from 198.18.0.1.
+fn arp_request() -> Vec<u8> {
+    let mut arp = Vec::with_capacity(28);
+    arp.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet/IPv4, request
+    arp.extend_from_slice(&MAC_SRC);
+    arp.extend_from_slice(&IPV4_SRC);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&IPV4_DST);
+    let mut frame = Vec::with_capacity(14 + arp.len());
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&MAC_SRC);
+    frame.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    frame.extend_from_slice(&arp);
+    frame
+}
+
+/// `DATA_PING` turned into a control packet.
+fn control_ping() -> Vec<u8> {
+    let mut bytes = golden::DATA_PING.to_vec();
+    OverlayPacket::new_unchecked(&mut bytes[..]).set_packet_type(PacketType::Control);
+    assert_eq!(OverlayPacket::new_unchecked(&bytes[..]).validate(), Ok(()));
+    bytes
+}
+
+// ---------------------------------------------------------------------------
+// Running the program.
+
+/// The loaded program and its counters.
+struct Harness {
+    ebpf: Ebpf,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        match bpf::load(PORT) {
+            Ok(ebpf) => Harness { ebpf },
+            Err(e) => panic!("loading the XDP object failed: {e}"),
+        }
+    }
+
+    fn counters(&self) -> XdpCounters {
+        match bpf::read_counters(&self.ebpf) {
+            Ok(counters) => counters,
+            Err(e) => panic!("reading the XDP counters failed: {e}"),
+        }
+    }
+
+    /// Runs the program once on `frame`; returns the action and the output
+    /// frame.
+    ///
+    /// BPF_PROG_TEST_RUN refuses inputs shorter than an Ethernet header, so
+    /// a runt frame is padded with zeros to 14 bytes and `xdp_md.data_end`
+    /// (given as the context) ends the frame's linear data after its real
+    /// length: the program sees exactly `frame` between `data` and
+    /// `data_end`, the padding lands in a fragment it cannot read, and the
+    /// output is the padded input.
+    fn run(&self, description: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        const ETH_HLEN: usize = 14;
+        let mut input = frame.to_vec();
+        if input.len() < ETH_HLEN {
+            input.resize(ETH_HLEN, 0);
+        }
+        let data_end = u32::try_from(frame.len()).expect("frame fits u32");
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex (offsets from the start of data_in).
+        let ctx: Vec<u8> = [0, data_end, 0, 0, 0, 0]
+            .iter()
+            .flat_map(|v: &u32| v.to_ne_bytes())
+            .collect();
+        let mut output = vec![0u8; input.len() + 256];
+        let program: &Xdp = match self.ebpf.program(bpf::PROGRAM_NAME) {
+            Some(program) => match program.try_into() {
+                Ok(xdp) => xdp,
+                Err(e) => panic!("{} is not an XDP program: {e}", bpf::PROGRAM_NAME),
+            },
+            None => panic!("no program {} in the object", bpf::PROGRAM_NAME),
+        };
+        let options = TestRunOptions {
+            data_in: Some(&input),
+            data_out: Some(&mut output),
+            ctx_in: (frame.len() < ETH_HLEN).then_some(&ctx[..]),
+            ..TestRunOptions::default()
+        };
+        let result = match program.test_run(options) {
+            Ok(result) => result,
+            Err(e) => panic!("{description}: BPF_PROG_TEST_RUN failed: {e:?}"),
+        };
+        output.truncate(result.data_size_out as usize);
+        assert_eq!(
+            output.get(frame.len()..),
+            input.get(frame.len()..),
+            "{description}: the padding of a runt frame changed"
+        );
+        output.truncate(frame.len().min(output.len()));
+        (result.return_value, output)
+    }
+
+    /// Runs `frame` and checks the action, that exactly counter `counter`
+    /// went up by one, and that the frame left unchanged.
+    fn check(&self, description: &str, frame: &[u8], verdict: u32, counter: u32) {
+        let before = self.counters().to_array();
+        let (action, output) = self.run(description, frame);
+        let after = self.counters().to_array();
+        assert_eq!(
+            action,
+            verdict,
+            "{description}: action {} (counters before {before:?}, after {after:?})",
+            action_name(action)
+        );
+        for index in 0..STAT_COUNT {
+            let expected = before[index] + u64::from(index == counter as usize);
+            assert_eq!(
+                after[index], expected,
+                "{description}: counter {index} went from {} to {} (expected counter {counter} \
+                 up by one, all others unchanged)",
+                before[index], after[index]
+            );
+        }
+        assert_eq!(
+            output, frame,
+            "{description}: the program changed the frame"
+        );
+    }
+}
+
+fn action_name(action: u32) -> String {
+    match action {
+        0 => "XDP_ABORTED".into(),
+        XDP_DROP => "XDP_DROP".into(),
+        XDP_PASS => "XDP_PASS".into(),
+        3 => "XDP_TX".into(),
+        4 => "XDP_REDIRECT".into(),
+        other => format!("unknown action {other}"),
+    }
+}
+
+/// One row of the table.
+struct Fixture {
+    description: String,
+    frame: Vec<u8>,
+    verdict: u32,
+    counter: u32,
+}
+
+fn fixture(description: impl Into<String>, frame: Vec<u8>, verdict: u32, counter: u32) -> Fixture {
+    Fixture {
+        description: description.into(),
+        frame,
+        verdict,
+        counter,
+    }
+}
+
+/// What the program must do with a UDP payload on the overlay port,
+/// according to the Rust parser.
+fn expected_for_payload(payload: &[u8]) -> (u32, u32) {
+    match OverlayPacket::new_unchecked(payload).validate() {
+        Ok(()) => (XDP_PASS, PASS_OVERLAY),
+        Err(reason) => (XDP_DROP, reason.xdp_stat()),
+    }
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let ping = golden::DATA_PING.to_vec();
+    let control = control_ping();
+    // The UDP length field of a datagram carrying `ping`, plus `delta`.
+    let udp_len = |delta: i32| u16::try_from(8 + ping.len() as i32 + delta).ok();
+    let mut table = vec![
+        // Valid overlay packets pass to the workers.
+        fixture(
+            "valid data over IPv4",
+            udp4_frame(PORT, &ping),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid control over IPv4",
+            udp4_frame(PORT, &control),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data over IPv6",
+            udp6_frame(PORT, &ping),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid control over IPv6",
+            udp6_frame(PORT, &control),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data over IPv4 in an 802.1Q VLAN",
+            ethernet_vlan(
+                ETH_P_8021Q,
+                ETH_P_IP,
+                &ipv4(UDP4, &udp(Pseudo::V4, PORT, &ping)),
+            ),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data over IPv6 in an 802.1AD VLAN",
+            ethernet_vlan(
+                ETH_P_8021AD,
+                ETH_P_IPV6,
+                &ipv6(IPPROTO_UDP, &udp(Pseudo::V6, PORT, &ping)),
+            ),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data over IPv4 with options (IHL 7)",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(
+                    Ipv4 {
+                        options: &[1, 1, 1, 1, 1, 1, 1, 0], // NOPs, end of list
+                        ..UDP4
+                    },
+                    &udp(Pseudo::V4, PORT, &ping),
+                ),
+            ),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data, frame padded beyond the UDP length",
+            {
+                let mut frame = udp4_frame(PORT, &ping);
+                frame.extend_from_slice(&[0u8; 6]);
+                frame
+            },
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data with a large payload",
+            {
+                let mut big = vec![0x5a; HEADER_LEN + 1400];
+                big[..HEADER_LEN].copy_from_slice(&golden::DATA_PING[..HEADER_LEN]);
+                OverlayPacket::new_unchecked(&mut big[..]).set_payload_len(1400);
+                udp6_frame(PORT, &big)
+            },
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        // The UDP length field decides the payload, bounded by the frame.
+        fixture(
+            "UDP length claims more than the frame holds (IPv4)",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(UDP4, &udp_with_len(Pseudo::V4, PORT, &ping, udp_len(10))),
+            ),
+            XDP_DROP,
+            DROP_TRUNCATED,
+        ),
+        fixture(
+            "UDP length claims one byte more than the frame holds (IPv6)",
+            ethernet(
+                ETH_P_IPV6,
+                &ipv6(
+                    IPPROTO_UDP,
+                    &udp_with_len(Pseudo::V6, PORT, &ping, udp_len(1)),
+                ),
+            ),
+            XDP_DROP,
+            DROP_TRUNCATED,
+        ),
+        fixture(
+            "UDP length below the UDP header length",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(UDP4, &udp_with_len(Pseudo::V4, PORT, &ping, Some(7))),
+            ),
+            XDP_DROP,
+            DROP_TRUNCATED,
+        ),
+        fixture(
+            "UDP length 2 bytes short: the payload ends early, payload_len disagrees",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(UDP4, &udp_with_len(Pseudo::V4, PORT, &ping, udp_len(-2))),
+            ),
+            XDP_DROP,
+            consts::XDP_DROP_BAD_LENGTH as u32,
+        ),
+        // Not ours: passed untouched.
+        fixture(
+            "UDP to another port (IPv4)",
+            udp4_frame(OTHER_PORT, &ping),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "UDP to another port (IPv6)",
+            udp6_frame(OTHER_PORT, &ping),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "malformed overlay bytes to another port",
+            udp4_frame(OTHER_PORT, &[0u8; 3]),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "UDP source port is the overlay port, destination is not",
+            {
+                let mut frame = udp4_frame(OTHER_PORT, &ping);
+                frame[34..36].copy_from_slice(&PORT.to_be_bytes());
+                frame
+            },
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "TCP to the overlay port (IPv4)",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(
+                    Ipv4 {
+                        protocol: IPPROTO_TCP,
+                        ..UDP4
+                    },
+                    &tcp_syn(PORT),
+                ),
+            ),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "TCP to the overlay port (IPv6)",
+            ethernet(ETH_P_IPV6, &ipv6(IPPROTO_TCP, &tcp_syn(PORT))),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture("ARP request", arp_request(), XDP_PASS, PASS_OTHER),
+        fixture("runt frame: empty", Vec::new(), XDP_PASS, PASS_OTHER),
+        fixture("runt frame: 1 byte", vec![0xff], XDP_PASS, PASS_OTHER),
+        fixture(
+            "runt frame: 13 bytes",
+            udp4_frame(PORT, &ping)[..13].to_vec(),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "Ethernet header only, IPv4 ethertype",
+            ethernet(ETH_P_IP, &[]),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "VLAN tag cut off",
+            udp4_frame(PORT, &ping)[..14]
+                .iter()
+                .copied()
+                .chain([0, 42])
+                .collect::<Vec<u8>>(),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "two VLAN tags (QinQ) are not parsed",
+            ethernet_vlan(
+                ETH_P_8021AD,
+                ETH_P_8021Q,
+                &[
+                    &[0u8, 7][..],
+                    &ETH_P_IP.to_be_bytes(),
+                    &ipv4(UDP4, &udp(Pseudo::V4, PORT, &ping)),
+                ]
+                .concat(),
+            ),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv4 header cut off",
+            udp4_frame(PORT, &ping)[..14 + 19].to_vec(),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv4 options cut off",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(
+                    Ipv4 {
+                        options: &[1; 40],
+                        ..UDP4
+                    },
+                    &[],
+                ),
+            )[..14 + 40]
+                .to_vec(),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv4 IHL below 5",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(
+                    Ipv4 {
+                        ihl: Some(4),
+                        ..UDP4
+                    },
+                    &udp(Pseudo::V4, PORT, &ping),
+                ),
+            ),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv4 ethertype with an IPv6 header",
+            ethernet(ETH_P_IP, &ipv6(IPPROTO_UDP, &udp(Pseudo::V6, PORT, &ping))),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "UDP header cut off (IPv4)",
+            udp4_frame(PORT, &ping)[..14 + 20 + 7].to_vec(),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "UDP header cut off (IPv6)",
+            udp6_frame(PORT, &ping)[..14 + 40 + 4].to_vec(),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv6 header cut off",
+            udp6_frame(PORT, &ping)[..14 + 39].to_vec(),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv4 non-first fragment whose bytes look like UDP to the overlay port",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(
+                    Ipv4 {
+                        frag_off: 185,
+                        ..UDP4
+                    },
+                    &udp(Pseudo::V4, PORT, &[0u8; 4]),
+                ),
+            ),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv4 first fragment (more fragments set): the stack reassembles",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(
+                    Ipv4 {
+                        frag_off: 0x2000,
+                        ..UDP4
+                    },
+                    &udp_with_len(Pseudo::V4, PORT, &ping, Some(8 + 1476)),
+                ),
+            ),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+        fixture(
+            "IPv6 fragment header: extension headers are not walked",
+            ethernet(
+                ETH_P_IPV6,
+                &ipv6(
+                    IPPROTO_FRAGMENT,
+                    &[
+                        &[IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 7][..],
+                        &udp(Pseudo::V6, PORT, &ping),
+                    ]
+                    .concat(),
+                ),
+            ),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+    ];
+    // Every golden malformed packet, over IPv4 and IPv6, and once in a VLAN.
+    for (name, payload, reason) in golden::malformed() {
+        let counter = reason.xdp_stat();
+        table.push(fixture(
+            format!("{name} over IPv4"),
+            udp4_frame(PORT, &payload),
+            XDP_DROP,
+            counter,
+        ));
+        table.push(fixture(
+            format!("{name} over IPv6"),
+            udp6_frame(PORT, &payload),
+            XDP_DROP,
+            counter,
+        ));
+        table.push(fixture(
+            format!("{name} over IPv4 in an 802.1Q VLAN"),
+            ethernet_vlan(
+                ETH_P_8021Q,
+                ETH_P_IP,
+                &ipv4(UDP4, &udp(Pseudo::V4, PORT, &payload)),
+            ),
+            XDP_DROP,
+            counter,
+        ));
+    }
+    table
+}
+
+#[test]
+fn fixture_table() {
+    let harness = Harness::new();
+    let table = fixtures();
+    for row in &table {
+        harness.check(&row.description, &row.frame, row.verdict, row.counter);
+    }
+    // The table exercises every counter.
+    let totals = harness.counters();
+    for index in 0..STAT_COUNT as u32 {
+        assert!(
+            totals.get(index) > 0,
+            "no fixture hits counter {index}: {totals:?}"
+        );
+    }
+    assert_eq!(
+        totals.to_array().iter().sum::<u64>(),
+        table.len() as u64,
+        "one counter per frame"
+    );
+}
+
+#[test]
+fn golden_malformed_reasons_match_the_rust_parser() {
+    // The table above hard-codes nothing about the reasons: both sides read
+    // them from golden::malformed(); this checks the parser agrees too.
+    for (name, payload, reason) in golden::malformed() {
+        assert_eq!(
+            expected_for_payload(&payload),
+            (XDP_DROP, reason.xdp_stat()),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        expected_for_payload(&golden::DATA_PING),
+        (XDP_PASS, PASS_OVERLAY)
+    );
+}
+
+#[test]
+fn the_port_is_configurable() {
+    let harness = match bpf::load(OTHER_PORT) {
+        Ok(ebpf) => Harness { ebpf },
+        Err(e) => panic!("loading the XDP object for port {OTHER_PORT} failed: {e}"),
+    };
+    let ping = golden::DATA_PING;
+    harness.check(
+        "port 4799: overlay",
+        &udp4_frame(OTHER_PORT, &ping),
+        XDP_PASS,
+        PASS_OVERLAY,
+    );
+    harness.check(
+        "port 4799: 47990 is other",
+        &udp4_frame(PORT, &ping),
+        XDP_PASS,
+        PASS_OTHER,
+    );
+    harness.check(
+        "port 4799: byte-swapped port is other",
+        &udp4_frame(OTHER_PORT.swap_bytes(), &ping),
+        XDP_PASS,
+        PASS_OTHER,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Differential: XDP against the Rust parser.
+
+/// xorshift64*: small, seeded, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+/// DATA_PING broken in 1 to 3 random ways, biased to the checked fields.
+fn mutate(rng: &mut Rng) -> Vec<u8> {
+    let mut bytes = golden::DATA_PING.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        match rng.below(8) {
+            // A checked header field (magic, version, type, hop limit, length).
+            0..=2 => {
+                let index = [0, 1, 2, 3, 4, 6, 7][rng.below(7)];
+                if let Some(b) = bytes.get_mut(index) {
+                    *b = rng.byte();
+                }
+            }
+            // A plausible value in a checked field.
+            3 => {
+                let (index, value) = match rng.below(5) {
+                    0 => (2, 1),
+                    1 => (3, 1 + rng.below(2) as u8),
+                    2 => (4, rng.below(2) as u8),
+                    3 => (7, (bytes.len().saturating_sub(HEADER_LEN)) as u8),
+                    _ => (6, 0),
+                };
+                if let Some(b) = bytes.get_mut(index) {
+                    *b = value;
+                }
+            }
+            // Anywhere.
+            4 => {
+                if !bytes.is_empty() {
+                    let index = rng.below(bytes.len());
+                    bytes[index] = rng.byte();
+                }
+            }
+            // Truncate.
+            5 => {
+                let len = rng.below(bytes.len() + 1);
+                bytes.truncate(len);
+            }
+            // Extend.
+            6 => {
+                for _ in 0..1 + rng.below(40) {
+                    bytes.push(rng.byte());
+                }
+            }
+            // Make the length field agree with the buffer.
+            _ => {
+                if bytes.len() >= HEADER_LEN {
+                    let len = u16::try_from(bytes.len() - HEADER_LEN).unwrap_or(u16::MAX);
+                    bytes[6..8].copy_from_slice(&len.to_be_bytes());
+                }
+            }
+        }
+    }
+    bytes
+}
+
+#[test]
+fn differential_against_the_rust_parser() {
+    let harness = Harness::new();
+    let mut payloads: Vec<(String, Vec<u8>)> = golden::malformed()
+        .into_iter()
+        .map(|(name, bytes, _)| (format!("golden {name}"), bytes))
+        .collect();
+    payloads.push(("golden DATA_PING".into(), golden::DATA_PING.to_vec()));
+    let mut rng = Rng(0x786f_726c_6179_0001);
+    for case in 0..400 {
+        payloads.push((format!("mutation {case}"), mutate(&mut rng)));
+    }
+
+    let mut seen = [0u32; STAT_COUNT];
+    for (index, (name, payload)) in payloads.iter().enumerate() {
+        let (verdict, counter) = expected_for_payload(payload);
+        seen[counter as usize] += 1;
+        let frame = if index % 2 == 0 {
+            udp4_frame(PORT, payload)
+        } else {
+            udp6_frame(PORT, payload)
+        };
+        let description = format!("{name}: payload {payload:02x?}, parser says {counter}");
+        harness.check(&description, &frame, verdict, counter);
+    }
+    // The mutations reach every outcome, or the test proves little.
+    for reason in OverlayError::ALL {
+        assert!(
+            seen[reason.xdp_stat() as usize] >= 3,
+            "too few mutations end in {reason}: {seen:?}"
+        );
+    }
+    assert!(
+        seen[PASS_OVERLAY as usize] >= 3,
+        "too few valid mutations: {seen:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Errors.
+
+#[test]
+fn missing_interface_error_names_it_and_the_fix() {
+    let interfaces = vec!["xlt-missing0".to_string()];
+    match XdpRouter::attach(&interfaces, PORT, XdpAttachMode::Native) {
+        Ok(router) => panic!("attached to a missing interface: {:?}", router.attached()),
+        Err(error) => {
+            assert!(
+                matches!(&error, BpfError::NoSuchInterface { interface } if interface == "xlt-missing0"),
+                "{error:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "interface xlt-missing0 does not exist in this network namespace; check \
+                 `interfaces` in the config (`ip link` lists them)"
+            );
+        }
+    }
+}
+
+/// `struct __user_cap_header_struct` and `__user_cap_data_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Drops capabilities from the calling thread's effective set (capabilities
+/// are per thread: the other test threads keep theirs).
+fn drop_thread_capabilities(caps: &[u32]) {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and data are the structs capget expects, alive for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    assert_eq!(rc, 0, "capget: {}", std::io::Error::last_os_error());
+    for &cap in caps {
+        data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
+    }
+    // SAFETY: as above; capset only changes this thread's credentials.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn missing_privileges_error_names_the_capabilities() {
+    let outcome = std::thread::spawn(|| {
+        drop_thread_capabilities(&[CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_PERFMON]);
+        bpf::load(PORT).map(|_| ())
+    })
+    .join();
+    let result = match outcome {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    match result {
+        Ok(()) => panic!("loaded the XDP program without CAP_BPF/CAP_SYS_ADMIN/CAP_NET_ADMIN"),
+        Err(error) => {
+            assert!(
+                matches!(error, BpfError::PermissionDenied { .. }),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains("needs root or CAP_BPF + CAP_NET_ADMIN"),
+                "{message}"
+            );
+            assert!(
+                message.contains("os error 1"),
+                "the kernel's error is kept: {message}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attaching, in a network namespace of our own.
+
+/// A network namespace with a veth pair `xlt0` <-> `xlt1`, both up (no
+/// addresses: traffic is injected as raw frames), deleted on drop, even when
+/// the test fails.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        let name = format!("xlt-bpf-{}-{tag}", std::process::id());
+        // A leftover of a crashed run with the same pid would make `add` fail.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let netns = Netns { name };
+        ip_in(
+            &netns.name,
+            &[
+                "link", "add", "xlt0", "type", "veth", "peer", "name", "xlt1",
+            ],
+        );
+        for interface in ["xlt0", "xlt1", "lo"] {
+            ip_in(&netns.name, &["link", "set", interface, "up"]);
+        }
+        netns
+    }
+
+    /// `ip link show dev <interface>` in the namespace.
+    fn link_show(&self, interface: &str) -> String {
+        ip_in(&self.name, &["link", "show", "dev", interface])
+    }
+
+    /// Runs `body` on a thread of its own inside the namespace (setns moves
+    /// only the calling thread, and that thread never comes back); a panic
+    /// in `body` continues here, so the guard still deletes the namespace.
+    fn run_inside<T: Send + 'static>(&self, body: impl FnOnce(&str) -> T + Send + 'static) -> T {
+        let name = self.name.clone();
+        let handle = std::thread::spawn(move || {
+            enter_netns(&name);
+            body(&name)
+        });
+        match handle.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Moves the calling thread into network namespace `name`.
+fn enter_netns(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) => panic!("open {path}: {e}"),
+    };
+    // SAFETY: a valid namespace fd; setns changes only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// `ip -n <netns> <args>`, which must succeed; returns stdout.
+fn ip_in(netns: &str, args: &[&str]) -> String {
+    let mut all = vec!["-n", netns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = match Command::new(program).args(args).output() {
+        Ok(output) => output,
+        Err(e) => panic!("cannot run {program} {args:?}: {e} (install iproute2)"),
+    };
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Sends `frame` as is out of `interface` (an AF_PACKET socket in the
+/// calling thread's namespace).
+fn send_raw(interface: &str, frame: &[u8]) {
+    let name = std::ffi::CString::new(interface).expect("interface name without NUL");
+    // SAFETY: valid NUL-terminated name.
+    let if_index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(if_index, 0, "no interface {interface}");
+    // SAFETY: plain socket(2); the fd is owned by `socket` below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_ifindex = if_index as i32;
+    address.sll_halen = 6;
+    address.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: frame and address are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const address).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        sent,
+        frame.len() as isize,
+        "send on {interface}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn has_native_xdp(link: &str) -> bool {
+    link.contains(" xdp ") || link.contains("prog/xdp ")
+}
+
+fn has_any_xdp(link: &str) -> bool {
+    link.contains("xdp")
+}
+
+fn attach(interfaces: &[&str], mode: XdpAttachMode) -> XdpRouter {
+    let interfaces: Vec<String> = interfaces.iter().map(|s| s.to_string()).collect();
+    match XdpRouter::attach(&interfaces, PORT, mode) {
+        Ok(router) => router,
+        Err(e) => panic!("attaching XDP ({mode}) to {interfaces:?}: {e}"),
+    }
+}
+
+fn router_counters(router: &XdpRouter) -> XdpCounters {
+    match router.counters() {
+        Ok(counters) => counters,
+        Err(e) => panic!("reading the counters: {e}"),
+    }
+}
+
+/// Reads the counters until `done` holds, for at most two seconds.
+fn wait_for(router: &XdpRouter, done: impl Fn(&XdpCounters) -> bool) -> XdpCounters {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let counters = router_counters(router);
+        if done(&counters) || Instant::now() > deadline {
+            return counters;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn native_attach_sees_traffic_and_detaches_on_drop() {
+    let netns = Netns::create("native");
+    let (shown, attached, counters) = netns.run_inside(|netns| {
+        let router = attach(&["xlt1"], XdpAttachMode::Native);
+        let shown = ip_in(netns, &["link", "show", "dev", "xlt1"]);
+        let attached = router.attached();
+
+        // Real frames through the veth: sent on xlt0, XDP on xlt1 sees them.
+        let before = router_counters(&router);
+        let mut bad_magic = golden::DATA_PING;
+        bad_magic[0] = 0;
+        send_raw("xlt0", &udp4_frame(PORT, &golden::DATA_PING));
+        send_raw("xlt0", &udp6_frame(PORT, &golden::DATA_PING));
+        send_raw("xlt0", &udp4_frame(PORT, &bad_magic));
+        let counters = wait_for(&router, |c| {
+            c.pass_overlay >= before.pass_overlay + 2 && c.dropped() > before.dropped()
+        });
+        let delta = (
+            counters.pass_overlay - before.pass_overlay,
+            counters.drop_bad_magic - before.drop_bad_magic,
+            counters.dropped() - before.dropped(),
+        );
+        drop(router);
+        (shown, attached, delta)
+    });
+    assert!(
+        has_native_xdp(&shown),
+        "no native XDP on xlt1 after attach:\n{shown}"
+    );
+    assert!(
+        !shown.contains("xdpgeneric"),
+        "generic instead of native:\n{shown}"
+    );
+    assert_eq!(attached, vec![("xlt1".to_string(), "native")]);
+    assert_eq!(
+        counters,
+        (2, 1, 1),
+        "(pass_overlay, drop_bad_magic, dropped) deltas after 2 valid and 1 bad frame"
+    );
+
+    let after = netns.link_show("xlt1");
+    assert!(
+        !has_any_xdp(&after),
+        "XDP still attached after the router was dropped:\n{after}"
+    );
+}
+
+#[test]
+fn generic_and_auto_attach_then_detach() {
+    let netns = Netns::create("modes");
+    let (generic_shown, auto_shown, attached) = netns.run_inside(|netns| {
+        let router = attach(&["xlt0", "lo"], XdpAttachMode::Generic);
+        let generic_shown = ip_in(netns, &["link", "show", "dev", "xlt0"]);
+        router.detach();
+        // veth has native XDP: auto picks it; lo has none: auto falls back.
+        let router = attach(&["xlt0", "lo", "xlt0"], XdpAttachMode::Auto);
+        let auto_shown = ip_in(netns, &["link", "show"]);
+        let attached = router.attached();
+        drop(router);
+        (generic_shown, auto_shown, attached)
+    });
+    assert!(
+        generic_shown.contains("xdpgeneric"),
+        "no generic XDP on xlt0 after attach:\n{generic_shown}"
+    );
+    assert_eq!(
+        attached,
+        vec![
+            ("xlt0".to_string(), "native"),
+            ("lo".to_string(), "generic")
+        ],
+        "auto mode, duplicates removed:\n{auto_shown}"
+    );
+    for interface in ["xlt0", "xlt1", "lo"] {
+        let after = netns.link_show(interface);
+        assert!(!has_any_xdp(&after), "XDP left on {interface}:\n{after}");
+    }
+}
+
+#[test]
+fn attach_checks_every_interface_before_attaching_any() {
+    let netns = Netns::create("partial");
+    let error = netns.run_inside(|_| {
+        let interfaces = vec!["xlt0".to_string(), "xlt-missing0".to_string()];
+        XdpRouter::attach(&interfaces, PORT, XdpAttachMode::Native)
+            .err()
+            .map(|e| e.to_string())
+    });
+    let message = error.unwrap_or_else(|| panic!("attach to a missing interface succeeded"));
+    assert!(
+        message.contains("interface xlt-missing0 does not exist"),
+        "{message}"
+    );
+    let link = netns.link_show("xlt0");
+    assert!(!has_any_xdp(&link), "XDP left on xlt0:\n{link}");
+}
+
+#[test]
+fn native_attach_failure_suggests_generic_or_auto() {
+    let netns = Netns::create("nonative");
+    let error = netns.run_inside(|_| {
+        // The loopback device has no native XDP support.
+        XdpRouter::attach(&["lo".to_string()], PORT, XdpAttachMode::Native)
+            .err()
+            .map(|e| (e.to_string(), matches!(e, BpfError::NativeAttach { .. })))
+    });
+    let (message, native) = error.unwrap_or_else(|| panic!("native XDP on lo succeeded"));
+    assert!(native, "{message}");
+    assert!(
+        message.contains("cannot attach XDP in native mode to lo"),
+        "{message}"
+    );
+    assert!(
+        message.contains("xdp_mode = \"generic\" or \"auto\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("os error"),
+        "the kernel's error is kept: {message}"
+    );
+    let link = netns.link_show("lo");
+    assert!(!has_any_xdp(&link), "XDP left on lo:\n{link}");
+}
