@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::core::NodeId;
 use crate::io::bpf::XdpAttachMode;
+use crate::io::worker::{WorkerConfig, WorkerError};
 use crate::wire::overlay::DEFAULT_PORT;
 
 /// Most neighbors a static list may hold (the table bound until Kademlia).
@@ -54,14 +55,26 @@ pub struct Dataplane {
 
 impl Default for Dataplane {
     fn default() -> Dataplane {
+        let worker = WorkerConfig::default();
         Dataplane {
             workers: 0,
-            ring_entries: 1024,
-            buffer_count: 4096,
-            buffer_size: 2048,
-            recv_buffer_bytes: 4 << 20,
-            deliver_to: None,
+            ring_entries: worker.ring_entries,
+            buffer_count: worker.buffer_count,
+            buffer_size: worker.buffer_size,
+            recv_buffer_bytes: worker.recv_buffer_bytes,
+            deliver_to: worker.deliver_to,
         }
+    }
+}
+
+fn worker_config(dataplane: &Dataplane, listen: SocketAddr) -> WorkerConfig {
+    WorkerConfig {
+        listen,
+        ring_entries: dataplane.ring_entries,
+        buffer_count: dataplane.buffer_count,
+        buffer_size: dataplane.buffer_size,
+        recv_buffer_bytes: dataplane.recv_buffer_bytes,
+        deliver_to: dataplane.deliver_to,
     }
 }
 
@@ -196,39 +209,17 @@ impl Config {
             ));
         }
 
-        let dp = &raw.dataplane;
-        if dp.workers > WORKERS_MAX {
+        if raw.dataplane.workers > WORKERS_MAX {
             return Err(invalid(format!(
                 "dataplane.workers = {} is over the limit of {WORKERS_MAX}; use 0 for one per CPU",
-                dp.workers
+                raw.dataplane.workers
             )));
         }
-        if !dp.buffer_count.is_power_of_two() {
-            return Err(invalid(format!(
-                "dataplane.buffer_count = {} must be a power of two (e.g. 4096)",
-                dp.buffer_count
-            )));
-        }
-        if !(256..=65536).contains(&dp.buffer_size) {
-            return Err(invalid(format!(
-                "dataplane.buffer_size = {} must be 256 to 65536 bytes (2048 fits a 1500-byte MTU)",
-                dp.buffer_size
-            )));
-        }
-        if !(8..=32768).contains(&dp.ring_entries) || !dp.ring_entries.is_power_of_two() {
-            return Err(invalid(format!(
-                "dataplane.ring_entries = {} must be a power of two from 8 to 32768 (e.g. 1024)",
-                dp.ring_entries
-            )));
-        }
-        if let Some(addr) = dp.deliver_to
-            && listen.is_ipv4()
-            && addr.is_ipv6()
+        // The worker owns the limits of its own settings.
+        if let Err(WorkerError::Config { key, message }) =
+            worker_config(&raw.dataplane, listen).validate()
         {
-            return Err(invalid(format!(
-                "dataplane.deliver_to = \"{addr}\" is IPv6 but underlay.listen is IPv4; listen on \"[::]:{}\" or deliver to an IPv4 address",
-                listen.port()
-            )));
+            return Err(invalid(format!("dataplane.{key} = {message}")));
         }
 
         if raw.neighbors.len() > NEIGHBORS_MAX {
@@ -268,6 +259,11 @@ impl Config {
             admin_socket: raw.admin.socket,
             neighbors: raw.neighbors,
         })
+    }
+
+    /// Settings of each io_uring worker.
+    pub fn worker_config(&self) -> WorkerConfig {
+        worker_config(&self.dataplane, self.listen)
     }
 
     /// Worker threads to start: the configured number, or one per CPU.

@@ -17,7 +17,7 @@ use crate::io::control;
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::topology::SharedTable;
-use crate::io::worker::{Worker, WorkerConfig, WorkerError};
+use crate::io::worker::{Worker, WorkerError};
 
 /// How often the control loop checks for shutdown while idle.
 const CONTROL_TICK: Duration = Duration::from_millis(100);
@@ -99,15 +99,7 @@ impl Router {
                 "no [underlay] interfaces configured: XDP is off, every packet takes the userspace path"
             );
         }
-        let dp = &config.dataplane;
-        let worker_config = WorkerConfig {
-            listen: config.listen,
-            ring_entries: dp.ring_entries,
-            buffer_count: dp.buffer_count,
-            buffer_size: dp.buffer_size,
-            recv_buffer_bytes: dp.recv_buffer_bytes,
-            deliver_to: dp.deliver_to,
-        };
+        let worker_config = config.worker_config();
         for index in 0..config.worker_count() {
             let stats = Arc::new(WorkerStats::default());
             let worker = Worker::spawn(
