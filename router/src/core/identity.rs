@@ -78,6 +78,43 @@ impl core::fmt::Debug for Identity {
     }
 }
 
+/// Largest puzzle difficulty accepted (expected work doubles per bit; 24
+/// bits is about 16 million key generations).
+pub const DIFFICULTY_MAX: u32 = 32;
+
+/// The S/Kademlia static puzzle: the number of leading zero bits of
+/// SHA-256(node ID), where the node ID is itself a hash of the public key,
+/// so this is H(H(public key)). Making an identity with `d` bits costs about
+/// 2^d key generations; checking one costs one hash.
+pub fn puzzle_bits(id: &NodeId) -> u32 {
+    let digest: [u8; 32] = Sha256::digest(id.as_bytes()).into();
+    let mut bits = 0;
+    for byte in digest {
+        bits += byte.leading_zeros();
+        if byte != 0 {
+            break;
+        }
+    }
+    bits
+}
+
+/// Whether `id` solves the puzzle at `difficulty` bits.
+pub fn solves_puzzle(id: &NodeId, difficulty: u32) -> bool {
+    puzzle_bits(id) >= difficulty
+}
+
+/// Searches for an identity solving the puzzle at `difficulty`, drawing
+/// seeds from `next_seed`; gives up after `attempts_max` seeds.
+pub fn search_puzzle(
+    difficulty: u32,
+    attempts_max: u64,
+    mut next_seed: impl FnMut() -> [u8; 32],
+) -> Option<Identity> {
+    (0..attempts_max)
+        .map(|_| Identity::from_seed(&next_seed()))
+        .find(|identity| solves_puzzle(&identity.node_id(), difficulty))
+}
+
 /// The node ID of a public key: SHA-256 over a domain tag and the key.
 pub fn node_id_of(public: &VerifyingKey) -> NodeId {
     let mut hasher = Sha256::new();
@@ -122,6 +159,31 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn puzzle_search_finds_and_verifies() {
+        let mut counter = 0u64;
+        let found = search_puzzle(8, 1 << 16, || {
+            counter += 1;
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&counter.to_le_bytes());
+            seed
+        })
+        .expect("8 bits take about 256 tries");
+        assert!(puzzle_bits(&found.node_id()) >= 8);
+        assert!(solves_puzzle(&found.node_id(), 8));
+        assert!(solves_puzzle(&found.node_id(), 0));
+        // A puzzle nobody solves in a handful of tries.
+        assert!(search_puzzle(DIFFICULTY_MAX, 4, || [1; 32]).is_none());
+    }
+
+    #[test]
+    fn puzzle_bits_counts_leading_zeros_of_the_second_hash() {
+        let id = NodeId::from_bytes([0x42; 32]);
+        let digest: [u8; 32] = Sha256::digest(id.as_bytes()).into();
+        let expected = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes")).leading_zeros();
+        assert_eq!(puzzle_bits(&id), expected.min(128));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 pub mod forward;
 pub mod identity;
+pub mod kademlia;
 pub mod node_id;
+pub mod session;
 pub mod table;
 
 pub use forward::{DropReason, Verdict, decide};

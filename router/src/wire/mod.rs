@@ -12,7 +12,9 @@
 //! asserted against those constants at compile time.
 
 pub mod consts;
+pub mod kad;
 pub mod overlay;
+pub mod session;
 
 pub use overlay::{
     Error as OverlayError, Packet as OverlayPacket, PacketType, Repr as OverlayRepr,
