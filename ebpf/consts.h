@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Counter indices of the XDP program's per-CPU stats array (map
- * `xorlay_stats`). Parsed by router/build.rs into Rust constants, like
- * wire.h. Each packet the program sees increments exactly one counter.
+ * Constants of the XDP program shared with userspace: the counter indices of
+ * its per-CPU stats array (map `xorlay_stats`) and the size and key layout
+ * of its neighbor allowlist (map `xorlay_neighbors`, maps.h). Parsed by
+ * router/build.rs into Rust constants, like wire.h. Each packet the program
+ * sees increments exactly one counter.
  * Keep every #define on one line in the form `#define NAME <integer>`.
  */
 #ifndef XORLAY_CONSTS_H
@@ -24,7 +26,17 @@
 #define XORLAY_XDP_DROP_BAD_LENGTH 6
 /* Dropped: hop limit 0 on arrival. */
 #define XORLAY_XDP_DROP_HOP_LIMIT_ZERO 7
+/* Dropped: a data packet whose source (IP, UDP port) is not in xorlay_neighbors. */
+#define XORLAY_XDP_DROP_NOT_NEIGHBOR 8
 /* Number of counters. */
-#define XORLAY_XDP_STAT_COUNT 8
+#define XORLAY_XDP_STAT_COUNT 9
+
+/* Capacity of the neighbor allowlist (map xorlay_neighbors). */
+#define XORLAY_NEIGHBORS_MAX 4096
+/* struct xorlay_neighbor_key (maps.h): its size and the offsets of its fields. */
+#define XORLAY_NEIGHBOR_KEY_LEN 20
+#define XORLAY_NEIGHBOR_KEY_OFF_ADDR 0
+#define XORLAY_NEIGHBOR_KEY_OFF_PORT 16
+#define XORLAY_NEIGHBOR_KEY_OFF_PAD 18
 
 #endif /* XORLAY_CONSTS_H */

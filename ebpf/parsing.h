@@ -63,14 +63,19 @@ static __always_inline int parse_eth(struct cursor *c)
 	return bpf_ntohs(vlan->encapsulated_proto);
 }
 
+/* Length of a source address as parse_ipv4/parse_ipv6 write it. */
+#define IP_ADDR_LEN 16
+
 /*
  * IPv4, honouring IHL (options are skipped). Returns the L4 protocol, or
  * PARSE_OTHER for a short or inconsistent header and for every fragment:
  * a non-first fragment has no UDP header, and a first fragment holds only
  * part of the datagram, so both go to the stack, which reassembles them and
  * hands the whole datagram to the workers (whose parser validates it).
+ * On success writes the source address to `saddr` as the v4-mapped IPv6
+ * address ::ffff:a.b.c.d (IP_ADDR_LEN bytes).
  */
-static __always_inline int parse_ipv4(struct cursor *c)
+static __always_inline int parse_ipv4(struct cursor *c, __u8 *saddr)
 {
 	struct iphdr *ip = c->pos;
 	__u32 hdr_len;
@@ -86,6 +91,10 @@ static __always_inline int parse_ipv4(struct cursor *c)
 		return PARSE_OTHER;
 	if (ip->frag_off & bpf_htons(IPV4_FRAG_MORE | IPV4_FRAG_OFFSET))
 		return PARSE_OTHER;
+	__builtin_memset(saddr, 0, 10);
+	saddr[10] = 0xff;
+	saddr[11] = 0xff;
+	__builtin_memcpy(saddr + 12, &ip->saddr, 4);
 	c->pos += hdr_len;
 	return ip->protocol;
 }
@@ -93,8 +102,9 @@ static __always_inline int parse_ipv4(struct cursor *c)
 /*
  * IPv6, fixed header only. Returns the next header; extension headers
  * (fragments included) are not walked, so their packets are not UDP here.
+ * On success writes the source address to `saddr` (IP_ADDR_LEN bytes).
  */
-static __always_inline int parse_ipv6(struct cursor *c)
+static __always_inline int parse_ipv6(struct cursor *c, __u8 *saddr)
 {
 	struct ipv6hdr *ip6 = c->pos;
 
@@ -102,8 +112,20 @@ static __always_inline int parse_ipv6(struct cursor *c)
 		return PARSE_OTHER;
 	if (ip6->version != 6)
 		return PARSE_OTHER;
+	__builtin_memcpy(saddr, &ip6->saddr, IP_ADDR_LEN);
 	c->pos = ip6 + 1;
 	return ip6->nexthdr;
+}
+
+/*
+ * Whether a source address from parse_ipv4/parse_ipv6 is ::ffff:a.b.c.d;
+ * `addr` is IP_ADDR_LEN bytes, 4-byte aligned.
+ */
+static __always_inline int addr_is_v4_mapped(const __u8 *addr)
+{
+	const __u32 *words = (const __u32 *)addr;
+
+	return words[0] == 0 && words[1] == 0 && words[2] == bpf_htonl(0xffff);
 }
 
 /* UDP header: returns it with the cursor on the payload, or NULL if short. */

@@ -1,9 +1,22 @@
-//! The namespace lab: gen -> r1 -> ... -> rN -> sink, one network namespace
-//! per node, one veth pair per link, addresses from 198.18.0.0/15 only.
-//! Everything it creates (namespaces, the veths inside them, a scratch
-//! folder with keys, configs and logs) is removed when the `Lab` is dropped,
-//! also on panic; router processes are stopped first.
+//! The namespace lab: real `xorlay run` routers, one network namespace each,
+//! addresses from 198.18.0.0/15 only. Every node runs a router, the
+//! generator's and the sink's included: the traffic generator and the sink
+//! are local applications of those two routers (`dataplane.app`), so their
+//! packets enter and leave the overlay like any application's.
+//!
+//! Topologies:
+//! - `Chain`: gen - r1 - ... - rN - sink, one veth pair per link, each node
+//!   configured with its adjacent nodes as known peers.
+//! - `Sites`: two L2 segments (bridges in a switch namespace). gen is on site
+//!   A only, sink on site B only, every router on both. Every node bootstraps
+//!   from one seed (r1) and discovers the rest; traffic from gen to sink must
+//!   cross a router, and there are several to fail over to.
+//!
+//! Everything the lab creates (namespaces, the veths and bridges inside
+//! them, a scratch folder with keys, configs and logs) is removed when the
+//! `Lab` is dropped, also on panic; router processes are stopped first.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,45 +33,31 @@ use crate::netns::{self, ip};
 
 /// Namespace names of this crate start with this, then the owner's PID.
 const PREFIX: &str = "xl";
-/// Most routers in a chain (one /24 per link from 198.18.0.0/16).
-pub const CHAIN_ROUTERS_MAX: usize = 16;
+/// Most routers between gen and sink.
+pub const ROUTERS_MAX: usize = 16;
 /// How long a router may take to come up (admin socket answers).
 const ROUTER_START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a router may take to exit after SIGTERM before SIGKILL.
 const ROUTER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The local application port of the gen and sink routers.
+pub const APP_PORT: u16 = 9000;
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// One node of the chain.
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// Role: "gen", "r1".., "sink".
-    pub role: String,
-    /// Its network namespace.
-    pub netns: String,
-    /// Its identity.
-    pub identity: Identity,
-    /// Address on the link toward gen (none for gen).
-    pub west: Option<Ipv4Addr>,
-    /// Address on the link toward sink (none for sink).
-    pub east: Option<Ipv4Addr>,
+/// The shape of the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// A line of point-to-point links; neighbors configured as known peers.
+    Chain,
+    /// Two L2 segments joined by dual-homed routers; discovery from one seed.
+    Sites,
 }
 
-impl Node {
-    /// The node ID.
-    pub fn id(&self) -> NodeId {
-        self.identity.node_id()
-    }
-
-    /// The overlay socket address on the given side.
-    pub fn addr(side: Option<Ipv4Addr>) -> Option<SocketAddr> {
-        side.map(|ip| SocketAddr::V4(SocketAddrV4::new(ip, DEFAULT_PORT)))
-    }
-}
-
-/// Options of a chain lab.
+/// Options of a lab.
 #[derive(Debug, Clone)]
-pub struct ChainOptions {
+pub struct LabOptions {
+    /// The shape.
+    pub topology: Topology,
     /// Routers between gen and sink.
     pub routers: usize,
     /// XDP mode in the router configs.
@@ -67,9 +66,10 @@ pub struct ChainOptions {
     pub workers: usize,
 }
 
-impl Default for ChainOptions {
-    fn default() -> ChainOptions {
-        ChainOptions {
+impl Default for LabOptions {
+    fn default() -> LabOptions {
+        LabOptions {
+            topology: Topology::Chain,
             routers: 3,
             xdp_mode: "native".into(),
             workers: 1,
@@ -77,8 +77,52 @@ impl Default for ChainOptions {
     }
 }
 
-/// A running router process.
-struct RouterProcess {
+/// One interface of a node.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    /// Its name inside the node's namespace.
+    pub name: String,
+    /// Its IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Which segment or link it is on (nodes sharing one reach each other).
+    pub segment: usize,
+}
+
+/// One node: a router in its own namespace.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Role: "gen", "r1".., "sink".
+    pub role: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its identity.
+    pub identity: Identity,
+    /// Its interfaces.
+    pub ifaces: Vec<Iface>,
+}
+
+impl Node {
+    /// The node ID.
+    pub fn id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// Its overlay address on `segment`, if it is on it.
+    pub fn addr_on(&self, segment: usize) -> Option<SocketAddr> {
+        self.ifaces
+            .iter()
+            .find(|i| i.segment == segment)
+            .map(|i| SocketAddr::V4(SocketAddrV4::new(i.addr, DEFAULT_PORT)))
+    }
+
+    fn segments(&self) -> BTreeSet<usize> {
+        self.ifaces.iter().map(|i| i.segment).collect()
+    }
+}
+
+struct Process {
     child: Child,
     index: usize,
 }
@@ -89,18 +133,19 @@ pub struct Lab {
     pub nodes: Vec<Node>,
     /// Scratch folder: keys, configs, admin sockets, logs.
     pub dir: PathBuf,
+    /// The options it was built with.
+    pub options: LabOptions,
     namespaces: Vec<String>,
-    routers: Vec<RouterProcess>,
+    processes: Vec<Process>,
     xorlay_bin: PathBuf,
-    options: ChainOptions,
 }
 
 impl Lab {
-    /// Builds the chain topology (no routers started yet).
-    pub fn chain(options: ChainOptions) -> anyhow::Result<Lab> {
-        if options.routers == 0 || options.routers > CHAIN_ROUTERS_MAX {
+    /// Builds the topology (no routers started yet).
+    pub fn new(options: LabOptions) -> anyhow::Result<Lab> {
+        if options.routers == 0 || options.routers > ROUTERS_MAX {
             bail!(
-                "a chain has 1 to {CHAIN_ROUTERS_MAX} routers, not {}",
+                "a lab has 1 to {ROUTERS_MAX} routers, not {}",
                 options.routers
             );
         }
@@ -116,9 +161,9 @@ impl Lab {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-        let identities = chain_identities(options.routers)?;
+        let identities = path_identities(options.routers)?;
         let count = identities.len();
-        let nodes: Vec<Node> = identities
+        let nodes = identities
             .into_iter()
             .enumerate()
             .map(|(i, identity)| {
@@ -127,145 +172,253 @@ impl Lab {
                     i if i == count - 1 => "sink".to_string(),
                     i => format!("r{i}"),
                 };
+                let ifaces = match options.topology {
+                    Topology::Chain => chain_ifaces(i, count),
+                    Topology::Sites => sites_ifaces(i, count),
+                };
                 Node {
                     netns: format!("{tag}-{role}"),
                     role,
                     identity,
-                    // Link i joins node i (198.18.i.1) and node i+1 (198.18.i.2).
-                    west: (i > 0).then(|| Ipv4Addr::new(198, 18, (i - 1) as u8, 2)),
-                    east: (i < count - 1).then(|| Ipv4Addr::new(198, 18, i as u8, 1)),
+                    ifaces,
                 }
             })
             .collect();
         let mut lab = Lab {
             nodes,
             dir,
-            namespaces: Vec::new(),
-            routers: Vec::new(),
-            xorlay_bin,
             options,
+            namespaces: Vec::new(),
+            processes: Vec::new(),
+            xorlay_bin,
         };
-        lab.build()?; // on error, Drop removes what was made
+        lab.build(&tag)?; // on error, Drop removes what was made
         Ok(lab)
     }
 
-    fn build(&mut self) -> anyhow::Result<()> {
+    fn build(&mut self, tag: &str) -> anyhow::Result<()> {
         for node in &self.nodes {
             ip(&["netns", "add", &node.netns])?;
             self.namespaces.push(node.netns.clone());
             ip(&["-n", &node.netns, "link", "set", "lo", "up"])?;
         }
-        for pair in self.nodes.windows(2) {
-            let (left, right) = (&pair[0], &pair[1]);
-            // Created directly inside the two namespaces: the host's own
-            // namespace never sees these links.
-            ip(&[
-                "-n",
-                &left.netns,
-                "link",
-                "add",
-                "east",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "west",
-                "netns",
-                &right.netns,
-            ])?;
-            for (ns, dev, addr) in [
-                (&left.netns, "east", left.east),
-                (&right.netns, "west", right.west),
-            ] {
-                let addr = addr.context("chain link endpoint has an address")?;
-                ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-                ip(&["-n", ns, "link", "set", dev, "up"])?;
+        match self.options.topology {
+            Topology::Chain => {
+                for pair in self.nodes.windows(2) {
+                    let (left, right) = (&pair[0], &pair[1]);
+                    // Created directly inside the two namespaces: the host's
+                    // own namespace never sees these links.
+                    ip(&[
+                        "-n",
+                        &left.netns,
+                        "link",
+                        "add",
+                        "east",
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        "west",
+                        "netns",
+                        &right.netns,
+                    ])?;
+                }
+            }
+            Topology::Sites => {
+                let switch = format!("{tag}-sw");
+                ip(&["netns", "add", &switch])?;
+                self.namespaces.push(switch.clone());
+                for bridge in ["bra", "brb"] {
+                    ip(&["-n", &switch, "link", "add", bridge, "type", "bridge"])?;
+                    ip(&["-n", &switch, "link", "set", bridge, "up"])?;
+                }
+                for (i, node) in self.nodes.iter().enumerate() {
+                    for iface in &node.ifaces {
+                        let port = format!("{}{i}", iface.name);
+                        ip(&[
+                            "-n",
+                            &switch,
+                            "link",
+                            "add",
+                            &port,
+                            "type",
+                            "veth",
+                            "peer",
+                            "name",
+                            &iface.name,
+                            "netns",
+                            &node.netns,
+                        ])?;
+                        let bridge = if iface.segment == 0 { "bra" } else { "brb" };
+                        ip(&["-n", &switch, "link", "set", &port, "master", bridge])?;
+                        ip(&["-n", &switch, "link", "set", &port, "up"])?;
+                    }
+                }
+            }
+        }
+        for node in &self.nodes {
+            for iface in &node.ifaces {
+                let ns = &node.netns;
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{}/{}", iface.addr, iface.prefix),
+                    "dev",
+                    &iface.name,
+                ])?;
+                ip(&["-n", ns, "link", "set", "dev", &iface.name, "up"])?;
                 // UDP sent from a socket over veth with TX checksum offload
                 // reaches an XDP-enabled peer with an unfinished checksum.
                 netns::run(
                     "ip",
-                    &["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"],
+                    &[
+                        "netns",
+                        "exec",
+                        ns,
+                        "ethtool",
+                        "-K",
+                        &iface.name,
+                        "tx",
+                        "off",
+                    ],
                 )?;
             }
         }
         Ok(())
     }
 
-    /// The generator node.
+    /// The generator's node (index 0).
     pub fn generator(&self) -> &Node {
         &self.nodes[0]
     }
 
-    /// The sink node.
+    /// The sink's node (the last index).
     pub fn sink(&self) -> &Node {
         &self.nodes[self.nodes.len() - 1]
     }
 
-    /// The routers, r1..rN.
+    /// Index of the sink's node.
+    pub fn sink_index(&self) -> usize {
+        self.nodes.len() - 1
+    }
+
+    /// The routers between gen and sink (indices 1..=N).
     pub fn routers(&self) -> &[Node] {
         &self.nodes[1..self.nodes.len() - 1]
     }
 
-    /// Config path of router `i` (1-based, as in "r1").
+    /// Where a local application reaches its router, inside the router's namespace.
+    pub fn router_local_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))
+    }
+
+    /// The local application's address in the gen and sink namespaces.
+    pub fn app_addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], APP_PORT))
+    }
+
+    /// Config path of node `i`.
     pub fn config_path(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("r{i}.toml"))
+        self.dir.join(format!("{}.toml", self.nodes[i].role))
     }
 
-    /// Admin socket of router `i`.
+    /// Admin socket of node `i`.
     pub fn admin_socket(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("r{i}.sock"))
+        self.dir.join(format!("{}.sock", self.nodes[i].role))
     }
 
-    /// Log file of router `i`.
+    /// Log file of node `i`.
     pub fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("r{i}.log"))
+        self.dir.join(format!("{}.log", self.nodes[i].role))
     }
 
-    /// Writes each router's key and config, starts them, and waits until
-    /// every admin socket answers.
+    /// Writes every node's key and config, starts every router (gen and
+    /// sink included), and waits until each admin socket answers.
+    ///
+    /// In the sites topology the seed (r1) starts first, as an operator
+    /// would, then the sink, then everybody else: the sink is reachable only
+    /// on site B and r1 knows most routers by their site-A address, so the
+    /// routers must learn the sink from r1 (their join lookup) rather than
+    /// the other way round. In another order discovery still completes, but
+    /// at the routers' first bucket refresh (60 s) instead of within seconds.
     pub fn start_routers(&mut self) -> anyhow::Result<()> {
-        for i in 1..self.nodes.len() - 1 {
-            let key = self.dir.join(format!("r{i}.key"));
-            keyfile::write(&key, &self.nodes[i].identity, true)?;
-            std::fs::write(self.config_path(i), self.router_config(i, &key))?;
-            let log = std::fs::File::create(self.log_path(i))?;
-            let child = Command::new("ip")
-                .args(["netns", "exec", &self.nodes[i].netns])
-                .arg(&self.xorlay_bin)
-                .arg("run")
-                .arg("--config")
-                .arg(self.config_path(i))
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", self.xorlay_bin.display()))?;
-            self.routers.push(RouterProcess { child, index: i });
+        let first: Vec<usize> = match self.options.topology {
+            Topology::Sites => vec![1, self.sink_index()],
+            Topology::Chain => Vec::new(),
+        };
+        for &i in &first {
+            self.start_node(i)?;
+            self.wait_up(i)?;
+            if i != 1 {
+                let joined = crate::wait_until(ROUTER_START_TIMEOUT, || {
+                    self.neighbors(i)
+                        .is_ok_and(|n| n.contains(&self.nodes[1].id()))
+                });
+                if !joined {
+                    bail!(
+                        "{} did not reach the seed r1:\n{}",
+                        self.nodes[i].role,
+                        self.log_tail(i)
+                    );
+                }
+            }
         }
-        for i in 1..self.nodes.len() - 1 {
-            self.wait_router_up(i)?;
+        for i in (0..self.nodes.len()).filter(|i| !first.contains(i)) {
+            self.start_node(i)?;
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_up(i)?;
         }
         Ok(())
     }
 
-    fn wait_router_up(&mut self, i: usize) -> anyhow::Result<()> {
+    /// Starts (or restarts) the router of node `i`; does not wait for it.
+    pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let key = self.dir.join(format!("{}.key", self.nodes[i].role));
+        keyfile::write(&key, &self.nodes[i].identity, true)?;
+        std::fs::write(self.config_path(i), self.config(i, &key))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[i].netns])
+            .arg(&self.xorlay_bin)
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path(i))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.xorlay_bin.display()))?;
+        self.processes.push(Process { child, index: i });
+        Ok(())
+    }
+
+    /// Waits until node `i`'s admin socket answers.
+    pub fn wait_up(&mut self, i: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + ROUTER_START_TIMEOUT;
         loop {
             if self.stats(i).is_ok() {
                 return Ok(());
             }
-            if let Some(p) = self.routers.iter_mut().find(|p| p.index == i)
+            if let Some(p) = self.processes.iter_mut().find(|p| p.index == i)
                 && let Some(status) = p.child.try_wait()?
             {
                 bail!(
-                    "router r{i} exited during start-up ({status}):\n{}",
+                    "{} exited during start-up ({status}):\n{}",
+                    self.nodes[i].role,
                     self.log_tail(i)
                 );
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "router r{i} did not come up within {ROUTER_START_TIMEOUT:?}:\n{}",
+                    "{} did not come up within {ROUTER_START_TIMEOUT:?}:\n{}",
+                    self.nodes[i].role,
                     self.log_tail(i)
                 );
             }
@@ -273,58 +426,168 @@ impl Lab {
         }
     }
 
-    fn router_config(&self, i: usize, key: &Path) -> String {
+    /// The node IDs node `i` must end up with as next hops: every node that
+    /// shares a link or segment with it.
+    pub fn expected_neighbors(&self, i: usize) -> BTreeSet<NodeId> {
+        let mine = self.nodes[i].segments();
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, n)| *j != i && !n.segments().is_disjoint(&mine))
+            .map(|(_, n)| n.id())
+            .collect()
+    }
+
+    /// Node `i`'s next hops, from its stats.
+    pub fn neighbors(&self, i: usize) -> anyhow::Result<BTreeSet<NodeId>> {
+        let stats = self.stats(i)?;
+        let list = stats["neighbors"]
+            .as_array()
+            .context("stats have a neighbor list")?;
+        list.iter()
+            .map(|pair| {
+                let id = pair
+                    .get(0)
+                    .and_then(|v| v.as_str())
+                    .context("neighbor ID")?;
+                id.parse::<NodeId>().map_err(anyhow::Error::from)
+            })
+            .collect()
+    }
+
+    /// Waits until every running node has all its expected next hops.
+    pub fn wait_converged(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let missing: Vec<String> = (0..self.nodes.len())
+                .filter(|i| self.processes.iter().any(|p| p.index == *i))
+                .filter_map(|i| {
+                    let expected: BTreeSet<NodeId> = self
+                        .expected_neighbors(i)
+                        .into_iter()
+                        .filter(|id| self.is_running(self.index_of(id)))
+                        .collect();
+                    let have = self.neighbors(i).unwrap_or_default();
+                    let lacking = expected.difference(&have).count();
+                    (lacking > 0).then(|| format!("{} lacks {lacking}", self.nodes[i].role))
+                })
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("not converged within {timeout:?}: {}", missing.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn index_of(&self, id: &NodeId) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id() == *id)
+            .unwrap_or(usize::MAX)
+    }
+
+    fn is_running(&self, i: usize) -> bool {
+        self.processes.iter().any(|p| p.index == i)
+    }
+
+    fn config(&self, i: usize, key: &Path) -> String {
+        let node = &self.nodes[i];
+        let interfaces: Vec<String> = node
+            .ifaces
+            .iter()
+            .map(|f| format!("\"{}\"", f.name))
+            .collect();
+        let app = if i == 0 || i == self.nodes.len() - 1 {
+            format!("app = \"{}\"\n", Lab::app_addr())
+        } else {
+            String::new()
+        };
+        let mut control = String::new();
         let mut neighbors = String::new();
-        for j in [i - 1, i + 1] {
-            let n = &self.nodes[j];
-            // The neighbor's address on the link shared with router i.
-            let addr = if j < i { n.east } else { n.west };
-            if let Some(addr) = Node::addr(addr) {
-                neighbors.push_str(&format!(
-                    "\n[[neighbor]]\nid = \"{}\"\naddress = \"{addr}\"\n",
-                    n.id()
-                ));
+        match self.options.topology {
+            Topology::Chain => {
+                // Adjacent nodes, as known peers: their address on the shared link.
+                for j in [i.wrapping_sub(1), i + 1] {
+                    let Some(peer) = self.nodes.get(j) else {
+                        continue;
+                    };
+                    let link = i.min(j);
+                    if let Some(addr) = peer.addr_on(link) {
+                        neighbors.push_str(&format!(
+                            "\n[[neighbor]]\nid = \"{}\"\naddress = \"{addr}\"\n",
+                            peer.id()
+                        ));
+                    }
+                }
+            }
+            Topology::Sites => {
+                // One seed for everybody: r1, at its address on a segment this node is on.
+                if i != 1 {
+                    let seed_node = &self.nodes[1];
+                    let segment = *node.segments().iter().next().unwrap_or(&0);
+                    if let Some(seed) = seed_node.addr_on(segment) {
+                        control.push_str(&format!("seeds = [\"{seed}\"]\n"));
+                    }
+                }
             }
         }
         format!(
-            "# xorlay lab router r{i} ({})\nkey_file = \"{}\"\n\n[underlay]\nlisten = \"[::]:{DEFAULT_PORT}\"\ninterfaces = [\"west\", \"east\"]\nxdp_mode = \"{}\"\n\n[dataplane]\nworkers = {}\nbuffer_count = 1024\n\n[admin]\nsocket = \"{}\"\n{neighbors}",
-            self.nodes[i].id(),
+            "# xorlay lab node {} ({})\nkey_file = \"{}\"\n\n[underlay]\nlisten = \"[::]:{DEFAULT_PORT}\"\ninterfaces = [{}]\nxdp_mode = \"{}\"\n\n[dataplane]\nworkers = {}\nbuffer_count = 1024\n{app}\n[control]\n{control}peers_file = \"{}\"\n\n[admin]\nsocket = \"{}\"\n{neighbors}",
+            node.role,
+            node.id(),
             key.display(),
+            interfaces.join(", "),
             self.options.xdp_mode,
             self.options.workers,
+            self.dir.join(format!("{}.peers", node.role)).display(),
             self.admin_socket(i).display(),
         )
     }
 
-    /// Router `i`'s counters, as JSON.
+    /// Node `i`'s counters, as JSON.
     pub fn stats(&self, i: usize) -> anyhow::Result<serde_json::Value> {
         let reply = xorlay::io::admin::request(&self.admin_socket(i), "stats")?;
         serde_json::from_str(&reply).context("router stats are not JSON")
     }
 
-    /// `ip -d link show` inside router `i`'s namespace.
+    /// `ip -d link show` inside node `i`'s namespace.
     pub fn links(&self, i: usize) -> anyhow::Result<String> {
         ip(&["-n", &self.nodes[i].netns, "-d", "link", "show"])
     }
 
-    /// The last lines of router `i`'s log.
+    /// The last lines of node `i`'s log.
     pub fn log_tail(&self, i: usize) -> String {
         let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// Kills node `i`'s router at once (SIGKILL: no clean shutdown, as in a
+    /// crash or power loss) and waits for it to be gone.
+    pub fn kill_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let Some(pos) = self.processes.iter().position(|p| p.index == i) else {
+            bail!("{} is not running", self.nodes[i].role);
+        };
+        let mut p = self.processes.remove(pos);
+        p.child.kill().context("kill")?;
+        p.child.wait().context("wait")?;
+        Ok(())
+    }
+
     /// Sends SIGTERM to every router and waits for each to exit (SIGKILL
-    /// after a timeout). Returns each router's exit status.
+    /// after a timeout). Returns each node's exit status.
     pub fn stop_routers(&mut self) -> Vec<(usize, std::io::Result<ExitStatus>)> {
-        for p in &self.routers {
+        for p in &self.processes {
             if let Ok(pid) = i32::try_from(p.child.id()) {
                 // SAFETY: plain kill(2) on our own child's PID.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
         let mut results = Vec::new();
-        for mut p in self.routers.drain(..) {
+        for mut p in self.processes.drain(..) {
             let deadline = Instant::now() + ROUTER_STOP_TIMEOUT;
             let status = loop {
                 match p.child.try_wait() {
@@ -334,7 +597,7 @@ impl Lab {
                     }
                     Ok(None) => {
                         log::warn!(
-                            "router r{} ignored SIGTERM for {ROUTER_STOP_TIMEOUT:?}; killing it",
+                            "node {} ignored SIGTERM for {ROUTER_STOP_TIMEOUT:?}; killing it",
                             p.index
                         );
                         let _ = p.child.kill();
@@ -362,17 +625,68 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for p in &self.routers {
-                eprintln!("--- r{} log ---\n{}", p.index, self.log_tail(p.index));
+            for i in 0..self.nodes.len() {
+                eprintln!("--- {} log ---\n{}", self.nodes[i].role, self.log_tail(i));
             }
         }
         self.teardown();
     }
 }
 
-/// Identities for gen, r1..rN, sink such that each hop is strictly closer to
-/// the sink than the one before: greedy XOR routing then walks the chain.
-fn chain_identities(routers: usize) -> anyhow::Result<Vec<Identity>> {
+/// Chain interfaces: link j joins node j ("east", 198.18.j.1) and node j+1
+/// ("west", 198.18.j.2).
+fn chain_ifaces(i: usize, count: usize) -> Vec<Iface> {
+    let mut ifaces = Vec::new();
+    if i > 0 {
+        let link = i - 1;
+        ifaces.push(Iface {
+            name: "west".into(),
+            addr: Ipv4Addr::new(198, 18, link as u8, 2),
+            prefix: 24,
+            segment: link,
+        });
+    }
+    if i + 1 < count {
+        ifaces.push(Iface {
+            name: "east".into(),
+            addr: Ipv4Addr::new(198, 18, i as u8, 1),
+            prefix: 24,
+            segment: i,
+        });
+    }
+    ifaces
+}
+
+/// Sites interfaces: site A is 198.18.0.0/16, site B 198.19.0.0/16; node i
+/// is 198.18.i.1 / 198.19.i.1, each in a /24 of its own (so the routing
+/// table's per-subnet limits see distinct subnets, as on the internet).
+fn sites_ifaces(i: usize, count: usize) -> Vec<Iface> {
+    let on_a = i + 1 < count; // everyone but the sink
+    let on_b = i > 0; // everyone but gen
+    let mut ifaces = Vec::new();
+    if on_a {
+        ifaces.push(Iface {
+            name: "sitea".into(),
+            addr: Ipv4Addr::new(198, 18, i as u8, 1),
+            prefix: 16,
+            segment: 0,
+        });
+    }
+    if on_b {
+        ifaces.push(Iface {
+            name: "siteb".into(),
+            addr: Ipv4Addr::new(198, 19, i as u8, 1),
+            prefix: 16,
+            segment: 1,
+        });
+    }
+    ifaces
+}
+
+/// Identities for gen, r1..rN, sink such that each is strictly closer to
+/// the sink than the one before: greedy XOR routing from gen makes progress
+/// through any router toward the sink.
+fn path_identities(routers: usize) -> anyhow::Result<Vec<Identity>> {
     let random = || -> anyhow::Result<Identity> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed)
@@ -452,13 +766,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chain_identities_get_strictly_closer_to_the_sink() {
+    fn path_identities_get_strictly_closer_to_the_sink() {
         for routers in 1..6 {
-            let ids = chain_identities(routers).expect("OS randomness");
+            let ids = path_identities(routers).expect("OS randomness");
             assert_eq!(ids.len(), routers + 2);
             let sink = ids[ids.len() - 1].node_id();
             for pair in ids.windows(2) {
                 assert!(pair[1].node_id().distance(&sink) < pair[0].node_id().distance(&sink));
+            }
+        }
+    }
+
+    #[test]
+    fn chain_and_sites_addressing() {
+        let chain: Vec<Vec<Iface>> = (0..4).map(|i| chain_ifaces(i, 4)).collect();
+        assert_eq!(chain[0].len(), 1);
+        assert_eq!(chain[1].len(), 2);
+        assert_eq!(chain[3].len(), 1);
+        // Link 1 joins node 1's east and node 2's west.
+        assert_eq!(chain[1][1].addr, Ipv4Addr::new(198, 18, 1, 1));
+        assert_eq!(chain[2][0].addr, Ipv4Addr::new(198, 18, 1, 2));
+        let sites: Vec<Vec<Iface>> = (0..4).map(|i| sites_ifaces(i, 4)).collect();
+        assert_eq!(
+            sites[0].iter().map(|f| f.segment).collect::<Vec<_>>(),
+            vec![0]
+        );
+        assert_eq!(
+            sites[1].iter().map(|f| f.segment).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(
+            sites[3].iter().map(|f| f.segment).collect::<Vec<_>>(),
+            vec![1]
+        );
+        for ifaces in chain.iter().chain(sites.iter()) {
+            for f in ifaces {
+                let o = f.addr.octets();
+                assert!(
+                    o[0] == 198 && (o[1] == 18 || o[1] == 19),
+                    "{} outside 198.18.0.0/15",
+                    f.addr
+                );
             }
         }
     }

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use xorlay::wire::overlay::{DEFAULT_PORT, golden};
-use xorlay_bench::lab::{ChainOptions, Lab, Node};
+use xorlay::wire::overlay::golden;
+use xorlay_bench::lab::{Lab, LabOptions, Topology};
 use xorlay_bench::traffic::{self, DataFlow, Sink};
 use xorlay_bench::{netns, wait_until};
 
@@ -26,12 +26,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the chain lab, send traffic across the routers, print counters, clean up.
+    /// Build the lab, let the routers discover each other from one seed, send
+    /// traffic across them, fail the router carrying it, print counters, clean up.
     Demo {
-        /// Routers in the chain.
+        /// Routers between gen and sink.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
         routers: u16,
-        /// Data packets to send.
+        /// Data packets to send before and after the failover.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
         packets: u64,
         /// Send rate, packets per second.
@@ -44,11 +45,14 @@ enum Cmd {
         #[arg(long, default_value = "native")]
         xdp_mode: String,
     },
-    /// Build the chain lab, start the routers and keep them running until Ctrl-C.
+    /// Build the lab, start the routers and keep them running until Ctrl-C.
     Lab {
-        /// Routers in the chain.
+        /// Routers between gen and sink.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
         routers: u16,
+        /// `sites` (two segments, discovery from one seed) or `chain` (point-to-point links, known peers).
+        #[arg(long, default_value = "sites", value_parser = ["sites", "chain"])]
+        topology: String,
     },
     /// Remove lab namespaces left behind by runs that were killed.
     Clean,
@@ -78,7 +82,14 @@ fn main() -> ExitCode {
             xdp_mode,
             &interrupted,
         ),
-        Cmd::Lab { routers } => lab(usize::from(routers), &interrupted),
+        Cmd::Lab { routers, topology } => {
+            let topology = if topology == "chain" {
+                Topology::Chain
+            } else {
+                Topology::Sites
+            };
+            lab(usize::from(routers), topology, &interrupted)
+        }
         Cmd::Clean => {
             let removed = xorlay_bench::lab::clean_stale();
             println!("removed {} stale namespace(s)", removed.len());
@@ -94,28 +105,57 @@ fn main() -> ExitCode {
     }
 }
 
-fn start_lab(routers: usize, xdp_mode: String) -> anyhow::Result<Lab> {
-    let mut lab = Lab::chain(ChainOptions {
-        routers,
-        xdp_mode,
-        ..ChainOptions::default()
-    })?;
-    let path: Vec<&str> = lab.nodes.iter().map(|n| n.role.as_str()).collect();
+fn start_lab(options: LabOptions) -> anyhow::Result<Lab> {
+    let mut lab = Lab::new(options)?;
     println!(
-        "lab: {} (one network namespace each, links in 198.18.0.0/16)",
-        path.join(" -> ")
+        "lab: {:?} topology, one network namespace per router, addresses in 198.18.0.0/15",
+        lab.options.topology
     );
     for node in &lab.nodes {
-        println!("  {:<5} {}  ns {}", node.role, node.id(), node.netns);
+        let addrs: Vec<String> = node
+            .ifaces
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.addr))
+            .collect();
+        println!(
+            "  {:<5} {}  ns {}  {}",
+            node.role,
+            node.id(),
+            node.netns,
+            addrs.join(" ")
+        );
+    }
+    if lab.options.topology == Topology::Sites {
+        println!(
+            "gen is on site A only, sink on site B only, r1..rN on both; every router's only config is one seed: r1"
+        );
     }
     lab.start_routers()?;
-    println!("routers up; XDP attachment per router interface (ip -n <ns> link):");
-    for (i, node) in lab.routers().iter().enumerate() {
-        let links = lab.links(i + 1)?;
-        for dev in ["west", "east"] {
-            let mode = xdp_mode_of(&links, dev);
-            println!("  {:<5} {dev}: {mode}", node.role);
-        }
+    println!("routers up; XDP attachment per interface (ip -n <ns> link):");
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let links = lab.links(i)?;
+        let modes: Vec<String> = node
+            .ifaces
+            .iter()
+            .map(|f| format!("{}: {}", f.name, xdp_mode_of(&links, &f.name)))
+            .collect();
+        println!("  {:<5} {}", node.role, modes.join(", "));
+    }
+    let started = Instant::now();
+    lab.wait_converged(Duration::from_secs(20))?;
+    println!(
+        "discovery converged in {:.2} s; next hops per router:",
+        started.elapsed().as_secs_f64()
+    );
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let neighbors = lab.neighbors(i)?;
+        let roles: Vec<&str> = lab
+            .nodes
+            .iter()
+            .filter(|n| neighbors.contains(&n.id()))
+            .map(|n| n.role.as_str())
+            .collect();
+        println!("  {:<5} -> {}", node.role, roles.join(" "));
     }
     Ok(lab)
 }
@@ -134,6 +174,78 @@ fn xdp_mode_of(links: &str, dev: &str) -> &'static str {
     }
 }
 
+/// Sends `flow` from gen's local application and waits for the sink to see it.
+fn run_traffic(
+    lab: &Lab,
+    flow: DataFlow,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<(traffic::SendReport, traffic::SinkReport)> {
+    let sink = Sink::start(
+        &lab.sink().netns,
+        Lab::app_addr(),
+        lab.sink().id(),
+        flow.count,
+    )?;
+    let stop = interrupted.clone();
+    let sent = netns::in_netns(&lab.generator().netns, move || {
+        let socket = std::net::UdpSocket::bind(Lab::app_addr()).context("gen app bind")?;
+        Ok(traffic::send_data(&socket, &flow, &stop))
+    })?
+    .join()
+    .map_err(|_| anyhow::anyhow!("generator panicked"))??;
+    wait_until(Duration::from_secs(5), || {
+        sink.valid() >= sent.sent || interrupted.load(Ordering::Relaxed)
+    });
+    let report = sink.finish()?;
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted; the lab is being removed");
+    }
+    Ok((sent, report))
+}
+
+fn print_traffic(sent: &traffic::SendReport, report: &traffic::SinkReport) {
+    println!(
+        "  sent {} in {:.2} s; delivered {} ({:.2}%), duplicates {}, reordered {}; hop limit on arrival {:?}",
+        sent.sent,
+        sent.elapsed.as_secs_f64(),
+        report.valid,
+        100.0 * report.valid as f64 / sent.sent.max(1) as f64,
+        report.duplicates,
+        report.reordered,
+        report.hop_limits,
+    );
+    println!(
+        "  one-way latency app -> app: min {:.1} us, mean {:.1} us, max {:.1} us",
+        report.latency_us_min, report.latency_us_mean, report.latency_us_max
+    );
+}
+
+/// The router (index) that forwarded the most between two stats snapshots.
+fn busiest_middle(lab: &Lab, before: &[u64]) -> Option<(usize, u64)> {
+    (1..lab.sink_index())
+        .map(|i| {
+            (
+                i,
+                lab.stats(i)
+                    .map(|s| counter(&s, "/total/forwarded"))
+                    .unwrap_or(0)
+                    - before[i],
+            )
+        })
+        .max_by_key(|(_, n)| *n)
+        .filter(|(_, n)| *n > 0)
+}
+
+fn forwarded_all(lab: &Lab) -> Vec<u64> {
+    (0..lab.nodes.len())
+        .map(|i| {
+            lab.stats(i)
+                .map(|s| counter(&s, "/total/forwarded"))
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 fn demo(
     routers: usize,
     packets: u64,
@@ -142,77 +254,73 @@ fn demo(
     xdp_mode: String,
     interrupted: &Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let mut lab = start_lab(routers, xdp_mode)?;
-    let generator = lab.generator().clone();
-    let sink_node = lab.sink().clone();
-    let first_hop = Node::addr(lab.routers()[0].west).context("r1 has a west address")?;
-    let sink_addr = Node::addr(sink_node.west).context("sink has a west address")?;
-    let gen_bind = SocketAddr::from((generator.east.context("gen has an east address")?, 0));
+    let mut lab = start_lab(LabOptions {
+        topology: Topology::Sites,
+        routers,
+        xdp_mode,
+        ..LabOptions::default()
+    })?;
+    let flow = DataFlow {
+        src: lab.generator().id(),
+        dst: lab.sink().id(),
+        to: Lab::router_local_addr(),
+        count: packets,
+        payload_len: payload,
+        rate_pps: rate,
+    };
 
-    let sink = Sink::start(&sink_node.netns, sink_addr, sink_node.id(), packets)?;
     println!(
-        "\nsending {packets} data packets of {} bytes from gen to sink's node ID at {rate} pps ...",
+        "
+[1] {packets} data packets of {} bytes from gen's application to sink's node ID at {rate} pps",
         payload + 72
     );
-    let sender = {
-        let flow = DataFlow {
-            src: generator.id(),
-            dst: sink_node.id(),
-            to: first_hop,
-            count: packets,
-            payload_len: payload,
-            rate_pps: rate,
-        };
-        let stop = interrupted.clone();
-        netns::in_netns(&generator.netns, move || {
-            let socket = std::net::UdpSocket::bind(gen_bind).context("gen bind")?;
-            Ok(traffic::send_data(&socket, &flow, &stop))
-        })?
-    };
-    let sent = sender
-        .join()
-        .map_err(|_| anyhow::anyhow!("generator panicked"))??;
-    let all_in = wait_until(Duration::from_secs(5), || {
-        sink.valid() >= sent.sent || interrupted.load(Ordering::Relaxed)
-    });
-    let report = sink.finish()?;
-    if interrupted.load(Ordering::Relaxed) {
-        bail!("interrupted; the lab is being removed");
+    let before = forwarded_all(&lab);
+    let (sent, report) = run_traffic(&lab, flow, interrupted)?;
+    print_traffic(&sent, &report);
+    let lost = sent.sent - report.valid.min(sent.sent);
+    let busiest = busiest_middle(&lab, &before);
+
+    if let Some((victim, carried)) = busiest.filter(|_| routers > 1) {
+        println!(
+            "
+[2] {} carried {carried} of them; killing it (SIGKILL) and sending again",
+            lab.nodes[victim].role
+        );
+        lab.kill_node(victim)?;
+        let killed = Instant::now();
+        // Traffic from now on: the neighbors notice the dead session and
+        // route around it.
+        let before = forwarded_all(&lab);
+        let (sent, report) = run_traffic(&lab, flow, interrupted)?;
+        print_traffic(&sent, &report);
+        if let Some((now_via, n)) = busiest_middle(&lab, &before) {
+            println!(
+                "  rerouted through {} ({n} packets); {} lost while the dead router's sessions timed out ({:.2} s after the kill)",
+                lab.nodes[now_via].role,
+                sent.sent - report.valid.min(sent.sent),
+                killed.elapsed().as_secs_f64()
+            );
+        }
     }
-    println!(
-        "sent {} in {:.2} s; delivered {} to sink ({:.2}%), duplicates {}, reordered {}",
-        sent.sent,
-        sent.elapsed.as_secs_f64(),
-        report.valid,
-        100.0 * report.valid as f64 / sent.sent.max(1) as f64,
-        report.duplicates,
-        report.reordered,
-    );
-    println!(
-        "hop limit on arrival: {:?} (sent with 64; each of the {routers} routers decrements it once)",
-        report.hop_limits
-    );
-    println!(
-        "one-way latency gen -> sink: min {:.1} us, mean {:.1} us, max {:.1} us",
-        report.latency_us_min, report.latency_us_mean, report.latency_us_max
-    );
 
     let malformed: Vec<Vec<u8>> = golden::malformed()
         .into_iter()
         .map(|(_, bytes, _)| bytes)
         .collect();
     let repeat = 100;
+    let kinds = malformed.len() as u64;
+    let target = lab.nodes[1].addr_on(0).context("r1 is on site A")?;
     println!(
-        "\nsending {} malformed overlay packets to r1 ({} kinds x {repeat}) ...",
-        malformed.len() * repeat,
-        malformed.len()
+        "
+[3] {} malformed overlay packets from gen's namespace to r1 ({kinds} kinds x {repeat})",
+        kinds * repeat as u64
     );
     let before = lab.stats(1)?;
-    let kinds = malformed.len() as u64;
+    let bind = SocketAddr::from((lab.generator().ifaces[0].addr, 0));
     traffic::send_raw_in(
-        &generator.netns,
-        gen_bind,
-        first_hop,
+        &lab.generator().netns,
+        bind,
+        target,
         malformed,
         repeat as u64,
     )?;
@@ -223,51 +331,60 @@ fn demo(
     });
     let after = lab.stats(1)?;
     println!(
-        "r1 XDP dropped {} of them; r1 workers received {} of them",
+        "  r1 XDP dropped {} of them; r1's workers received {} of them",
         xdp_dropped(&after) - xdp_dropped(&before),
         counter(&after, "/total/rx_packets") - counter(&before, "/total/rx_packets"),
     );
 
-    println!("\nper-router counters:");
     println!(
-        "  {:<5} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "", "xdp_pass", "xdp_drop", "worker_rx", "forwarded", "delivered", "worker_drop"
+        "
+per-router counters:"
     );
-    for i in 1..=routers {
-        let s = lab.stats(i)?;
-        let worker_drops: u64 = s
-            .pointer("/total")
-            .and_then(|t| t.as_object())
-            .map(|t| {
-                t.iter()
-                    .filter(|(k, _)| k.starts_with("drop_"))
-                    .filter_map(|(_, v)| v.as_u64())
-                    .sum()
-            })
-            .unwrap_or(0);
+    println!(
+        "  {:<5} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9}",
+        "",
+        "xdp_pass",
+        "xdp_drop",
+        "worker_rx",
+        "forwarded",
+        "delivered",
+        "app_rx",
+        "ctrl_rx",
+        "sessions"
+    );
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let Ok(s) = lab.stats(i) else {
+            println!("  {:<5} (stopped)", node.role);
+            continue;
+        };
         println!(
-            "  r{i:<4} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+            "  {:<5} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9}",
+            node.role,
             counter(&s, "/xdp/pass_overlay"),
             xdp_dropped(&s),
             counter(&s, "/total/rx_packets"),
             counter(&s, "/total/forwarded"),
             counter(&s, "/total/delivered"),
-            worker_drops,
+            counter(&s, "/total/app_rx"),
+            counter(&s, "/total/control_rx"),
+            counter(&s, "/session_peers"),
         );
     }
     for (i, status) in lab.stop_routers() {
         match status {
             Ok(s) if s.success() => {}
-            Ok(s) => println!("r{i} exited with {s}"),
-            Err(e) => println!("r{i}: {e}"),
+            Ok(s) => println!("{} exited with {s}", lab.nodes[i].role),
+            Err(e) => println!("{}: {e}", lab.nodes[i].role),
         }
     }
     drop(lab);
-    println!("\nrouters stopped, XDP detached, namespaces removed.");
-    if !all_in || report.valid < sent.sent {
+    println!(
+        "
+routers stopped, XDP detached, namespaces removed."
+    );
+    if lost > 0 {
         bail!(
-            "{} of {} packets did not arrive at the sink",
-            sent.sent - report.valid,
+            "{lost} of {} packets did not arrive at the sink before the failover",
             sent.sent
         );
     }
@@ -294,8 +411,12 @@ fn xdp_dropped(stats: &serde_json::Value) -> u64 {
         .unwrap_or(0)
 }
 
-fn lab(routers: usize, interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
-    let lab = start_lab(routers, "native".into())?;
+fn lab(routers: usize, topology: Topology, interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let lab = start_lab(LabOptions {
+        topology,
+        routers,
+        ..LabOptions::default()
+    })?;
     println!(
         "\nlab running; configs, keys, admin sockets and logs in {}",
         lab.dir.display()
@@ -305,11 +426,12 @@ fn lab(routers: usize, interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
         lab.admin_socket(1).display()
     );
     println!(
-        "overlay port {DEFAULT_PORT}; send from `ip netns exec {} ...` to {}. Ctrl-C removes everything.",
+        "applications: inside {} send overlay packets to {} from {}; inside {} they arrive at {}. Ctrl-C removes everything.",
         lab.generator().netns,
-        Node::addr(lab.routers()[0].west)
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+        Lab::router_local_addr(),
+        Lab::app_addr(),
+        lab.sink().netns,
+        Lab::app_addr(),
     );
     while !interrupted.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

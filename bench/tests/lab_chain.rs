@@ -1,14 +1,16 @@
 //! End to end on the real path: gen -> r1 -> r2 -> r3 -> sink, each a real
 //! `xorlay run` in its own network namespace with XDP attached in native
-//! mode on both of its veths.
+//! mode on every interface; neighbors are configured as known peers and
+//! authenticate each other before any data is accepted.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use xorlay::wire::overlay::{DEFAULT_HOP_LIMIT, golden};
-use xorlay_bench::lab::{ChainOptions, Lab, Node};
+use xorlay_bench::lab::{Lab, LabOptions, Topology};
 use xorlay_bench::traffic::{self, DataFlow, Sink};
 use xorlay_bench::{netns, wait_until};
 
@@ -22,69 +24,67 @@ fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {pointer} in {stats}"))
 }
 
+/// Datagrams the workers took on the data path (control packets excluded).
+fn data_rx(stats: &serde_json::Value) -> u64 {
+    counter(stats, "/total/rx_packets") - counter(stats, "/total/control_rx")
+}
+
 #[test]
 fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
-    let mut lab = Lab::chain(ChainOptions {
+    let mut lab = Lab::new(LabOptions {
+        topology: Topology::Chain,
         routers: ROUTERS,
-        ..ChainOptions::default()
+        ..LabOptions::default()
     })
     .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
     lab.start_routers()
         .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
 
-    // XDP in native (driver) mode on every router interface.
-    for i in 1..=ROUTERS {
+    // XDP in native (driver) mode on every interface of every router.
+    for (i, node) in lab.nodes.iter().enumerate() {
         let links = lab.links(i).expect("ip link");
-        for dev in ["west", "east"] {
+        for iface in &node.ifaces {
             let line = links
                 .lines()
-                .find(|l| l.contains(&format!(": {dev}@")))
-                .unwrap_or_else(|| panic!("r{i} has no {dev}: {links}"));
+                .find(|l| l.contains(&format!(": {}@", iface.name)))
+                .unwrap_or_else(|| panic!("{} has no {}: {links}", node.role, iface.name));
             assert!(
                 line.contains(" xdp "),
-                "r{i} {dev} lacks native XDP: {line}"
+                "{} {} lacks native XDP: {line}",
+                node.role,
+                iface.name
             );
             assert!(
                 !line.contains("xdpgeneric"),
-                "r{i} {dev} is in generic mode: {line}"
+                "{} {} is in generic mode: {line}",
+                node.role,
+                iface.name
             );
         }
-        let stats = lab.stats(i).expect("stats");
-        assert_eq!(
-            stats["xdp_attached"].as_array().map(Vec::len),
-            Some(2),
-            "r{i}: {stats}"
-        );
     }
+    // Sessions with the configured neighbors come up.
+    lab.wait_converged(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
 
-    // Data from gen to the sink's node ID.
-    let generator = lab.generator().clone();
-    let sink_node = lab.sink().clone();
-    let first_hop = Node::addr(lab.routers()[0].west).expect("r1 west");
-    let gen_bind = SocketAddr::from((generator.east.expect("gen east"), 0));
-    let sink = Sink::start(
-        &sink_node.netns,
-        Node::addr(sink_node.west).expect("sink west"),
-        sink_node.id(),
-        PACKETS,
-    )
-    .unwrap_or_else(|e| panic!("sink: {e:#}"));
-    let sender = {
-        let flow = DataFlow {
-            src: generator.id(),
-            dst: sink_node.id(),
-            to: first_hop,
-            count: PACKETS,
-            payload_len: 64,
-            rate_pps: 20_000,
-        };
-        netns::in_netns(&generator.netns, move || {
-            let socket = std::net::UdpSocket::bind(gen_bind)?;
-            Ok(traffic::send_data(&socket, &flow, &AtomicBool::new(false)))
-        })
-        .expect("generator thread")
+    // Data from gen's application to the sink's node ID.
+    let sink = Sink::start(&lab.sink().netns, Lab::app_addr(), lab.sink().id(), PACKETS)
+        .unwrap_or_else(|e| panic!("sink: {e:#}"));
+    let flow = DataFlow {
+        src: lab.generator().id(),
+        dst: lab.sink().id(),
+        to: Lab::router_local_addr(),
+        count: PACKETS,
+        payload_len: 64,
+        rate_pps: 20_000,
     };
-    let sent = sender.join().expect("generator").expect("generator ran");
+    let sent = netns::in_netns(&lab.generator().netns, move || {
+        let socket = std::net::UdpSocket::bind(Lab::app_addr())?;
+        Ok(traffic::send_data(&socket, &flow, &AtomicBool::new(false)))
+    })
+    .expect("generator thread")
+    .join()
+    .expect("generator")
+    .expect("generator ran");
     assert_eq!(sent.sent, PACKETS, "generator errors: {}", sent.errors);
     let arrived = wait_until(Duration::from_secs(10), || sink.valid() >= PACKETS);
     let report = sink.finish().expect("sink report");
@@ -96,7 +96,9 @@ fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
     assert_eq!(report.valid, PACKETS);
     assert_eq!(report.duplicates, 0);
     assert_eq!(report.wrong_dst + report.malformed, 0, "{report:?}");
-    let expected_hop = DEFAULT_HOP_LIMIT - ROUTERS as u8;
+    // gen's router and the three in the middle each forward (and decrement)
+    // once; the sink's router delivers.
+    let expected_hop = DEFAULT_HOP_LIMIT - ROUTERS as u8 - 1;
     assert_eq!(
         report.hop_limits.len(),
         1,
@@ -109,19 +111,40 @@ fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
         "hop limits {:?}",
         report.hop_limits
     );
-    for i in 1..=ROUTERS {
+    let gen_stats = lab.stats(0).expect("stats");
+    assert_eq!(
+        counter(&gen_stats, "/total/app_rx"),
+        PACKETS,
+        "gen: {gen_stats}"
+    );
+    for i in 0..=ROUTERS {
         let stats = lab.stats(i).expect("stats");
         assert_eq!(
             counter(&stats, "/total/forwarded"),
             PACKETS,
-            "r{i}: {stats}"
+            "{}: {stats}",
+            lab.nodes[i].role
         );
         assert_eq!(
-            counter(&stats, "/xdp/pass_overlay"),
-            PACKETS,
+            counter(&stats, "/total/drop_not_neighbor"),
+            0,
+            "{}: {stats}",
+            lab.nodes[i].role
+        );
+    }
+    for i in 1..=ROUTERS {
+        let stats = lab.stats(i).expect("stats");
+        assert!(
+            counter(&stats, "/xdp/pass_overlay") >= PACKETS,
             "r{i}: {stats}"
         );
     }
+    let sink_stats = lab.stats(lab.sink_index()).expect("stats");
+    assert_eq!(
+        counter(&sink_stats, "/total/delivered"),
+        PACKETS,
+        "sink: {sink_stats}"
+    );
 
     // Malformed overlay packets into r1: XDP drops each, counted by reason,
     // and r1's workers never see one.
@@ -129,10 +152,12 @@ fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
     let cases = golden::malformed();
     let repeat = 20u64;
     let frames: Vec<Vec<u8>> = cases.iter().map(|(_, bytes, _)| bytes.clone()).collect();
-    let sent_bad = traffic::send_raw_in(&generator.netns, gen_bind, first_hop, frames, repeat)
+    let bind = SocketAddr::from((lab.generator().ifaces[0].addr, 0));
+    let target = lab.nodes[1].addr_on(0).expect("r1 on link 0");
+    let sent_bad = traffic::send_raw_in(&lab.generator().netns, bind, target, frames, repeat)
         .expect("send malformed");
     assert_eq!(sent_bad, cases.len() as u64 * repeat);
-    let mut expected: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for (_, _, reason) in &cases {
         *expected
             .entry(format!("/xdp/drop_{}", reason.name()))
@@ -157,26 +182,31 @@ fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
         );
     }
     assert_eq!(
-        counter(&after, "/total/rx_packets"),
-        counter(&before, "/total/rx_packets"),
+        data_rx(&after),
+        data_rx(&before),
         "malformed packets reached r1's workers"
-    );
-    assert_eq!(
-        counter(&after, "/xdp/pass_overlay"),
-        counter(&before, "/xdp/pass_overlay")
     );
 
     // SIGTERM: every router exits 0 and leaves no XDP program attached.
     for (i, status) in lab.stop_routers() {
-        let status = status.unwrap_or_else(|e| panic!("r{i}: {e}"));
+        let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
         assert!(
             status.success(),
-            "r{i} exited with {status}:\n{}",
+            "{} exited with {status}:\n{}",
+            lab.nodes[i].role,
             lab.log_tail(i)
         );
         let links = lab.links(i).expect("ip link");
-        assert!(!links.contains(" xdp"), "r{i} left XDP attached: {links}");
-        assert!(!lab.admin_socket(i).exists(), "r{i} left its admin socket");
+        assert!(
+            !links.contains(" xdp"),
+            "{} left XDP attached: {links}",
+            lab.nodes[i].role
+        );
+        assert!(
+            !lab.admin_socket(i).exists(),
+            "{} left its admin socket",
+            lab.nodes[i].role
+        );
     }
     let namespaces: Vec<String> = lab.nodes.iter().map(|n| n.netns.clone()).collect();
     drop(lab);

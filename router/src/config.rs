@@ -31,8 +31,48 @@ pub struct Config {
     pub dataplane: Dataplane,
     /// Unix socket path of the admin interface (`xorlay stats`).
     pub admin_socket: PathBuf,
-    /// Static neighbors.
+    /// Known peers (ID and address), connected at start like seeds but
+    /// with the ID checked.
     pub neighbors: Vec<Neighbor>,
+    /// Control-plane settings.
+    pub control: Control,
+}
+
+/// Control-plane settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Control {
+    /// Underlay addresses of seed nodes to bootstrap from (their IDs need not be known).
+    pub seeds: Vec<SocketAddr>,
+    /// Kademlia bucket size.
+    pub k: usize,
+    /// S/Kademlia puzzle: leading zero bits every node ID (this one included) must show.
+    pub difficulty: u32,
+    /// Where good peers are kept across restarts (unset: not kept).
+    pub peers_file: Option<PathBuf>,
+    /// A session sends a keepalive after this long without sending.
+    pub keepalive_ms: u64,
+    /// A session is dead after this long without hearing from the peer.
+    pub dead_after_ms: u64,
+    /// Most contacts per IPv4 /24 or IPv6 /64 in one bucket.
+    pub subnet_bucket_max: usize,
+    /// Most contacts per IPv4 /24 or IPv6 /64 in the whole table.
+    pub subnet_table_max: usize,
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control {
+            seeds: Vec::new(),
+            k: 16,
+            difficulty: 0,
+            peers_file: None,
+            keepalive_ms: 250,
+            dead_after_ms: 1000,
+            subnet_bucket_max: 2,
+            subnet_table_max: 10,
+        }
+    }
 }
 
 /// Data-plane settings.
@@ -49,8 +89,9 @@ pub struct Dataplane {
     pub buffer_size: u32,
     /// Socket receive buffer in bytes (forced as root).
     pub recv_buffer_bytes: usize,
-    /// Local UDP address that receives packets addressed to this node.
-    pub deliver_to: Option<SocketAddr>,
+    /// The local application's UDP address: packets addressed to this node
+    /// go there, and data packets from there are sent into the overlay.
+    pub app: Option<SocketAddr>,
 }
 
 impl Default for Dataplane {
@@ -62,7 +103,7 @@ impl Default for Dataplane {
             buffer_count: worker.buffer_count,
             buffer_size: worker.buffer_size,
             recv_buffer_bytes: worker.recv_buffer_bytes,
-            deliver_to: worker.deliver_to,
+            app: worker.app,
         }
     }
 }
@@ -74,7 +115,7 @@ fn worker_config(dataplane: &Dataplane, listen: SocketAddr) -> WorkerConfig {
         buffer_count: dataplane.buffer_count,
         buffer_size: dataplane.buffer_size,
         recv_buffer_bytes: dataplane.recv_buffer_bytes,
-        deliver_to: dataplane.deliver_to,
+        app: dataplane.app,
     }
 }
 
@@ -100,6 +141,8 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default, rename = "neighbor")]
     neighbors: Vec<Neighbor>,
+    #[serde(default)]
+    control: Control,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,6 +288,61 @@ impl Config {
             }
         }
 
+        let c = &raw.control;
+        if c.k == 0 || c.k > 64 {
+            return Err(invalid(format!(
+                "control.k = {} must be 1 to 64 (16 is usual)",
+                c.k
+            )));
+        }
+        if c.difficulty > crate::core::identity::DIFFICULTY_MAX {
+            return Err(invalid(format!(
+                "control.difficulty = {} is over {}; each bit doubles the key search",
+                c.difficulty,
+                crate::core::identity::DIFFICULTY_MAX
+            )));
+        }
+        if c.keepalive_ms == 0 || c.dead_after_ms <= c.keepalive_ms * 2 {
+            return Err(invalid(format!(
+                "control.dead_after_ms = {} must exceed twice control.keepalive_ms = {} (> 0), or live peers are declared dead",
+                c.dead_after_ms, c.keepalive_ms
+            )));
+        }
+        if c.subnet_bucket_max == 0 || c.subnet_table_max < c.subnet_bucket_max {
+            return Err(invalid(format!(
+                "control.subnet_bucket_max = {} must be at least 1 and at most control.subnet_table_max = {}",
+                c.subnet_bucket_max, c.subnet_table_max
+            )));
+        }
+        if c.seeds.len() > NEIGHBORS_MAX {
+            return Err(invalid(format!(
+                "{} seeds listed; at most {NEIGHBORS_MAX}",
+                c.seeds.len()
+            )));
+        }
+        for seed in &c.seeds {
+            if seed.port() == 0
+                || seed.ip().is_unspecified()
+                || (listen.is_ipv4() && seed.is_ipv6())
+            {
+                return Err(invalid(format!(
+                    "control.seeds has {seed}, which this node cannot send to; give the seed's underlay IP and overlay port{}",
+                    if listen.is_ipv4() && seed.is_ipv6() {
+                        " (and listen on \"[::]\" for IPv6)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+
+        let resolve = |p: &Path| match path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        };
+        let mut control = raw.control.clone();
+        control.peers_file = control.peers_file.as_deref().map(resolve);
+
         let key_file = match path.parent() {
             Some(dir) if raw.key_file.is_relative() => dir.join(&raw.key_file),
             _ => raw.key_file.clone(),
@@ -258,6 +356,7 @@ impl Config {
             dataplane: raw.dataplane,
             admin_socket: raw.admin.socket,
             neighbors: raw.neighbors,
+            control,
         })
     }
 
@@ -298,7 +397,12 @@ interfaces = ["eth0", "eth1"]
 xdp_mode = "auto"
 [dataplane]
 workers = 2
-deliver_to = "127.0.0.1:9000"
+app = "127.0.0.1:9000"
+[control]
+seeds = ["198.18.0.1:4799"]
+k = 8
+difficulty = 4
+peers_file = "peers"
 [admin]
 socket = "/tmp/x.sock"
 [[neighbor]]
@@ -314,6 +418,16 @@ address = "198.18.0.2:4799"
         assert_eq!(config.worker_count(), 2);
         assert_eq!(config.neighbors.len(), 1);
         assert_eq!(config.neighbors[0].id.to_string(), ID);
+        assert_eq!(
+            config.control.seeds,
+            vec!["198.18.0.1:4799".parse().expect("literal")]
+        );
+        assert_eq!(config.control.k, 8);
+        assert_eq!(config.control.difficulty, 4);
+        assert_eq!(
+            config.control.peers_file,
+            Some(PathBuf::from("/etc/xorlay/peers"))
+        );
     }
 
     #[test]
@@ -365,6 +479,19 @@ address = "198.18.0.2:4799"
                 "buffer_size",
             ),
             ("key_file = \"/k\"\n[dataplane]\nworkers = 1000", "workers"),
+            ("key_file = \"/k\"\n[control]\nk = 0", "control.k"),
+            (
+                "key_file = \"/k\"\n[control]\ndifficulty = 99",
+                "difficulty",
+            ),
+            (
+                "key_file = \"/k\"\n[control]\ndead_after_ms = 100",
+                "dead_after_ms",
+            ),
+            (
+                "key_file = \"/k\"\n[control]\nseeds = [\"0.0.0.0:4799\"]",
+                "control.seeds",
+            ),
             (
                 "key_file = \"/k\"\n[[neighbor]]\nid = \"zz\"\naddress = \"198.18.0.1:1\"",
                 "64 hexadecimal digits",

@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use xorlay::config::Config;
+use xorlay::core::NextHopTable;
+use xorlay::core::identity::{DIFFICULTY_MAX, puzzle_bits};
 use xorlay::io::{admin, keyfile, router::Router};
 
 #[derive(Parser)]
@@ -38,6 +40,10 @@ enum Command {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+        /// Search for a key whose ID solves the S/Kademlia puzzle at this many
+        /// bits (match the network's control.difficulty; each bit doubles the work).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(DIFFICULTY_MAX)))]
+        difficulty: u32,
     },
     /// Print the node ID of a key file.
     Id {
@@ -84,9 +90,17 @@ fn main() -> ExitCode {
 fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => run(&config),
-        Command::Keygen { out, force } => {
-            let identity = keyfile::generate(&out, force)?;
-            eprintln!("wrote {} (mode 0600); node ID:", out.display());
+        Command::Keygen {
+            out,
+            force,
+            difficulty,
+        } => {
+            let identity = keyfile::generate_with_difficulty(&out, force, difficulty)?;
+            eprintln!(
+                "wrote {} (mode 0600), puzzle bits {}; node ID:",
+                out.display(),
+                puzzle_bits(&identity.node_id())
+            );
             println!("{}", identity.node_id());
             Ok(())
         }
@@ -97,16 +111,23 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Check { config } => {
             let config = Config::load(&config)?;
             let identity = keyfile::read(&config.key_file)?;
-            xorlay::io::control::static_table(
+            let bits = puzzle_bits(&identity.node_id());
+            anyhow::ensure!(
+                bits >= config.control.difficulty,
+                "this node's key solves the puzzle at {bits} bits but control.difficulty is {}; make a key with `xorlay keygen --difficulty {} --out FILE`",
+                config.control.difficulty,
+                config.control.difficulty
+            );
+            NextHopTable::new(
                 identity.node_id(),
-                &config.listen,
-                &config.neighbors,
+                config.neighbors.iter().map(|n| (n.id, ())),
             )
-            .context("neighbors in the config")?;
+            .context("[[neighbor]] entries")?;
             println!(
-                "config ok: node {} listening on {}, {} neighbor(s), XDP on {:?} ({:?})",
+                "config ok: node {} listening on {}, {} seed(s), {} known peer(s), XDP on {:?} ({:?})",
                 identity.node_id(),
                 config.listen,
+                config.control.seeds.len(),
                 config.neighbors.len(),
                 config.interfaces,
                 config.xdp_mode

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use xorlay::core::{NextHopTable, NodeId};
 use xorlay::io::stats::{WorkerCounters, WorkerStats};
-use xorlay::io::topology::{Hop, SharedTable, hop_for};
+use xorlay::io::topology::{Hop, SharedTable, Topology, hop_for};
 use xorlay::io::worker::{Worker, WorkerConfig, WorkerError};
 use xorlay::wire::overlay::{HEADER_LEN, golden};
 use xorlay::wire::{OverlayError, OverlayPacket, OverlayRepr, PacketType};
@@ -116,13 +116,7 @@ fn assert_empty(socket: &UdpSocket, what: &str) {
 /// Every outcome a received datagram can have; a published snapshot always
 /// has `rx_packets == outcomes(c)`.
 fn outcomes(c: &WorkerCounters) -> u64 {
-    c.delivered
-        + c.forwarded
-        + c.drop_malformed()
-        + c.drop_hop_limit_exceeded
-        + c.drop_no_route
-        + c.drop_rx_truncated
-        + c.drop_tx_full
+    c.outcomes()
 }
 
 /// A worker under test; stopped and joined on drop.
@@ -143,13 +137,14 @@ impl Harness {
     fn start_indexed(index: usize, config: WorkerConfig, table: NextHopTable<Hop>) -> Harness {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WorkerStats::default());
-        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
+        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(Topology::open(table)));
         let worker = Worker::spawn(
             index,
             &config,
             Arc::clone(&shared),
             Arc::clone(&stats),
             Arc::clone(&stop),
+            None,
         )
         .unwrap_or_else(|e| panic!("spawn worker on {}: {e}", config.listen));
         let sender_addr = if config.listen.is_ipv4() {
@@ -225,7 +220,7 @@ fn config(listen: &str) -> WorkerConfig {
         buffer_count: 256,
         buffer_size: 2048,
         recv_buffer_bytes: 1 << 20,
-        deliver_to: None,
+        app: None,
     }
 }
 
@@ -284,7 +279,7 @@ fn forwards_to_the_closer_neighbor_ipv6() {
 fn delivers_to_the_local_address() {
     let app = sink("127.0.0.1:0");
     let mut cfg = config("127.0.0.1:0");
-    cfg.deliver_to = Some(app.local_addr().expect("addr"));
+    cfg.app = Some(app.local_addr().expect("addr"));
     let neighbor = sink("127.0.0.1:0");
     let harness = Harness::start(
         cfg.clone(),
@@ -546,10 +541,10 @@ fn a_new_table_changes_the_next_hop() {
     );
 
     // 0x42 is also closer to 0x41 than this node, and now the only neighbor.
-    harness.table.store(Arc::new(table(
+    harness.table.store(Arc::new(Topology::open(table(
         cfg.listen,
         &[(0x42, second.local_addr().expect("addr"))],
-    )));
+    ))));
     let after = batch("after");
     for bytes in &after {
         harness.send(bytes);
@@ -662,8 +657,18 @@ fn workers_share_a_port_and_a_taken_port_is_reported() {
         ..cfg
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let shared_table: SharedTable = Arc::new(ArcSwap::from_pointee(table(taken.listen, &[])));
-    let err = match Worker::spawn(0, &taken, shared_table, Arc::default(), Arc::clone(&stop)) {
+    let shared_table: SharedTable = Arc::new(ArcSwap::from_pointee(Topology::open(table(
+        taken.listen,
+        &[],
+    ))));
+    let err = match Worker::spawn(
+        0,
+        &taken,
+        shared_table,
+        Arc::default(),
+        Arc::clone(&stop),
+        None,
+    ) {
         Ok(worker) => {
             stop.store(true, Ordering::Relaxed);
             let _ = worker.join();

@@ -2,11 +2,16 @@
 //!
 //! - A Katran-style fixture table `{description, frame, verdict, counter}`
 //!   run with BPF_PROG_TEST_RUN against the real compiled object
-//!   (`xorlay::io::bpf::load`): the verdict, exactly one counter up by one,
-//!   and the output bytes equal to the input (the program never writes).
+//!   (`xorlay::io::bpf::load`, the neighbor filter on, the fixtures' sender
+//!   in the allowlist): the verdict, exactly one counter up by one, and the
+//!   output bytes equal to the input (the program never writes).
+//! - The neighbor allowlist: data from strangers dropped, control passed,
+//!   validation first; `NeighborMap::sync` checked against the kernel map
+//!   through a second handle, and by the verdicts it changes.
 //! - A differential test: for the golden malformed packets and a few hundred
 //!   seeded mutations of `golden::DATA_PING`, the XDP verdict and counter
-//!   equal what the Rust parser (`OverlayPacket::validate`) says.
+//!   equal what the Rust parser (`OverlayPacket::validate`) says, with the
+//!   filter off and with it on (sender allowed).
 //! - Attach tests on a veth pair inside a network namespace of their own,
 //!   proving the program attaches in each mode, sees real traffic, and is
 //!   gone after the `XdpRouter` is dropped.
@@ -16,14 +21,20 @@
 //! iproute2. Frames use addresses from 198.18.0.0/15 and fd00::/8 only; the
 //! program is never attached outside the tests' own namespaces.
 
+use std::collections::HashSet;
 use std::fs::File;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
+use aya::maps::{HashMap, Map, MapData};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use xorlay::io::bpf::{self, BpfError, STAT_COUNT, XdpAttachMode, XdpCounters, XdpRouter};
+use xorlay::io::bpf::{
+    self, BpfError, LoadOptions, NEIGHBORS_MAX, NeighborKey, NeighborMap, STAT_COUNT, SyncReport,
+    XdpAttachMode, XdpCounters, XdpRouter, neighbor_key,
+};
 use xorlay::wire::overlay::{DEFAULT_PORT, HEADER_LEN, golden};
 use xorlay::wire::{OverlayError, OverlayPacket, PacketType, consts};
 
@@ -39,6 +50,7 @@ const XDP_PASS: u32 = 2;
 const PASS_OTHER: u32 = consts::XDP_PASS_OTHER as u32;
 const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY as u32;
 const DROP_TRUNCATED: u32 = consts::XDP_DROP_TRUNCATED as u32;
+const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR as u32;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -57,6 +69,40 @@ const IPV6_SRC: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const IPV6_DST: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 /// The flow-hash source port a sender would use.
 const SRC_PORT: u16 = 51234;
+/// Addresses of a stranger: not in the allowlist.
+const STRANGER_IPV4: [u8; 4] = [198, 18, 0, 99];
+const STRANGER_IPV6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99];
+
+/// The underlay address a datagram comes from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    V4([u8; 4], u16),
+    V6([u8; 16], u16),
+}
+
+/// The fixtures' sender, a neighbor (in the allowlist of `Harness::new`).
+const NEIGHBOR4: Source = Source::V4(IPV4_SRC, SRC_PORT);
+const NEIGHBOR6: Source = Source::V6(IPV6_SRC, SRC_PORT);
+/// Strangers: another IP, the neighbor's port.
+const STRANGER4: Source = Source::V4(STRANGER_IPV4, SRC_PORT);
+const STRANGER6: Source = Source::V6(STRANGER_IPV6, SRC_PORT);
+/// The neighbor's IP, another port.
+const OTHER_PORT4: Source = Source::V4(IPV4_SRC, SRC_PORT + 1);
+const OTHER_PORT6: Source = Source::V6(IPV6_SRC, SRC_PORT + 1);
+
+impl Source {
+    fn addr(self) -> SocketAddr {
+        match self {
+            Source::V4(ip, port) => SocketAddr::from((ip, port)),
+            Source::V6(ip, port) => SocketAddr::from((ip, port)),
+        }
+    }
+}
+
+/// The allowlist of `Harness::new`: the fixtures' sender over both families.
+fn neighbors() -> HashSet<SocketAddr> {
+    [NEIGHBOR4.addr(), NEIGHBOR6.addr()].into_iter().collect()
+}
 
 // ---------------------------------------------------------------------------
 // Frame builders.
@@ -111,8 +157,13 @@ const UDP4: Ipv4 = Ipv4 {
     ihl: None,
 };
 
-/// An IPv4 packet with a correct header checksum.
+/// An IPv4 packet from the fixtures' sender with a correct header checksum.
 fn ipv4(fields: Ipv4, payload: &[u8]) -> Vec<u8> {
+    ipv4_from(fields, IPV4_SRC, payload)
+}
+
+/// An IPv4 packet from `src` with a correct header checksum.
+fn ipv4_from(fields: Ipv4, src: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let header_len = 20 + fields.options.len();
     assert!(
         header_len.is_multiple_of(4) && header_len <= 60,
@@ -129,7 +180,7 @@ fn ipv4(fields: Ipv4, payload: &[u8]) -> Vec<u8> {
     header.push(64); // TTL
     header.push(fields.protocol);
     header.extend_from_slice(&[0, 0]); // checksum, below
-    header.extend_from_slice(&IPV4_SRC);
+    header.extend_from_slice(&src);
     header.extend_from_slice(&IPV4_DST);
     header.extend_from_slice(fields.options);
     let checksum = inet_checksum(&[&header]);
@@ -144,46 +195,64 @@ fn ipv4(fields: Ipv4, payload: &[u8]) -> Vec<u8> {
 }
 
 fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
+    ipv6_from(next_header, IPV6_SRC, payload)
+}
+
+fn ipv6_from(next_header: u8, src: [u8; 16], payload: &[u8]) -> Vec<u8> {
     let payload_len = u16::try_from(payload.len()).expect("IPv6 payload fits 64 KiB");
     let mut packet = Vec::with_capacity(40 + payload.len());
     packet.extend_from_slice(&[0x60, 0, 0, 0]); // version 6, no traffic class/flow label
     packet.extend_from_slice(&payload_len.to_be_bytes());
     packet.push(next_header);
     packet.push(64); // hop limit
-    packet.extend_from_slice(&IPV6_SRC);
+    packet.extend_from_slice(&src);
     packet.extend_from_slice(&IPV6_DST);
     packet.extend_from_slice(payload);
     packet
 }
 
-/// The pseudo-header the UDP checksum covers.
+/// The pseudo-header the UDP checksum covers, from the fixtures' sender.
 #[derive(Clone, Copy)]
 enum Pseudo {
     V4,
     V6,
 }
 
-/// A UDP datagram whose length field says `len_field` (None: the real
-/// length), with its checksum over the pseudo-header.
+/// A UDP datagram from the fixtures' sender whose length field says
+/// `len_field` (None: the real length), with its checksum over the
+/// pseudo-header.
 fn udp_with_len(pseudo: Pseudo, dst_port: u16, payload: &[u8], len_field: Option<u16>) -> Vec<u8> {
+    let source = match pseudo {
+        Pseudo::V4 => NEIGHBOR4,
+        Pseudo::V6 => NEIGHBOR6,
+    };
+    udp_from(source, dst_port, payload, len_field)
+}
+
+/// A UDP datagram from `source` whose length field says `len_field` (None:
+/// the real length), with its checksum over the pseudo-header.
+fn udp_from(source: Source, dst_port: u16, payload: &[u8], len_field: Option<u16>) -> Vec<u8> {
     let real_len = u16::try_from(8 + payload.len()).expect("UDP datagram fits 64 KiB");
     let len = len_field.unwrap_or(real_len);
+    let src_port = match source {
+        Source::V4(_, port) | Source::V6(_, port) => port,
+    };
     let mut datagram = Vec::with_capacity(usize::from(real_len));
-    datagram.extend_from_slice(&SRC_PORT.to_be_bytes());
+    datagram.extend_from_slice(&src_port.to_be_bytes());
     datagram.extend_from_slice(&dst_port.to_be_bytes());
     datagram.extend_from_slice(&len.to_be_bytes());
     datagram.extend_from_slice(&[0, 0]);
     datagram.extend_from_slice(payload);
     let mut pseudo_header = Vec::new();
-    match pseudo {
-        Pseudo::V4 => {
-            pseudo_header.extend_from_slice(&IPV4_SRC);
+    match source {
+        Source::V4(src, _) => {
+            pseudo_header.extend_from_slice(&src);
             pseudo_header.extend_from_slice(&IPV4_DST);
             pseudo_header.extend_from_slice(&[0, IPPROTO_UDP]);
             pseudo_header.extend_from_slice(&real_len.to_be_bytes());
         }
-        Pseudo::V6 => {
-            pseudo_header.extend_from_slice(&IPV6_SRC);
+        Source::V6(src, _) => {
+            pseudo_header.extend_from_slice(&src);
             pseudo_header.extend_from_slice(&IPV6_DST);
             pseudo_header.extend_from_slice(&u32::from(real_len).to_be_bytes());
             pseudo_header.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
@@ -212,6 +281,16 @@ fn udp6_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
         ETH_P_IPV6,
         &ipv6(IPPROTO_UDP, &udp(Pseudo::V6, dst_port, payload)),
     )
+}
+
+/// Ethernet + IPv4 or IPv6 + UDP from `source` to `dst_port` around
+/// `payload`.
+fn frame_from(source: Source, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let datagram = udp_from(source, dst_port, payload, None);
+    match source {
+        Source::V4(src, _) => ethernet(ETH_P_IP, &ipv4_from(UDP4, src, &datagram)),
+        Source::V6(src, _) => ethernet(ETH_P_IPV6, &ipv6_from(IPPROTO_UDP, src, &datagram)),
+    }
 }
 
 /// A minimal TCP SYN header to `dst_port` (checksum not needed by XDP).
@@ -254,16 +333,55 @@ fn control_ping() -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Running the program.
 
-/// The loaded program and its counters.
+/// The loaded program, its counters and its allowlist.
 struct Harness {
     ebpf: Ebpf,
+    neighbors: NeighborMap,
 }
 
 impl Harness {
+    /// The overlay port [`PORT`], the filter on, the fixtures' sender
+    /// ([`NEIGHBOR4`], [`NEIGHBOR6`]) in the allowlist.
     fn new() -> Harness {
-        match bpf::load(PORT) {
-            Ok(ebpf) => Harness { ebpf },
-            Err(e) => panic!("loading the XDP object failed: {e}"),
+        Harness::load(PORT, LoadOptions::default(), &neighbors())
+    }
+
+    /// The filter off: validation alone (the allowlist empty and ignored).
+    fn unfiltered() -> Harness {
+        Harness::load(
+            PORT,
+            LoadOptions {
+                filter_neighbors: false,
+            },
+            &HashSet::new(),
+        )
+    }
+
+    fn load(port: u16, options: LoadOptions, allowed: &HashSet<SocketAddr>) -> Harness {
+        let mut ebpf = match bpf::load_with(port, options) {
+            Ok(ebpf) => ebpf,
+            Err(e) => panic!("loading the XDP object ({options:?}) failed: {e}"),
+        };
+        let neighbors = match bpf::take_neighbor_map(&mut ebpf) {
+            Ok(map) => map,
+            Err(e) => panic!("taking the neighbor map: {e}"),
+        };
+        let mut harness = Harness { ebpf, neighbors };
+        let report = harness.sync(allowed);
+        assert_eq!(
+            report,
+            SyncReport {
+                inserted: allowed.len(),
+                removed: 0
+            }
+        );
+        harness
+    }
+
+    fn sync(&mut self, wanted: &HashSet<SocketAddr>) -> SyncReport {
+        match self.neighbors.sync(wanted) {
+            Ok(report) => report,
+            Err(e) => panic!("syncing the allowlist to {wanted:?}: {e}"),
         }
     }
 
@@ -714,7 +832,78 @@ fn fixtures() -> Vec<Fixture> {
             PASS_OTHER,
         ),
     ];
-    // Every golden malformed packet, over IPv4 and IPv6, and once in a VLAN.
+    // The allowlist: data only from neighbors, control from anyone.
+    table.extend([
+        fixture(
+            "data from a non-neighbor (IPv4)",
+            frame_from(STRANGER4, PORT, &ping),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+        ),
+        fixture(
+            "data from a non-neighbor (IPv6)",
+            frame_from(STRANGER6, PORT, &ping),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+        ),
+        fixture(
+            "data from a non-neighbor in an 802.1Q VLAN",
+            ethernet_vlan(
+                ETH_P_8021Q,
+                ETH_P_IP,
+                &ipv4_from(UDP4, STRANGER_IPV4, &udp_from(STRANGER4, PORT, &ping, None)),
+            ),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+        ),
+        fixture(
+            "data from a neighbor's IP but another UDP port (IPv4)",
+            frame_from(OTHER_PORT4, PORT, &ping),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+        ),
+        fixture(
+            "data from a neighbor's IP but another UDP port (IPv6)",
+            frame_from(OTHER_PORT6, PORT, &ping),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+        ),
+        fixture(
+            "data over IPv6 from the v4-mapped form of an IPv4 neighbor",
+            {
+                let mapped = std::net::Ipv4Addr::from(IPV4_SRC).to_ipv6_mapped().octets();
+                frame_from(Source::V6(mapped, SRC_PORT), PORT, &ping)
+            },
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+        ),
+        fixture(
+            "control from a non-neighbor (IPv4): strangers can handshake",
+            frame_from(STRANGER4, PORT, &control),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "control from a non-neighbor (IPv6): strangers can handshake",
+            frame_from(STRANGER6, PORT, &control),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "control from a neighbor's IP but another UDP port",
+            frame_from(OTHER_PORT4, PORT, &control),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "non-overlay UDP from a non-neighbor to another port",
+            frame_from(STRANGER4, OTHER_PORT, &ping),
+            XDP_PASS,
+            PASS_OTHER,
+        ),
+    ]);
+    // Every golden malformed packet, over IPv4 and IPv6, and once in a VLAN;
+    // from a stranger too: validation comes before the filter.
     for (name, payload, reason) in golden::malformed() {
         let counter = reason.xdp_stat();
         table.push(fixture(
@@ -726,6 +915,18 @@ fn fixtures() -> Vec<Fixture> {
         table.push(fixture(
             format!("{name} over IPv6"),
             udp6_frame(PORT, &payload),
+            XDP_DROP,
+            counter,
+        ));
+        table.push(fixture(
+            format!("{name} from a non-neighbor (IPv4)"),
+            frame_from(STRANGER4, PORT, &payload),
+            XDP_DROP,
+            counter,
+        ));
+        table.push(fixture(
+            format!("{name} from a non-neighbor (IPv6)"),
+            frame_from(STRANGER6, PORT, &payload),
             XDP_DROP,
             counter,
         ));
@@ -784,10 +985,7 @@ fn golden_malformed_reasons_match_the_rust_parser() {
 
 #[test]
 fn the_port_is_configurable() {
-    let harness = match bpf::load(OTHER_PORT) {
-        Ok(ebpf) => Harness { ebpf },
-        Err(e) => panic!("loading the XDP object for port {OTHER_PORT} failed: {e}"),
-    };
+    let harness = Harness::load(OTHER_PORT, LoadOptions::default(), &neighbors());
     let ping = golden::DATA_PING;
     harness.check(
         "port 4799: overlay",
@@ -807,6 +1005,347 @@ fn the_port_is_configurable() {
         XDP_PASS,
         PASS_OTHER,
     );
+}
+
+// ---------------------------------------------------------------------------
+// The neighbor allowlist.
+
+#[test]
+fn filter_off_passes_data_from_anyone() {
+    let harness = Harness::unfiltered();
+    let ping = golden::DATA_PING;
+    for source in [STRANGER4, STRANGER6, OTHER_PORT4, NEIGHBOR4, NEIGHBOR6] {
+        harness.check(
+            &format!("filter off: data from {source:?}"),
+            &frame_from(source, PORT, &ping),
+            XDP_PASS,
+            PASS_OVERLAY,
+        );
+    }
+    let mut bad_magic = ping;
+    bad_magic[0] = 0;
+    harness.check(
+        "filter off: malformed from a stranger",
+        &frame_from(STRANGER4, PORT, &bad_magic),
+        XDP_DROP,
+        consts::XDP_DROP_BAD_MAGIC as u32,
+    );
+    assert_eq!(harness.counters().drop_not_neighbor, 0);
+}
+
+#[test]
+fn sync_changes_the_verdicts() {
+    let mut harness = Harness::new();
+    let ping = golden::DATA_PING;
+    let data4 = frame_from(NEIGHBOR4, PORT, &ping);
+    let data6 = frame_from(NEIGHBOR6, PORT, &ping);
+    let control4 = frame_from(NEIGHBOR4, PORT, &control_ping());
+    harness.check("allowed: IPv4 data", &data4, XDP_PASS, PASS_OVERLAY);
+    harness.check("allowed: IPv6 data", &data6, XDP_PASS, PASS_OVERLAY);
+
+    let only6: HashSet<SocketAddr> = [NEIGHBOR6.addr()].into_iter().collect();
+    assert_eq!(
+        harness.sync(&only6),
+        SyncReport {
+            inserted: 0,
+            removed: 1
+        }
+    );
+    harness.check(
+        "IPv4 neighbor removed: its data",
+        &data4,
+        XDP_DROP,
+        DROP_NOT_NEIGHBOR,
+    );
+    harness.check(
+        "IPv4 neighbor removed: its control",
+        &control4,
+        XDP_PASS,
+        PASS_OVERLAY,
+    );
+    harness.check("IPv6 neighbor kept", &data6, XDP_PASS, PASS_OVERLAY);
+
+    assert_eq!(
+        harness.sync(&HashSet::new()),
+        SyncReport {
+            inserted: 0,
+            removed: 1
+        }
+    );
+    harness.check(
+        "all removed: IPv6 data",
+        &data6,
+        XDP_DROP,
+        DROP_NOT_NEIGHBOR,
+    );
+
+    // The workers see IPv4 neighbors as v4-mapped IPv6: the same key.
+    let mapped4 = match NEIGHBOR4.addr() {
+        SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+        v6 => v6,
+    };
+    let back: HashSet<SocketAddr> = [mapped4, NEIGHBOR6.addr()].into_iter().collect();
+    assert_eq!(
+        harness.sync(&back),
+        SyncReport {
+            inserted: 2,
+            removed: 0
+        }
+    );
+    harness.check(
+        "re-added as v4-mapped: IPv4 data",
+        &data4,
+        XDP_PASS,
+        PASS_OVERLAY,
+    );
+    harness.check("re-added: IPv6 data", &data6, XDP_PASS, PASS_OVERLAY);
+    assert_eq!(
+        harness.sync(&neighbors()),
+        SyncReport::default(),
+        "IPv4 and v4-mapped are one key"
+    );
+}
+
+/// A second handle on the kernel map behind a `NeighborMap`, opened by ID,
+/// to check `sync` against the map itself and to change the map behind its
+/// back (as a previous run would have left it).
+struct RawNeighbors {
+    map: HashMap<MapData, NeighborKey, u32>,
+}
+
+impl RawNeighbors {
+    /// Opens the allowlist of `ebpf` (before it is taken) a second time.
+    fn open(ebpf: &Ebpf) -> RawNeighbors {
+        let id = match ebpf.map(bpf::NEIGHBORS_MAP_NAME) {
+            Some(Map::HashMap(data)) => match data.info() {
+                Ok(info) => {
+                    assert_eq!(info.max_entries() as usize, NEIGHBORS_MAX);
+                    assert_eq!(info.key_size() as usize, size_of::<NeighborKey>());
+                    assert_eq!(info.value_size(), 4);
+                    info.id()
+                }
+                Err(e) => panic!("map info: {e}"),
+            },
+            other => panic!("no hash map {}: {other:?}", bpf::NEIGHBORS_MAP_NAME),
+        };
+        let data = match MapData::from_id(id) {
+            Ok(data) => data,
+            Err(e) => panic!("opening map {id}: {e}"),
+        };
+        match Map::from_map_data(data).and_then(HashMap::try_from) {
+            Ok(map) => RawNeighbors { map },
+            Err(e) => panic!("map {id} as a hash map: {e}"),
+        }
+    }
+
+    /// Every entry, read by iterating the kernel map.
+    fn entries(&self) -> Vec<(NeighborKey, u32)> {
+        self.map
+            .iter()
+            .map(|entry| entry.unwrap_or_else(|e| panic!("iterating the map: {e}")))
+            .collect()
+    }
+
+    /// The map's keys as canonical socket addresses; asserts every value
+    /// is 0 and no key repeats.
+    fn addrs(&self) -> HashSet<SocketAddr> {
+        let entries = self.entries();
+        assert!(entries.iter().all(|&(_, flags)| flags == 0), "{entries:?}");
+        let addrs: HashSet<SocketAddr> = entries.iter().map(|(k, _)| k.socket_addr()).collect();
+        assert_eq!(addrs.len(), entries.len(), "{entries:?}");
+        addrs
+    }
+}
+
+fn addrs(list: &[&str]) -> HashSet<SocketAddr> {
+    list.iter()
+        .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+        .collect()
+}
+
+/// The canonical form of a set: IPv4 for v4-mapped addresses.
+fn canonical(set: &HashSet<SocketAddr>) -> HashSet<SocketAddr> {
+    set.iter().map(|a| neighbor_key(a).socket_addr()).collect()
+}
+
+fn sync_ok(map: &mut NeighborMap, wanted: &HashSet<SocketAddr>) -> SyncReport {
+    match map.sync(wanted) {
+        Ok(report) => report,
+        Err(e) => panic!("sync to {wanted:?}: {e}"),
+    }
+}
+
+#[test]
+fn sync_makes_the_map_equal_to_the_wanted_set() {
+    let mut ebpf = match bpf::load(PORT) {
+        Ok(ebpf) => ebpf,
+        Err(e) => panic!("loading the XDP object failed: {e}"),
+    };
+    let mut raw = RawNeighbors::open(&ebpf);
+    let mut map = match bpf::take_neighbor_map(&mut ebpf) {
+        Ok(map) => map,
+        Err(e) => panic!("taking the neighbor map: {e}"),
+    };
+    assert!(
+        matches!(
+            bpf::take_neighbor_map(&mut ebpf),
+            Err(BpfError::MissingObject { .. })
+        ),
+        "taken twice"
+    );
+    let mut sync = |wanted: &HashSet<SocketAddr>| sync_ok(&mut map, wanted);
+    assert!(raw.addrs().is_empty());
+
+    let a = addrs(&[
+        "198.18.0.1:1",
+        "198.18.0.2:2",
+        "[fd00::1]:3",
+        "[::ffff:198.18.0.3]:4",
+    ]);
+    assert_eq!(
+        sync(&a),
+        SyncReport {
+            inserted: 4,
+            removed: 0
+        }
+    );
+    assert_eq!(raw.addrs(), canonical(&a));
+
+    // B keeps three of A (two of them in the other IPv4 spelling), drops
+    // one, adds one.
+    let b = addrs(&[
+        "[::ffff:198.18.0.2]:2",
+        "[fd00::1]:3",
+        "198.18.0.3:4",
+        "[fd00::2]:5",
+    ]);
+    assert_eq!(
+        sync(&b),
+        SyncReport {
+            inserted: 1,
+            removed: 1
+        }
+    );
+    assert_eq!(raw.addrs(), canonical(&b));
+    assert_eq!(sync(&b), SyncReport::default(), "already in sync");
+
+    // Both spellings of one address in the wanted set are one key.
+    let mut b_twice = b.clone();
+    b_twice.extend(addrs(&["198.18.0.2:2", "[::ffff:198.18.0.3]:4"]));
+    assert_eq!(sync(&b_twice), SyncReport::default());
+
+    // The map changed behind the handle's back (a previous run's leftovers,
+    // an entry lost): sync reads the map, not a cache of its own.
+    let stray = neighbor_key(&"[fd00::dead]:9".parse().expect("literal"));
+    if let Err(e) = raw.map.insert(stray, 0, 0) {
+        panic!("inserting a stray key: {e}");
+    }
+    let lost = neighbor_key(&"[fd00::1]:3".parse().expect("literal"));
+    if let Err(e) = raw.map.remove(&lost) {
+        panic!("removing a key: {e}");
+    }
+    assert_eq!(
+        sync(&b),
+        SyncReport {
+            inserted: 1,
+            removed: 1
+        }
+    );
+    assert_eq!(raw.addrs(), canonical(&b));
+
+    let keys = match map.keys() {
+        Ok(keys) => keys,
+        Err(e) => panic!("reading the keys: {e}"),
+    };
+    assert_eq!(keys, b.iter().map(neighbor_key).collect::<HashSet<_>>());
+    for (addr, expected) in [
+        ("198.18.0.2:2", true),
+        ("[::ffff:198.18.0.2]:2", true),
+        ("198.18.0.2:3", false),
+        ("198.18.0.1:1", false),
+        ("[fd00::2]:5", true),
+    ] {
+        let addr: SocketAddr = addr.parse().expect("literal");
+        match map.contains(&addr) {
+            Ok(found) => assert_eq!(found, expected, "{addr}"),
+            Err(e) => panic!("contains {addr}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn sync_over_the_limit_fails_and_changes_nothing() {
+    let mut ebpf = match bpf::load(PORT) {
+        Ok(ebpf) => ebpf,
+        Err(e) => panic!("loading the XDP object failed: {e}"),
+    };
+    let raw = RawNeighbors::open(&ebpf);
+    let mut map = match bpf::take_neighbor_map(&mut ebpf) {
+        Ok(map) => map,
+        Err(e) => panic!("taking the neighbor map: {e}"),
+    };
+    // 198.18.0.0/15 holds them all.
+    let nth = |i: usize| SocketAddr::from(([198, 18, (i / 256) as u8, (i % 256) as u8], 4799));
+    let full: HashSet<SocketAddr> = (0..NEIGHBORS_MAX).map(nth).collect();
+    match map.sync(&full) {
+        Ok(report) => assert_eq!(
+            report,
+            SyncReport {
+                inserted: NEIGHBORS_MAX,
+                removed: 0
+            }
+        ),
+        Err(e) => panic!("sync to exactly the limit: {e}"),
+    }
+    assert_eq!(raw.entries().len(), NEIGHBORS_MAX);
+
+    // Twice the addresses, but each also in its v4-mapped spelling: still
+    // NEIGHBORS_MAX keys, within the limit.
+    let mut spelled_twice = full.clone();
+    spelled_twice.extend(full.iter().map(|a| match a {
+        SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+        v6 => *v6,
+    }));
+    assert_eq!(spelled_twice.len(), 2 * NEIGHBORS_MAX);
+    match map.sync(&spelled_twice) {
+        Ok(report) => assert_eq!(report, SyncReport::default()),
+        Err(e) => panic!("sync to two spellings of the limit: {e}"),
+    }
+
+    let mut over: HashSet<SocketAddr> = (1..=NEIGHBORS_MAX).map(nth).collect();
+    over.insert(SocketAddr::from((Ipv6Addr::from(IPV6_SRC), 1)));
+    assert_eq!(over.len(), NEIGHBORS_MAX + 1);
+    match map.sync(&over) {
+        Ok(report) => panic!("sync beyond the limit succeeded: {report:?}"),
+        Err(error) => {
+            assert!(
+                matches!(
+                    error,
+                    BpfError::TooManyNeighbors { count, limit }
+                        if count == NEIGHBORS_MAX + 1 && limit == NEIGHBORS_MAX
+                ),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("4097 neighbors"), "{message}");
+            assert!(message.contains("capacity of 4096"), "{message}");
+            assert!(message.contains("XORLAY_NEIGHBORS_MAX"), "{message}");
+        }
+    }
+    assert_eq!(raw.addrs(), full, "a failed sync changes nothing");
+
+    let small = addrs(&["198.18.0.1:4799", "[fd00::1]:4799"]);
+    match map.sync(&small) {
+        Ok(report) => assert_eq!(
+            report,
+            SyncReport {
+                inserted: 1,
+                removed: NEIGHBORS_MAX - 1
+            }
+        ),
+        Err(e) => panic!("sync back to two: {e}"),
+    }
+    assert_eq!(raw.addrs(), small);
 }
 
 // ---------------------------------------------------------------------------
@@ -889,7 +1428,14 @@ fn mutate(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn differential_against_the_rust_parser() {
-    let harness = Harness::new();
+    // Validation alone, and with the filter on for an allowed sender: the
+    // same verdicts.
+    for (filter, harness) in [("off", Harness::unfiltered()), ("on", Harness::new())] {
+        differential(filter, &harness);
+    }
+}
+
+fn differential(filter: &str, harness: &Harness) {
     let mut payloads: Vec<(String, Vec<u8>)> = golden::malformed()
         .into_iter()
         .map(|(name, bytes, _)| (format!("golden {name}"), bytes))
@@ -909,7 +1455,8 @@ fn differential_against_the_rust_parser() {
         } else {
             udp6_frame(PORT, payload)
         };
-        let description = format!("{name}: payload {payload:02x?}, parser says {counter}");
+        let description =
+            format!("filter {filter}: {name}: payload {payload:02x?}, parser says {counter}");
         harness.check(&description, &frame, verdict, counter);
     }
     // The mutations reach every outcome, or the test proves little.
@@ -1052,6 +1599,22 @@ impl Netns {
         ip_in(&self.name, &["link", "show", "dev", interface])
     }
 
+    /// `link_show` once the interface has no XDP program, or after two
+    /// seconds. Detaching closes the XDP link's fd, but a process another
+    /// test thread is spawning at that moment holds a copy of the fd table
+    /// until its exec closes it (every BPF fd is close-on-exec), so the
+    /// kernel may drop the link a moment after the router is gone.
+    fn link_show_after_detach(&self, interface: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let link = self.link_show(interface);
+            if !has_any_xdp(&link) || Instant::now() > deadline {
+                return link;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Runs `body` on a thread of its own inside the namespace (setns moves
     /// only the calling thread, and that thread never comes back); a panic
     /// in `body` continues here, so the guard still deletes the namespace.
@@ -1189,9 +1752,17 @@ fn wait_for(router: &XdpRouter, done: impl Fn(&XdpCounters) -> bool) -> XdpCount
 fn native_attach_sees_traffic_and_detaches_on_drop() {
     let netns = Netns::create("native");
     let (shown, attached, counters) = netns.run_inside(|netns| {
-        let router = attach(&["xlt1"], XdpAttachMode::Native);
+        let mut router = attach(&["xlt1"], XdpAttachMode::Native);
         let shown = ip_in(netns, &["link", "show", "dev", "xlt1"]);
         let attached = router.attached();
+        // The control thread's part: take the allowlist, fill it.
+        let mut allowlist = router
+            .take_neighbor_map()
+            .unwrap_or_else(|| panic!("no neighbor map in a fresh router"));
+        assert!(router.take_neighbor_map().is_none(), "taken twice");
+        if let Err(e) = allowlist.sync(&neighbors()) {
+            panic!("syncing the allowlist: {e}");
+        }
 
         // Real frames through the veth: sent on xlt0, XDP on xlt1 sees them.
         let before = router_counters(&router);
@@ -1200,15 +1771,19 @@ fn native_attach_sees_traffic_and_detaches_on_drop() {
         send_raw("xlt0", &udp4_frame(PORT, &golden::DATA_PING));
         send_raw("xlt0", &udp6_frame(PORT, &golden::DATA_PING));
         send_raw("xlt0", &udp4_frame(PORT, &bad_magic));
+        send_raw("xlt0", &frame_from(STRANGER4, PORT, &golden::DATA_PING));
         let counters = wait_for(&router, |c| {
-            c.pass_overlay >= before.pass_overlay + 2 && c.dropped() > before.dropped()
+            c.pass_overlay >= before.pass_overlay + 2 && c.dropped() >= before.dropped() + 2
         });
         let delta = (
             counters.pass_overlay - before.pass_overlay,
             counters.drop_bad_magic - before.drop_bad_magic,
+            counters.drop_not_neighbor - before.drop_not_neighbor,
             counters.dropped() - before.dropped(),
         );
         drop(router);
+        // The allowlist outlives the router; dropping it closes the map.
+        drop(allowlist);
         (shown, attached, delta)
     });
     assert!(
@@ -1222,11 +1797,12 @@ fn native_attach_sees_traffic_and_detaches_on_drop() {
     assert_eq!(attached, vec![("xlt1".to_string(), "native")]);
     assert_eq!(
         counters,
-        (2, 1, 1),
-        "(pass_overlay, drop_bad_magic, dropped) deltas after 2 valid and 1 bad frame"
+        (2, 1, 1, 2),
+        "(pass_overlay, drop_bad_magic, drop_not_neighbor, dropped) deltas after 2 valid \
+         frames from a neighbor, 1 bad frame and 1 valid data frame from a stranger"
     );
 
-    let after = netns.link_show("xlt1");
+    let after = netns.link_show_after_detach("xlt1");
     assert!(
         !has_any_xdp(&after),
         "XDP still attached after the router was dropped:\n{after}"
@@ -1260,7 +1836,7 @@ fn generic_and_auto_attach_then_detach() {
         "auto mode, duplicates removed:\n{auto_shown}"
     );
     for interface in ["xlt0", "xlt1", "lo"] {
-        let after = netns.link_show(interface);
+        let after = netns.link_show_after_detach(interface);
         assert!(!has_any_xdp(&after), "XDP left on {interface}:\n{after}");
     }
 }

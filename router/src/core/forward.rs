@@ -29,6 +29,9 @@ pub enum DropReason {
     HopLimitExceeded,
     /// No neighbor is strictly closer to the destination than this node.
     NoRoute,
+    /// A data packet from an underlay address without an authenticated
+    /// session (decided by the shells, not by [`decide`]).
+    NotNeighbor,
 }
 
 /// Decides the fate of a packet for `dst` arriving with `hop_limit`.

@@ -123,6 +123,26 @@ pub fn node_id_of(public: &VerifyingKey) -> NodeId {
     NodeId::from_bytes(hasher.finalize().into())
 }
 
+/// Key conversion for the Noise handshake of `core::session`, which uses
+/// the identity's own key as its static Diffie-Hellman key.
+impl Identity {
+    /// The X25519 secret of this identity: the scalar bytes of the ed25519
+    /// secret (the first half of SHA-512 of the seed, RFC 8032), which X25519
+    /// clamps exactly as ed25519 does. Its public key is therefore
+    /// [`x25519_public_of`] of [`Identity::public_key`].
+    pub fn x25519_secret(&self) -> [u8; 32] {
+        self.signing.to_scalar_bytes()
+    }
+}
+
+/// The X25519 public key of an ed25519 public key (its Montgomery form).
+/// Two ed25519 keys, `A` and `-A`, share one Montgomery form: a node that
+/// knows the secret of one knows the secret of the other, so this gives it
+/// no identity it could not make with one more key generation.
+pub fn x25519_public_of(public: &VerifyingKey) -> [u8; 32] {
+    public.to_montgomery().to_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +202,8 @@ mod tests {
     fn puzzle_bits_counts_leading_zeros_of_the_second_hash() {
         let id = NodeId::from_bytes([0x42; 32]);
         let digest: [u8; 32] = Sha256::digest(id.as_bytes()).into();
-        let expected = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes")).leading_zeros();
+        let expected =
+            u128::from_be_bytes(digest[..16].try_into().expect("16 bytes")).leading_zeros();
         assert_eq!(puzzle_bits(&id), expected.min(128));
     }
 

@@ -4,6 +4,7 @@
 pub mod forward;
 pub mod identity;
 pub mod kademlia;
+pub mod node;
 pub mod node_id;
 pub mod session;
 pub mod table;

@@ -48,6 +48,15 @@ impl<A> NextHopTable<A> {
         Ok(NextHopTable { local, ids, hops })
     }
 
+    /// A table without neighbors.
+    pub fn empty(local: NodeId) -> NextHopTable<A> {
+        NextHopTable {
+            local,
+            ids: Vec::new(),
+            hops: Vec::new(),
+        }
+    }
+
     /// This node's ID.
     pub fn local(&self) -> &NodeId {
         &self.local

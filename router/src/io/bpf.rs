@@ -1,21 +1,29 @@
 //! Loads the XDP program (`ebpf/xorlay.bpf.c`, compiled by `build.rs` and
-//! embedded here), attaches it to the underlay interfaces and reads its
-//! per-CPU counters.
+//! embedded here), attaches it to the underlay interfaces, reads its per-CPU
+//! counters and keeps its neighbor allowlist.
 //!
 //! The program validates overlay packets on the configured UDP port and drops
-//! malformed ones by reason; every frame it sees increments exactly one
-//! counter of the `xorlay_stats` map, indexed by the `XORLAY_XDP_*` constants
-//! of `ebpf/consts.h` ([`consts`]).
+//! malformed ones by reason; then it drops data packets whose source (IP, UDP
+//! port) is not in the `xorlay_neighbors` map (control packets always pass:
+//! strangers must be able to handshake). Every frame it sees increments
+//! exactly one counter of the `xorlay_stats` map, indexed by the
+//! `XORLAY_XDP_*` constants of `ebpf/consts.h` ([`consts`]).
 //!
-//! [`load`] gives a loaded, unattached program (the fixture tests run it with
-//! `BPF_PROG_TEST_RUN`); [`XdpRouter`] owns a loaded program and its
-//! attachments, and detaches them all when dropped.
+//! [`load`] and [`load_with`] give a loaded, unattached program (the fixture
+//! tests run it with `BPF_PROG_TEST_RUN`); [`XdpRouter`] owns a loaded program
+//! and its attachments, and detaches them all when dropped. The allowlist is
+//! a [`NeighborMap`], taken out of the loaded object
+//! ([`XdpRouter::take_neighbor_map`], [`take_neighbor_map`]) so the control
+//! thread owns it apart from the counters; [`NeighborMap::sync`] makes it
+//! equal to the set of neighbors with an authenticated session.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
@@ -31,15 +39,22 @@ pub static XDP_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = "xorlay_xdp";
 /// Name of the per-CPU stats array in [`XDP_OBJECT`].
 pub const STATS_MAP_NAME: &str = "xorlay_stats";
+/// Name of the neighbor allowlist (hash map) in [`XDP_OBJECT`].
+pub const NEIGHBORS_MAP_NAME: &str = "xorlay_neighbors";
 /// Name of the global (in `.rodata`) that holds the overlay UDP port, in host
 /// byte order.
 pub const PORT_GLOBAL_NAME: &str = "xorlay_port";
+/// Name of the global (in `.rodata`, a `u8`) that switches the neighbor
+/// filter on (1) or off (0).
+pub const FILTER_GLOBAL_NAME: &str = "xorlay_filter_neighbors";
 /// Number of counters in the stats map.
 pub const STAT_COUNT: usize = consts::XDP_STAT_COUNT as usize;
+/// Capacity of the neighbor allowlist (`XORLAY_NEIGHBORS_MAX`).
+pub const NEIGHBORS_MAX: usize = consts::NEIGHBORS_MAX as usize;
 
 // `XdpCounters` has one field per counter; a new counter in consts.h must add
 // a field (and its index below).
-const _: () = assert!(STAT_COUNT == 8);
+const _: () = assert!(STAT_COUNT == 9);
 const _: () = assert!(consts::XDP_PASS_OTHER < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_PASS_OVERLAY < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_TRUNCATED < consts::XDP_STAT_COUNT);
@@ -48,6 +63,7 @@ const _: () = assert!(consts::XDP_DROP_BAD_VERSION < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_BAD_TYPE < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_BAD_LENGTH < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_HOP_LIMIT_ZERO < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_DROP_NOT_NEIGHBOR < consts::XDP_STAT_COUNT);
 
 /// Errors of loading, attaching and reading the XDP program. Each message
 /// says what to do about it.
@@ -153,6 +169,30 @@ pub enum BpfError {
     Counters {
         /// The map error, with its causes.
         detail: String,
+    },
+    /// Reading or updating the neighbor allowlist failed.
+    #[error(
+        "cannot {action} the XDP neighbor allowlist (map `xorlay_neighbors`): {detail}; data \
+         from neighbors missing in it is dropped until a sync succeeds (each sync starts from \
+         the map's actual contents); if this persists, restart xorlay"
+    )]
+    NeighborMap {
+        /// "read", "update" or "open".
+        action: &'static str,
+        /// The map error, with its causes.
+        detail: String,
+    },
+    /// More neighbors than the allowlist holds.
+    #[error(
+        "{count} neighbors exceed the XDP neighbor allowlist's capacity of {limit} \
+         (XORLAY_NEIGHBORS_MAX in ebpf/consts.h); the allowlist was left unchanged: limit the \
+         number of sessions below it, or raise XORLAY_NEIGHBORS_MAX and rebuild xorlay"
+    )]
+    TooManyNeighbors {
+        /// Distinct neighbor addresses asked for.
+        count: usize,
+        /// [`NEIGHBORS_MAX`].
+        limit: usize,
     },
 }
 
@@ -290,6 +330,9 @@ pub struct XdpCounters {
     pub drop_bad_length: u64,
     /// Dropped: hop limit 0.
     pub drop_hop_limit_zero: u64,
+    /// Dropped: a data packet from a source (IP, UDP port) that is not in
+    /// the neighbor allowlist.
+    pub drop_not_neighbor: u64,
 }
 
 impl XdpCounters {
@@ -304,6 +347,7 @@ impl XdpCounters {
             drop_bad_type: values[consts::XDP_DROP_BAD_TYPE as usize],
             drop_bad_length: values[consts::XDP_DROP_BAD_LENGTH as usize],
             drop_hop_limit_zero: values[consts::XDP_DROP_HOP_LIMIT_ZERO as usize],
+            drop_not_neighbor: values[consts::XDP_DROP_NOT_NEIGHBOR as usize],
         }
     }
 
@@ -318,6 +362,7 @@ impl XdpCounters {
         values[consts::XDP_DROP_BAD_TYPE as usize] = self.drop_bad_type;
         values[consts::XDP_DROP_BAD_LENGTH as usize] = self.drop_bad_length;
         values[consts::XDP_DROP_HOP_LIMIT_ZERO as usize] = self.drop_hop_limit_zero;
+        values[consts::XDP_DROP_NOT_NEIGHBOR as usize] = self.drop_not_neighbor;
         values
     }
 
@@ -338,14 +383,43 @@ impl XdpCounters {
             .wrapping_add(self.drop_bad_type)
             .wrapping_add(self.drop_bad_length)
             .wrapping_add(self.drop_hop_limit_zero)
+            .wrapping_add(self.drop_not_neighbor)
     }
 }
 
-/// Loads [`XDP_OBJECT`] with the overlay UDP port `port` and loads the
-/// program into the kernel (verifier included), without attaching it.
+/// How the program is loaded, beyond its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Drop data packets whose source is not in the neighbor allowlist
+    /// (default). Off, the program validates only: for tests of validation
+    /// alone and for debugging.
+    pub filter_neighbors: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            filter_neighbors: true,
+        }
+    }
+}
+
+/// Loads [`XDP_OBJECT`] with the overlay UDP port `port`, the neighbor filter
+/// on, and loads the program into the kernel (verifier included), without
+/// attaching it. Same as [`load_with`] and [`LoadOptions::default`].
 pub fn load(port: u16) -> Result<Ebpf, BpfError> {
+    load_with(port, LoadOptions::default())
+}
+
+/// Loads [`XDP_OBJECT`] with the overlay UDP port `port` and `options` and
+/// loads the program into the kernel (verifier included), without attaching
+/// it. The neighbor allowlist starts empty: with the filter on, no data
+/// packet passes until it is filled ([`NeighborMap::sync`]).
+pub fn load_with(port: u16, options: LoadOptions) -> Result<Ebpf, BpfError> {
+    let filter = u8::from(options.filter_neighbors);
     let mut ebpf = EbpfLoader::new()
         .override_global(PORT_GLOBAL_NAME, &port, true)
+        .override_global(FILTER_GLOBAL_NAME, &filter, true)
         .load(XDP_OBJECT)
         .map_err(|e| BpfError::from_object(&e))?;
     xdp_program(&mut ebpf)?
@@ -373,6 +447,183 @@ pub fn read_counters(ebpf: &Ebpf) -> Result<XdpCounters, BpfError> {
     Ok(XdpCounters::from_array(&totals))
 }
 
+/// A key of the neighbor allowlist: `struct xorlay_neighbor_key` of
+/// `ebpf/maps.h`, whose layout the asserts below pin to the
+/// `XORLAY_NEIGHBOR_KEY_*` constants. IPv4 sources are stored as v4-mapped
+/// IPv6 addresses (`::ffff:a.b.c.d`), so one key form serves both families;
+/// make keys with [`neighbor_key`].
+#[repr(C, align(4))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NeighborKey {
+    /// IPv6 address, or the v4-mapped form of an IPv4 address.
+    addr: [u8; 16],
+    /// UDP port, big endian (`__be16`).
+    port: [u8; 2],
+    /// Always 0: the kernel hashes every key byte.
+    pad: u16,
+}
+
+const _: () = assert!(size_of::<NeighborKey>() == consts::NEIGHBOR_KEY_LEN as usize);
+// Like the C struct (`__attribute__((aligned(4)))`; its size is what the
+// kernel checks, this keeps the two identical).
+const _: () = assert!(align_of::<NeighborKey>() == 4);
+const _: () =
+    assert!(std::mem::offset_of!(NeighborKey, addr) == consts::NEIGHBOR_KEY_OFF_ADDR as usize);
+const _: () =
+    assert!(std::mem::offset_of!(NeighborKey, port) == consts::NEIGHBOR_KEY_OFF_PORT as usize);
+const _: () =
+    assert!(std::mem::offset_of!(NeighborKey, pad) == consts::NEIGHBOR_KEY_OFF_PAD as usize);
+
+// SAFETY: `#[repr(C)]`, plain integer arrays and an integer, no implicit
+// padding (the asserts above: 16 + 2 + 2 = 20 bytes, a multiple of the
+// alignment), so every bit pattern is a valid value and the struct can be
+// copied to and from the kernel.
+unsafe impl aya::Pod for NeighborKey {}
+
+impl NeighborKey {
+    /// The address as stored: IPv6, IPv4 in its v4-mapped form.
+    pub fn ip(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.addr)
+    }
+
+    /// The UDP port, host order.
+    pub fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+
+    /// The address in the underlay's own form: a v4-mapped address as IPv4
+    /// (like `topology::canonical`).
+    pub fn socket_addr(&self) -> SocketAddr {
+        let ip = self.ip();
+        match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, self.port())),
+            None => SocketAddr::V6(SocketAddrV6::new(ip, self.port(), 0, 0)),
+        }
+    }
+}
+
+/// The allowlist key of a neighbor at `addr`: IPv4 and its v4-mapped IPv6
+/// form give the same key; an IPv6 scope ID and flow label are ignored.
+pub fn neighbor_key(addr: &SocketAddr) -> NeighborKey {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    NeighborKey {
+        addr: ip.octets(),
+        port: addr.port().to_be_bytes(),
+        pad: 0,
+    }
+}
+
+/// What [`NeighborMap::sync`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Keys added.
+    pub inserted: usize,
+    /// Keys deleted.
+    pub removed: usize,
+}
+
+/// The neighbor allowlist of a loaded program (map `xorlay_neighbors`),
+/// owned apart from the [`Ebpf`] object so that the control thread can keep
+/// it while another thread reads the counters. The kernel map lives as long
+/// as the program or this handle.
+#[derive(Debug)]
+pub struct NeighborMap {
+    map: HashMap<MapData, NeighborKey, u32>,
+}
+
+/// Takes the neighbor allowlist out of a program from [`load`] or
+/// [`load_with`]; fails if it was taken before.
+pub fn take_neighbor_map(ebpf: &mut Ebpf) -> Result<NeighborMap, BpfError> {
+    let map = ebpf
+        .take_map(NEIGHBORS_MAP_NAME)
+        .ok_or(BpfError::MissingObject {
+            kind: "map",
+            name: NEIGHBORS_MAP_NAME,
+        })?;
+    let map = HashMap::try_from(map).map_err(|e| BpfError::NeighborMap {
+        action: "open",
+        detail: chain(&e),
+    })?;
+    Ok(NeighborMap { map })
+}
+
+impl NeighborMap {
+    /// Makes the allowlist equal to `wanted` (IPv4 or v4-mapped IPv6
+    /// addresses alike, see [`neighbor_key`]): deletes the keys not wanted,
+    /// then inserts the missing ones. The current keys are read from the map
+    /// itself, so a sync is correct whatever happened before (a restart, a
+    /// sync that failed half way). More than [`NEIGHBORS_MAX`] distinct
+    /// addresses fail with [`BpfError::TooManyNeighbors`] before anything
+    /// changes.
+    pub fn sync(&mut self, wanted: &HashSet<SocketAddr>) -> Result<SyncReport, BpfError> {
+        let wanted: HashSet<NeighborKey> = wanted.iter().map(neighbor_key).collect();
+        if wanted.len() > NEIGHBORS_MAX {
+            return Err(BpfError::TooManyNeighbors {
+                count: wanted.len(),
+                limit: NEIGHBORS_MAX,
+            });
+        }
+        let current = self.keys()?;
+        let update_error = |e: aya::maps::MapError| BpfError::NeighborMap {
+            action: "update",
+            detail: chain(&e),
+        };
+        let mut report = SyncReport::default();
+        // Deletions first: the map never holds more than NEIGHBORS_MAX keys.
+        for key in current.difference(&wanted) {
+            self.map.remove(key).map_err(update_error)?;
+            report.removed += 1;
+        }
+        for key in wanted.difference(&current) {
+            self.map.insert(key, 0u32, 0).map_err(update_error)?;
+            report.inserted += 1;
+        }
+        Ok(report)
+    }
+
+    /// The keys in the map now, read from the kernel.
+    pub fn keys(&self) -> Result<HashSet<NeighborKey>, BpfError> {
+        let mut keys = HashSet::new();
+        for key in self.map.keys() {
+            let key = key.map_err(|e| BpfError::NeighborMap {
+                action: "read",
+                detail: chain(&e),
+            })?;
+            keys.insert(key);
+            // Only this handle writes the map; more keys than it holds would
+            // mean an iteration restarted by concurrent deletes: stop.
+            if keys.len() > NEIGHBORS_MAX {
+                return Err(BpfError::NeighborMap {
+                    action: "read",
+                    detail: format!("more than {NEIGHBORS_MAX} keys: modified concurrently?"),
+                });
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Whether `addr` is in the map now (read from the kernel).
+    pub fn contains(&self, addr: &SocketAddr) -> Result<bool, BpfError> {
+        match self.map.get(&neighbor_key(addr), 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(BpfError::NeighborMap {
+                action: "read",
+                detail: chain(&e),
+            }),
+        }
+    }
+}
+
+// The allowlist moves to the control thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<NeighborMap>();
+};
+
 /// The loaded XDP program and its attachments. Dropping it (or
 /// [`XdpRouter::detach`]) detaches the program from every interface.
 #[derive(Debug)]
@@ -389,15 +640,29 @@ struct Attachment {
 }
 
 impl XdpRouter {
-    /// Loads the program for overlay port `port` and attaches it to every
-    /// interface of `interfaces` (names resolved in the calling thread's
-    /// network namespace) in `mode`. All interfaces are checked before
-    /// anything is loaded; an interface listed twice is attached once; if
-    /// one attach fails, those already made are undone.
+    /// Loads the program for overlay port `port`, the neighbor filter on,
+    /// and attaches it to every interface of `interfaces` (names resolved in
+    /// the calling thread's network namespace) in `mode`. All interfaces are
+    /// checked before anything is loaded; an interface listed twice is
+    /// attached once; if one attach fails, those already made are undone.
+    ///
+    /// The allowlist starts empty: no data packet passes XDP until it is
+    /// filled through [`XdpRouter::take_neighbor_map`].
     pub fn attach(
         interfaces: &[String],
         port: u16,
         mode: XdpAttachMode,
+    ) -> Result<XdpRouter, BpfError> {
+        XdpRouter::attach_with(interfaces, port, mode, LoadOptions::default())
+    }
+
+    /// [`XdpRouter::attach`] with load options (the neighbor filter off, for
+    /// debugging).
+    pub fn attach_with(
+        interfaces: &[String],
+        port: u16,
+        mode: XdpAttachMode,
+        options: LoadOptions,
     ) -> Result<XdpRouter, BpfError> {
         let mut targets: Vec<(&str, u32)> = Vec::with_capacity(interfaces.len());
         for interface in interfaces {
@@ -406,7 +671,7 @@ impl XdpRouter {
                 targets.push((interface, if_index));
             }
         }
-        let ebpf = load(port)?;
+        let ebpf = load_with(port, options)?;
         let mut router = XdpRouter {
             ebpf,
             attachments: Vec::with_capacity(targets.len()),
@@ -473,6 +738,21 @@ impl XdpRouter {
     /// The loaded object, for map access.
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+
+    /// Takes the neighbor allowlist out of the loaded object, for the control
+    /// thread to own (see [`NeighborMap`]); `None` once taken. The map stays
+    /// in use by the program. (A map of the wrong type, which only a build
+    /// mixing sources could give, is logged and also gives `None`.)
+    pub fn take_neighbor_map(&mut self) -> Option<NeighborMap> {
+        match take_neighbor_map(&mut self.ebpf) {
+            Ok(map) => Some(map),
+            Err(BpfError::MissingObject { .. }) => None,
+            Err(error) => {
+                log::error!("{error}");
+                None
+            }
+        }
     }
 
     /// Detaches the program from every interface and unloads it. Failures
@@ -585,7 +865,7 @@ mod tests {
 
     #[test]
     fn counters_round_trip_through_the_array() {
-        let values: [u64; STAT_COUNT] = [10, 11, 12, 13, 14, 15, 16, 17];
+        let values: [u64; STAT_COUNT] = [10, 11, 12, 13, 14, 15, 16, 17, 18];
         let counters = XdpCounters::from_array(&values);
         assert_eq!(counters.to_array(), values);
         for (index, value) in (0u32..).zip(values) {
@@ -606,6 +886,7 @@ mod tests {
         values[consts::XDP_DROP_BAD_TYPE as usize] = 6;
         values[consts::XDP_DROP_BAD_LENGTH as usize] = 7;
         values[consts::XDP_DROP_HOP_LIMIT_ZERO as usize] = 8;
+        values[consts::XDP_DROP_NOT_NEIGHBOR as usize] = 9;
         let c = XdpCounters::from_array(&values);
         assert_eq!(
             (
@@ -625,7 +906,50 @@ mod tests {
             ),
             (5, 6, 7, 8)
         );
-        assert_eq!(c.dropped(), 3 + 4 + 5 + 6 + 7 + 8);
+        assert_eq!(c.drop_not_neighbor, 9);
+        assert_eq!(c.dropped(), 3 + 4 + 5 + 6 + 7 + 8 + 9);
+    }
+
+    #[test]
+    fn neighbor_key_normalizes_ipv4() {
+        let v4: SocketAddr = "198.18.0.2:4799".parse().expect("literal");
+        let mapped: SocketAddr = "[::ffff:198.18.0.2]:4799".parse().expect("literal");
+        let key = neighbor_key(&v4);
+        assert_eq!(key, neighbor_key(&mapped));
+        assert_eq!(
+            key.addr,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]
+        );
+        assert_eq!(key.port, [0x12, 0xbf], "big endian");
+        assert_eq!(key.pad, 0);
+        assert_eq!(key.port(), 4799);
+        assert_eq!(key.socket_addr(), v4);
+        assert_ne!(
+            key,
+            neighbor_key(&"198.18.0.2:4800".parse().expect("literal"))
+        );
+    }
+
+    #[test]
+    fn neighbor_key_keeps_ipv6_without_scope() {
+        let v6: SocketAddr = "[fd00::1]:4799".parse().expect("literal");
+        let scoped = SocketAddr::V6(SocketAddrV6::new(
+            "fd00::1".parse().expect("literal"),
+            4799,
+            7,
+            3,
+        ));
+        assert_eq!(neighbor_key(&v6), neighbor_key(&scoped));
+        assert_eq!(neighbor_key(&v6).socket_addr(), v6);
+        assert_eq!(
+            neighbor_key(&v6).ip(),
+            "fd00::1".parse::<Ipv6Addr>().expect("literal")
+        );
+    }
+
+    #[test]
+    fn load_options_filter_by_default() {
+        assert!(LoadOptions::default().filter_neighbors);
     }
 
     #[test]

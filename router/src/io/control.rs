@@ -1,36 +1,324 @@
-//! The control plane, static for now: the neighbors come from the config,
-//! the next-hop table is built once and published to the workers. The
-//! Kademlia control plane replaces `static_table` with a live routing table
-//! and publishes through the same [`SharedTable`].
+//! The control-plane shell: drives the sans-IO [`Node`] with the clock, the
+//! control packets the workers hand over, and a socket to send from;
+//! publishes the resulting topology to the workers; keeps good peers on disk.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use socket2::{SockAddr, Socket};
 
-use crate::config::Neighbor;
-use crate::core::NodeId;
-use crate::core::table::{NextHopTable, TableError};
-use crate::io::topology::{Hop, SharedTable, hop_for};
+use crate::core::node::Node;
+use crate::core::{NextHopTable, NodeId};
+use crate::io::bpf::NeighborMap;
+use crate::io::topology::{SharedTable, Topology, canonical, hop_for, socket_form};
+use crate::io::worker::ControlPacket;
 
-/// The next-hop table of a static neighbor list, addressed for sockets bound to `listen`.
-pub fn static_table(
-    local: NodeId,
-    listen: &SocketAddr,
-    neighbors: &[Neighbor],
-) -> Result<NextHopTable<Hop>, TableError> {
-    NextHopTable::new(
-        local,
-        neighbors.iter().map(|n| (n.id, hop_for(listen, n.address))),
-    )
+/// Depth of the queue from the workers to the control thread.
+pub const CONTROL_QUEUE_DEPTH: usize = 4096;
+/// Control packets handled per step before timers and publishing get a turn.
+const PACKETS_PER_STEP_MAX: usize = 256;
+/// How often good peers are written to `peers_file`.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(30);
+/// Most peers kept in or read from `peers_file`.
+pub const PERSISTED_PEERS_MAX: usize = 256;
+/// Shortest interval between two logs of rejected-input counts.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counters of the shell itself.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ShellCounters {
+    /// Control packets sent.
+    pub tx_packets: u64,
+    /// Control packets the kernel refused (e.g. no route to that address).
+    pub tx_errors: u64,
+    /// Topology snapshots published to the workers.
+    pub publishes: u64,
+    /// Updates of the XDP neighbor allowlist.
+    pub xdp_syncs: u64,
+    /// Failed updates of the XDP neighbor allowlist.
+    pub xdp_sync_errors: u64,
 }
 
-/// A table shared with the workers.
-pub fn share(table: NextHopTable<Hop>) -> SharedTable {
-    Arc::new(ArcSwap::from_pointee(table))
+/// What connects the control plane to the data plane.
+pub struct ControlIo {
+    /// Control packets from the workers.
+    pub packets: Receiver<ControlPacket>,
+    /// A handle on a worker socket (bound to the overlay port) to send from.
+    pub socket: Socket,
+    /// The workers' bind address.
+    pub listen: SocketAddr,
+    /// Where the topology is published.
+    pub shared: SharedTable,
+    /// The XDP program's neighbor allowlist, kept equal to the session peers.
+    pub xdp_neighbors: Option<NeighborMap>,
 }
 
-/// Publishes a new table: workers pick it up at their next receive batch.
-pub fn publish(shared: &SharedTable, table: NextHopTable<Hop>) {
-    shared.store(Arc::new(table));
+/// The control plane of one router.
+pub struct ControlPlane {
+    node: Node,
+    packets: Receiver<ControlPacket>,
+    socket: Socket,
+    listen: SocketAddr,
+    shared: SharedTable,
+    xdp_neighbors: Option<NeighborMap>,
+    published: Option<u64>,
+    peers_file: Option<PathBuf>,
+    next_persist: Instant,
+    rejected_logged: u64,
+    next_reject_log: Instant,
+    counters: ShellCounters,
+}
+
+impl ControlPlane {
+    /// A control plane for `node`, sending through `io.socket` (bound to
+    /// `io.listen`), receiving from `io.packets`, publishing into
+    /// `io.shared`. Contacts the peers kept in `peers_file` too.
+    pub fn start(mut node: Node, io: ControlIo, peers_file: Option<PathBuf>) -> ControlPlane {
+        let now = Instant::now();
+        if let Some(path) = &peers_file {
+            let peers = read_peers(path);
+            if !peers.is_empty() {
+                log::info!(
+                    "re-contacting {} peer(s) kept in {}",
+                    peers.len(),
+                    path.display()
+                );
+            }
+            for (id, addr) in peers {
+                node.add_known(now, id, addr);
+            }
+        }
+        let mut plane = ControlPlane {
+            node,
+            packets: io.packets,
+            socket: io.socket,
+            listen: io.listen,
+            shared: io.shared,
+            xdp_neighbors: io.xdp_neighbors,
+            published: None,
+            peers_file,
+            next_persist: now + PERSIST_INTERVAL,
+            rejected_logged: 0,
+            next_reject_log: now,
+            counters: ShellCounters::default(),
+        };
+        plane.flush();
+        plane
+    }
+
+    /// One turn: waits up to `max_wait` for a control packet or the next
+    /// timer, handles what arrived, sends what the node wants sent, and
+    /// publishes the topology if it changed.
+    pub fn step(&mut self, max_wait: Duration) {
+        let now = Instant::now();
+        let wait = self.node.poll_timeout().map_or(max_wait, |at| {
+            at.saturating_duration_since(now).min(max_wait)
+        });
+        match self.packets.recv_timeout(wait) {
+            Ok(packet) => {
+                self.node
+                    .handle_packet(Instant::now(), packet.from, &packet.bytes);
+                for packet in self.packets.try_iter().take(PACKETS_PER_STEP_MAX) {
+                    self.node
+                        .handle_packet(Instant::now(), packet.from, &packet.bytes);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every worker has stopped: nothing more will arrive.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+        }
+        let now = Instant::now();
+        if self.node.poll_timeout().is_some_and(|at| at <= now) {
+            self.node.handle_timeout(now);
+        }
+        self.flush();
+        if now >= self.next_persist {
+            self.persist();
+            self.next_persist = now + PERSIST_INTERVAL;
+        }
+        self.log_rejections(now);
+    }
+
+    /// Sends what the node queued and publishes a changed topology.
+    fn flush(&mut self) {
+        while let Some(transmit) = self.node.poll_transmit() {
+            let to = SockAddr::from(socket_form(&self.listen, transmit.to));
+            match self.socket.send_to(&transmit.bytes, &to) {
+                Ok(_) => self.counters.tx_packets += 1,
+                Err(e) => {
+                    self.counters.tx_errors += 1;
+                    log::debug!("control packet to {}: {e}", transmit.to);
+                }
+            }
+        }
+        if self.published != Some(self.node.generation()) {
+            self.publish();
+        }
+    }
+
+    /// Builds the workers' snapshot from the node and stores it.
+    fn publish(&mut self) {
+        let local = self.node.local_id();
+        let neighbors = self.node.neighbors();
+        let table = NextHopTable::new(
+            local,
+            neighbors
+                .iter()
+                .map(|(id, addr)| (*id, hop_for(&self.listen, *addr))),
+        )
+        .unwrap_or_else(|e| {
+            // Contacts are unique and never this node; keep the last good view.
+            log::error!("inconsistent neighbor set ({e}); publishing none");
+            NextHopTable::empty(local)
+        });
+        let allowed: HashSet<SocketAddr> = self
+            .node
+            .session_peers()
+            .into_iter()
+            .map(|(_, addr)| socket_form(&self.listen, addr))
+            .collect();
+        log::info!(
+            "topology: {} next hop(s), {} authenticated peer(s)",
+            table.len(),
+            allowed.len()
+        );
+        // The kernel filter first admits new peers, then the workers do.
+        if let Some(map) = &mut self.xdp_neighbors {
+            match map.sync(&allowed) {
+                Ok(_) => self.counters.xdp_syncs += 1,
+                Err(e) => {
+                    self.counters.xdp_sync_errors += 1;
+                    log::error!("updating the XDP neighbor allowlist: {e}");
+                }
+            }
+        }
+        self.shared
+            .store(std::sync::Arc::new(Topology::new(table, allowed)));
+        self.published = Some(self.node.generation());
+        self.counters.publishes += 1;
+    }
+
+    /// Writes the routing table's contacts to `peers_file`.
+    pub fn persist(&self) {
+        let Some(path) = &self.peers_file else { return };
+        let peers: Vec<(NodeId, SocketAddr)> = self
+            .node
+            .neighbors()
+            .into_iter()
+            .take(PERSISTED_PEERS_MAX)
+            .collect();
+        if let Err(e) = write_peers(path, &peers) {
+            log::warn!(
+                "cannot keep peers in {}: {e}; check control.peers_file",
+                path.display()
+            );
+        }
+    }
+
+    fn log_rejections(&mut self, now: Instant) {
+        if now < self.next_reject_log {
+            return;
+        }
+        let counters = self.node.counters();
+        let s = serde_json::to_value(counters.sessions).unwrap_or_default();
+        let rejected: u64 = s
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.starts_with("rejected"))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if rejected > self.rejected_logged {
+            log::warn!(
+                "rejected {} control packet(s) in the last {:?} (bad, replayed, impostor or failed-puzzle input); `xorlay stats` has them by reason",
+                rejected - self.rejected_logged,
+                REJECT_LOG_INTERVAL
+            );
+            self.rejected_logged = rejected;
+        }
+        self.next_reject_log = now + REJECT_LOG_INTERVAL;
+    }
+
+    /// The sans-IO node (for stats).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The shell's counters.
+    pub fn counters(&self) -> ShellCounters {
+        self.counters
+    }
+}
+
+/// Reads `id address` lines; bad lines are skipped with a warning.
+pub fn read_peers(path: &Path) -> Vec<(NodeId, SocketAddr)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            log::warn!("cannot read kept peers {}: {e}", path.display());
+            return Vec::new();
+        }
+    };
+    let mut peers = Vec::new();
+    for (n, line) in text.lines().enumerate().take(PERSISTED_PEERS_MAX * 2) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let parsed = (|| Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?)))();
+        match parsed {
+            Some(peer) if peers.len() < PERSISTED_PEERS_MAX => peers.push(peer),
+            Some(_) => break,
+            None => log::warn!(
+                "{}:{}: not `<node id> <address>`; skipped",
+                path.display(),
+                n + 1
+            ),
+        }
+    }
+    peers
+}
+
+/// Writes peers atomically (temporary file, then rename).
+pub fn write_peers(path: &Path, peers: &[(NodeId, SocketAddr)]) -> std::io::Result<()> {
+    let mut text =
+        String::from("# xorlay peers: <node id> <underlay address>; rewritten by the router\n");
+    for (id, addr) in peers {
+        text.push_str(&format!("{id} {}\n", canonical(*addr)));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_file_roundtrip_skips_bad_lines() {
+        let path = std::env::temp_dir().join(format!("xorlay-peers-test-{}", std::process::id()));
+        let a = (
+            NodeId::from_bytes([1; 32]),
+            "198.18.0.1:4799".parse().expect("literal"),
+        );
+        let b = (
+            NodeId::from_bytes([2; 32]),
+            "[fd00::2]:4799".parse().expect("literal"),
+        );
+        write_peers(&path, &[a, b]).expect("write temp file");
+        let mut text = std::fs::read_to_string(&path).expect("read back");
+        text.push_str("garbage line\n");
+        std::fs::write(&path, text).expect("rewrite");
+        assert_eq!(read_peers(&path), vec![a, b]);
+        std::fs::remove_file(&path).expect("cleanup");
+        assert!(read_peers(&path).is_empty());
+    }
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::core::identity::{Identity, KeyFileError};
+use crate::core::identity::{Identity, KeyFileError, search_puzzle};
 
 /// Why the key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +82,32 @@ pub fn read(path: &Path) -> Result<Identity, KeyError> {
 /// Creates a new identity and writes it to `path` with mode 0600. Refuses to
 /// overwrite an existing file unless `force`.
 pub fn generate(path: &Path, force: bool) -> Result<Identity, KeyError> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
-    let identity = Identity::from_seed(&seed);
+    generate_with_difficulty(path, force, 0)
+}
+
+/// Like [`generate`], searching for a key whose ID solves the S/Kademlia
+/// puzzle at `difficulty` bits (about 2^difficulty key generations).
+pub fn generate_with_difficulty(
+    path: &Path,
+    force: bool,
+    difficulty: u32,
+) -> Result<Identity, KeyError> {
+    if !force && path.exists() {
+        // Say so before a long search, not after.
+        return Err(write_error(path, std::io::ErrorKind::AlreadyExists.into()));
+    }
+    let mut random_error = None;
+    let identity = search_puzzle(difficulty, u64::MAX, || {
+        let mut seed = [0u8; 32];
+        if let Err(e) = getrandom::getrandom(&mut seed) {
+            random_error.get_or_insert(e.to_string());
+        }
+        seed
+    });
+    if let Some(e) = random_error {
+        return Err(KeyError::Random(e));
+    }
+    let identity = identity.ok_or_else(|| KeyError::Random("puzzle search ended".into()))?;
     write(path, &identity, force)?;
     Ok(identity)
 }
@@ -119,6 +142,21 @@ pub fn write(path: &Path, identity: &Identity, force: bool) -> Result<(), KeyErr
     file.write_all(identity.to_key_file().as_bytes())
         .map_err(write_err)?;
     file.sync_all().map_err(write_err)
+}
+
+fn write_error(path: &Path, source: std::io::Error) -> KeyError {
+    let hint = match source.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            "; it exists already: pick another path or pass --force to replace it"
+        }
+        std::io::ErrorKind::NotFound => "; create its directory first",
+        _ => "",
+    };
+    KeyError::Write {
+        path: path.into(),
+        source,
+        hint,
+    }
 }
 
 #[cfg(test)]

@@ -10,17 +10,20 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::core::NodeId;
 use crate::core::identity::Identity;
-use crate::core::table::TableError;
+use crate::core::identity::puzzle_bits;
+use crate::core::node::{Node, NodeConfig, NodeCounters};
 use crate::io::admin::{AdminError, AdminServer};
 use crate::io::bpf::{BpfError, XdpCounters, XdpRouter};
-use crate::io::control;
+use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters};
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::topology::SharedTable;
+use crate::io::topology::{Topology, canonical, share};
 use crate::io::worker::{Worker, WorkerError};
 
-/// How often the control loop checks for shutdown while idle.
-const CONTROL_TICK: Duration = Duration::from_millis(100);
+/// Longest the control loop waits for input before it serves the admin
+/// socket and checks for shutdown.
+const CONTROL_TICK: Duration = Duration::from_millis(20);
 
 /// Why the router could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +31,6 @@ pub enum RouterError {
     /// The key file.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// The neighbor list.
-    #[error("neighbors in the config: {0}")]
-    Table(#[from] TableError),
     /// XDP load or attach.
     #[error(transparent)]
     Bpf(#[from] BpfError),
@@ -40,6 +40,19 @@ pub enum RouterError {
     /// The admin socket.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// This node's own key fails the configured puzzle.
+    #[error(
+        "this node's key solves the puzzle at {bits} bits but control.difficulty is {difficulty}; make a key with `xorlay keygen --difficulty {difficulty} --out FILE`"
+    )]
+    Puzzle {
+        /// Leading zero bits of this node's puzzle hash.
+        bits: u32,
+        /// Required bits.
+        difficulty: u32,
+    },
+    /// No OS randomness for session keys.
+    #[error("cannot get random bytes from the OS for session keys: {0}")]
+    Random(String),
 }
 
 /// What `xorlay stats` prints.
@@ -47,8 +60,14 @@ pub enum RouterError {
 pub struct RouterStats {
     /// This node.
     pub node_id: NodeId,
-    /// Neighbors in the published table.
-    pub neighbors: usize,
+    /// Next hops in the published table: node ID and underlay address.
+    pub neighbors: Vec<(NodeId, std::net::SocketAddr)>,
+    /// Peers with an authenticated session (their data is accepted).
+    pub session_peers: usize,
+    /// The control plane: sessions, Kademlia and the glue.
+    pub control: Option<NodeCounters>,
+    /// The control plane's shell: packets sent, publishes.
+    pub control_io: Option<ShellCounters>,
     /// Interfaces with XDP and the mode used.
     pub xdp_attached: Vec<(String, &'static str)>,
     /// XDP counters summed over CPUs (absent without XDP).
@@ -63,6 +82,7 @@ pub struct RouterStats {
 pub struct Router {
     identity: Identity,
     table: SharedTable,
+    control: Option<ControlPlane>,
     stop: Arc<AtomicBool>,
     workers: Vec<(Worker, Arc<WorkerStats>)>,
     xdp: Option<XdpRouter>,
@@ -74,14 +94,20 @@ impl Router {
     /// (workers joined, XDP detached) before returning.
     pub fn start(config: &Config) -> Result<Router, RouterError> {
         let identity = keyfile::read(&config.key_file)?;
-        let table = control::share(control::static_table(
-            identity.node_id(),
-            &config.listen,
-            &config.neighbors,
-        )?);
+        let bits = puzzle_bits(&identity.node_id());
+        if bits < config.control.difficulty {
+            return Err(RouterError::Puzzle {
+                bits,
+                difficulty: config.control.difficulty,
+            });
+        }
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| RouterError::Random(e.to_string()))?;
+        let table = share(Topology::empty(identity.node_id()));
         let mut router = Router {
-            identity,
+            identity: identity.clone(),
             table,
+            control: None,
             stop: Arc::new(AtomicBool::new(false)),
             workers: Vec::new(),
             xdp: None,
@@ -99,6 +125,7 @@ impl Router {
                 "no [underlay] interfaces configured: XDP is off, every packet takes the userspace path"
             );
         }
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE_DEPTH);
         let worker_config = config.worker_config();
         for index in 0..config.worker_count() {
             let stats = Arc::new(WorkerStats::default());
@@ -108,17 +135,55 @@ impl Router {
                 router.table.clone(),
                 stats.clone(),
                 router.stop.clone(),
+                Some(control_tx.clone()),
             )?;
             router.workers.push((worker, stats));
         }
+        drop(control_tx); // the workers hold the senders
+        let socket = match router.workers.first() {
+            Some((worker, _)) => worker.socket().try_clone().map_err(|source| {
+                RouterError::Worker(WorkerError::Socket {
+                    listen: config.listen,
+                    step: "dup",
+                    source,
+                })
+            })?,
+            None => {
+                return Err(RouterError::Worker(WorkerError::Config {
+                    key: "workers",
+                    message: "no worker started".into(),
+                }));
+            }
+        };
+        let mut node = Node::new(identity, node_config(config), seed);
+        let now = std::time::Instant::now();
+        for seed in &config.control.seeds {
+            node.add_seed(now, *seed);
+        }
+        for neighbor in &config.neighbors {
+            node.add_known(now, neighbor.id, neighbor.address);
+        }
+        let io = ControlIo {
+            packets: control_rx,
+            socket,
+            listen: config.listen,
+            shared: router.table.clone(),
+            xdp_neighbors: router.xdp.as_mut().and_then(XdpRouter::take_neighbor_map),
+        };
+        router.control = Some(ControlPlane::start(
+            node,
+            io,
+            config.control.peers_file.clone(),
+        ));
         // Last: a reachable admin socket means the router is fully up.
         router.admin = Some(AdminServer::bind(&config.admin_socket)?);
         log::info!(
-            "xorlay {} up: {} worker(s) on {}, {} neighbor(s), XDP on {:?}",
+            "xorlay {} up: {} worker(s) on {}, {} seed(s), {} known peer(s), XDP on {:?}",
             router.identity.node_id(),
             router.workers.len(),
             config.listen,
-            router.table.load().len(),
+            config.control.seeds.len(),
+            config.neighbors.len(),
             router
                 .xdp
                 .as_ref()
@@ -147,9 +212,17 @@ impl Router {
                 None
             }
         });
+        let topology = self.table.load();
         RouterStats {
             node_id: self.identity.node_id(),
-            neighbors: self.table.load().len(),
+            neighbors: topology
+                .table
+                .iter()
+                .filter_map(|(id, hop)| hop.as_socket().map(|a| (*id, canonical(a))))
+                .collect(),
+            session_peers: topology.allowed_len().unwrap_or(0),
+            control: self.control.as_ref().map(|c| c.node().counters()),
+            control_io: self.control.as_ref().map(|c| c.counters()),
             xdp_attached: self.xdp.as_ref().map(|x| x.attached()).unwrap_or_default(),
             xdp,
             total,
@@ -157,22 +230,24 @@ impl Router {
         }
     }
 
-    /// The control loop: serves the admin socket until `shutdown` is set.
+    /// The control loop: runs the control plane and serves the admin socket
+    /// until `shutdown` is set.
     pub fn run_until(&mut self, shutdown: &AtomicBool) {
         while !shutdown.load(Ordering::Relaxed) {
-            match &self.admin {
-                Some(admin) => {
-                    admin.serve_for(CONTROL_TICK, |request| match request {
-                        // Read at request time: counters are never older than the last batch.
-                        "stats" => serde_json::to_string(&self.stats())
-                            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-                        other => serde_json::json!({
-                            "error": format!("unknown request {other:?}; known: stats")
-                        })
-                        .to_string(),
-                    });
-                }
+            match &mut self.control {
+                Some(control) => control.step(CONTROL_TICK),
                 None => std::thread::sleep(CONTROL_TICK),
+            }
+            if let Some(admin) = &self.admin {
+                admin.serve_for(Duration::ZERO, |request| match request {
+                    // Read at request time: counters are never older than the last batch.
+                    "stats" => serde_json::to_string(&self.stats())
+                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+                    other => serde_json::json!({
+                        "error": format!("unknown request {other:?}; known: stats")
+                    })
+                    .to_string(),
+                });
             }
         }
     }
@@ -184,6 +259,9 @@ impl Router {
 
     fn stop_all(&mut self) -> Result<(), RouterError> {
         self.admin = None;
+        if let Some(control) = self.control.take() {
+            control.persist();
+        }
         self.stop.store(true, Ordering::Relaxed);
         let mut first_error = None;
         for (worker, _) in self.workers.drain(..) {
@@ -205,4 +283,17 @@ impl Drop for Router {
             log::error!("stopping router: {e}");
         }
     }
+}
+
+/// The control plane's settings from the config.
+pub fn node_config(config: &Config) -> NodeConfig {
+    let c = &config.control;
+    let mut node = NodeConfig::default();
+    node.session.difficulty = c.difficulty;
+    node.session.keepalive_interval = Duration::from_millis(c.keepalive_ms);
+    node.session.dead_after = Duration::from_millis(c.dead_after_ms);
+    node.kad.k = c.k;
+    node.kad.subnet_bucket_max = c.subnet_bucket_max;
+    node.kad.subnet_table_max = c.subnet_table_max;
+    node
 }

@@ -82,6 +82,14 @@ counters! {
     tx_errors,
     /// Receives that found the provided-buffer ring empty.
     rx_no_buffer,
+    /// Control packets handed to the control thread.
+    control_rx,
+    /// Control packets dropped: the control thread's queue was full.
+    drop_control_full,
+    /// Dropped: a data packet from an address without an authenticated session.
+    drop_not_neighbor,
+    /// Data packets originated by the local application (`dataplane.app`).
+    app_rx,
 }
 
 impl WorkerCounters {
@@ -96,8 +104,24 @@ impl WorkerCounters {
             DropReason::Malformed(OverlayError::HopLimitZero) => &mut self.drop_hop_limit_zero,
             DropReason::HopLimitExceeded => &mut self.drop_hop_limit_exceeded,
             DropReason::NoRoute => &mut self.drop_no_route,
+            DropReason::NotNeighbor => &mut self.drop_not_neighbor,
         };
         *counter += 1;
+    }
+
+    /// The sum of every outcome a received datagram can have; in a
+    /// published snapshot it equals `rx_packets`.
+    pub fn outcomes(&self) -> u64 {
+        self.delivered
+            + self.forwarded
+            + self.control_rx
+            + self.drop_malformed()
+            + self.drop_hop_limit_exceeded
+            + self.drop_no_route
+            + self.drop_not_neighbor
+            + self.drop_rx_truncated
+            + self.drop_tx_full
+            + self.drop_control_full
     }
 
     /// All drops that a malformed packet can cause.
@@ -123,6 +147,7 @@ mod tests {
             .collect();
         reasons.push(DropReason::HopLimitExceeded);
         reasons.push(DropReason::NoRoute);
+        reasons.push(DropReason::NotNeighbor);
         let mut previous = WorkerCounters::default();
         for reason in reasons {
             let mut c = previous;

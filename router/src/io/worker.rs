@@ -5,9 +5,9 @@
 //! the kernel picks from a provided-buffer ring. For each completion the
 //! worker parses the overlay header in place (`wire`), asks
 //! `core::forward::decide` what to do, and then either gives the buffer back
-//! to the ring (drop, or deliver without `deliver_to`) or sends the datagram
+//! to the ring (drop, or deliver without `app`) or sends the datagram
 //! from that same buffer (forward, after decrementing the hop limit in
-//! place; deliver to `deliver_to`). The send's completion gives the buffer
+//! place; deliver to `app`). The send's completion gives the buffer
 //! back. Sends queued while draining a batch of completions are submitted
 //! together by the next `io_uring_enter`, which also waits for the next
 //! batch. See `pool` for who owns a buffer when.
@@ -37,10 +37,10 @@ use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
 use io_uring::{IoUring, SubmissionQueue, Submitter, cqueue, opcode, squeue, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::core::{NextHopTable, Verdict, decide};
+use crate::core::{DropReason, Verdict, decide};
 use crate::io::stats::{WorkerCounters, WorkerStats};
-use crate::io::topology::{Hop, SharedTable, hop_for};
-use crate::wire::OverlayPacket;
+use crate::io::topology::{SharedTable, Topology, hop_for, socket_form};
+use crate::wire::{OverlayPacket, PacketType};
 
 mod pool;
 
@@ -76,6 +76,19 @@ const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
 /// Offset of the datagram in a receive buffer.
 pub const PAYLOAD_OFFSET: usize = RECVMSG_OUT_LEN + NAME_LEN;
 
+/// A control packet (overlay type Control) a worker hands to the control
+/// thread. Control packets are link-local: never forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPacket {
+    /// The sender's underlay address, as the socket saw it.
+    pub from: SocketAddr,
+    /// The whole overlay packet.
+    pub bytes: Vec<u8>,
+}
+
+/// Where workers send control packets (bounded; full: counted drop).
+pub type ControlSender = crossbeam_channel::Sender<ControlPacket>;
+
 /// Settings of one worker. Field names match the config keys
 /// (`underlay.listen`, the rest under `[dataplane]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +106,10 @@ pub struct WorkerConfig {
     /// Socket receive and send buffer size: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`
     /// as root, else `SO_RCVBUF`/`SO_SNDBUF` (capped by `net.core.*mem_max`).
     pub recv_buffer_bytes: usize,
-    /// Where packets for this node go (whole overlay packet), if anywhere.
-    pub deliver_to: Option<SocketAddr>,
+    /// The local application's UDP address, if any: packets for this node
+    /// go there (whole overlay packet), and data packets from there are
+    /// originated by this node (routed without the neighbor check).
+    pub app: Option<SocketAddr>,
 }
 
 impl Default for WorkerConfig {
@@ -105,7 +120,7 @@ impl Default for WorkerConfig {
             buffer_count: 4096,
             buffer_size: 2048,
             recv_buffer_bytes: 4 << 20,
-            deliver_to: None,
+            app: None,
         }
     }
 }
@@ -144,12 +159,12 @@ impl WorkerConfig {
                 ),
             );
         }
-        if let Some(addr) = self.deliver_to
+        if let Some(addr) = self.app
             && self.listen.is_ipv4()
             && addr.is_ipv6()
         {
             return invalid(
-                "deliver_to",
+                "app",
                 format!(
                     "\"{addr}\" is IPv6 but underlay.listen \"{}\" is IPv4; listen on \"[::]:{}\" or deliver to an IPv4 address",
                     self.listen,
@@ -303,6 +318,8 @@ pub enum WorkerError {
 pub struct Worker {
     index: usize,
     local_addr: SocketAddr,
+    /// A second handle on the worker's socket, for the control thread's sends.
+    socket: Socket,
     thread: JoinHandle<Result<(), WorkerError>>,
 }
 
@@ -316,6 +333,7 @@ impl Worker {
         table: SharedTable,
         stats: Arc<WorkerStats>,
         stop: Arc<AtomicBool>,
+        control: Option<ControlSender>,
     ) -> Result<Worker, WorkerError> {
         config.validate()?;
         let config = config.clone();
@@ -325,22 +343,33 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("xorlay-worker-{index}"))
             .spawn(move || {
-                let engine = match Engine::new(index, &config, table, stats, stop) {
+                let engine = match Engine::new(index, &config, table, stats, stop, control) {
                     Ok(engine) => engine,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return Ok(());
                     }
                 };
-                let _ = ready_tx.send(Ok(engine.local_addr));
+                let socket =
+                    engine
+                        .state
+                        .socket
+                        .try_clone()
+                        .map_err(|source| WorkerError::Socket {
+                            listen: config.listen,
+                            step: "dup",
+                            source,
+                        });
+                let _ = ready_tx.send(socket.map(|socket| (engine.local_addr, socket)));
                 drop(ready_tx);
                 engine.run()
             })
             .map_err(|source| WorkerError::Thread { index, source })?;
         match ready_rx.recv() {
-            Ok(Ok(local_addr)) => Ok(Worker {
+            Ok(Ok((local_addr, socket))) => Ok(Worker {
                 index,
                 local_addr,
+                socket,
                 thread,
             }),
             Ok(Err(e)) => {
@@ -358,6 +387,12 @@ impl Worker {
     /// port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The worker's socket (a duplicate handle): the control thread sends
+    /// its packets through it, so they leave from the overlay port.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
     }
 
     /// Waits for the thread to end (after `stop` was set) and returns how it
@@ -432,6 +467,33 @@ fn locate_payload(buf: &[u8], name_len: usize) -> Received {
         return Received::Truncated { len: payload_len };
     }
     Received::Whole(start..end)
+}
+
+/// The sender's address from the name a multishot recvmsg wrote after the
+/// `io_uring_recvmsg_out` header of `buf` (IPv4 peers of a dual-stack
+/// socket appear v4-mapped, as in `topology::socket_form`).
+fn source_addr(buf: &[u8]) -> Option<SocketAddr> {
+    let name_len = u32::from_ne_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
+    let name = buf.get(RECVMSG_OUT_LEN..RECVMSG_OUT_LEN + name_len.min(NAME_LEN))?;
+    let family = u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::from((ip, port)))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.into(),
+                port,
+                0,
+                scope,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// The error to report for a failed `io_uring_setup`.
@@ -572,7 +634,11 @@ struct State {
     slots: SendSlots,
     /// The multishot recvmsg reads `msg_namelen`/`msg_controllen` from it.
     recv_msg: Box<libc::msghdr>,
-    deliver_to: Option<SockAddr>,
+    /// The local application: where to deliver, and its address as the
+    /// socket sees it (to recognise its packets).
+    app: Option<(SockAddr, SocketAddr)>,
+    /// Where control packets go.
+    control: Option<ControlSender>,
     /// The multishot receive is queued or in flight.
     recv_armed: bool,
     /// Sends queued or in flight (each pins one buffer and one slot).
@@ -593,6 +659,7 @@ impl Engine {
         table: SharedTable,
         stats: Arc<WorkerStats>,
         stop: Arc<AtomicBool>,
+        control: Option<ControlSender>,
     ) -> Result<Engine, WorkerError> {
         let socket = open_socket(config)?;
         let local_addr = socket
@@ -629,7 +696,13 @@ impl Engine {
             slots: SendSlots::new(bufs.count()),
             bufs,
             recv_msg,
-            deliver_to: config.deliver_to.map(|addr| hop_for(&config.listen, addr)),
+            app: config.app.map(|addr| {
+                (
+                    hop_for(&config.listen, addr),
+                    socket_form(&config.listen, addr),
+                )
+            }),
+            control,
             recv_armed: false,
             sends_in_flight: 0,
             sends_queued: 0,
@@ -686,7 +759,7 @@ impl Engine {
             // sent after a table store is routed by that table or a newer one.
             cq.sync();
             let guard = self.table.load();
-            let table: &NextHopTable<Hop> = &guard;
+            let table: &Topology = &guard;
             for cqe in &mut cq {
                 state.complete(&cqe, Some(table), &submitter, &mut sq);
             }
@@ -852,7 +925,7 @@ impl State {
     fn complete(
         &mut self,
         cqe: &cqueue::Entry,
-        table: Option<&NextHopTable<Hop>>,
+        table: Option<&Topology>,
         submitter: &Submitter<'_>,
         sq: &mut SubmissionQueue<'_>,
     ) {
@@ -883,7 +956,7 @@ impl State {
         &mut self,
         result: i32,
         flags: u32,
-        table: Option<&NextHopTable<Hop>>,
+        table: Option<&Topology>,
         submitter: &Submitter<'_>,
         sq: &mut SubmissionQueue<'_>,
     ) {
@@ -930,15 +1003,42 @@ impl State {
         };
         let len = payload.len();
         self.counters.rx_bytes += len as u64;
+        let source = source_addr(buf);
         let mut packet = OverlayPacket::new_unchecked(&mut buf[payload.clone()]);
         if let Err(e) = packet.validate() {
-            self.counters
-                .count_drop(crate::core::DropReason::Malformed(e));
+            self.counters.count_drop(DropReason::Malformed(e));
             self.bufs.give_back(bid);
             return;
         }
-        match decide(table, &packet.dst(), packet.hop_limit()) {
-            Verdict::Deliver => match self.deliver_to.clone() {
+        if packet.packet_type_raw() == PacketType::Control as u8 {
+            // Link-local: to the control thread, never forwarded.
+            let handed = match (&self.control, source) {
+                (Some(control), Some(from)) => control
+                    .try_send(ControlPacket {
+                        from,
+                        bytes: packet.into_inner().to_vec(),
+                    })
+                    .is_ok(),
+                _ => false,
+            };
+            if handed {
+                self.counters.control_rx += 1;
+            } else {
+                self.counters.drop_control_full += 1;
+            }
+            self.bufs.give_back(bid);
+            return;
+        }
+        let from_app = matches!((&self.app, source), (Some((_, app)), Some(from)) if *app == from);
+        if from_app {
+            self.counters.app_rx += 1;
+        } else if !source.is_some_and(|from| table.accepts(&from)) {
+            self.counters.count_drop(DropReason::NotNeighbor);
+            self.bufs.give_back(bid);
+            return;
+        }
+        match decide(&table.table, &packet.dst(), packet.hop_limit()) {
+            Verdict::Deliver => match self.app.as_ref().map(|(hop, _)| hop.clone()) {
                 None => {
                     self.counters.delivered += 1;
                     self.bufs.give_back(bid);
@@ -1099,10 +1199,10 @@ mod tests {
             (
                 WorkerConfig {
                     listen: "0.0.0.0:1".parse().expect("literal"),
-                    deliver_to: Some("[::1]:2".parse().expect("literal")),
+                    app: Some("[::1]:2".parse().expect("literal")),
                     ..config.clone()
                 },
-                "deliver_to",
+                "app",
             ),
         ];
         for (bad, key) in cases {

@@ -1,0 +1,342 @@
+//! A node's control plane, sans-IO: authenticated sessions ([`Sessions`])
+//! carrying the Kademlia protocol ([`Kademlia`]), glued together.
+//!
+//! Kademlia asks for connections and sends messages to node IDs; the glue
+//! opens sessions for it (queueing a bounded number of messages until the
+//! session is up) and reports back what the sessions saw: established,
+//! closed, failed, messages. The data plane's view comes out as
+//! [`Node::neighbors`] (next hops: live Kademlia contacts with a session)
+//! and [`Node::session_peers`] (whose data is accepted), and
+//! [`Node::generation`] changes whenever either may have changed.
+//!
+//! Call order: `handle_*` as inputs arrive, then drain `poll_transmit`;
+//! call `handle_timeout` when `poll_timeout` is due. Extra calls are harmless.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::identity::Identity;
+use super::kademlia::{KadAction, KadConfig, KadCounters, Kademlia};
+use super::node_id::NodeId;
+use super::session::{SessionConfig, SessionCounters, SessionEvent, Sessions, Transmit};
+
+/// Messages queued per peer while its session is being set up.
+pub const PENDING_PER_PEER_MAX: usize = 8;
+/// Peers with queued messages at once.
+pub const PENDING_PEERS_MAX: usize = 256;
+/// Rounds of passing actions and events between the layers per input: each
+/// round moves everything queued, so this only bounds pathological chains.
+const PUMP_ROUNDS_MAX: usize = 64;
+/// A session this node opened (for a lookup, say) to a peer that is not in
+/// its routing table is closed after this long. Sessions others opened are
+/// left alone: Kademlia is one-sided, and the peer may route through us.
+pub const UNUSED_SESSION_GRACE: Duration = Duration::from_secs(15);
+
+/// Settings of both layers.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Sessions.
+    pub session: SessionConfig,
+    /// Kademlia.
+    pub kad: KadConfig,
+}
+
+/// What the glue itself counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GlueCounters {
+    /// Messages queued until a session came up.
+    pub pending_queued: u64,
+    /// Messages dropped: the queue for that peer or the peer list was full.
+    pub pending_dropped: u64,
+    /// Sessions closed because their peer stayed out of the routing table.
+    pub unused_sessions_closed: u64,
+    /// Messages Kademlia sent that the session layer refused.
+    pub send_errors: u64,
+}
+
+/// Counters of every layer.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct NodeCounters {
+    /// The session layer.
+    pub sessions: SessionCounters,
+    /// Kademlia.
+    pub kademlia: KadCounters,
+    /// The glue.
+    pub glue: GlueCounters,
+}
+
+/// One node's control plane.
+pub struct Node {
+    sessions: Sessions,
+    kad: Kademlia,
+    /// Messages for peers whose session is not up yet.
+    pending: HashMap<NodeId, VecDeque<Vec<u8>>>,
+    /// When each established peer's session came up.
+    established: HashMap<NodeId, Instant>,
+    /// Peers this node asked to connect to by ID (bounded by the session
+    /// layer's limits: entries leave when their session or attempt ends).
+    initiated: HashSet<NodeId>,
+    /// Changes whenever sessions or the Kademlia table may have changed.
+    generation: u64,
+    kad_generation: u64,
+    /// The session layer's count of peer address changes, last seen.
+    roamed: u64,
+    next_gc: Option<Instant>,
+    counters: GlueCounters,
+}
+
+impl Node {
+    /// A node with `identity`; `seed` feeds the deterministic randomness of
+    /// both layers (the shell passes OS randomness).
+    pub fn new(identity: Identity, config: NodeConfig, seed: [u8; 32]) -> Node {
+        let local = identity.node_id();
+        let mut kad_seed = [0u8; 8];
+        kad_seed.copy_from_slice(&seed[..8]);
+        let mut session_seed = seed;
+        session_seed[0] ^= 0x5a; // distinct streams from one seed
+        Node {
+            sessions: Sessions::new(identity, config.session, session_seed),
+            kad: Kademlia::new(local, config.kad, u64::from_le_bytes(kad_seed)),
+            pending: HashMap::new(),
+            established: HashMap::new(),
+            initiated: HashSet::new(),
+            generation: 0,
+            kad_generation: 0,
+            roamed: 0,
+            next_gc: None,
+            counters: GlueCounters::default(),
+        }
+    }
+
+    /// This node's ID.
+    pub fn local_id(&self) -> NodeId {
+        self.sessions.local_id()
+    }
+
+    /// Bootstraps from a seed whose ID is not known.
+    pub fn add_seed(&mut self, now: Instant, addr: SocketAddr) {
+        self.kad.add_seed(now, addr);
+        self.pump(now);
+    }
+
+    /// Adds a peer known by ID and address (config, or persisted).
+    pub fn add_known(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+        self.kad.add_known(now, id, addr);
+        self.pump(now);
+    }
+
+    /// A control packet arrived from `from`.
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
+        self.sessions.handle_packet(now, from, packet);
+        self.pump(now);
+    }
+
+    /// Runs the timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.sessions.handle_timeout(now);
+        self.kad.handle_timeout(now);
+        if self.next_gc.is_none_or(|at| now >= at) {
+            self.close_unused_sessions(now);
+            self.next_gc = Some(now + UNUSED_SESSION_GRACE / 3);
+        }
+        self.pump(now);
+    }
+
+    /// When `handle_timeout` should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.sessions.poll_timeout(),
+            self.kad.poll_timeout(),
+            self.next_gc,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.sessions.poll_transmit()
+    }
+
+    /// Next hops for the data plane: routing-table contacts with a live
+    /// session, at the address the session currently uses.
+    pub fn neighbors(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.kad
+            .contacts()
+            .filter_map(|(id, _)| self.sessions.peer_addr(&id).map(|addr| (id, addr)))
+            .collect()
+    }
+
+    /// Every peer with an authenticated session: whose data is accepted.
+    pub fn session_peers(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.sessions.peers().collect()
+    }
+
+    /// Changes whenever [`Node::neighbors`] or [`Node::session_peers`] may have.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Starts a lookup of `target` (for tests and the admin interface).
+    pub fn start_lookup(&mut self, now: Instant, target: NodeId) -> bool {
+        let started = self.kad.start_lookup(now, target).is_some();
+        self.pump(now);
+        started
+    }
+
+    /// The routing table's contacts closest to `target`.
+    pub fn closest(&self, target: &NodeId, count: usize) -> Vec<(NodeId, SocketAddr)> {
+        self.kad.closest(target, count)
+    }
+
+    /// Counters of every layer.
+    pub fn counters(&self) -> NodeCounters {
+        NodeCounters {
+            sessions: self.sessions.counters(),
+            kademlia: self.kad.counters(),
+            glue: self.counters,
+        }
+    }
+
+    fn close_unused_sessions(&mut self, now: Instant) {
+        let in_table: HashSet<NodeId> = self.kad.contacts().map(|(id, _)| id).collect();
+        let unused: Vec<NodeId> = self
+            .established
+            .iter()
+            .filter(|(id, since)| {
+                self.initiated.contains(id)
+                    && !in_table.contains(id)
+                    && now.duration_since(**since) >= UNUSED_SESSION_GRACE
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unused {
+            self.sessions.close(&id);
+            self.established.remove(&id);
+            self.initiated.remove(&id);
+            self.counters.unused_sessions_closed += 1;
+            self.generation += 1;
+        }
+    }
+
+    /// Moves Kademlia's actions into the session layer and the session
+    /// layer's events into Kademlia until neither has anything left.
+    fn pump(&mut self, now: Instant) {
+        for _ in 0..PUMP_ROUNDS_MAX {
+            let mut progressed = false;
+            while let Some(action) = self.kad.poll_action() {
+                progressed = true;
+                self.act(now, action);
+            }
+            while let Some(event) = self.sessions.poll_event() {
+                progressed = true;
+                self.on_session_event(now, event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let kad_generation = self.kad.generation();
+        if kad_generation != self.kad_generation {
+            self.kad_generation = kad_generation;
+            self.generation += 1;
+        }
+        // A peer that roamed keeps its session at a new address: the
+        // allowlist and next hops must follow.
+        let roamed = self.sessions.counters().peer_addr_changes;
+        if roamed != self.roamed {
+            self.roamed = roamed;
+            self.generation += 1;
+        }
+    }
+
+    fn act(&mut self, now: Instant, action: KadAction) {
+        match action {
+            KadAction::Connect { addr, expect } => {
+                // Already connected: say so now, or Kademlia waits for an
+                // event the session layer will not send.
+                if let Some((peer, current)) =
+                    expect.and_then(|id| self.sessions.peer_addr(&id).map(|a| (id, a)))
+                {
+                    self.kad.handle_connected(now, peer, current);
+                    return;
+                }
+                if let Some(peer) = expect {
+                    self.initiated.insert(peer);
+                }
+                self.sessions.connect(now, addr, expect);
+            }
+            KadAction::Send { peer, addr, bytes } => {
+                if self.sessions.peer_addr(&peer).is_some() {
+                    if self.sessions.send(now, &peer, &bytes).is_err() {
+                        self.counters.send_errors += 1;
+                    }
+                    return;
+                }
+                let room =
+                    self.pending.len() < PENDING_PEERS_MAX || self.pending.contains_key(&peer);
+                let queue = self.pending.entry(peer);
+                let first = matches!(queue, std::collections::hash_map::Entry::Vacant(_));
+                if !room {
+                    self.counters.pending_dropped += 1;
+                    return;
+                }
+                let queue = queue.or_default();
+                if queue.len() >= PENDING_PER_PEER_MAX {
+                    self.counters.pending_dropped += 1;
+                    return;
+                }
+                queue.push_back(bytes);
+                self.counters.pending_queued += 1;
+                if first {
+                    self.initiated.insert(peer);
+                    self.sessions.connect(now, addr, Some(peer));
+                }
+            }
+            KadAction::Disconnect { peer } => {
+                self.sessions.close(&peer);
+                self.pending.remove(&peer);
+                self.initiated.remove(&peer);
+                if self.established.remove(&peer).is_some() {
+                    self.generation += 1;
+                }
+            }
+        }
+    }
+
+    fn on_session_event(&mut self, now: Instant, event: SessionEvent) {
+        match event {
+            SessionEvent::Established { peer, addr } => {
+                self.established.insert(peer, now);
+                self.generation += 1;
+                self.kad.handle_connected(now, peer, addr);
+                for bytes in self.pending.remove(&peer).unwrap_or_default() {
+                    if self.sessions.send(now, &peer, &bytes).is_err() {
+                        self.counters.send_errors += 1;
+                    }
+                }
+            }
+            SessionEvent::Message { peer, addr, bytes } => {
+                self.kad.handle_message(now, peer, addr, &bytes);
+            }
+            SessionEvent::Closed { peer, .. } => {
+                self.established.remove(&peer);
+                self.pending.remove(&peer);
+                self.initiated.remove(&peer);
+                self.generation += 1;
+                self.kad.handle_disconnected(now, peer);
+            }
+            SessionEvent::ConnectFailed { addr, expect, .. } => {
+                if let Some(peer) = expect {
+                    self.pending.remove(&peer);
+                    self.initiated.remove(&peer);
+                }
+                self.kad.handle_unreachable(now, addr, expect);
+            }
+        }
+    }
+}
