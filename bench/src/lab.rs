@@ -138,6 +138,8 @@ pub struct Lab {
     namespaces: Vec<String>,
     processes: Vec<Process>,
     xorlay_bin: PathBuf,
+    /// Nodes whose config lists no seeds (restarted to rejoin from kept peers).
+    seedless: BTreeSet<usize>,
 }
 
 impl Lab {
@@ -191,6 +193,7 @@ impl Lab {
             namespaces: Vec::new(),
             processes: Vec::new(),
             xorlay_bin,
+            seedless: BTreeSet::new(),
         };
         lab.build(&tag)?; // on error, Drop removes what was made
         Ok(lab)
@@ -525,7 +528,7 @@ impl Lab {
             }
             Topology::Sites => {
                 // One seed for everybody: r1, at its address on a segment this node is on.
-                if i != 1 {
+                if i != 1 && !self.seedless.contains(&i) {
                     let seed_node = &self.nodes[1];
                     let segment = *node.segments().iter().next().unwrap_or(&0);
                     if let Some(seed) = seed_node.addr_on(segment) {
@@ -563,6 +566,41 @@ impl Lab {
         let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Stops node `i`'s router with SIGTERM (it writes its kept peers) and
+    /// waits for it to exit; returns its exit status.
+    pub fn stop_node(&mut self, i: usize) -> anyhow::Result<ExitStatus> {
+        let Some(pos) = self.processes.iter().position(|p| p.index == i) else {
+            bail!("{} is not running", self.nodes[i].role);
+        };
+        let mut p = self.processes.remove(pos);
+        let pid = i32::try_from(p.child.id()).context("pid")?;
+        // SAFETY: plain kill(2) on our own child's PID.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let exited = crate::wait_until(ROUTER_STOP_TIMEOUT, || {
+            matches!(p.child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = p.child.kill();
+        }
+        Ok(p.child.wait()?)
+    }
+
+    /// Restarts node `i` with no seeds in its config: it can only rejoin
+    /// through the peers it kept on disk. Waits until it is up.
+    pub fn restart_from_kept_peers(&mut self, i: usize) -> anyhow::Result<()> {
+        let status = self.stop_node(i)?;
+        if !status.success() {
+            bail!(
+                "{} exited with {status} on SIGTERM:\n{}",
+                self.nodes[i].role,
+                self.log_tail(i)
+            );
+        }
+        self.seedless.insert(i);
+        self.start_node(i)?;
+        self.wait_up(i)
     }
 
     /// Kills node `i`'s router at once (SIGKILL: no clean shutdown, as in a

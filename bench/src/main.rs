@@ -229,7 +229,7 @@ fn busiest_middle(lab: &Lab, before: &[u64]) -> Option<(usize, u64)> {
                 lab.stats(i)
                     .map(|s| counter(&s, "/total/forwarded"))
                     .unwrap_or(0)
-                    - before[i],
+                    .saturating_sub(before[i]),
             )
         })
         .max_by_key(|(_, n)| *n)
@@ -281,26 +281,7 @@ fn demo(
     let busiest = busiest_middle(&lab, &before);
 
     if let Some((victim, carried)) = busiest.filter(|_| routers > 1) {
-        println!(
-            "
-[2] {} carried {carried} of them; killing it (SIGKILL) and sending again",
-            lab.nodes[victim].role
-        );
-        lab.kill_node(victim)?;
-        let killed = Instant::now();
-        // Traffic from now on: the neighbors notice the dead session and
-        // route around it.
-        let before = forwarded_all(&lab);
-        let (sent, report) = run_traffic(&lab, flow, interrupted)?;
-        print_traffic(&sent, &report);
-        if let Some((now_via, n)) = busiest_middle(&lab, &before) {
-            println!(
-                "  rerouted through {} ({n} packets); {} lost while the dead router's sessions timed out ({:.2} s after the kill)",
-                lab.nodes[now_via].role,
-                sent.sent - report.valid.min(sent.sent),
-                killed.elapsed().as_secs_f64()
-            );
-        }
+        failover(&mut lab, flow, victim, carried, interrupted)?;
     }
 
     let malformed: Vec<Vec<u8>> = golden::malformed()
@@ -333,7 +314,7 @@ fn demo(
     println!(
         "  r1 XDP dropped {} of them; r1's workers received {} of them",
         xdp_dropped(&after) - xdp_dropped(&before),
-        counter(&after, "/total/rx_packets") - counter(&before, "/total/rx_packets"),
+        data_rx(&after) - data_rx(&before),
     );
 
     println!(
@@ -389,6 +370,68 @@ routers stopped, XDP detached, namespaces removed."
         );
     }
     Ok(())
+}
+
+/// Phase 2 of the demo: steady traffic for three seconds; half a second in,
+/// the router carrying it is killed; the rest of the run shows the loss
+/// window (until its neighbors declare it dead) and the new path.
+fn failover(
+    lab: &mut Lab,
+    flow: DataFlow,
+    victim: usize,
+    carried: u64,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let count = flow.rate_pps.saturating_mul(3);
+    let flow = DataFlow { count, ..flow };
+    println!(
+        "\n[2] {} carried {carried} of them. Steady traffic again for 3 s ({count} packets); {} is killed (SIGKILL) 0.5 s in",
+        lab.nodes[victim].role, lab.nodes[victim].role
+    );
+    let sink = Sink::start(&lab.sink().netns, Lab::app_addr(), lab.sink().id(), count)?;
+    let stop = interrupted.clone();
+    let sender = netns::in_netns(&lab.generator().netns, move || {
+        let socket = std::net::UdpSocket::bind(Lab::app_addr()).context("gen app bind")?;
+        Ok(traffic::send_data(&socket, &flow, &stop))
+    })?;
+    let half_second = flow.rate_pps / 2;
+    wait_until(Duration::from_secs(5), || {
+        sink.valid() >= half_second || interrupted.load(Ordering::Relaxed)
+    });
+    let before = forwarded_all(lab);
+    let at_kill = sink.valid();
+    lab.kill_node(victim)?;
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("generator panicked"))??;
+    wait_until(Duration::from_secs(5), || {
+        sink.valid() >= sent.sent || interrupted.load(Ordering::Relaxed)
+    });
+    let report = sink.finish()?;
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted; the lab is being removed");
+    }
+    let lost = sent.sent.saturating_sub(report.valid);
+    println!(
+        "  sent {}, delivered {} ({} before the kill); lost {lost}, about {:.0} ms of traffic, while {}'s neighbors waited out its 1 s dead-peer timeout",
+        sent.sent,
+        report.valid,
+        at_kill,
+        lost as f64 * 1000.0 / flow.rate_pps.max(1) as f64,
+        lab.nodes[victim].role,
+    );
+    if let Some((now_via, n)) = busiest_middle(lab, &before) {
+        println!(
+            "  traffic now crosses {} ({n} packets since the kill)",
+            lab.nodes[now_via].role
+        );
+    }
+    Ok(())
+}
+
+/// Datagrams the workers took on the data path (control packets excluded).
+fn data_rx(stats: &serde_json::Value) -> u64 {
+    counter(stats, "/total/rx_packets").saturating_sub(counter(stats, "/total/control_rx"))
 }
 
 fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {

@@ -215,6 +215,30 @@ fn discovery_from_one_seed_failover_and_impostor() {
         "r1 gained a next hop from the impostor"
     );
 
+    // A router restarted with no seed in its config rejoins through the
+    // peers it kept on disk.
+    lab.restart_from_kept_peers(0)
+        .unwrap_or_else(|e| panic!("restarting gen: {e:#}"));
+    let config = std::fs::read_to_string(lab.config_path(0)).expect("gen config");
+    assert!(
+        !config.contains("seeds"),
+        "gen restarted with seeds: {config}"
+    );
+    let rejoined = wait_until(Duration::from_secs(10), || {
+        lab.neighbors(0).is_ok_and(|n| !n.is_empty())
+    });
+    assert!(
+        rejoined,
+        "gen did not rejoin from its kept peers:\n{}",
+        lab.log_tail(0)
+    );
+    let log = std::fs::read_to_string(lab.log_path(0)).expect("gen log");
+    assert!(
+        log.contains("peer(s) kept in"),
+        "gen did not read kept peers:\n{}",
+        lab.log_tail(0)
+    );
+
     for (i, status) in lab.stop_routers() {
         let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
         assert!(
