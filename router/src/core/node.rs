@@ -340,3 +340,182 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Nodes on an in-memory network, driven in virtual time.
+    struct Net {
+        now: Instant,
+        nodes: BTreeMap<SocketAddr, Node>,
+        /// Packets in flight: (deliver at, from, to, bytes).
+        wire: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    }
+
+    const DELAY: Duration = Duration::from_millis(2);
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, i, 1], 4799))
+    }
+
+    fn identity(i: u8) -> Identity {
+        Identity::from_seed(&[i; 32])
+    }
+
+    impl Net {
+        fn new() -> Net {
+            Net {
+                now: Instant::now(),
+                nodes: BTreeMap::new(),
+                wire: Vec::new(),
+            }
+        }
+
+        /// Starts node `i`; `boot` tells restarts apart (a real start draws
+        /// fresh randomness, so a restarted node's handshakes differ).
+        fn add_boot(&mut self, i: u8, seed: Option<SocketAddr>, boot: u8) {
+            let mut randomness = [i; 32];
+            randomness[31] = boot;
+            let mut node = Node::new(identity(i), NodeConfig::default(), randomness);
+            if let Some(seed) = seed {
+                node.add_seed(self.now, seed);
+            }
+            self.nodes.insert(addr(i), node);
+        }
+
+        fn add(&mut self, i: u8, seed: Option<SocketAddr>) {
+            self.add_boot(i, seed, 0);
+        }
+
+        fn node(&self, i: u8) -> &Node {
+            &self.nodes[&addr(i)]
+        }
+
+        /// Runs until `until`, delivering packets and timers in order. Bounded.
+        fn run_for(&mut self, duration: Duration) {
+            let until = self.now + duration;
+            for _ in 0..200_000 {
+                for (from, node) in &mut self.nodes {
+                    while let Some(t) = node.poll_transmit() {
+                        self.wire.push((self.now + DELAY, *from, t.to, t.bytes));
+                    }
+                }
+                let next_packet = self.wire.iter().map(|w| w.0).min();
+                let next_timer = self.nodes.values().filter_map(Node::poll_timeout).min();
+                let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
+                    break;
+                };
+                if next > until {
+                    break;
+                }
+                self.now = self.now.max(next);
+                let now = self.now;
+                let (due, later): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|w| w.0 <= now);
+                self.wire = later;
+                for (_, from, to, bytes) in due {
+                    if let Some(node) = self.nodes.get_mut(&to) {
+                        node.handle_packet(now, from, &bytes);
+                    }
+                }
+                for node in self.nodes.values_mut() {
+                    if node.poll_timeout().is_some_and(|at| at <= now) {
+                        node.handle_timeout(now);
+                    }
+                }
+            }
+            self.now = until;
+        }
+
+        fn neighbor_ids(&self, i: u8) -> Vec<NodeId> {
+            let mut ids: Vec<NodeId> = self
+                .node(i)
+                .neighbors()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    }
+
+    #[test]
+    fn bootstrap_from_one_seed_reaches_a_full_mesh() {
+        let mut net = Net::new();
+        net.add(1, None);
+        for i in 2..=6 {
+            net.add(i, Some(addr(1)));
+        }
+        net.run_for(Duration::from_secs(5));
+        for i in 1..=6u8 {
+            let mut expected: Vec<NodeId> = (1..=6u8)
+                .filter(|j| *j != i)
+                .map(|j| identity(j).node_id())
+                .collect();
+            expected.sort();
+            assert_eq!(net.neighbor_ids(i), expected, "node {i}");
+            // Every next hop is an authenticated peer, at its real address.
+            let peers = net.node(i).session_peers();
+            for (id, at) in net.node(i).neighbors() {
+                assert!(
+                    peers.contains(&(id, at)),
+                    "node {i}: {id:?} at {at} has no session"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_node_is_dropped_within_the_timeout_and_a_restart_rejoins() {
+        let mut net = Net::new();
+        net.add(1, None);
+        for i in 2..=4 {
+            net.add(i, Some(addr(1)));
+        }
+        net.run_for(Duration::from_secs(5));
+        let dead = identity(4).node_id();
+        assert!(net.neighbor_ids(2).contains(&dead));
+        let generation = net.node(2).generation();
+        net.nodes.remove(&addr(4));
+        // dead_after (1 s) plus a keepalive interval of slack.
+        net.run_for(Duration::from_millis(1300));
+        for i in 1..=3 {
+            assert!(
+                !net.neighbor_ids(i).contains(&dead),
+                "node {i} still routes via the dead node"
+            );
+        }
+        assert_ne!(
+            net.node(2).generation(),
+            generation,
+            "the change was not published"
+        );
+        // The same key comes back: it rejoins through the seed.
+        net.add_boot(4, Some(addr(1)), 1);
+        net.run_for(Duration::from_secs(5));
+        for i in 1..=3 {
+            assert!(
+                net.neighbor_ids(i).contains(&dead),
+                "node {i} did not see the restart"
+            );
+        }
+    }
+
+    #[test]
+    fn a_quiet_network_keeps_its_generation() {
+        let mut net = Net::new();
+        net.add(1, None);
+        net.add(2, Some(addr(1)));
+        net.run_for(Duration::from_secs(5));
+        let generation = net.node(2).generation();
+        net.run_for(Duration::from_secs(10));
+        assert_eq!(
+            net.node(2).generation(),
+            generation,
+            "keepalives alone must not republish"
+        );
+        assert_eq!(net.neighbor_ids(2), vec![identity(1).node_id()]);
+    }
+}
