@@ -757,8 +757,12 @@ impl Sessions {
         };
         match message {
             wire::Repr::Handshake1 { noise, .. } => self.handle_h1(&rx, noise, packet.len()),
-            wire::Repr::Handshake2 { noise, .. } => self.handle_h2(&rx, noise),
-            wire::Repr::Handshake3 { noise, .. } => self.handle_h3(&rx, noise),
+            wire::Repr::Handshake2 { noise, .. } => {
+                self.handle_handshake_reply(&rx, noise, Sessions::h2_for)
+            }
+            wire::Repr::Handshake3 { noise, .. } => {
+                self.handle_handshake_reply(&rx, noise, Sessions::h3_for)
+            }
             wire::Repr::Transport {
                 counter,
                 ciphertext,
@@ -1064,7 +1068,15 @@ impl Sessions {
         (written == reply_noise.len()).then_some((hs, reply_noise))
     }
 
-    fn handle_h2(&mut self, rx: &Received<'_>, noise: &[u8]) {
+    /// A HANDSHAKE_2 or HANDSHAKE_3 for the half-open handshake `rx.index`:
+    /// replays are rejected, then `step` decides whether the handshake
+    /// stays half-open.
+    fn handle_handshake_reply(
+        &mut self,
+        rx: &Received<'_>,
+        noise: &[u8],
+        step: fn(&mut Sessions, &Received<'_>, &[u8], MessageDigest, HalfOpen) -> Outcome,
+    ) {
         let digest = digest(rx.message);
         if self.seen.contains(&digest) {
             self.counters.rejected_replay += 1;
@@ -1073,7 +1085,7 @@ impl Sessions {
         let Some(half_open) = self.take_half_open(rx.index) else {
             return;
         };
-        if let Outcome::Keep(half_open) = self.h2_for(rx, noise, digest, half_open) {
+        if let Outcome::Keep(half_open) = step(self, rx, noise, digest, half_open) {
             self.half_open.insert(rx.index, half_open);
         }
     }
@@ -1168,20 +1180,6 @@ impl Sessions {
                 },
             },
         })
-    }
-
-    fn handle_h3(&mut self, rx: &Received<'_>, noise: &[u8]) {
-        let digest = digest(rx.message);
-        if self.seen.contains(&digest) {
-            self.counters.rejected_replay += 1;
-            return;
-        }
-        let Some(half_open) = self.take_half_open(rx.index) else {
-            return;
-        };
-        if let Outcome::Keep(half_open) = self.h3_for(rx, noise, digest, half_open) {
-            self.half_open.insert(rx.index, half_open);
-        }
     }
 
     fn h3_for(
