@@ -92,6 +92,8 @@ pub struct Dataplane {
     /// The local application's UDP address: packets addressed to this node
     /// go there, and data packets from there are sent into the overlay.
     pub app: Option<SocketAddr>,
+    /// Most XDP route-cache install requests per second per worker.
+    pub installs_per_sec: u32,
 }
 
 impl Default for Dataplane {
@@ -104,6 +106,7 @@ impl Default for Dataplane {
             buffer_size: worker.buffer_size,
             recv_buffer_bytes: worker.recv_buffer_bytes,
             app: worker.app,
+            installs_per_sec: 10_000,
         }
     }
 }
@@ -116,6 +119,7 @@ fn worker_config(dataplane: &Dataplane, listen: SocketAddr) -> WorkerConfig {
         buffer_size: dataplane.buffer_size,
         recv_buffer_bytes: dataplane.recv_buffer_bytes,
         app: dataplane.app,
+        install_rate: dataplane.installs_per_sec,
     }
 }
 

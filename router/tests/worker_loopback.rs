@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use xorlay::core::{NextHopTable, NodeId};
 use xorlay::io::stats::{WorkerCounters, WorkerStats};
 use xorlay::io::topology::{Hop, SharedTable, Topology, hop_for};
-use xorlay::io::worker::{Worker, WorkerConfig, WorkerError};
+use xorlay::io::worker::{Upcall, UpcallSender, Worker, WorkerConfig, WorkerError, WorkerLinks};
 use xorlay::wire::overlay::{HEADER_LEN, golden};
 use xorlay::wire::{OverlayError, OverlayPacket, OverlayRepr, PacketType};
 
@@ -135,18 +135,27 @@ impl Harness {
 
     /// Starts worker `index` (its thread is named `xorlay-worker-{index}`).
     fn start_indexed(index: usize, config: WorkerConfig, table: NextHopTable<Hop>) -> Harness {
+        Harness::start_with(index, config, Topology::open(table), None)
+    }
+
+    /// Starts a worker on `topology`, handing upcalls to `upcalls`.
+    fn start_with(
+        index: usize,
+        config: WorkerConfig,
+        topology: Topology,
+        upcalls: Option<UpcallSender>,
+    ) -> Harness {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WorkerStats::default());
-        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(Topology::open(table)));
-        let worker = Worker::spawn(
-            index,
-            &config,
-            Arc::clone(&shared),
-            Arc::clone(&stats),
-            Arc::clone(&stop),
-            None,
-        )
-        .unwrap_or_else(|e| panic!("spawn worker on {}: {e}", config.listen));
+        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(topology));
+        let links = WorkerLinks {
+            table: Arc::clone(&shared),
+            stats: Arc::clone(&stats),
+            stop: Arc::clone(&stop),
+            upcalls,
+        };
+        let worker = Worker::spawn(index, &config, links)
+            .unwrap_or_else(|e| panic!("spawn worker on {}: {e}", config.listen));
         let sender_addr = if config.listen.is_ipv4() {
             "127.0.0.1:0"
         } else {
@@ -221,6 +230,7 @@ fn config(listen: &str) -> WorkerConfig {
         buffer_size: 2048,
         recv_buffer_bytes: 1 << 20,
         app: None,
+        install_rate: 0,
     }
 }
 
@@ -661,14 +671,13 @@ fn workers_share_a_port_and_a_taken_port_is_reported() {
         taken.listen,
         &[],
     ))));
-    let err = match Worker::spawn(
-        0,
-        &taken,
-        shared_table,
-        Arc::default(),
-        Arc::clone(&stop),
-        None,
-    ) {
+    let links = WorkerLinks {
+        table: shared_table,
+        stats: Arc::default(),
+        stop: Arc::clone(&stop),
+        upcalls: None,
+    };
+    let err = match Worker::spawn(0, &taken, links) {
         Ok(worker) => {
             stop.store(true, Ordering::Relaxed);
             let _ = worker.join();
@@ -682,4 +691,125 @@ fn workers_share_a_port_and_a_taken_port_is_reported() {
         message.contains(&taken.listen.port().to_string()) && message.contains("underlay.listen"),
         "{message}"
     );
+}
+
+/// The sender's address as the worker's socket sees it.
+fn sender_addr(harness: &Harness) -> SocketAddr {
+    harness.sender.local_addr().expect("sender bound")
+}
+
+#[test]
+fn data_only_from_allowed_neighbors_and_the_local_application() {
+    let neighbor = sink("127.0.0.1:0");
+    let app = sink("127.0.0.1:0");
+    let mut cfg = config("127.0.0.1:0");
+    cfg.app = Some(app.local_addr().expect("addr"));
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let routes = || table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
+    // Nobody is allowed yet.
+    let harness = Harness::start_with(0, cfg, Topology::new(routes(), HashSet::new()), None);
+    let bytes = packet(TOWARD_NEIGHBOR, 64, b"stranger");
+    harness.send(&bytes);
+    harness.wait_for("stranger dropped", |c| c.drop_not_neighbor == 1);
+    assert_empty(&neighbor, "stranger's packet");
+    // Once its address is an authenticated neighbor's, its data flows.
+    let allowed: HashSet<SocketAddr> = [sender_addr(&harness)].into_iter().collect();
+    harness
+        .table
+        .store(Arc::new(Topology::new(routes(), allowed)));
+    harness.send(&bytes);
+    assert_eq!(recv_within(&neighbor, "allowed sender"), relayed(&bytes));
+    // The local application is never on the allowlist and always accepted.
+    harness
+        .table
+        .store(Arc::new(Topology::new(routes(), HashSet::new())));
+    let from_app = packet(TOWARD_NEIGHBOR, 64, b"from the app");
+    app.send_to(&from_app, harness.addr())
+        .expect("send from app");
+    assert_eq!(recv_within(&neighbor, "app's packet"), relayed(&from_app));
+    let c = harness.wait_for("app counted", |c| c.app_rx == 1 && c.forwarded == 2);
+    assert_eq!(c.drop_not_neighbor, 1, "{c:#?}");
+    assert_eq!(outcomes(&c), c.rx_packets, "{c:#?}");
+}
+
+/// A worker with an upcall channel and install requests on.
+fn start_with_upcalls(neighbor: &UdpSocket) -> (Harness, crossbeam_channel::Receiver<Upcall>) {
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let mut cfg = config("127.0.0.1:0");
+    cfg.install_rate = 1000;
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let routes = table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
+    (
+        Harness::start_with(0, cfg, Topology::open(routes), Some(tx)),
+        rx,
+    )
+}
+
+fn next_upcall(rx: &crossbeam_channel::Receiver<Upcall>) -> Upcall {
+    rx.recv_timeout(TIMEOUT)
+        .expect("an upcall within the timeout")
+}
+
+#[test]
+fn control_packets_go_up_and_are_never_forwarded() {
+    let neighbor = sink("127.0.0.1:0");
+    let (harness, rx) = start_with_upcalls(&neighbor);
+    let mut control = packet(TOWARD_NEIGHBOR, 1, b"handshake");
+    OverlayPacket::new_unchecked(&mut control[..]).set_packet_type(PacketType::Control);
+    harness.send(&control);
+    match next_upcall(&rx) {
+        Upcall::Control(p) => {
+            assert_eq!(p.bytes, control);
+            assert_eq!(p.from, sender_addr(&harness));
+        }
+        other => panic!("expected the control packet, got {other:?}"),
+    }
+    let c = harness.wait_for("control counted", |c| c.control_rx == 1);
+    assert_eq!(c.forwarded, 0);
+    assert_empty(&neighbor, "control packet");
+}
+
+#[test]
+fn install_requests_once_per_destination_and_outcome() {
+    let neighbor = sink("127.0.0.1:0");
+    let (harness, rx) = start_with_upcalls(&neighbor);
+    for _ in 0..5 {
+        harness.send(&packet(TOWARD_NEIGHBOR, 64, b"routed"));
+        harness.send(&packet(NO_ROUTE, 64, b"unroutable"));
+    }
+    let c = harness.wait_for("all handled", |c| c.forwarded == 5 && c.drop_no_route == 5);
+    assert_eq!(
+        c.install_requests, 2,
+        "one per destination and outcome: {c:#?}"
+    );
+    let mut got = vec![next_upcall(&rx), next_upcall(&rx)];
+    got.sort_by_key(|u| format!("{u:?}"));
+    assert!(
+        got.contains(&Upcall::Route {
+            dst: id(TOWARD_NEIGHBOR),
+            next_hop: id(NEIGHBOR)
+        }),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&Upcall::NoRoute { dst: id(NO_ROUTE) }),
+        "{got:?}"
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "repeats within a second are not sent"
+    );
+}
+
+#[test]
+fn no_install_requests_when_the_rate_is_zero() {
+    let neighbor = sink("127.0.0.1:0");
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let routes = table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
+    let harness = Harness::start_with(0, config("127.0.0.1:0"), Topology::open(routes), Some(tx));
+    harness.send(&packet(TOWARD_NEIGHBOR, 64, b"routed"));
+    let c = harness.wait_for("forwarded", |c| c.forwarded == 1);
+    assert_eq!(c.install_requests + c.install_limited, 0);
+    assert!(rx.try_recv().is_err());
 }

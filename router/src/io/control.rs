@@ -14,7 +14,7 @@ use crate::core::node::Node;
 use crate::core::{NextHopTable, NodeId};
 use crate::io::bpf::NeighborMap;
 use crate::io::topology::{SharedTable, Topology, canonical, hop_for, socket_form};
-use crate::io::worker::ControlPacket;
+use crate::io::worker::Upcall;
 
 /// Depth of the queue from the workers to the control thread.
 pub const CONTROL_QUEUE_DEPTH: usize = 4096;
@@ -40,12 +40,14 @@ pub struct ShellCounters {
     pub xdp_syncs: u64,
     /// Failed updates of the XDP neighbor allowlist.
     pub xdp_sync_errors: u64,
+    /// Route-cache install requests received from the workers.
+    pub install_requests: u64,
 }
 
 /// What connects the control plane to the data plane.
 pub struct ControlIo {
-    /// Control packets from the workers.
-    pub packets: Receiver<ControlPacket>,
+    /// Control packets and install requests from the workers.
+    pub packets: Receiver<Upcall>,
     /// A handle on a worker socket (bound to the overlay port) to send from.
     pub socket: Socket,
     /// The workers' bind address.
@@ -59,7 +61,7 @@ pub struct ControlIo {
 /// The control plane of one router.
 pub struct ControlPlane {
     node: Node,
-    packets: Receiver<ControlPacket>,
+    packets: Receiver<Upcall>,
     socket: Socket,
     listen: SocketAddr,
     shared: SharedTable,
@@ -118,12 +120,13 @@ impl ControlPlane {
             at.saturating_duration_since(now).min(max_wait)
         });
         match self.packets.recv_timeout(wait) {
-            Ok(packet) => {
-                self.node
-                    .handle_packet(Instant::now(), packet.from, &packet.bytes);
-                for packet in self.packets.try_iter().take(PACKETS_PER_STEP_MAX) {
-                    self.node
-                        .handle_packet(Instant::now(), packet.from, &packet.bytes);
+            Ok(upcall) => {
+                self.handle_upcall(upcall);
+                for _ in 0..PACKETS_PER_STEP_MAX {
+                    let Ok(upcall) = self.packets.try_recv() else {
+                        break;
+                    };
+                    self.handle_upcall(upcall);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -140,6 +143,16 @@ impl ControlPlane {
             self.next_persist = now + PERSIST_INTERVAL;
         }
         self.log_rejections(now);
+    }
+
+    fn handle_upcall(&mut self, upcall: Upcall) {
+        match upcall {
+            Upcall::Control(packet) => {
+                self.node
+                    .handle_packet(Instant::now(), packet.from, &packet.bytes)
+            }
+            Upcall::Route { .. } | Upcall::NoRoute { .. } => self.counters.install_requests += 1,
+        }
     }
 
     /// Sends what the node queued and publishes a changed topology.

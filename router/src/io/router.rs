@@ -19,7 +19,7 @@ use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::topology::SharedTable;
 use crate::io::topology::{Topology, canonical, share};
-use crate::io::worker::{Worker, WorkerError};
+use crate::io::worker::{Worker, WorkerError, WorkerLinks};
 
 /// Longest the control loop waits for input before it serves the admin
 /// socket and checks for shutdown.
@@ -126,17 +126,19 @@ impl Router {
             );
         }
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE_DEPTH);
-        let worker_config = config.worker_config();
+        let mut worker_config = config.worker_config();
+        if router.xdp.is_none() {
+            worker_config.install_rate = 0; // no route cache to fill
+        }
         for index in 0..config.worker_count() {
             let stats = Arc::new(WorkerStats::default());
-            let worker = Worker::spawn(
-                index,
-                &worker_config,
-                router.table.clone(),
-                stats.clone(),
-                router.stop.clone(),
-                Some(control_tx.clone()),
-            )?;
+            let links = WorkerLinks {
+                table: router.table.clone(),
+                stats: stats.clone(),
+                stop: router.stop.clone(),
+                upcalls: Some(control_tx.clone()),
+            };
+            let worker = Worker::spawn(index, &worker_config, links)?;
             router.workers.push((worker, stats));
         }
         drop(control_tx); // the workers hold the senders

@@ -90,6 +90,12 @@ counters! {
     drop_not_neighbor,
     /// Data packets originated by the local application (`dataplane.app`).
     app_rx,
+    /// Route-cache install requests sent to the control thread.
+    install_requests,
+    /// Install requests not made: over the rate limit.
+    install_limited,
+    /// Install requests dropped: the control thread's queue was full.
+    install_dropped,
 }
 
 impl WorkerCounters {

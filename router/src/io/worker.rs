@@ -37,13 +37,15 @@ use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
 use io_uring::{IoUring, SubmissionQueue, Submitter, cqueue, opcode, squeue, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::core::{DropReason, Verdict, decide};
+use crate::core::{DropReason, NodeId, Verdict, decide};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::topology::{SharedTable, Topology, hop_for, socket_form};
 use crate::wire::{OverlayPacket, PacketType};
 
+mod install;
 mod pool;
 
+use install::{InstallFilter, Refusal};
 use pool::{BufRing, SendSlots};
 
 /// Longest the worker blocks in the kernel before it looks at `stop`.
@@ -86,8 +88,41 @@ pub struct ControlPacket {
     pub bytes: Vec<u8>,
 }
 
-/// Where workers send control packets (bounded; full: counted drop).
-pub type ControlSender = crossbeam_channel::Sender<ControlPacket>;
+/// What a worker hands to the control thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upcall {
+    /// A control packet.
+    Control(ControlPacket),
+    /// The worker forwarded a packet for `dst` to `next_hop`: a candidate
+    /// for the XDP route cache.
+    Route {
+        /// Destination node.
+        dst: NodeId,
+        /// The neighbor the worker chose.
+        next_hop: NodeId,
+    },
+    /// The worker found no route for `dst`: a candidate negative entry.
+    NoRoute {
+        /// Destination node.
+        dst: NodeId,
+    },
+}
+
+/// Where workers send upcalls (bounded; full: counted drop).
+pub type UpcallSender = crossbeam_channel::Sender<Upcall>;
+
+/// What connects a worker to the rest of the router.
+#[derive(Debug, Clone)]
+pub struct WorkerLinks {
+    /// The published topology.
+    pub table: SharedTable,
+    /// This worker's counters.
+    pub stats: Arc<WorkerStats>,
+    /// Set to stop the worker.
+    pub stop: Arc<AtomicBool>,
+    /// Where control packets and install requests go, if anywhere.
+    pub upcalls: Option<UpcallSender>,
+}
 
 /// Settings of one worker. Field names match the config keys
 /// (`underlay.listen`, the rest under `[dataplane]`).
@@ -110,6 +145,8 @@ pub struct WorkerConfig {
     /// go there (whole overlay packet), and data packets from there are
     /// originated by this node (routed without the neighbor check).
     pub app: Option<SocketAddr>,
+    /// Most route-cache install requests per second (0: none are made).
+    pub install_rate: u32,
 }
 
 impl Default for WorkerConfig {
@@ -121,6 +158,7 @@ impl Default for WorkerConfig {
             buffer_size: 2048,
             recv_buffer_bytes: 4 << 20,
             app: None,
+            install_rate: 0,
         }
     }
 }
@@ -330,10 +368,7 @@ impl Worker {
     pub fn spawn(
         index: usize,
         config: &WorkerConfig,
-        table: SharedTable,
-        stats: Arc<WorkerStats>,
-        stop: Arc<AtomicBool>,
-        control: Option<ControlSender>,
+        links: WorkerLinks,
     ) -> Result<Worker, WorkerError> {
         config.validate()?;
         let config = config.clone();
@@ -343,7 +378,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("xorlay-worker-{index}"))
             .spawn(move || {
-                let engine = match Engine::new(index, &config, table, stats, stop, control) {
+                let engine = match Engine::new(index, &config, links) {
                     Ok(engine) => engine,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -637,8 +672,14 @@ struct State {
     /// The local application: where to deliver, and its address as the
     /// socket sees it (to recognise its packets).
     app: Option<(SockAddr, SocketAddr)>,
-    /// Where control packets go.
-    control: Option<ControlSender>,
+    /// Where control packets and install requests go.
+    upcalls: Option<UpcallSender>,
+    /// Which install requests to make.
+    installs: InstallFilter,
+    /// Whether route install requests are made at all.
+    install_routes: bool,
+    /// The time of the current completion batch.
+    batch_now: Instant,
     /// The multishot receive is queued or in flight.
     recv_armed: bool,
     /// Sends queued or in flight (each pins one buffer and one slot).
@@ -653,14 +694,13 @@ struct State {
 }
 
 impl Engine {
-    fn new(
-        index: usize,
-        config: &WorkerConfig,
-        table: SharedTable,
-        stats: Arc<WorkerStats>,
-        stop: Arc<AtomicBool>,
-        control: Option<ControlSender>,
-    ) -> Result<Engine, WorkerError> {
+    fn new(index: usize, config: &WorkerConfig, links: WorkerLinks) -> Result<Engine, WorkerError> {
+        let WorkerLinks {
+            table,
+            stats,
+            stop,
+            upcalls,
+        } = links;
         let socket = open_socket(config)?;
         let local_addr = socket
             .local_addr()
@@ -702,7 +742,13 @@ impl Engine {
                     socket_form(&config.listen, addr),
                 )
             }),
-            control,
+            upcalls,
+            installs: InstallFilter::new(
+                config.install_rate,
+                config.install_rate.div_ceil(10).max(1),
+            ),
+            install_routes: config.install_rate > 0,
+            batch_now: Instant::now(),
             recv_armed: false,
             sends_in_flight: 0,
             sends_queued: 0,
@@ -760,6 +806,7 @@ impl Engine {
             cq.sync();
             let guard = self.table.load();
             let table: &Topology = &guard;
+            state.batch_now = Instant::now();
             for cqe in &mut cq {
                 state.complete(&cqe, Some(table), &submitter, &mut sq);
             }
@@ -1012,12 +1059,12 @@ impl State {
         }
         if packet.packet_type_raw() == PacketType::Control as u8 {
             // Link-local: to the control thread, never forwarded.
-            let handed = match (&self.control, source) {
-                (Some(control), Some(from)) => control
-                    .try_send(ControlPacket {
+            let handed = match (&self.upcalls, source) {
+                (Some(upcalls), Some(from)) => upcalls
+                    .try_send(Upcall::Control(ControlPacket {
                         from,
                         bytes: packet.into_inner().to_vec(),
-                    })
+                    }))
                     .is_ok(),
                 _ => false,
             };
@@ -1037,7 +1084,8 @@ impl State {
             self.bufs.give_back(bid);
             return;
         }
-        match decide(&table.table, &packet.dst(), packet.hop_limit()) {
+        let dst = packet.dst();
+        match decide(&table.table, &dst, packet.hop_limit()) {
             Verdict::Deliver => match self.app.as_ref().map(|(hop, _)| hop.clone()) {
                 None => {
                     self.counters.delivered += 1;
@@ -1052,7 +1100,7 @@ impl State {
                     }
                 }
             },
-            Verdict::Forward { hop, .. } => {
+            Verdict::Forward { hop, next_hop } => {
                 // decide() forwards only with hop_limit > 1.
                 packet.set_hop_limit(packet.hop_limit() - 1);
                 if self.send(bid, payload, hop, submitter, sq) {
@@ -1062,11 +1110,44 @@ impl State {
                     self.counters.drop_tx_full += 1;
                     self.bufs.give_back(bid);
                 }
+                self.request_install(&dst, Some(*next_hop));
             }
             Verdict::Drop(reason) => {
+                if reason == DropReason::NoRoute {
+                    self.request_install(&dst, None);
+                }
                 self.counters.count_drop(reason);
                 self.bufs.give_back(bid);
             }
+        }
+    }
+
+    /// Asks the control thread to cache `dst` -> `next_hop` (or no route) in
+    /// XDP, unless asked recently or over the rate limit.
+    fn request_install(&mut self, dst: &NodeId, next_hop: Option<NodeId>) {
+        let Some(upcalls) = &self.upcalls else { return };
+        if !self.install_routes {
+            return;
+        }
+        match self.installs.admit(self.batch_now, dst, next_hop) {
+            Ok(()) => {}
+            Err(Refusal::Repeat) => return,
+            Err(Refusal::Limited) => {
+                self.counters.install_limited += 1;
+                return;
+            }
+        }
+        let upcall = match next_hop {
+            Some(next_hop) => Upcall::Route {
+                dst: *dst,
+                next_hop,
+            },
+            None => Upcall::NoRoute { dst: *dst },
+        };
+        if upcalls.try_send(upcall).is_ok() {
+            self.counters.install_requests += 1;
+        } else {
+            self.counters.install_dropped += 1;
         }
     }
 
