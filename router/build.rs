@@ -23,7 +23,13 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
 
     generate_consts(&ebpf, &out.join("wire_consts.rs"));
-    compile_bpf(&ebpf.join("xorlay.bpf.c"), &out.join("xorlay.bpf.o"));
+    // Every program: xorlay.bpf.c (XDP) and steer.bpf.c (SO_REUSEPORT).
+    for program in ["xorlay", "steer"] {
+        compile_bpf(
+            &ebpf.join(format!("{program}.bpf.c")),
+            &out.join(format!("{program}.bpf.o")),
+        );
+    }
 }
 
 /// Every `#define XORLAY_NAME <integer>` line becomes `pub const NAME: u64`.

@@ -8,5 +8,6 @@ pub mod control;
 pub mod keyfile;
 pub mod router;
 pub mod stats;
+pub mod steer;
 pub mod topology;
 pub mod worker;

@@ -17,6 +17,7 @@ use crate::io::bpf::{BpfError, XdpCounters, XdpRouter};
 use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters};
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
+use crate::io::steer::Steering;
 use crate::io::topology::SharedTable;
 use crate::io::topology::{Topology, canonical, share};
 use crate::io::worker::{Worker, WorkerError, WorkerLinks};
@@ -68,6 +69,8 @@ pub struct RouterStats {
     pub control: Option<NodeCounters>,
     /// The control plane's shell: packets sent, publishes.
     pub control_io: Option<ShellCounters>,
+    /// Whether datagrams are steered across workers by overlay flow.
+    pub steering: bool,
     /// Interfaces with XDP and the mode used.
     pub xdp_attached: Vec<(String, &'static str)>,
     /// XDP counters summed over CPUs (absent without XDP).
@@ -83,6 +86,8 @@ pub struct Router {
     identity: Identity,
     table: SharedTable,
     control: Option<ControlPlane>,
+    /// Spreads datagrams across the workers by overlay flow.
+    steering: Option<Steering>,
     stop: Arc<AtomicBool>,
     workers: Vec<(Worker, Arc<WorkerStats>)>,
     xdp: Option<XdpRouter>,
@@ -108,6 +113,7 @@ impl Router {
             identity: identity.clone(),
             table,
             control: None,
+            steering: None,
             stop: Arc::new(AtomicBool::new(false)),
             workers: Vec::new(),
             xdp: None,
@@ -142,6 +148,14 @@ impl Router {
             router.workers.push((worker, stats));
         }
         drop(control_tx); // the workers hold the senders
+        if router.workers.len() > 1 {
+            let sockets: Vec<&socket2::Socket> =
+                router.workers.iter().map(|(w, _)| w.socket()).collect();
+            match Steering::attach(&sockets) {
+                Ok(steering) => router.steering = Some(steering),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
         let socket = match router.workers.first() {
             Some((worker, _)) => worker.socket().try_clone().map_err(|source| {
                 RouterError::Worker(WorkerError::Socket {
@@ -224,6 +238,7 @@ impl Router {
                 .collect(),
             session_peers: topology.allowed_len().unwrap_or(0),
             control: self.control.as_ref().map(|c| c.node().counters()),
+            steering: self.steering.is_some(),
             control_io: self.control.as_ref().map(|c| c.counters()),
             xdp_attached: self.xdp.as_ref().map(|x| x.attached()).unwrap_or_default(),
             xdp,
