@@ -230,3 +230,66 @@ fn missing_privilege_is_named() {
         "error names the privilege: {err}"
     );
 }
+
+#[test]
+fn keygen_difficulty_makes_keys_that_meet_the_puzzle() {
+    let dir = TempDir::new("puzzle");
+    let key = dir.path("hard.key");
+    let out = xorlay(&[
+        "keygen",
+        "--out",
+        key.to_str().expect("utf-8"),
+        "--difficulty",
+        "8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id: xorlay::core::NodeId = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("an ID");
+    assert!(xorlay::core::identity::puzzle_bits(&id) >= 8);
+    let config = dir.path("hard.toml");
+    std::fs::write(
+        &config,
+        "key_file = \"hard.key\"\n[control]\ndifficulty = 8\n",
+    )
+    .expect("write");
+    let ok = xorlay(&["check", "--config", config.to_str().expect("utf-8")]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    // A key below the network's difficulty is refused, and the error says how to make one.
+    let weak = dir.path("weak.key");
+    let weak_id: xorlay::core::NodeId = {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(attempts < 64, "no weak key in 64 tries");
+            let _ = std::fs::remove_file(&weak);
+            let id = keygen(&weak).parse().expect("an ID");
+            if xorlay::core::identity::puzzle_bits(&id) < 8 {
+                break id;
+            }
+        }
+    };
+    assert!(xorlay::core::identity::puzzle_bits(&weak_id) < 8);
+    std::fs::write(
+        &config,
+        "key_file = \"weak.key\"\n[control]\ndifficulty = 8\n",
+    )
+    .expect("write");
+    assert_one_line_error(
+        &xorlay(&["check", "--config", config.to_str().expect("utf-8")]),
+        "--difficulty 8",
+    );
+    let huge = xorlay(&[
+        "keygen",
+        "--out",
+        dir.path("x.key").to_str().expect("utf-8"),
+        "--difficulty",
+        "99",
+    ]);
+    assert!(
+        !huge.status.success(),
+        "difficulty over the limit is refused"
+    );
+}
