@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Constants of the XDP program shared with userspace: the counter indices of
- * its per-CPU stats array (map `xorlay_stats`) and the size and key layout
- * of its neighbor allowlist (map `xorlay_neighbors`, maps.h). Parsed by
+ * its per-CPU stats array (map `xorlay_stats`), the sizes and layouts of its
+ * maps (maps.h) and the flags of their values. Parsed by
  * router/build.rs into Rust constants, like wire.h. Each packet the program
  * sees increments exactly one counter.
  * Keep every #define on one line in the form `#define NAME <integer>`.
@@ -28,8 +28,26 @@
 #define XORLAY_XDP_DROP_HOP_LIMIT_ZERO 7
 /* Dropped: a data packet whose source (IP, UDP port) is not in xorlay_neighbors. */
 #define XORLAY_XDP_DROP_NOT_NEIGHBOR 8
+/* Dropped: a HANDSHAKE_1 from a source IP over its own token bucket. */
+#define XORLAY_XDP_DROP_HANDSHAKE_SOURCE_RATE 9
+/* Dropped: a HANDSHAKE_1 over the global handshake token bucket. */
+#define XORLAY_XDP_DROP_HANDSHAKE_GLOBAL_RATE 10
+/* Dropped: a data packet from a neighbor over that neighbor's token bucket. */
+#define XORLAY_XDP_DROP_NEIGHBOR_RATE 11
+/* Dropped: a data packet whose destination has a valid negative entry in xorlay_routes. */
+#define XORLAY_XDP_DROP_NO_ROUTE 12
+/* Dropped: a valid xorlay_routes entry, but hop limit 1 (forwarding would reach 0). */
+#define XORLAY_XDP_DROP_HOP_LIMIT_EXCEEDED 13
+/* Passed to the workers: data for another node without a valid xorlay_routes entry. */
+#define XORLAY_XDP_PASS_CACHE_MISS 14
+/* Passed to the workers, untouched: a valid entry the fast path cannot finish (no FIB route or neighbor entry, MTU, VLAN tag, IPv4 options or bad header checksum, UDP checksum 0 over IPv6, egress not in xorlay_tx_ports). */
+#define XORLAY_XDP_PASS_UNRESOLVED 15
+/* Forwarded by the fast path with XDP_TX (egress = ingress interface). */
+#define XORLAY_XDP_FWD_TX 16
+/* Forwarded by the fast path with XDP_REDIRECT through xorlay_tx_ports. */
+#define XORLAY_XDP_FWD_REDIRECT 17
 /* Number of counters. */
-#define XORLAY_XDP_STAT_COUNT 9
+#define XORLAY_XDP_STAT_COUNT 18
 
 /* Capacity of the neighbor allowlist (map xorlay_neighbors). */
 #define XORLAY_NEIGHBORS_MAX 4096
@@ -38,5 +56,45 @@
 #define XORLAY_NEIGHBOR_KEY_OFF_ADDR 0
 #define XORLAY_NEIGHBOR_KEY_OFF_PORT 16
 #define XORLAY_NEIGHBOR_KEY_OFF_PAD 18
+
+/* Capacity of the per-source handshake buckets (LRU map xorlay_handshake_sources). */
+#define XORLAY_HANDSHAKE_SOURCES_MAX 16384
+/* Session message kind of a Noise initiation (router/src/wire/session.rs, Kind::Handshake1). */
+#define XORLAY_SESSION_KIND_HANDSHAKE_1 1
+
+/* Capacity of the route cache (LRU map xorlay_routes). */
+#define XORLAY_ROUTES_MAX 32768
+/* Capacity of the egress device map (xorlay_tx_ports). */
+#define XORLAY_TX_PORTS_MAX 64
+/* struct xorlay_route (maps.h): size and field offsets. */
+#define XORLAY_ROUTE_LEN 64
+#define XORLAY_ROUTE_OFF_NEXT_HOP_ADDR 0
+#define XORLAY_ROUTE_OFF_SOURCE_ADDR 16
+#define XORLAY_ROUTE_OFF_NEXT_HOP_PORT 32
+#define XORLAY_ROUTE_OFF_SOURCE_PORT 34
+#define XORLAY_ROUTE_OFF_FLAGS 36
+#define XORLAY_ROUTE_OFF_GENERATION 40
+#define XORLAY_ROUTE_OFF_INSTALLED_NS 48
+#define XORLAY_ROUTE_OFF_LAST_USED_NS 56
+/* xorlay_route.flags: no route to this destination (drop in XDP). */
+#define XORLAY_ROUTE_F_NEGATIVE 1
+
+/* struct xorlay_config (maps.h): size and field offsets. */
+#define XORLAY_CONFIG_LEN 80
+#define XORLAY_CONFIG_OFF_LOCAL_ID 0
+#define XORLAY_CONFIG_OFF_GENERATION 32
+#define XORLAY_CONFIG_OFF_IDLE_TIMEOUT_NS 40
+#define XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_PPS 48
+#define XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_BURST 52
+#define XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_PPS 56
+#define XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_BURST 60
+#define XORLAY_CONFIG_OFF_NEIGHBOR_PPS 64
+#define XORLAY_CONFIG_OFF_NEIGHBOR_BURST 68
+#define XORLAY_CONFIG_OFF_FLAGS 72
+/* xorlay_config.flags: local_id is set; the route cache is consulted only then. */
+#define XORLAY_CONFIG_F_LOCAL_ID 1
+
+/* TTL (IPv4) / hop limit (IPv6) of a datagram the fast path sends: a fresh datagram, like the workers' socket sends (Linux default). */
+#define XORLAY_UNDERLAY_TTL 64
 
 #endif /* XORLAY_CONSTS_H */

@@ -9,6 +9,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "wire.h"
 #include "consts.h"
 
 /*
@@ -54,6 +55,164 @@ struct {
 	__type(value, __u32);
 	__uint(max_entries, XORLAY_NEIGHBORS_MAX);
 } xorlay_neighbors SEC(".maps");
+
+/*
+ * Runtime configuration, written by userspace only (RouteCache in
+ * router/src/io/bpf.rs; the loader writes the defaults before the program
+ * can run). One entry, key 0. The program reads it without a lock: the
+ * fields are independent, and each 8-byte field is written whole.
+ *
+ * Rates: packets per second and burst (bucket depth) of each token bucket;
+ * pps 0 = that limit is off. A burst below 1 counts as 1.
+ */
+struct xorlay_config {
+	__u8 local_id[XORLAY_NODE_ID_LEN]; /* this node's ID (valid if flags & XORLAY_CONFIG_F_LOCAL_ID) */
+	__u64 generation;                  /* route entries of another generation are misses */
+	__u64 idle_timeout_ns;             /* entries unused for longer are misses; 0 = never */
+	__u32 handshake_source_pps;        /* HANDSHAKE_1 per source IP */
+	__u32 handshake_source_burst;
+	__u32 handshake_global_pps;        /* HANDSHAKE_1 from all sources together */
+	__u32 handshake_global_burst;
+	__u32 neighbor_pps;                /* data per neighbor (IP, port), per CPU */
+	__u32 neighbor_burst;
+	__u32 flags;                       /* XORLAY_CONFIG_F_* */
+	__u32 pad;                         /* 0 */
+};
+
+_Static_assert(sizeof(struct xorlay_config) == XORLAY_CONFIG_LEN, "config length");
+_Static_assert(__builtin_offsetof(struct xorlay_config, local_id) == XORLAY_CONFIG_OFF_LOCAL_ID, "local_id");
+_Static_assert(__builtin_offsetof(struct xorlay_config, generation) == XORLAY_CONFIG_OFF_GENERATION, "generation");
+_Static_assert(__builtin_offsetof(struct xorlay_config, idle_timeout_ns) == XORLAY_CONFIG_OFF_IDLE_TIMEOUT_NS, "idle_timeout_ns");
+_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_source_pps) == XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_PPS, "handshake_source_pps");
+_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_source_burst) == XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_BURST, "handshake_source_burst");
+_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_global_pps) == XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_PPS, "handshake_global_pps");
+_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_global_burst) == XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_BURST, "handshake_global_burst");
+_Static_assert(__builtin_offsetof(struct xorlay_config, neighbor_pps) == XORLAY_CONFIG_OFF_NEIGHBOR_PPS, "neighbor_pps");
+_Static_assert(__builtin_offsetof(struct xorlay_config, neighbor_burst) == XORLAY_CONFIG_OFF_NEIGHBOR_BURST, "neighbor_burst");
+_Static_assert(__builtin_offsetof(struct xorlay_config, flags) == XORLAY_CONFIG_OFF_FLAGS, "flags");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xorlay_config);
+	__uint(max_entries, 1);
+} xorlay_config SEC(".maps");
+
+/*
+ * A token bucket as GCRA state: the theoretical arrival time of the next
+ * packet, in bpf_ktime_get_ns() nanoseconds. A packet at `now` conforms if
+ * max(tat, now) + interval - now <= burst * interval (interval = 1 s / pps);
+ * then tat becomes max(tat, now) + interval. Equivalent to a bucket of
+ * `burst` tokens refilled at `pps`, in one word.
+ */
+struct xorlay_bucket {
+	__u64 tat_ns;
+};
+
+/*
+ * Per-source HANDSHAKE_1 buckets, keyed by the source IP (16 bytes,
+ * v4-mapped for IPv4). LRU: a flood of spoofed sources evicts the oldest
+ * buckets; the global bucket bounds the total either way. Updated without
+ * a lock: two CPUs racing on one source's bucket can each admit a packet
+ * (at most one extra per racing CPU); the global bucket is exact.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __u8[16]);
+	__type(value, struct xorlay_bucket);
+	__uint(max_entries, XORLAY_HANDSHAKE_SOURCES_MAX);
+} xorlay_handshake_sources SEC(".maps");
+
+/*
+ * The global HANDSHAKE_1 bucket: one entry shared by every CPU, updated
+ * under its spin lock so the global rate holds exactly however RSS spreads
+ * the sources over CPUs. (Per-CPU buckets at rate/ncpus would need the CPU
+ * count and would starve a CPU that one flood lands on while others idle.)
+ * Only HANDSHAKE_1 packets that passed their source's bucket take the lock.
+ */
+struct xorlay_global_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 tat_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xorlay_global_bucket);
+	__uint(max_entries, 1);
+} xorlay_handshake_global SEC(".maps");
+
+/*
+ * Per-neighbor data buckets, keyed like xorlay_neighbors, one bucket per
+ * CPU (per-CPU LRU hash: no atomics, no shared cache line on the hot path).
+ * Each CPU's bucket has the full configured rate: a neighbor gets `pps` on
+ * each CPU its traffic lands on. The overlay sends from a fixed UDP port,
+ * so RSS keeps one neighbor's packets on one queue and the bound is `pps`
+ * in the usual case, at most pps * CPUs. Only allowlisted sources reach it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__type(key, struct xorlay_neighbor_key);
+	__type(value, struct xorlay_bucket);
+	__uint(max_entries, XORLAY_NEIGHBORS_MAX);
+} xorlay_neighbor_rate SEC(".maps");
+
+/*
+ * The route cache: destination node ID -> where the workers would send a
+ * data packet for it. Written by userspace (RouteCache::install,
+ * install_no_route); the program reads entries and refreshes last_used_ns.
+ *
+ * An entry is valid if its generation equals xorlay_config.generation and it
+ * was used (or installed) at most idle_timeout_ns ago; anything else is a
+ * miss. Addresses are IPv6 or v4-mapped IPv4; both must be of the ingress
+ * packet's family (no family change in XDP), else the entry is a miss.
+ */
+struct xorlay_route_key {
+	__u8 id[XORLAY_NODE_ID_LEN];
+};
+
+struct xorlay_route {
+	__u8 next_hop_addr[16]; /* the next hop's underlay IP (::ffff:a.b.c.d for IPv4) */
+	__u8 source_addr[16];   /* our IP toward it, same family */
+	__be16 next_hop_port;   /* UDP destination port, network order */
+	__be16 source_port;     /* UDP source port (the overlay port), network order */
+	__u32 flags;            /* XORLAY_ROUTE_F_* */
+	__u64 generation;       /* xorlay_config.generation when installed */
+	__u64 installed_ns;     /* CLOCK_MONOTONIC (= bpf_ktime_get_ns) at install */
+	__u64 last_used_ns;     /* last hit (refreshed by the program), or installed_ns */
+};
+
+_Static_assert(sizeof(struct xorlay_route_key) == XORLAY_NODE_ID_LEN, "route key length");
+_Static_assert(sizeof(struct xorlay_route) == XORLAY_ROUTE_LEN, "route length");
+_Static_assert(__builtin_offsetof(struct xorlay_route, next_hop_addr) == XORLAY_ROUTE_OFF_NEXT_HOP_ADDR, "next_hop_addr");
+_Static_assert(__builtin_offsetof(struct xorlay_route, source_addr) == XORLAY_ROUTE_OFF_SOURCE_ADDR, "source_addr");
+_Static_assert(__builtin_offsetof(struct xorlay_route, next_hop_port) == XORLAY_ROUTE_OFF_NEXT_HOP_PORT, "next_hop_port");
+_Static_assert(__builtin_offsetof(struct xorlay_route, source_port) == XORLAY_ROUTE_OFF_SOURCE_PORT, "source_port");
+_Static_assert(__builtin_offsetof(struct xorlay_route, flags) == XORLAY_ROUTE_OFF_FLAGS, "flags");
+_Static_assert(__builtin_offsetof(struct xorlay_route, generation) == XORLAY_ROUTE_OFF_GENERATION, "generation");
+_Static_assert(__builtin_offsetof(struct xorlay_route, installed_ns) == XORLAY_ROUTE_OFF_INSTALLED_NS, "installed_ns");
+_Static_assert(__builtin_offsetof(struct xorlay_route, last_used_ns) == XORLAY_ROUTE_OFF_LAST_USED_NS, "last_used_ns");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct xorlay_route_key);
+	__type(value, struct xorlay_route);
+	__uint(max_entries, XORLAY_ROUTES_MAX);
+} xorlay_routes SEC(".maps");
+
+/*
+ * Egress devices for XDP_REDIRECT, keyed by ifindex (a DEVMAP_HASH: ifindex
+ * values are sparse, a plain DEVMAP would need max_entries above the largest
+ * one). XdpRouter::attach adds every interface it attaches to; a FIB result
+ * on any other interface is passed to the stack (XORLAY_XDP_PASS_FIB_MISS).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val); /* ifindex, no chained program */
+	__uint(max_entries, XORLAY_TX_PORTS_MAX);
+} xorlay_tx_ports SEC(".maps");
 
 /* Adds one to counter `index` on this CPU. */
 static __always_inline void stats_count(__u32 index)

@@ -2,23 +2,41 @@
 /*
  * The xorlay XDP program. A flat dispatcher, Katran style: each step either
  * returns the final verdict or lets the next one run, and every frame ends in
- * exactly one counter of the `xorlay_stats` map (maps.h).
+ * exactly one counter of the `xorlay_stats` map (maps.h). docs/xdp.md
+ * documents the maps, counters, cache policy and rate-limit defaults.
  *
  *   Ethernet (+ one VLAN tag) -> IPv4 | IPv6 -> UDP to xorlay_port?
- *     no:  XDP_PASS untouched, XORLAY_XDP_PASS_OTHER
- *     yes: validate the overlay header in the order of the Rust parser
- *          (router/src/wire/overlay.rs, Packet::validate): truncated, magic,
- *          version, type, length, hop limit zero.
- *          malformed: XDP_DROP, the reason's XORLAY_XDP_DROP_* counter
- *          valid: filter by source (if xorlay_filter_neighbors):
- *            data from a source (IP, UDP port) not in xorlay_neighbors:
- *                       XDP_DROP, XORLAY_XDP_DROP_NOT_NEIGHBOR
- *            otherwise (control packets always: strangers must be able to
- *            handshake): XDP_PASS, XORLAY_XDP_PASS_OVERLAY
+ *     no:  XDP_PASS untouched, PASS_OTHER
+ *     yes: 1. validate the overlay header in the order of the Rust parser
+ *             (router/src/wire/overlay.rs, Packet::validate): truncated,
+ *             magic, version, type, length, hop limit zero.
+ *             malformed: XDP_DROP, the reason's DROP_* counter
+ *          2. filter (if xorlay_filter_neighbors):
+ *             control, HANDSHAKE_1 (payload[0] == 1): the source IP's token
+ *               bucket, then the global one: DROP_HANDSHAKE_SOURCE_RATE,
+ *               DROP_HANDSHAKE_GLOBAL_RATE; other control packets pass
+ *               unmetered (the session layer authenticates them)
+ *             data from a source (IP, UDP port) not in xorlay_neighbors:
+ *               DROP_NOT_NEIGHBOR; over the neighbor's bucket:
+ *               DROP_NEIGHBOR_RATE
+ *          3. route cache (data packets, once userspace set the local ID):
+ *             for this node: XDP_PASS, PASS_OVERLAY (never forwarded)
+ *             no valid entry (absent, other generation, idle too long,
+ *               other family): XDP_PASS, PASS_CACHE_MISS (workers decide)
+ *             valid entry, hop limit 1: XDP_DROP, DROP_HOP_LIMIT_EXCEEDED
+ *             valid negative entry: XDP_DROP, DROP_NO_ROUTE
+ *             valid entry the kernel must finish (no FIB route or
+ *               neighbor, MTU, VLAN tag, IPv4 options, ...): XDP_PASS,
+ *               PASS_UNRESOLVED, frame untouched
+ *             otherwise: hop limit - 1, outer IP/UDP/Ethernet rewritten,
+ *               checksums fixed; XDP_TX (FWD_TX) out of the ingress
+ *               interface or XDP_REDIRECT (FWD_REDIRECT) via xorlay_tx_ports
+ *          4. everything else that is valid: XDP_PASS, PASS_OVERLAY
  *
- * The program never writes to the packet in this version.
+ * The program writes to a frame only when it forwards it.
  */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -26,6 +44,16 @@
 #include "consts.h"
 #include "maps.h"
 #include "parsing.h"
+#include "csum.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+#define NSEC_PER_SEC 1000000000ULL
 
 /*
  * The overlay UDP port, in HOST byte order. Set by the loader before the
@@ -35,11 +63,20 @@
 volatile const __u16 xorlay_port = XORLAY_DEFAULT_PORT;
 
 /*
- * 1: data packets are accepted only from the sources in xorlay_neighbors;
- * 0: the filter step is off (validation alone, for tests and debugging).
+ * 1: the filter step runs (neighbor allowlist and rate limits);
+ * 0: it is off (validation alone, for tests and debugging).
  * Set by the loader like xorlay_port; the verifier prunes the dead branch.
  */
 volatile const __u8 xorlay_filter_neighbors = 1;
+
+/* Where the frame's headers are; filled by the parse in xorlay_xdp. */
+struct frame {
+	struct ethhdr *eth;
+	void *l3;            /* struct iphdr or struct ipv6hdr */
+	struct udphdr *udp;
+	int family;          /* AF_INET or AF_INET6 */
+	int plain;           /* no VLAN tag and no IPv4 options: the fast path can rewrite it */
+};
 
 /*
  * Validates the overlay packet that fills the UDP payload; the cursor is on
@@ -81,31 +118,379 @@ static __always_inline __u32 validate_overlay(struct cursor *c, const struct udp
 }
 
 /*
+ * One packet against a token bucket kept as GCRA state (maps.h,
+ * struct xorlay_bucket): conforms, and is charged, if the bucket's
+ * theoretical arrival time stays within burst intervals of now. `pps` is
+ * nonzero. No helper calls: it runs under the global bucket's spin lock.
+ */
+static __always_inline int bucket_take(__u64 *tat_ns, __u64 now, __u32 pps, __u32 burst)
+{
+	__u64 interval = NSEC_PER_SEC / pps;
+	__u64 tat = *tat_ns;
+
+	if (burst == 0)
+		burst = 1;
+	if (tat < now)
+		tat = now;
+	tat += interval;
+	if (tat - now > (__u64)burst * interval)
+		return 0;
+	*tat_ns = tat;
+	return 1;
+}
+
+/*
+ * The token buckets of a HANDSHAKE_1 from source IP `addr` (16 bytes on the
+ * stack): its source's, then the global one. Returns PASS_OVERLAY or the
+ * DROP_HANDSHAKE_* counter.
+ */
+static __always_inline __u32 limit_handshake(const struct xorlay_config *cfg, __u8 *addr)
+{
+	__u32 pps = cfg->handshake_source_pps;
+	__u32 burst = cfg->handshake_source_burst;
+	struct xorlay_global_bucket *global;
+	struct xorlay_bucket *bucket;
+	__u32 zero = 0;
+	__u64 now;
+	int ok;
+
+	if (!pps && !cfg->handshake_global_pps)
+		return XORLAY_XDP_PASS_OVERLAY;
+	now = bpf_ktime_get_ns();
+	if (pps) {
+		bucket = bpf_map_lookup_elem(&xorlay_handshake_sources, addr);
+		if (bucket) {
+			if (!bucket_take(&bucket->tat_ns, now, pps, burst))
+				return XORLAY_XDP_DROP_HANDSHAKE_SOURCE_RATE;
+		} else {
+			struct xorlay_bucket fresh = {};
+
+			/* A full bucket: the first packet always conforms. */
+			bucket_take(&fresh.tat_ns, now, pps, burst);
+			bpf_map_update_elem(&xorlay_handshake_sources, addr, &fresh, BPF_ANY);
+		}
+	}
+
+	pps = cfg->handshake_global_pps;
+	burst = cfg->handshake_global_burst;
+	if (!pps)
+		return XORLAY_XDP_PASS_OVERLAY;
+	global = bpf_map_lookup_elem(&xorlay_handshake_global, &zero);
+	if (!global)
+		return XORLAY_XDP_PASS_OVERLAY;
+	bpf_spin_lock(&global->lock);
+	ok = bucket_take(&global->tat_ns, now, pps, burst);
+	bpf_spin_unlock(&global->lock);
+	if (!ok)
+		return XORLAY_XDP_DROP_HANDSHAKE_GLOBAL_RATE;
+	return XORLAY_XDP_PASS_OVERLAY;
+}
+
+/* The token bucket of data from neighbor `source`, on this CPU. */
+static __always_inline __u32 limit_neighbor(const struct xorlay_config *cfg,
+					    const struct xorlay_neighbor_key *source)
+{
+	__u32 pps = cfg->neighbor_pps;
+	__u32 burst = cfg->neighbor_burst;
+	struct xorlay_bucket *bucket;
+	__u64 now;
+
+	if (!pps)
+		return XORLAY_XDP_PASS_OVERLAY;
+	now = bpf_ktime_get_ns();
+	bucket = bpf_map_lookup_elem(&xorlay_neighbor_rate, source);
+	if (bucket) {
+		if (!bucket_take(&bucket->tat_ns, now, pps, burst))
+			return XORLAY_XDP_DROP_NEIGHBOR_RATE;
+	} else {
+		struct xorlay_bucket fresh = {};
+
+		bucket_take(&fresh.tat_ns, now, pps, burst);
+		bpf_map_update_elem(&xorlay_neighbor_rate, source, &fresh, BPF_ANY);
+	}
+	return XORLAY_XDP_PASS_OVERLAY;
+}
+
+/*
  * Filters a valid overlay packet (the cursor still on its first byte) by its
- * source. Returns XORLAY_XDP_PASS_OVERLAY or XORLAY_XDP_DROP_NOT_NEIGHBOR.
+ * source: the allowlist and the rate limits. Returns XORLAY_XDP_PASS_OVERLAY
+ * or the drop reason.
  */
 static __always_inline __u32 filter_source(const struct cursor *c,
-					   const struct xorlay_neighbor_key *source)
+					   const struct xorlay_config *cfg,
+					   struct xorlay_neighbor_key *source)
 {
 	const struct xorlay_hdr *hdr = c->pos;
+	const __u8 *kind;
 
 	if (!xorlay_filter_neighbors)
 		return XORLAY_XDP_PASS_OVERLAY;
 	/* validate_overlay checked this; the verifier needs it again. */
 	if ((void *)(hdr + 1) > c->end)
 		return XORLAY_XDP_DROP_TRUNCATED;
-	if (hdr->type != XORLAY_TYPE_DATA)
-		return XORLAY_XDP_PASS_OVERLAY;
+	if (hdr->type == XORLAY_TYPE_CONTROL) {
+		kind = (const __u8 *)(hdr + 1);
+		if ((void *)(kind + 1) > c->end || hdr->payload_len == 0)
+			return XORLAY_XDP_PASS_OVERLAY;
+		if (*kind != XORLAY_SESSION_KIND_HANDSHAKE_1)
+			return XORLAY_XDP_PASS_OVERLAY;
+		return limit_handshake(cfg, source->addr);
+	}
 	if (!bpf_map_lookup_elem(&xorlay_neighbors, source))
 		return XORLAY_XDP_DROP_NOT_NEIGHBOR;
-	return XORLAY_XDP_PASS_OVERLAY;
+	return limit_neighbor(cfg, source);
 }
 
-/* Counts the frame once and returns the action. */
-static __always_inline int verdict(__u32 stat, int action)
+/* Whether two node IDs are equal. */
+static __always_inline int id_equal(const __u8 *a, const __u8 *b)
+{
+	__u64 x[4], y[4];
+
+	__builtin_memcpy(x, a, sizeof(x));
+	__builtin_memcpy(y, b, sizeof(y));
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
+/* The words of the UDP checksum that an IPv4 forward changes. */
+struct csum_words4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 overlay[4]; /* hop_limit, flags, payload_len: overlay bytes 4..8 */
+};
+
+/* The same for IPv6. */
+struct csum_words6 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 overlay[4];
+};
+
+/*
+ * Rewrites an IPv4 frame for `route`: addresses, TTL, header checksum,
+ * ports, the UDP checksum (incrementally; 0 stays 0, "no checksum"), the
+ * overlay hop limit. Returns 0, or -1 if the frame is not as parsed.
+ */
+static __always_inline int rewrite4(const struct frame *f, void *end, const struct xorlay_route *route)
+{
+	struct iphdr *ip = f->l3;
+	struct udphdr *udp = f->udp;
+	struct xorlay_hdr *hdr = (struct xorlay_hdr *)(udp + 1);
+	struct csum_words4 from, to;
+
+	if ((void *)(ip + 1) > end || (void *)(udp + 1) > end || (void *)(hdr + 1) > end)
+		return -1;
+	from.saddr = ip->saddr;
+	from.daddr = ip->daddr;
+	from.sport = udp->source;
+	from.dport = udp->dest;
+	__builtin_memcpy(from.overlay, &hdr->hop_limit, 4);
+	__builtin_memcpy(&to.saddr, route->source_addr + 12, 4);
+	__builtin_memcpy(&to.daddr, route->next_hop_addr + 12, 4);
+	to.sport = route->source_port;
+	to.dport = route->next_hop_port;
+	__builtin_memcpy(to.overlay, from.overlay, 4);
+	to.overlay[0] -= 1;
+
+	if (udp->check) {
+		__u16 check = csum_replace(udp->check, (__be32 *)&from, (__be32 *)&to, sizeof(from));
+
+		udp->check = check ? check : 0xffff;
+	}
+	udp->source = to.sport;
+	udp->dest = to.dport;
+	hdr->hop_limit = to.overlay[0];
+	ip->saddr = to.saddr;
+	ip->daddr = to.daddr;
+	ip->ttl = XORLAY_UNDERLAY_TTL;
+	ip->check = 0;
+	ip->check = ipv4_csum20(ip);
+	return 0;
+}
+
+/* The same for IPv6 (the UDP checksum is mandatory and never 0 here). */
+static __always_inline int rewrite6(const struct frame *f, void *end, const struct xorlay_route *route)
+{
+	struct ipv6hdr *ip6 = f->l3;
+	struct udphdr *udp = f->udp;
+	struct xorlay_hdr *hdr = (struct xorlay_hdr *)(udp + 1);
+	struct csum_words6 from, to;
+	__u16 check;
+
+	if ((void *)(ip6 + 1) > end || (void *)(udp + 1) > end || (void *)(hdr + 1) > end)
+		return -1;
+	__builtin_memcpy(from.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(from.daddr, &ip6->daddr, 16);
+	from.sport = udp->source;
+	from.dport = udp->dest;
+	__builtin_memcpy(from.overlay, &hdr->hop_limit, 4);
+	__builtin_memcpy(to.saddr, route->source_addr, 16);
+	__builtin_memcpy(to.daddr, route->next_hop_addr, 16);
+	to.sport = route->source_port;
+	to.dport = route->next_hop_port;
+	__builtin_memcpy(to.overlay, from.overlay, 4);
+	to.overlay[0] -= 1;
+
+	check = csum_replace(udp->check, (__be32 *)&from, (__be32 *)&to, sizeof(from));
+	udp->check = check ? check : 0xffff;
+	udp->source = to.sport;
+	udp->dest = to.dport;
+	hdr->hop_limit = to.overlay[0];
+	__builtin_memcpy(&ip6->saddr, to.saddr, 16);
+	__builtin_memcpy(&ip6->daddr, to.daddr, 16);
+	ip6->hop_limit = XORLAY_UNDERLAY_TTL;
+	return 0;
+}
+
+/*
+ * Resolves a valid positive entry with the kernel's FIB and neighbor table
+ * and rewrites the frame. Returns FWD_TX, FWD_REDIRECT or PASS_UNRESOLVED
+ * (the frame untouched).
+ */
+static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, void *end,
+				     const struct xorlay_route *route)
+{
+	struct bpf_fib_lookup fib = {};
+	__u32 stat = XORLAY_XDP_FWD_TX;
+	struct ethhdr *eth = f->eth;
+	long rc;
+
+	if (!f->plain)
+		return XORLAY_XDP_PASS_UNRESOLVED;
+	fib.ifindex = ctx->ingress_ifindex;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = route->source_port;
+	fib.dport = route->next_hop_port;
+	if (f->family == AF_INET) {
+		struct iphdr *ip = f->l3;
+
+		if ((void *)(ip + 1) > end)
+			return XORLAY_XDP_PASS_UNRESOLVED;
+		/* A header the stack would drop stays the stack's. */
+		if (ipv4_csum20(ip) != 0)
+			return XORLAY_XDP_PASS_UNRESOLVED;
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.tot_len = bpf_ntohs(ip->tot_len);
+		__builtin_memcpy(&fib.ipv4_src, route->source_addr + 12, 4);
+		__builtin_memcpy(&fib.ipv4_dst, route->next_hop_addr + 12, 4);
+	} else {
+		struct ipv6hdr *ip6 = f->l3;
+		struct udphdr *udp = f->udp;
+
+		if ((void *)(ip6 + 1) > end || (void *)(udp + 1) > end)
+			return XORLAY_XDP_PASS_UNRESOLVED;
+		/* Invalid over IPv6: the stack drops it. */
+		if (udp->check == 0)
+			return XORLAY_XDP_PASS_UNRESOLVED;
+		fib.family = AF_INET6;
+		fib.tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		__builtin_memcpy(fib.ipv6_src, route->source_addr, 16);
+		__builtin_memcpy(fib.ipv6_dst, route->next_hop_addr, 16);
+	}
+
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return XORLAY_XDP_PASS_UNRESOLVED;
+	if (fib.ifindex != ctx->ingress_ifindex) {
+		/* Not in xorlay_tx_ports: the action is the fallback, XDP_PASS. */
+		if (bpf_redirect_map(&xorlay_tx_ports, fib.ifindex, XDP_PASS) != XDP_REDIRECT)
+			return XORLAY_XDP_PASS_UNRESOLVED;
+		stat = XORLAY_XDP_FWD_REDIRECT;
+	}
+
+	if ((void *)(eth + 1) > end)
+		return XORLAY_XDP_PASS_UNRESOLVED;
+	if (f->family == AF_INET) {
+		if (rewrite4(f, end, route))
+			return XORLAY_XDP_PASS_UNRESOLVED;
+	} else {
+		if (rewrite6(f, end, route))
+			return XORLAY_XDP_PASS_UNRESOLVED;
+	}
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	return stat;
+}
+
+/*
+ * The route cache step for a valid packet that passed the filter. Returns
+ * the counter of the verdict (see the top of this file).
+ */
+static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct cursor *c,
+					  const struct frame *f, const struct xorlay_config *cfg)
+{
+	const struct xorlay_hdr *hdr = c->pos;
+	struct xorlay_route_key key;
+	struct xorlay_route *route;
+	__u64 now, last, age, timeout;
+	int v4_route;
+
+	if ((void *)(hdr + 1) > c->end)
+		return XORLAY_XDP_DROP_TRUNCATED; /* validate_overlay checked it */
+	if (hdr->type != XORLAY_TYPE_DATA)
+		return XORLAY_XDP_PASS_OVERLAY;
+	if (!(cfg->flags & XORLAY_CONFIG_F_LOCAL_ID))
+		return XORLAY_XDP_PASS_OVERLAY;
+	__builtin_memcpy(key.id, hdr->dst, XORLAY_NODE_ID_LEN);
+	if (id_equal(key.id, cfg->local_id))
+		return XORLAY_XDP_PASS_OVERLAY;
+
+	route = bpf_map_lookup_elem(&xorlay_routes, &key);
+	if (!route)
+		return XORLAY_XDP_PASS_CACHE_MISS;
+	if (route->generation != cfg->generation)
+		return XORLAY_XDP_PASS_CACHE_MISS;
+	now = bpf_ktime_get_ns();
+	last = route->last_used_ns;
+	age = now > last ? now - last : 0;
+	timeout = cfg->idle_timeout_ns;
+	if (timeout && age > timeout)
+		return XORLAY_XDP_PASS_CACHE_MISS;
+	if (!(route->flags & XORLAY_ROUTE_F_NEGATIVE)) {
+		v4_route = addr_is_v4_mapped(route->next_hop_addr);
+		if (v4_route != (f->family == AF_INET))
+			return XORLAY_XDP_PASS_CACHE_MISS;
+		if (addr_is_v4_mapped(route->source_addr) != v4_route)
+			return XORLAY_XDP_PASS_CACHE_MISS;
+	}
+
+	/* A valid hit. Refresh last use, at most every 1/8 of the timeout. */
+	if (timeout && age > (timeout >> 3))
+		route->last_used_ns = now;
+	if (hdr->hop_limit <= 1)
+		return XORLAY_XDP_DROP_HOP_LIMIT_EXCEEDED;
+	if (route->flags & XORLAY_ROUTE_F_NEGATIVE)
+		return XORLAY_XDP_DROP_NO_ROUTE;
+	return forward(ctx, f, c->end, route);
+}
+
+/* The XDP action of a counter. */
+static __always_inline int action_of(__u32 stat)
+{
+	switch (stat) {
+	case XORLAY_XDP_FWD_TX:
+		return XDP_TX;
+	case XORLAY_XDP_FWD_REDIRECT:
+		return XDP_REDIRECT;
+	case XORLAY_XDP_PASS_OTHER:
+	case XORLAY_XDP_PASS_OVERLAY:
+	case XORLAY_XDP_PASS_CACHE_MISS:
+	case XORLAY_XDP_PASS_UNRESOLVED:
+		return XDP_PASS;
+	default:
+		return XDP_DROP;
+	}
+}
+
+/* Counts the frame once and returns its action. */
+static __always_inline int verdict(__u32 stat)
 {
 	stats_count(stat);
-	return action;
+	return action_of(stat);
 }
 
 SEC("xdp")
@@ -117,14 +502,23 @@ int xorlay_xdp(struct xdp_md *ctx)
 	};
 	/* The source (IP, UDP port), zeroed and filled as the headers parse. */
 	struct xorlay_neighbor_key source = {};
-	struct udphdr *udp;
+	struct xorlay_config *cfg;
+	struct frame f = {};
+	__u32 zero = 0;
 	__u32 stat;
 	int proto;
 
+	f.eth = c.pos;
 	proto = parse_eth(&c);
-	if (proto == ETH_P_IP)
+	f.l3 = c.pos;
+	f.plain = f.l3 == (void *)(f.eth + 1);
+	if (proto == ETH_P_IP) {
+		f.family = AF_INET;
 		proto = parse_ipv4(&c, source.addr);
-	else if (proto == ETH_P_IPV6) {
+		if (c.pos != f.l3 + sizeof(struct iphdr))
+			f.plain = 0;
+	} else if (proto == ETH_P_IPV6) {
+		f.family = AF_INET6;
 		proto = parse_ipv6(&c, source.addr);
 		/*
 		 * A v4-mapped source is never legitimate in an IPv6 header
@@ -134,25 +528,28 @@ int xorlay_xdp(struct xdp_md *ctx)
 		if (addr_is_v4_mapped(source.addr))
 			source.pad = 1;
 	} else
-		return verdict(XORLAY_XDP_PASS_OTHER, XDP_PASS);
+		return verdict(XORLAY_XDP_PASS_OTHER);
 
 	if (proto != IPPROTO_UDP)
-		return verdict(XORLAY_XDP_PASS_OTHER, XDP_PASS);
-	udp = parse_udp(&c);
-	if (!udp)
-		return verdict(XORLAY_XDP_PASS_OTHER, XDP_PASS);
-	if (udp->dest != bpf_htons(xorlay_port))
-		return verdict(XORLAY_XDP_PASS_OTHER, XDP_PASS);
+		return verdict(XORLAY_XDP_PASS_OTHER);
+	f.udp = parse_udp(&c);
+	if (!f.udp)
+		return verdict(XORLAY_XDP_PASS_OTHER);
+	if (f.udp->dest != bpf_htons(xorlay_port))
+		return verdict(XORLAY_XDP_PASS_OTHER);
 
-	source.port = udp->source;
+	source.port = f.udp->source;
 
-	stat = validate_overlay(&c, udp);
+	stat = validate_overlay(&c, f.udp);
 	if (stat != XORLAY_XDP_PASS_OVERLAY)
-		return verdict(stat, XDP_DROP);
-	stat = filter_source(&c, &source);
+		return verdict(stat);
+	cfg = bpf_map_lookup_elem(&xorlay_config, &zero);
+	if (!cfg)
+		return verdict(XORLAY_XDP_PASS_OVERLAY); /* an array always has key 0 */
+	stat = filter_source(&c, cfg, &source);
 	if (stat != XORLAY_XDP_PASS_OVERLAY)
-		return verdict(stat, XDP_DROP);
-	return verdict(XORLAY_XDP_PASS_OVERLAY, XDP_PASS);
+		return verdict(stat);
+	return verdict(route_cached(ctx, &c, &f, cfg));
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

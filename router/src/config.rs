@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::core::NodeId;
-use crate::io::bpf::XdpAttachMode;
+use crate::io::bpf::{RateLimits, XdpAttachMode};
 use crate::io::worker::{WorkerConfig, WorkerError};
 use crate::wire::overlay::DEFAULT_PORT;
 
@@ -36,6 +36,30 @@ pub struct Config {
     pub neighbors: Vec<Neighbor>,
     /// Control-plane settings.
     pub control: Control,
+    /// The XDP program's fast path and rate limits.
+    pub xdp: XdpSettings,
+}
+
+/// The XDP program's fast path and rate limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdpSettings {
+    /// Forward cached destinations in XDP (the in-kernel route cache).
+    pub route_cache: bool,
+    /// A cached route unused this long is no longer used.
+    pub route_idle_timeout_ms: u64,
+    /// Token buckets: handshakes per source and overall, data per neighbor.
+    pub limits: RateLimits,
+}
+
+impl Default for XdpSettings {
+    fn default() -> XdpSettings {
+        XdpSettings {
+            route_cache: true,
+            route_idle_timeout_ms: 30_000,
+            limits: RateLimits::default(),
+        }
+    }
 }
 
 /// Control-plane settings.
@@ -147,6 +171,8 @@ struct RawConfig {
     neighbors: Vec<Neighbor>,
     #[serde(default)]
     control: Control,
+    #[serde(default)]
+    xdp: XdpSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +366,16 @@ impl Config {
             }
         }
 
+        if raw.xdp.route_idle_timeout_ms == 0 || raw.xdp.route_idle_timeout_ms > 3_600_000 {
+            return Err(invalid(format!(
+                "xdp.route_idle_timeout_ms = {} must be 1 to 3600000 (30000 is usual)",
+                raw.xdp.route_idle_timeout_ms
+            )));
+        }
+        if let Err(e) = raw.xdp.limits.check() {
+            return Err(invalid(format!("xdp.limits: {e}")));
+        }
+
         let resolve = |p: &Path| match path.parent() {
             Some(dir) if p.is_relative() => dir.join(p),
             _ => p.to_path_buf(),
@@ -361,6 +397,7 @@ impl Config {
             admin_socket: raw.admin.socket,
             neighbors: raw.neighbors,
             control,
+            xdp: raw.xdp,
         })
     }
 
@@ -438,6 +475,38 @@ address = "198.18.0.2:4799"
     fn the_shipped_example_parses() {
         let text = include_str!("../../deploy/xorlay.example.toml");
         parse(text).expect("deploy/xorlay.example.toml is valid");
+    }
+
+    #[test]
+    fn xdp_settings_parse_partially_and_are_checked() {
+        let config = parse(
+            "key_file = \"/k\"\n[xdp]\nroute_idle_timeout_ms = 5000\n[xdp.limits]\nhandshake_per_source = { pps = 2, burst = 4 }\n",
+        )
+        .expect("valid");
+        assert_eq!(config.xdp.route_idle_timeout_ms, 5000);
+        assert!(config.xdp.route_cache);
+        assert_eq!(config.xdp.limits.handshake_per_source.pps, 2);
+        assert_eq!(
+            config.xdp.limits.neighbor_data,
+            RateLimits::default().neighbor_data
+        );
+        for (text, needle) in [
+            (
+                "key_file = \"/k\"\n[xdp]\nroute_idle_timeout_ms = 0",
+                "route_idle_timeout_ms",
+            ),
+            (
+                "key_file = \"/k\"\n[xdp.limits]\nneighbor_data = { pps = 5, burst = 0 }",
+                "xdp.limits",
+            ),
+            (
+                "key_file = \"/k\"\n[xdp.limits]\nbogus = { pps = 5, burst = 1 }",
+                "bogus",
+            ),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
     }
 
     #[test]

@@ -5,30 +5,41 @@
 //! The program validates overlay packets on the configured UDP port and drops
 //! malformed ones by reason; then it drops data packets whose source (IP, UDP
 //! port) is not in the `xorlay_neighbors` map (control packets always pass:
-//! strangers must be able to handshake). Every frame it sees increments
-//! exactly one counter of the `xorlay_stats` map, indexed by the
-//! `XORLAY_XDP_*` constants of `ebpf/consts.h` ([`consts`]).
+//! strangers must be able to handshake) and meters HANDSHAKE_1 packets (per
+//! source IP and globally) and data per neighbor with token buckets. Data
+//! packets for other nodes whose destination has a valid entry in the route
+//! cache (`xorlay_routes`) are forwarded in XDP (`XDP_TX`/`XDP_REDIRECT`) or
+//! dropped (negative entry, hop limit); the rest go to the workers. Every
+//! frame it sees increments exactly one counter of the `xorlay_stats` map,
+//! indexed by the `XORLAY_XDP_*` constants of `ebpf/consts.h` ([`consts`]).
+//! `docs/xdp.md` documents the maps, counters and policies.
 //!
 //! [`load`] and [`load_with`] give a loaded, unattached program (the fixture
-//! tests run it with `BPF_PROG_TEST_RUN`); [`XdpRouter`] owns a loaded program
-//! and its attachments, and detaches them all when dropped. The allowlist is
-//! a [`NeighborMap`], taken out of the loaded object
-//! ([`XdpRouter::take_neighbor_map`], [`take_neighbor_map`]) so the control
-//! thread owns it apart from the counters; [`NeighborMap::sync`] makes it
-//! equal to the set of neighbors with an authenticated session.
+//! tests run it with `BPF_PROG_TEST_RUN`) with the default runtime
+//! configuration ([`RateLimits::default`], [`DEFAULT_IDLE_TIMEOUT`]);
+//! [`XdpRouter`] owns a loaded program and its attachments, and detaches them
+//! all when dropped. The allowlist is a [`NeighborMap`], taken out of the
+//! loaded object ([`XdpRouter::take_neighbor_map`], [`take_neighbor_map`]) so
+//! the control thread owns it apart from the counters; [`NeighborMap::sync`]
+//! makes it equal to the set of neighbors with an authenticated session. The
+//! route cache and the runtime configuration (local ID, rate limits, idle
+//! timeout) are a [`RouteCache`], taken out the same way
+//! ([`XdpRouter::take_route_cache`], [`take_route_cache`]).
 
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use serde::{Deserialize, Serialize};
 
+use crate::core::NodeId;
 use crate::wire::consts;
 
 /// The compiled XDP object (ELF), 8-byte aligned as aya needs it.
@@ -41,6 +52,13 @@ pub const PROGRAM_NAME: &str = "xorlay_xdp";
 pub const STATS_MAP_NAME: &str = "xorlay_stats";
 /// Name of the neighbor allowlist (hash map) in [`XDP_OBJECT`].
 pub const NEIGHBORS_MAP_NAME: &str = "xorlay_neighbors";
+/// Name of the route cache (LRU hash map) in [`XDP_OBJECT`].
+pub const ROUTES_MAP_NAME: &str = "xorlay_routes";
+/// Name of the runtime configuration (array map, one entry) in [`XDP_OBJECT`].
+pub const CONFIG_MAP_NAME: &str = "xorlay_config";
+/// Name of the egress device map (DEVMAP_HASH keyed by ifindex) in
+/// [`XDP_OBJECT`].
+pub const TX_PORTS_MAP_NAME: &str = "xorlay_tx_ports";
 /// Name of the global (in `.rodata`) that holds the overlay UDP port, in host
 /// byte order.
 pub const PORT_GLOBAL_NAME: &str = "xorlay_port";
@@ -51,10 +69,17 @@ pub const FILTER_GLOBAL_NAME: &str = "xorlay_filter_neighbors";
 pub const STAT_COUNT: usize = consts::XDP_STAT_COUNT as usize;
 /// Capacity of the neighbor allowlist (`XORLAY_NEIGHBORS_MAX`).
 pub const NEIGHBORS_MAX: usize = consts::NEIGHBORS_MAX as usize;
+/// Capacity of the route cache (`XORLAY_ROUTES_MAX`); beyond it the least
+/// recently used entries are evicted.
+pub const ROUTES_MAX: usize = consts::ROUTES_MAX as usize;
+/// Capacity of the egress device map (`XORLAY_TX_PORTS_MAX`).
+pub const TX_PORTS_MAX: usize = consts::TX_PORTS_MAX as usize;
+/// How long a route cache entry stays valid without a hit, by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 // `XdpCounters` has one field per counter; a new counter in consts.h must add
 // a field (and its index below).
-const _: () = assert!(STAT_COUNT == 9);
+const _: () = assert!(STAT_COUNT == 18);
 const _: () = assert!(consts::XDP_PASS_OTHER < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_PASS_OVERLAY < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_TRUNCATED < consts::XDP_STAT_COUNT);
@@ -64,6 +89,15 @@ const _: () = assert!(consts::XDP_DROP_BAD_TYPE < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_BAD_LENGTH < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_HOP_LIMIT_ZERO < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_NOT_NEIGHBOR < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_DROP_HANDSHAKE_SOURCE_RATE < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_DROP_NEIGHBOR_RATE < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_DROP_NO_ROUTE < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_DROP_HOP_LIMIT_EXCEEDED < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_PASS_CACHE_MISS < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_PASS_UNRESOLVED < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_FWD_TX < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_FWD_REDIRECT < consts::XDP_STAT_COUNT);
 
 /// Errors of loading, attaching and reading the XDP program. Each message
 /// says what to do about it.
@@ -179,6 +213,59 @@ pub enum BpfError {
     NeighborMap {
         /// "read", "update" or "open".
         action: &'static str,
+        /// The map error, with its causes.
+        detail: String,
+    },
+    /// Reading or updating the route cache or the runtime configuration
+    /// failed.
+    #[error(
+        "cannot {action} the XDP route cache (map `{map}`): {detail}; data packets without a \
+         valid entry take the userspace path, so forwarding goes on, slower; if this persists, \
+         restart xorlay"
+    )]
+    RouteCache {
+        /// "read", "update" or "open".
+        action: &'static str,
+        /// `xorlay_routes` or `xorlay_config`.
+        map: &'static str,
+        /// The map error, with its causes.
+        detail: String,
+    },
+    /// A route the fast path cannot use.
+    #[error(
+        "cannot install the route via {next_hop} from {local} in the XDP route cache: {reason}"
+    )]
+    InvalidRoute {
+        /// The next hop asked for.
+        next_hop: SocketAddr,
+        /// The source address asked for.
+        local: SocketAddr,
+        /// What is wrong with them.
+        reason: &'static str,
+    },
+    /// A rate limit with a rate but no burst.
+    #[error(
+        "XDP rate limit {name}: {pps} packets/s with a burst of {burst}: a nonzero rate needs a \
+         burst of at least 1 (a rate of 0 turns the limit off)"
+    )]
+    InvalidRateLimit {
+        /// Which limit.
+        name: &'static str,
+        /// Its rate.
+        pps: u32,
+        /// Its burst.
+        burst: u32,
+    },
+    /// An interface could not be added to the egress device map.
+    #[error(
+        "cannot add {interface} (ifindex {if_index}) to the XDP egress map `xorlay_tx_ports`: \
+         {detail}; the fast path cannot redirect to it (such packets take the userspace path)"
+    )]
+    TxPort {
+        /// The interface.
+        interface: String,
+        /// Its index.
+        if_index: u32,
         /// The map error, with its causes.
         detail: String,
     },
@@ -333,6 +420,29 @@ pub struct XdpCounters {
     /// Dropped: a data packet from a source (IP, UDP port) that is not in
     /// the neighbor allowlist.
     pub drop_not_neighbor: u64,
+    /// Dropped: a HANDSHAKE_1 over its source IP's token bucket.
+    pub drop_handshake_source_rate: u64,
+    /// Dropped: a HANDSHAKE_1 over the global handshake token bucket.
+    pub drop_handshake_global_rate: u64,
+    /// Dropped: a data packet over its neighbor's token bucket.
+    pub drop_neighbor_rate: u64,
+    /// Dropped: a data packet whose destination has a negative route cache
+    /// entry (no route).
+    pub drop_no_route: u64,
+    /// Dropped: a route cache hit with hop limit 1.
+    pub drop_hop_limit_exceeded: u64,
+    /// Passed: a data packet for another node without a valid route cache
+    /// entry (the workers decide).
+    pub pass_cache_miss: u64,
+    /// Passed untouched: a valid route cache entry the fast path could not
+    /// finish (no FIB route or neighbor entry, MTU, VLAN tag, IPv4 options,
+    /// egress interface not attached, ...).
+    pub pass_unresolved: u64,
+    /// Forwarded by the fast path out of the ingress interface (`XDP_TX`).
+    pub fwd_tx: u64,
+    /// Forwarded by the fast path to another attached interface
+    /// (`XDP_REDIRECT`).
+    pub fwd_redirect: u64,
 }
 
 impl XdpCounters {
@@ -348,6 +458,15 @@ impl XdpCounters {
             drop_bad_length: values[consts::XDP_DROP_BAD_LENGTH as usize],
             drop_hop_limit_zero: values[consts::XDP_DROP_HOP_LIMIT_ZERO as usize],
             drop_not_neighbor: values[consts::XDP_DROP_NOT_NEIGHBOR as usize],
+            drop_handshake_source_rate: values[consts::XDP_DROP_HANDSHAKE_SOURCE_RATE as usize],
+            drop_handshake_global_rate: values[consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE as usize],
+            drop_neighbor_rate: values[consts::XDP_DROP_NEIGHBOR_RATE as usize],
+            drop_no_route: values[consts::XDP_DROP_NO_ROUTE as usize],
+            drop_hop_limit_exceeded: values[consts::XDP_DROP_HOP_LIMIT_EXCEEDED as usize],
+            pass_cache_miss: values[consts::XDP_PASS_CACHE_MISS as usize],
+            pass_unresolved: values[consts::XDP_PASS_UNRESOLVED as usize],
+            fwd_tx: values[consts::XDP_FWD_TX as usize],
+            fwd_redirect: values[consts::XDP_FWD_REDIRECT as usize],
         }
     }
 
@@ -363,6 +482,15 @@ impl XdpCounters {
         values[consts::XDP_DROP_BAD_LENGTH as usize] = self.drop_bad_length;
         values[consts::XDP_DROP_HOP_LIMIT_ZERO as usize] = self.drop_hop_limit_zero;
         values[consts::XDP_DROP_NOT_NEIGHBOR as usize] = self.drop_not_neighbor;
+        values[consts::XDP_DROP_HANDSHAKE_SOURCE_RATE as usize] = self.drop_handshake_source_rate;
+        values[consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE as usize] = self.drop_handshake_global_rate;
+        values[consts::XDP_DROP_NEIGHBOR_RATE as usize] = self.drop_neighbor_rate;
+        values[consts::XDP_DROP_NO_ROUTE as usize] = self.drop_no_route;
+        values[consts::XDP_DROP_HOP_LIMIT_EXCEEDED as usize] = self.drop_hop_limit_exceeded;
+        values[consts::XDP_PASS_CACHE_MISS as usize] = self.pass_cache_miss;
+        values[consts::XDP_PASS_UNRESOLVED as usize] = self.pass_unresolved;
+        values[consts::XDP_FWD_TX as usize] = self.fwd_tx;
+        values[consts::XDP_FWD_REDIRECT as usize] = self.fwd_redirect;
         values
     }
 
@@ -384,15 +512,33 @@ impl XdpCounters {
             .wrapping_add(self.drop_bad_length)
             .wrapping_add(self.drop_hop_limit_zero)
             .wrapping_add(self.drop_not_neighbor)
+            .wrapping_add(self.drop_handshake_source_rate)
+            .wrapping_add(self.drop_handshake_global_rate)
+            .wrapping_add(self.drop_neighbor_rate)
+            .wrapping_add(self.drop_no_route)
+            .wrapping_add(self.drop_hop_limit_exceeded)
+    }
+
+    /// Packets the fast path forwarded, `XDP_TX` and `XDP_REDIRECT`.
+    pub const fn forwarded(&self) -> u64 {
+        self.fwd_tx.wrapping_add(self.fwd_redirect)
+    }
+
+    /// Valid overlay packets passed to the workers, whatever the reason.
+    pub const fn passed_to_workers(&self) -> u64 {
+        self.pass_overlay
+            .wrapping_add(self.pass_cache_miss)
+            .wrapping_add(self.pass_unresolved)
     }
 }
 
 /// How the program is loaded, beyond its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Drop data packets whose source is not in the neighbor allowlist
-    /// (default). Off, the program validates only: for tests of validation
-    /// alone and for debugging.
+    /// Run the filter step (default): drop data packets whose source is not
+    /// in the neighbor allowlist, and apply the rate limits. Off, the
+    /// program validates only (and uses the route cache once it has a local
+    /// ID): for tests of validation alone and for debugging.
     pub filter_neighbors: bool,
 }
 
@@ -414,7 +560,10 @@ pub fn load(port: u16) -> Result<Ebpf, BpfError> {
 /// Loads [`XDP_OBJECT`] with the overlay UDP port `port` and `options` and
 /// loads the program into the kernel (verifier included), without attaching
 /// it. The neighbor allowlist starts empty: with the filter on, no data
-/// packet passes until it is filled ([`NeighborMap::sync`]).
+/// packet passes until it is filled ([`NeighborMap::sync`]). The runtime
+/// configuration gets its defaults ([`RateLimits::default`],
+/// [`DEFAULT_IDLE_TIMEOUT`], generation 1) and no local ID: the route cache
+/// is not consulted until [`RouteCache::set_local_id`].
 pub fn load_with(port: u16, options: LoadOptions) -> Result<Ebpf, BpfError> {
     let filter = u8::from(options.filter_neighbors);
     let mut ebpf = EbpfLoader::new()
@@ -422,6 +571,8 @@ pub fn load_with(port: u16, options: LoadOptions) -> Result<Ebpf, BpfError> {
         .override_global(FILTER_GLOBAL_NAME, &filter, true)
         .load(XDP_OBJECT)
         .map_err(|e| BpfError::from_object(&e))?;
+    // Before the program can run anywhere.
+    write_default_config(&mut ebpf)?;
     xdp_program(&mut ebpf)?
         .load()
         .map_err(|e| BpfError::from_program_load(&e))?;
@@ -624,6 +775,615 @@ const _: () = {
     assert_send::<NeighborMap>();
 };
 
+/// One token bucket of the XDP program: `pps` packets per second on
+/// average, `burst` at once after a quiet period. `pps` 0 turns the limit
+/// off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Sustained rate, packets per second; 0 = unlimited.
+    pub pps: u32,
+    /// Bucket depth, packets; at least 1 when `pps` is not 0.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// No limit.
+    pub const UNLIMITED: RateLimit = RateLimit { pps: 0, burst: 0 };
+
+    /// `pps` packets per second with bursts of `burst`.
+    pub const fn new(pps: u32, burst: u32) -> RateLimit {
+        RateLimit { pps, burst }
+    }
+
+    fn check(self, name: &'static str) -> Result<(), BpfError> {
+        if self.pps != 0 && self.burst == 0 {
+            return Err(BpfError::InvalidRateLimit {
+                name,
+                pps: self.pps,
+                burst: self.burst,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The rate limits of the XDP program's filter step (`xorlay_config`).
+/// [`RateLimits::default`] documents the defaults and their reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// HANDSHAKE_1 packets from one source IP (IPv4, or a whole IPv6
+    /// address).
+    pub handshake_per_source: RateLimit,
+    /// HANDSHAKE_1 packets from all sources together (exact across CPUs).
+    pub handshake_global: RateLimit,
+    /// Data packets from one neighbor (IP, UDP port), per CPU that receives
+    /// its traffic (usually one: the overlay sends from a fixed port, so RSS
+    /// keeps a neighbor on one queue).
+    pub neighbor_data: RateLimit,
+}
+
+impl Default for RateLimits {
+    /// - `handshake_per_source` 4/s, burst 8: a peer starts a session once
+    ///   and retries a lost HANDSHAKE_1 after a second or more; 8 covers a
+    ///   restart that reconnects several sessions from one host.
+    /// - `handshake_global` 1000/s, burst 1000: each HANDSHAKE_1 costs the
+    ///   responder a Noise XX message 2 (two X25519 operations and a key
+    ///   generation, tens of microseconds), so a flood of spoofed sources is
+    ///   held to a few percent of one core.
+    /// - `neighbor_data` 1,000,000/s, burst 100,000 per CPU: about a third
+    ///   of what one core relays in XDP, so one neighbor cannot take a whole
+    ///   core from the others, while line-rate traffic of a 10 Gbit/s
+    ///   neighbor with 1500-byte packets (830 k/s) passes. Raise it for
+    ///   benchmarks above 1 M packets/s from one neighbor.
+    fn default() -> RateLimits {
+        RateLimits {
+            handshake_per_source: RateLimit::new(4, 8),
+            handshake_global: RateLimit::new(1000, 1000),
+            neighbor_data: RateLimit::new(1_000_000, 100_000),
+        }
+    }
+}
+
+impl RateLimits {
+    /// No limits at all.
+    pub const UNLIMITED: RateLimits = RateLimits {
+        handshake_per_source: RateLimit::UNLIMITED,
+        handshake_global: RateLimit::UNLIMITED,
+        neighbor_data: RateLimit::UNLIMITED,
+    };
+
+    /// Each limit with a rate has a burst.
+    pub fn check(&self) -> Result<(), BpfError> {
+        self.handshake_per_source.check("handshake_per_source")?;
+        self.handshake_global.check("handshake_global")?;
+        self.neighbor_data.check("neighbor_data")
+    }
+}
+
+/// The value of `xorlay_config`: `struct xorlay_config` of `ebpf/maps.h`,
+/// pinned to the `XORLAY_CONFIG_*` constants below.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConfigValue {
+    local_id: [u8; 32],
+    generation: u64,
+    idle_timeout_ns: u64,
+    handshake_source_pps: u32,
+    handshake_source_burst: u32,
+    handshake_global_pps: u32,
+    handshake_global_burst: u32,
+    neighbor_pps: u32,
+    neighbor_burst: u32,
+    flags: u32,
+    pad: u32,
+}
+
+const _: () = assert!(size_of::<ConfigValue>() == consts::CONFIG_LEN as usize);
+const _: () =
+    assert!(std::mem::offset_of!(ConfigValue, local_id) == consts::CONFIG_OFF_LOCAL_ID as usize);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, generation) == consts::CONFIG_OFF_GENERATION as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, idle_timeout_ns)
+        == consts::CONFIG_OFF_IDLE_TIMEOUT_NS as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, handshake_source_pps)
+        == consts::CONFIG_OFF_HANDSHAKE_SOURCE_PPS as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, handshake_source_burst)
+        == consts::CONFIG_OFF_HANDSHAKE_SOURCE_BURST as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, handshake_global_pps)
+        == consts::CONFIG_OFF_HANDSHAKE_GLOBAL_PPS as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, handshake_global_burst)
+        == consts::CONFIG_OFF_HANDSHAKE_GLOBAL_BURST as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, neighbor_pps) == consts::CONFIG_OFF_NEIGHBOR_PPS as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(ConfigValue, neighbor_burst) == consts::CONFIG_OFF_NEIGHBOR_BURST as usize
+);
+const _: () =
+    assert!(std::mem::offset_of!(ConfigValue, flags) == consts::CONFIG_OFF_FLAGS as usize);
+
+// SAFETY: `#[repr(C)]`, integers and an integer array, no implicit padding
+// (the asserts above: 32 + 2 * 8 + 8 * 4 = 80 bytes, a multiple of 8), so
+// every bit pattern is a valid value.
+unsafe impl aya::Pod for ConfigValue {}
+
+impl ConfigValue {
+    fn new(limits: &RateLimits, idle_timeout: Duration) -> ConfigValue {
+        let mut value = ConfigValue {
+            local_id: [0; 32],
+            generation: 1,
+            idle_timeout_ns: 0,
+            handshake_source_pps: 0,
+            handshake_source_burst: 0,
+            handshake_global_pps: 0,
+            handshake_global_burst: 0,
+            neighbor_pps: 0,
+            neighbor_burst: 0,
+            flags: 0,
+            pad: 0,
+        };
+        value.set_limits(limits);
+        value.set_idle_timeout(idle_timeout);
+        value
+    }
+
+    fn set_limits(&mut self, limits: &RateLimits) {
+        self.handshake_source_pps = limits.handshake_per_source.pps;
+        self.handshake_source_burst = limits.handshake_per_source.burst;
+        self.handshake_global_pps = limits.handshake_global.pps;
+        self.handshake_global_burst = limits.handshake_global.burst;
+        self.neighbor_pps = limits.neighbor_data.pps;
+        self.neighbor_burst = limits.neighbor_data.burst;
+    }
+
+    fn limits(&self) -> RateLimits {
+        RateLimits {
+            handshake_per_source: RateLimit::new(
+                self.handshake_source_pps,
+                self.handshake_source_burst,
+            ),
+            handshake_global: RateLimit::new(
+                self.handshake_global_pps,
+                self.handshake_global_burst,
+            ),
+            neighbor_data: RateLimit::new(self.neighbor_pps, self.neighbor_burst),
+        }
+    }
+
+    fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle_timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    }
+}
+
+/// The value of `xorlay_routes`: `struct xorlay_route` of `ebpf/maps.h`,
+/// pinned to the `XORLAY_ROUTE_*` constants below.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RouteValue {
+    next_hop_addr: [u8; 16],
+    source_addr: [u8; 16],
+    next_hop_port: [u8; 2],
+    source_port: [u8; 2],
+    flags: u32,
+    generation: u64,
+    installed_ns: u64,
+    last_used_ns: u64,
+}
+
+const _: () = assert!(size_of::<RouteValue>() == consts::ROUTE_LEN as usize);
+const _: () = assert!(
+    std::mem::offset_of!(RouteValue, next_hop_addr) == consts::ROUTE_OFF_NEXT_HOP_ADDR as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(RouteValue, source_addr) == consts::ROUTE_OFF_SOURCE_ADDR as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(RouteValue, next_hop_port) == consts::ROUTE_OFF_NEXT_HOP_PORT as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(RouteValue, source_port) == consts::ROUTE_OFF_SOURCE_PORT as usize
+);
+const _: () = assert!(std::mem::offset_of!(RouteValue, flags) == consts::ROUTE_OFF_FLAGS as usize);
+const _: () =
+    assert!(std::mem::offset_of!(RouteValue, generation) == consts::ROUTE_OFF_GENERATION as usize);
+const _: () = assert!(
+    std::mem::offset_of!(RouteValue, installed_ns) == consts::ROUTE_OFF_INSTALLED_NS as usize
+);
+const _: () = assert!(
+    std::mem::offset_of!(RouteValue, last_used_ns) == consts::ROUTE_OFF_LAST_USED_NS as usize
+);
+const _: () = assert!(consts::NODE_ID_LEN == 32);
+
+// SAFETY: `#[repr(C)]`, integers and integer arrays, no implicit padding (the
+// asserts above: 16 + 16 + 2 + 2 + 4 + 3 * 8 = 64 bytes), so every bit
+// pattern is a valid value.
+unsafe impl aya::Pod for RouteValue {}
+
+/// Where the fast path sends data packets for one destination: what a
+/// worker's socket would do. Both addresses are of one family (IPv4, or its
+/// v4-mapped IPv6 spelling, or IPv6); packets arriving over the other family
+/// are left to the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteEntry {
+    /// The next hop's underlay address (the chosen neighbor's address and
+    /// UDP port).
+    pub next_hop: SocketAddr,
+    /// Our address toward the next hop and the overlay port: the source of
+    /// the datagram the worker's socket would send.
+    pub source: SocketAddr,
+}
+
+/// A route cache entry as read back from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedRoute {
+    /// Where it sends; `None` for a negative entry (no route: dropped).
+    pub route: Option<RouteEntry>,
+    /// The generation it was installed in ([`RouteCache::generation`]).
+    pub generation: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds at install.
+    pub installed_ns: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds of the last hit the program recorded
+    /// (refreshed at most every eighth of the idle timeout), or of install.
+    pub last_used_ns: u64,
+}
+
+/// The route cache of a loaded program (map `xorlay_routes`) and its
+/// runtime configuration (map `xorlay_config`: local ID, generation, idle
+/// timeout, rate limits), owned apart from the [`Ebpf`] object so the
+/// control thread can keep it. This handle is the only writer of both maps;
+/// it keeps a copy of the configuration and writes it whole.
+///
+/// The program consults the cache only for data packets that passed the
+/// filter, are not for this node, and only once [`RouteCache::set_local_id`]
+/// was called. An entry is valid while its generation is the current one and
+/// it was hit (or installed) within the idle timeout; [`invalidate_all`]
+/// makes every entry a miss in O(1).
+///
+/// [`invalidate_all`]: RouteCache::invalidate_all
+pub struct RouteCache {
+    routes: HashMap<MapData, [u8; 32], RouteValue>,
+    config: Array<MapData, ConfigValue>,
+    current: ConfigValue,
+}
+
+impl fmt::Debug for RouteCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteCache")
+            .field("routes", &self.routes)
+            .field("config", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes the route cache and the runtime configuration out of a program from
+/// [`load`] or [`load_with`]; fails if they were taken before.
+pub fn take_route_cache(ebpf: &mut Ebpf) -> Result<RouteCache, BpfError> {
+    let open_error = |map: &'static str| {
+        move |e: aya::maps::MapError| BpfError::RouteCache {
+            action: "open",
+            map,
+            detail: chain(&e),
+        }
+    };
+    if ebpf.map(ROUTES_MAP_NAME).is_none() {
+        return Err(BpfError::MissingObject {
+            kind: "map",
+            name: ROUTES_MAP_NAME,
+        });
+    }
+    let config = ebpf
+        .take_map(CONFIG_MAP_NAME)
+        .ok_or(BpfError::MissingObject {
+            kind: "map",
+            name: CONFIG_MAP_NAME,
+        })?;
+    let config: Array<MapData, ConfigValue> =
+        Array::try_from(config).map_err(open_error(CONFIG_MAP_NAME))?;
+    let routes = ebpf
+        .take_map(ROUTES_MAP_NAME)
+        .ok_or(BpfError::MissingObject {
+            kind: "map",
+            name: ROUTES_MAP_NAME,
+        })?;
+    let routes = HashMap::try_from(routes).map_err(open_error(ROUTES_MAP_NAME))?;
+    let current = config.get(&0, 0).map_err(|e| BpfError::RouteCache {
+        action: "read",
+        map: CONFIG_MAP_NAME,
+        detail: chain(&e),
+    })?;
+    Ok(RouteCache {
+        routes,
+        config,
+        current,
+    })
+}
+
+impl RouteCache {
+    /// Sends data packets for `dst` to `route.next_hop` from `route.source`,
+    /// in the current generation (replacing any entry for `dst`). Fails
+    /// before touching the map if the two addresses are of different
+    /// families, unspecified, or have port 0.
+    pub fn install(&mut self, dst: &NodeId, route: &RouteEntry) -> Result<(), BpfError> {
+        let invalid = |reason| BpfError::InvalidRoute {
+            next_hop: route.next_hop,
+            local: route.source,
+            reason,
+        };
+        let next_hop = neighbor_key(&route.next_hop);
+        let source = neighbor_key(&route.source);
+        let next_hop_v4 = next_hop.ip().to_ipv4_mapped().is_some();
+        if next_hop_v4 != source.ip().to_ipv4_mapped().is_some() {
+            return Err(invalid(
+                "the next hop and the source are of different address families",
+            ));
+        }
+        if next_hop.socket_addr().ip().is_unspecified()
+            || source.socket_addr().ip().is_unspecified()
+        {
+            return Err(invalid("an address is unspecified (0.0.0.0 or ::)"));
+        }
+        if route.next_hop.port() == 0 || route.source.port() == 0 {
+            return Err(invalid("a UDP port is 0"));
+        }
+        let now = monotonic_ns();
+        self.insert(
+            dst,
+            RouteValue {
+                next_hop_addr: next_hop.addr,
+                source_addr: source.addr,
+                next_hop_port: next_hop.port,
+                source_port: source.port,
+                flags: 0,
+                generation: self.current.generation,
+                installed_ns: now,
+                last_used_ns: now,
+            },
+        )
+    }
+
+    /// Marks `dst` unroutable in the current generation: the program drops
+    /// data packets for it (`drop_no_route`) instead of passing them to the
+    /// workers, so a flood to an unroutable ID stays in the kernel.
+    pub fn install_no_route(&mut self, dst: &NodeId) -> Result<(), BpfError> {
+        let now = monotonic_ns();
+        self.insert(
+            dst,
+            RouteValue {
+                next_hop_addr: [0; 16],
+                source_addr: [0; 16],
+                next_hop_port: [0; 2],
+                source_port: [0; 2],
+                flags: consts::ROUTE_F_NEGATIVE as u32,
+                generation: self.current.generation,
+                installed_ns: now,
+                last_used_ns: now,
+            },
+        )
+    }
+
+    fn insert(&mut self, dst: &NodeId, value: RouteValue) -> Result<(), BpfError> {
+        self.routes
+            .insert(dst.as_bytes(), value, 0)
+            .map_err(|e| BpfError::RouteCache {
+                action: "update",
+                map: ROUTES_MAP_NAME,
+                detail: chain(&e),
+            })
+    }
+
+    /// Deletes the entry for `dst`; `false` if there was none.
+    pub fn remove(&mut self, dst: &NodeId) -> Result<bool, BpfError> {
+        match self.routes.remove(dst.as_bytes()) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) if chain_errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(BpfError::RouteCache {
+                action: "update",
+                map: ROUTES_MAP_NAME,
+                detail: chain(&e),
+            }),
+        }
+    }
+
+    /// The entry for `dst`, valid or not.
+    pub fn get(&self, dst: &NodeId) -> Result<Option<CachedRoute>, BpfError> {
+        let value = match self.routes.get(dst.as_bytes(), 0) {
+            Ok(value) => value,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+            Err(e) => {
+                return Err(BpfError::RouteCache {
+                    action: "read",
+                    map: ROUTES_MAP_NAME,
+                    detail: chain(&e),
+                });
+            }
+        };
+        let negative = value.flags & consts::ROUTE_F_NEGATIVE as u32 != 0;
+        let addr = |addr: [u8; 16], port: [u8; 2]| NeighborKey { addr, port, pad: 0 }.socket_addr();
+        Ok(Some(CachedRoute {
+            route: (!negative).then(|| RouteEntry {
+                next_hop: addr(value.next_hop_addr, value.next_hop_port),
+                source: addr(value.source_addr, value.source_port),
+            }),
+            generation: value.generation,
+            installed_ns: value.installed_ns,
+            last_used_ns: value.last_used_ns,
+        }))
+    }
+
+    /// Makes every entry a miss at once (O(1)): bumps the generation. Call
+    /// it on every change of the neighbor set or of their addresses, before
+    /// installing routes computed from the new table. Returns the new
+    /// generation.
+    pub fn invalidate_all(&mut self) -> Result<u64, BpfError> {
+        let mut next = self.current;
+        next.generation = next.generation.wrapping_add(1);
+        self.write(next)?;
+        Ok(self.current.generation)
+    }
+
+    /// The current generation: entries installed in another one are misses.
+    pub fn generation(&self) -> u64 {
+        self.current.generation
+    }
+
+    /// Sets this node's ID and turns the route cache on: data packets for
+    /// `id` always pass to the workers (never forwarded), packets for other
+    /// IDs are looked up in the cache.
+    pub fn set_local_id(&mut self, id: &NodeId) -> Result<(), BpfError> {
+        let mut next = self.current;
+        next.local_id = *id.as_bytes();
+        next.flags |= consts::CONFIG_F_LOCAL_ID as u32;
+        self.write(next)
+    }
+
+    /// Sets the rate limits of the filter step. A limit with a rate and no
+    /// burst fails before anything changes. Buckets keep their state: a
+    /// lower rate applies from the next packet on.
+    pub fn set_limits(&mut self, limits: &RateLimits) -> Result<(), BpfError> {
+        limits.check()?;
+        let mut next = self.current;
+        next.set_limits(limits);
+        self.write(next)
+    }
+
+    /// The rate limits in force.
+    pub fn limits(&self) -> RateLimits {
+        self.current.limits()
+    }
+
+    /// Sets how long an entry stays valid without a hit;
+    /// [`Duration::ZERO`] = until evicted or invalidated.
+    pub fn set_idle_timeout(&mut self, timeout: Duration) -> Result<(), BpfError> {
+        let mut next = self.current;
+        next.set_idle_timeout(timeout);
+        self.write(next)
+    }
+
+    /// The idle timeout in force.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_nanos(self.current.idle_timeout_ns)
+    }
+
+    fn write(&mut self, next: ConfigValue) -> Result<(), BpfError> {
+        self.config
+            .set(0, next, 0)
+            .map_err(|e| BpfError::RouteCache {
+                action: "update",
+                map: CONFIG_MAP_NAME,
+                detail: chain(&e),
+            })?;
+        self.current = next;
+        Ok(())
+    }
+
+    /// Entries in the map now, valid or not (a walk of the kernel map:
+    /// O(entries) system calls, for statistics, not for the hot path).
+    pub fn len(&self) -> Result<usize, BpfError> {
+        let mut count = 0usize;
+        for key in self.routes.keys() {
+            key.map_err(|e| BpfError::RouteCache {
+                action: "read",
+                map: ROUTES_MAP_NAME,
+                detail: chain(&e),
+            })?;
+            count += 1;
+            // A walk restarted by concurrent evictions could loop; the map
+            // never holds more than ROUTES_MAX keys.
+            if count > ROUTES_MAX {
+                break;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Whether the map has no entry (see [`RouteCache::len`]).
+    pub fn is_empty(&self) -> Result<bool, BpfError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+// The route cache moves to the control thread.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<RouteCache>();
+};
+
+/// Writes the default runtime configuration into a freshly loaded object.
+fn write_default_config(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+    let map = ebpf
+        .map_mut(CONFIG_MAP_NAME)
+        .ok_or(BpfError::MissingObject {
+            kind: "map",
+            name: CONFIG_MAP_NAME,
+        })?;
+    let update_error = |e: aya::maps::MapError| BpfError::RouteCache {
+        action: "update",
+        map: CONFIG_MAP_NAME,
+        detail: chain(&e),
+    };
+    let mut config: Array<&mut MapData, ConfigValue> =
+        Array::try_from(map).map_err(update_error)?;
+    config
+        .set(
+            0,
+            ConfigValue::new(&RateLimits::default(), DEFAULT_IDLE_TIMEOUT),
+            0,
+        )
+        .map_err(update_error)
+}
+
+/// Adds interface `if_index` to the egress device map of a loaded program,
+/// so the fast path may redirect to it (`XdpRouter::attach` does this for
+/// every interface it attaches to). The interface must exist in the calling
+/// thread's network namespace.
+pub fn add_tx_port(ebpf: &mut Ebpf, if_index: u32) -> Result<(), BpfError> {
+    let error = |detail: String| BpfError::TxPort {
+        interface: format!("#{if_index}"),
+        if_index,
+        detail,
+    };
+    let map = ebpf
+        .map_mut(TX_PORTS_MAP_NAME)
+        .ok_or(BpfError::MissingObject {
+            kind: "map",
+            name: TX_PORTS_MAP_NAME,
+        })?;
+    let mut ports: DevMapHash<&mut MapData> =
+        DevMapHash::try_from(map).map_err(|e| error(chain(&e)))?;
+    ports
+        .insert(if_index, if_index, None, 0)
+        .map_err(|e| error(chain(&e)))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    // CLOCK_MONOTONIC cannot fail on Linux; on failure `now` stays 0, which
+    // only makes the entry look old (a miss sooner), never wrong.
+    debug_assert_eq!(rc, 0);
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 /// The loaded XDP program and its attachments. Dropping it (or
 /// [`XdpRouter::detach`]) detaches the program from every interface.
 #[derive(Debug)]
@@ -647,7 +1407,10 @@ impl XdpRouter {
     /// attached once; if one attach fails, those already made are undone.
     ///
     /// The allowlist starts empty: no data packet passes XDP until it is
-    /// filled through [`XdpRouter::take_neighbor_map`].
+    /// filled through [`XdpRouter::take_neighbor_map`]. Every attached
+    /// interface is also added to the egress device map, so the fast path
+    /// can redirect between them; the route cache stays off until the local
+    /// ID is set through [`XdpRouter::take_route_cache`].
     pub fn attach(
         interfaces: &[String],
         port: u16,
@@ -713,12 +1476,22 @@ impl XdpRouter {
             },
         };
         log::info!("XDP attached to {interface} in {} mode", attached.name());
+        warn_without_forwarding(interface);
         self.attachments.push(Attachment {
             interface: interface.to_string(),
             mode: attached,
             link,
         });
-        Ok(())
+        add_tx_port(&mut self.ebpf, if_index).map_err(|error| match error {
+            BpfError::TxPort {
+                if_index, detail, ..
+            } => BpfError::TxPort {
+                interface: interface.to_string(),
+                if_index,
+                detail,
+            },
+            other => other,
+        })
     }
 
     /// Every interface the program is attached to, with its mode ("native" or
@@ -747,6 +1520,21 @@ impl XdpRouter {
     pub fn take_neighbor_map(&mut self) -> Option<NeighborMap> {
         match take_neighbor_map(&mut self.ebpf) {
             Ok(map) => Some(map),
+            Err(BpfError::MissingObject { .. }) => None,
+            Err(error) => {
+                log::error!("{error}");
+                None
+            }
+        }
+    }
+
+    /// Takes the route cache and the runtime configuration out of the loaded
+    /// object, for the control thread to own (see [`RouteCache`]); `None`
+    /// once taken. (A map of the wrong type, which only a build mixing
+    /// sources could give, is logged and also gives `None`.)
+    pub fn take_route_cache(&mut self) -> Option<RouteCache> {
+        match take_route_cache(&mut self.ebpf) {
+            Ok(cache) => Some(cache),
             Err(BpfError::MissingObject { .. }) => None,
             Err(error) => {
                 log::error!("{error}");
@@ -797,6 +1585,26 @@ const _: () = {
 impl Drop for XdpRouter {
     fn drop(&mut self) {
         self.detach_all();
+    }
+}
+
+/// Logs a warning if IPv4 or IPv6 forwarding is off on `interface`: the
+/// kernel's FIB lookup (`bpf_fib_lookup`) then refuses every packet arriving
+/// on it, so the fast path never forwards from it (counted as
+/// `pass_unresolved`; the workers forward instead).
+fn warn_without_forwarding(interface: &str) {
+    for family in ["ipv4", "ipv6"] {
+        let path = format!("/proc/sys/net/{family}/conf/{interface}/forwarding");
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && text.trim() == "0"
+        {
+            log::warn!(
+                "{family} forwarding is off on {interface}: the XDP fast path cannot forward \
+                 {family} packets arriving on it (they take the userspace path); enable it with \
+                 `sysctl -w net.{family}.conf.{interface}.forwarding=1` (for IPv6 this also \
+                 stops accepting router advertisements on it unless accept_ra = 2)"
+            );
+        }
     }
 }
 
@@ -865,7 +1673,7 @@ mod tests {
 
     #[test]
     fn counters_round_trip_through_the_array() {
-        let values: [u64; STAT_COUNT] = [10, 11, 12, 13, 14, 15, 16, 17, 18];
+        let values: [u64; STAT_COUNT] = std::array::from_fn(|i| 10 + i as u64);
         let counters = XdpCounters::from_array(&values);
         assert_eq!(counters.to_array(), values);
         for (index, value) in (0u32..).zip(values) {
@@ -908,6 +1716,85 @@ mod tests {
         );
         assert_eq!(c.drop_not_neighbor, 9);
         assert_eq!(c.dropped(), 3 + 4 + 5 + 6 + 7 + 8 + 9);
+
+        let mut values = [0u64; STAT_COUNT];
+        values[consts::XDP_DROP_HANDSHAKE_SOURCE_RATE as usize] = 1;
+        values[consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE as usize] = 2;
+        values[consts::XDP_DROP_NEIGHBOR_RATE as usize] = 4;
+        values[consts::XDP_DROP_NO_ROUTE as usize] = 8;
+        values[consts::XDP_DROP_HOP_LIMIT_EXCEEDED as usize] = 16;
+        values[consts::XDP_PASS_CACHE_MISS as usize] = 32;
+        values[consts::XDP_PASS_UNRESOLVED as usize] = 64;
+        values[consts::XDP_FWD_TX as usize] = 128;
+        values[consts::XDP_FWD_REDIRECT as usize] = 256;
+        let c = XdpCounters::from_array(&values);
+        assert_eq!(
+            (
+                c.drop_handshake_source_rate,
+                c.drop_handshake_global_rate,
+                c.drop_neighbor_rate,
+                c.drop_no_route,
+                c.drop_hop_limit_exceeded
+            ),
+            (1, 2, 4, 8, 16)
+        );
+        assert_eq!(
+            (
+                c.pass_cache_miss,
+                c.pass_unresolved,
+                c.fwd_tx,
+                c.fwd_redirect
+            ),
+            (32, 64, 128, 256)
+        );
+        assert_eq!(c.dropped(), 1 + 2 + 4 + 8 + 16);
+        assert_eq!(c.forwarded(), 128 + 256);
+        assert_eq!(c.passed_to_workers(), 32 + 64);
+        assert_eq!(c.to_array(), values);
+    }
+
+    #[test]
+    fn rate_limits_need_a_burst() {
+        assert_eq!(RateLimits::default().check().ok(), Some(()));
+        assert_eq!(RateLimits::UNLIMITED.check().ok(), Some(()));
+        let mut limits = RateLimits {
+            handshake_global: RateLimit::new(10, 0),
+            ..RateLimits::default()
+        };
+        let message = limits
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("handshake_global"), "{message}");
+        assert!(message.contains("burst of at least 1"), "{message}");
+        limits.handshake_global = RateLimit::new(0, 0);
+        assert_eq!(limits.check().ok(), Some(()));
+    }
+
+    #[test]
+    fn config_value_follows_the_limits() {
+        let limits = RateLimits {
+            handshake_per_source: RateLimit::new(1, 2),
+            handshake_global: RateLimit::new(3, 4),
+            neighbor_data: RateLimit::new(5, 6),
+        };
+        let value = ConfigValue::new(&limits, Duration::from_millis(1500));
+        assert_eq!(value.limits(), limits);
+        assert_eq!(value.idle_timeout_ns, 1_500_000_000);
+        assert_eq!(value.generation, 1);
+        assert_eq!(value.flags, 0, "no local ID: the cache is off");
+        let mut forever = value;
+        forever.set_idle_timeout(Duration::MAX);
+        assert_eq!(forever.idle_timeout_ns, u64::MAX);
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0);
+        assert!(b >= a);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! control packets the workers hand over, and a socket to send from;
 //! publishes the resulting topology to the workers; keeps good peers on disk.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,8 +11,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use socket2::{SockAddr, Socket};
 
 use crate::core::node::Node;
+use crate::core::{DropReason, Verdict, decide};
 use crate::core::{NextHopTable, NodeId};
-use crate::io::bpf::NeighborMap;
+use crate::io::bpf::{NeighborMap, RouteCache, RouteEntry};
 use crate::io::topology::{SharedTable, Topology, canonical, hop_for, socket_form};
 use crate::io::worker::Upcall;
 
@@ -42,6 +43,12 @@ pub struct ShellCounters {
     pub xdp_sync_errors: u64,
     /// Route-cache install requests received from the workers.
     pub install_requests: u64,
+    /// Routes put in the XDP cache.
+    pub routes_installed: u64,
+    /// Negative (no-route) entries put in the XDP cache.
+    pub no_routes_installed: u64,
+    /// Installs or invalidations that failed.
+    pub install_errors: u64,
 }
 
 /// What connects the control plane to the data plane.
@@ -56,6 +63,9 @@ pub struct ControlIo {
     pub shared: SharedTable,
     /// The XDP program's neighbor allowlist, kept equal to the session peers.
     pub xdp_neighbors: Option<NeighborMap>,
+    /// The XDP route cache (local ID and limits already set), filled on the
+    /// workers' requests and invalidated on every topology change.
+    pub route_cache: Option<RouteCache>,
 }
 
 /// The control plane of one router.
@@ -66,6 +76,10 @@ pub struct ControlPlane {
     listen: SocketAddr,
     shared: SharedTable,
     xdp_neighbors: Option<NeighborMap>,
+    route_cache: Option<RouteCache>,
+    /// Our source address toward each next hop (as the kernel would pick
+    /// it), for route-cache entries; cleared on every publish.
+    sources: HashMap<SocketAddr, SocketAddr>,
     published: Option<u64>,
     peers_file: Option<PathBuf>,
     next_persist: Instant,
@@ -100,6 +114,8 @@ impl ControlPlane {
             listen: io.listen,
             shared: io.shared,
             xdp_neighbors: io.xdp_neighbors,
+            route_cache: io.route_cache,
+            sources: HashMap::new(),
             published: None,
             peers_file,
             next_persist: now + PERSIST_INTERVAL,
@@ -151,8 +167,71 @@ impl ControlPlane {
                 self.node
                     .handle_packet(Instant::now(), packet.from, &packet.bytes)
             }
-            Upcall::Route { .. } | Upcall::NoRoute { .. } => self.counters.install_requests += 1,
+            Upcall::Route { dst, .. } | Upcall::NoRoute { dst } => {
+                self.counters.install_requests += 1;
+                self.install(&dst);
+            }
         }
+    }
+
+    /// Caches the current decision for `dst` in XDP. The worker's view may
+    /// be older than the topology: the control thread decides again, on the
+    /// snapshot it published last, so no stale route enters the cache.
+    fn install(&mut self, dst: &NodeId) {
+        if self.route_cache.is_none() {
+            return;
+        }
+        let topology = self.shared.load();
+        let result = match decide(&topology.table, dst, u8::MAX) {
+            Verdict::Forward { hop, .. } => {
+                let Some(next_hop) = hop.as_socket().map(canonical) else {
+                    return;
+                };
+                let Some(source) = self.source_toward(next_hop) else {
+                    self.counters.install_errors += 1;
+                    return;
+                };
+                let Some(cache) = &mut self.route_cache else {
+                    return;
+                };
+                cache
+                    .install(dst, &RouteEntry { next_hop, source })
+                    .map(|()| self.counters.routes_installed += 1)
+            }
+            Verdict::Drop(DropReason::NoRoute) => {
+                let Some(cache) = &mut self.route_cache else {
+                    return;
+                };
+                cache
+                    .install_no_route(dst)
+                    .map(|()| self.counters.no_routes_installed += 1)
+            }
+            // Never cached: delivered locally, or not a route question.
+            Verdict::Deliver | Verdict::Drop(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            self.counters.install_errors += 1;
+            log::debug!("route cache install for {dst}: {e}");
+        }
+    }
+
+    /// The address our packets to `next_hop` leave from: the kernel's
+    /// source address choice (a connected UDP socket), with the overlay port.
+    fn source_toward(&mut self, next_hop: SocketAddr) -> Option<SocketAddr> {
+        if let Some(source) = self.sources.get(&next_hop) {
+            return Some(*source);
+        }
+        let any: SocketAddr = match next_hop {
+            SocketAddr::V4(_) => SocketAddr::from(([0u8; 4], 0)),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+        };
+        let probe = std::net::UdpSocket::bind(any).ok()?;
+        probe.connect(next_hop).ok()?;
+        let source = SocketAddr::new(probe.local_addr().ok()?.ip(), self.listen.port());
+        if self.sources.len() < PERSISTED_PEERS_MAX * 16 {
+            self.sources.insert(next_hop, source);
+        }
+        Some(source)
     }
 
     /// Sends what the node queued and publishes a changed topology.

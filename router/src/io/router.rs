@@ -13,7 +13,7 @@ use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
 use crate::core::node::{Node, NodeConfig, NodeCounters};
 use crate::io::admin::{AdminError, AdminServer};
-use crate::io::bpf::{BpfError, XdpCounters, XdpRouter};
+use crate::io::bpf::{BpfError, RouteCache, XdpCounters, XdpRouter};
 use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters};
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
@@ -131,9 +131,13 @@ impl Router {
                 "no [underlay] interfaces configured: XDP is off, every packet takes the userspace path"
             );
         }
+        let route_cache = match router.xdp.as_mut() {
+            Some(xdp) => prepare_route_cache(xdp, config, &identity)?,
+            None => None,
+        };
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE_DEPTH);
         let mut worker_config = config.worker_config();
-        if router.xdp.is_none() {
+        if route_cache.is_none() {
             worker_config.install_rate = 0; // no route cache to fill
         }
         for index in 0..config.worker_count() {
@@ -185,6 +189,7 @@ impl Router {
             listen: config.listen,
             shared: router.table.clone(),
             xdp_neighbors: router.xdp.as_mut().and_then(XdpRouter::take_neighbor_map),
+            route_cache,
         };
         router.control = Some(ControlPlane::start(
             node,
@@ -313,4 +318,25 @@ pub fn node_config(config: &Config) -> NodeConfig {
     node.kad.subnet_bucket_max = c.subnet_bucket_max;
     node.kad.subnet_table_max = c.subnet_table_max;
     node
+}
+
+/// Takes the XDP route cache and configures it from `config`: local ID (which
+/// turns the fast path on), rate limits and idle timeout. `None` when the
+/// fast path is switched off; the rate limits apply either way.
+fn prepare_route_cache(
+    xdp: &mut XdpRouter,
+    config: &Config,
+    identity: &Identity,
+) -> Result<Option<RouteCache>, BpfError> {
+    let Some(mut cache) = xdp.take_route_cache() else {
+        return Ok(None);
+    };
+    cache.set_limits(&config.xdp.limits)?;
+    cache.set_idle_timeout(Duration::from_millis(config.xdp.route_idle_timeout_ms))?;
+    if !config.xdp.route_cache {
+        log::info!("[xdp] route_cache = false: every data packet takes the userspace path");
+        return Ok(None);
+    }
+    cache.set_local_id(&identity.node_id())?;
+    Ok(Some(cache))
 }

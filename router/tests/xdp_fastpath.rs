@@ -1,0 +1,1584 @@
+//! The XDP program's rate limits and route-cache fast path, run by the
+//! kernel with BPF_PROG_TEST_RUN on crafted frames.
+//!
+//! - Rate limits: HANDSHAKE_1 per source and globally, data per neighbor:
+//!   a burst passes, the next packet is dropped under its own counter; other
+//!   control packets are never metered; a bucket refills.
+//! - Route cache fixtures, each with its verdict, exactly one counter up by
+//!   one, and the exact output frame: hits forwarded over IPv4 and IPv6
+//!   (XDP_TX and XDP_REDIRECT, every byte of the Ethernet/IP/UDP/overlay
+//!   output asserted, checksums verified here independently), misses,
+//!   negative entries, stale generations, expired entries, hop-limit
+//!   expiry, packets for this node, cross-family entries, unresolved
+//!   neighbors, frames the fast path does not rewrite.
+//! - A differential test: random next-hop tables and thousands of random
+//!   destinations; the route userspace would install from
+//!   `core::forward::decide` goes into the cache, and the XDP output equals
+//!   what the worker would send (hop limit decremented, same payload, UDP
+//!   from our address:port to the neighbor's); NoRoute destinations get a
+//!   negative entry and XDP drops them.
+//!
+//! `bpf_fib_lookup` needs a real route and neighbor entry, so these tests
+//! run on a thread inside a network namespace of their own (`xlt-fp-<pid>-
+//! <tag>`, deleted on drop, also on panic) with three veth pairs, addresses
+//! from 198.18.0.0/15 and fd00::/8 and permanent neighbor entries, and pass
+//! the ingress interface to TEST_RUN. Nothing is attached to any interface
+//! and nothing is pinned. Needs root (CAP_BPF, CAP_NET_ADMIN,
+//! CAP_SYS_ADMIN) and iproute2.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Duration;
+
+use aya::Ebpf;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use xorlay::core::{DropReason, NextHopTable, NodeId, Verdict, decide};
+use xorlay::io::bpf::{
+    self, BpfError, LoadOptions, NeighborMap, RateLimit, RateLimits, RouteCache, RouteEntry,
+    STAT_COUNT, XdpCounters,
+};
+use xorlay::wire::overlay::{HEADER_LEN, golden};
+use xorlay::wire::{OverlayPacket, PacketType, consts};
+
+/// The overlay port the program is loaded with (and our UDP source port).
+const PORT: u16 = 47991;
+/// The flow-hash source port of the neighbor that sends to us.
+const SRC_PORT: u16 = 51234;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const PASS_OTHER: u32 = consts::XDP_PASS_OTHER as u32;
+const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY as u32;
+const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR as u32;
+const DROP_HANDSHAKE_SOURCE_RATE: u32 = consts::XDP_DROP_HANDSHAKE_SOURCE_RATE as u32;
+const DROP_HANDSHAKE_GLOBAL_RATE: u32 = consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE as u32;
+const DROP_NEIGHBOR_RATE: u32 = consts::XDP_DROP_NEIGHBOR_RATE as u32;
+const DROP_NO_ROUTE: u32 = consts::XDP_DROP_NO_ROUTE as u32;
+const DROP_HOP_LIMIT_EXCEEDED: u32 = consts::XDP_DROP_HOP_LIMIT_EXCEEDED as u32;
+const PASS_CACHE_MISS: u32 = consts::XDP_PASS_CACHE_MISS as u32;
+const PASS_UNRESOLVED: u32 = consts::XDP_PASS_UNRESOLVED as u32;
+const FWD_TX: u32 = consts::XDP_FWD_TX as u32;
+const FWD_REDIRECT: u32 = consts::XDP_FWD_REDIRECT as u32;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_UDP: u8 = 17;
+/// The session kind of a Noise initiation (router/src/wire/session.rs).
+const HANDSHAKE_1: u8 = consts::SESSION_KIND_HANDSHAKE_1 as u8;
+
+// ---------------------------------------------------------------------------
+// The lab: one namespace, three veth pairs, each our end with a subnet.
+
+/// One of our interfaces in the lab namespace.
+#[derive(Clone, Copy, Debug)]
+struct Port {
+    name: &'static str,
+    mac: [u8; 6],
+    v4: Ipv4Addr,
+    v6: Ipv6Addr,
+}
+
+/// Ingress of every test frame; XDP_TX goes back out of it.
+const XF0: Port = Port {
+    name: "xf0",
+    mac: [0x02, 0, 0, 0, 0x01, 0x01],
+    v4: Ipv4Addr::new(198, 18, 1, 1),
+    v6: Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1),
+};
+/// Redirect target, in `xorlay_tx_ports`.
+const XF1: Port = Port {
+    name: "xf1",
+    mac: [0x02, 0, 0, 0, 0x02, 0x01],
+    v4: Ipv4Addr::new(198, 18, 2, 1),
+    v6: Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 1),
+};
+/// Routable, with neighbors, but not in `xorlay_tx_ports`.
+const XF2: Port = Port {
+    name: "xf2",
+    mac: [0x02, 0, 0, 0, 0x03, 0x01],
+    v4: Ipv4Addr::new(198, 18, 3, 1),
+    v6: Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 0, 1),
+};
+const PORTS: [Port; 3] = [XF0, XF1, XF2];
+
+/// A host behind one of our ports: host number `n` of its subnets, with a
+/// permanent neighbor entry (MAC 02:00:00:<port>:<n>:aa).
+#[derive(Clone, Copy, Debug)]
+struct Host {
+    port: Port,
+    n: u8,
+}
+
+impl Host {
+    const fn new(port: Port, n: u8) -> Host {
+        Host { port, n }
+    }
+
+    fn v4(self) -> Ipv4Addr {
+        let o = self.port.v4.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], self.n)
+    }
+
+    fn v6(self) -> Ipv6Addr {
+        let mut o = self.port.v6.octets();
+        o[15] = self.n;
+        Ipv6Addr::from(o)
+    }
+
+    fn mac(self) -> [u8; 6] {
+        [0x02, 0, 0, self.port.mac[4], self.n, 0xaa]
+    }
+
+    fn ip(self, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(self.v6())
+        } else {
+            IpAddr::V4(self.v4())
+        }
+    }
+}
+
+/// The neighbor every test frame comes from (in the allowlist).
+const SENDER: Host = Host::new(XF0, 2);
+/// A second allowlisted neighbor, for per-neighbor fairness.
+const SENDER2: Host = Host::new(XF0, 3);
+/// Next hops.
+const HOP_TX: Host = Host::new(XF0, 4);
+const HOP_REDIRECT: Host = Host::new(XF1, 2);
+const HOP_NOT_ATTACHED: Host = Host::new(XF2, 2);
+/// In XF1's subnet, without a neighbor entry.
+const HOP_UNRESOLVED: Host = Host::new(XF1, 77);
+/// Hosts 10..10+DIFF_HOSTS on XF0 and XF1 have neighbor entries, for the
+/// differential test.
+const DIFF_HOSTS: u8 = 24;
+
+/// A network namespace with the three veth pairs, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(tag: &str) -> Netns {
+        let name = format!("xlt-fp-{}-{tag}", std::process::id());
+        // A leftover of a crashed run with the same pid would make `add` fail.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let netns = Netns { name };
+        let mut batch = String::from("link set lo up\n");
+        for port in PORTS {
+            let mac = mac_text(port.mac);
+            batch.push_str(&format!(
+                "link add {0} address {mac} type veth peer name {0}p\n\
+                 link set {0} up\nlink set {0}p up\n\
+                 addr add {1}/24 dev {0}\naddr add {2}/64 dev {0} nodad\n",
+                port.name, port.v4, port.v6
+            ));
+        }
+        let mut hosts = vec![SENDER, SENDER2, HOP_TX, HOP_REDIRECT, HOP_NOT_ATTACHED];
+        for n in 10..10 + DIFF_HOSTS {
+            hosts.push(Host::new(XF0, n));
+            hosts.push(Host::new(XF1, n));
+        }
+        for host in hosts {
+            let mac = mac_text(host.mac());
+            for ip in [host.ip(false), host.ip(true)] {
+                batch.push_str(&format!(
+                    "neigh add {ip} lladdr {mac} dev {} nud permanent\n",
+                    host.port.name
+                ));
+            }
+        }
+        let path = std::env::temp_dir().join(format!("{}.ip-batch", netns.name));
+        if let Err(e) = std::fs::write(&path, batch) {
+            panic!("writing {}: {e}", path.display());
+        }
+        let path_text = path.display().to_string();
+        let result = Command::new("ip")
+            .args(["-n", &netns.name, "-batch", &path_text])
+            .output();
+        let _ = std::fs::remove_file(&path);
+        match result {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "ip -batch in {} failed: {}",
+                netns.name,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => panic!("cannot run ip: {e} (install iproute2)"),
+        }
+        // bpf_fib_lookup answers only for an ingress interface with
+        // forwarding on (else BPF_FIB_LKUP_RET_FWD_DISABLED).
+        set_forwarding(&netns.name, XF0, true);
+        netns
+    }
+
+    /// Runs `body` on a thread of its own inside the namespace, pinned to
+    /// the CPU it starts on (per-CPU buckets and counters stay on one CPU);
+    /// a panic in `body` continues here, so the guard still deletes the
+    /// namespace.
+    fn run_inside<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
+        let name = self.name.clone();
+        let handle = std::thread::spawn(move || {
+            enter_netns(&name);
+            pin_to_current_cpu();
+            body()
+        });
+        match handle.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Turns IPv4 and IPv6 forwarding on `port` of namespace `netns` on or off.
+fn set_forwarding(netns: &str, port: Port, on: bool) {
+    let value = u8::from(on);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{}.forwarding={value}", port.name),
+            &format!("net.ipv6.conf.{}.forwarding={value}", port.name),
+        ],
+    );
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn enter_netns(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) => panic!("open {path}: {e}"),
+    };
+    // SAFETY: a valid namespace fd; setns changes only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+fn pin_to_current_cpu() {
+    // SAFETY: plain syscalls on the calling thread; the set is initialized
+    // by CPU_ZERO before use.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu as usize, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = match Command::new(program).args(args).output() {
+        Ok(output) => output,
+        Err(e) => panic!("cannot run {program} {args:?}: {e} (install iproute2)"),
+    };
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn if_index(name: &str) -> u32 {
+    let c_name = std::ffi::CString::new(name).expect("interface name without NUL");
+    // SAFETY: valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    assert_ne!(index, 0, "no interface {name}");
+    index
+}
+
+// ---------------------------------------------------------------------------
+// Frames.
+
+/// Internet checksum (RFC 1071) of `parts` concatenated.
+fn inet_checksum(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.concat();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The UDP pseudo-header of a datagram of `udp_len` bytes.
+fn pseudo_header(src: IpAddr, dst: IpAddr, udp_len: usize) -> Vec<u8> {
+    let mut pseudo = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
+            pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&(udp_len as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
+        }
+        _ => panic!("mixed families {src} -> {dst}"),
+    }
+    pseudo
+}
+
+/// How a test frame is built beyond its addresses.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// IPv4 TTL / IPv6 hop limit.
+    ttl: u8,
+    /// A VLAN tag (ID 42) after the MAC addresses.
+    vlan: bool,
+    /// IPv4 options (NOPs) of this many bytes.
+    options: usize,
+    /// UDP checksum 0 (none).
+    no_udp_checksum: bool,
+}
+
+const PLAIN: Shape = Shape {
+    ttl: 61,
+    vlan: false,
+    options: 0,
+    no_udp_checksum: false,
+};
+
+/// Ethernet + IP + UDP from `src` to `dst` (one family) around `payload`,
+/// every checksum correct.
+fn frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: SocketAddr,
+    dst: SocketAddr,
+    shape: Shape,
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&src.port().to_be_bytes());
+    udp.extend_from_slice(&dst.port().to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    if !shape.no_udp_checksum {
+        let check = match inet_checksum(&[&pseudo_header(src.ip(), dst.ip(), udp_len), &udp]) {
+            0 => 0xffff,
+            sum => sum,
+        };
+        udp[6..8].copy_from_slice(&check.to_be_bytes());
+    }
+    let (ethertype, ip) = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let header_len = 20 + shape.options;
+            let mut ip = Vec::with_capacity(header_len + udp_len);
+            ip.push(0x40 | (header_len / 4) as u8);
+            ip.push(0);
+            ip.extend_from_slice(&((header_len + udp_len) as u16).to_be_bytes());
+            ip.extend_from_slice(&0x1234u16.to_be_bytes());
+            ip.extend_from_slice(&0x4000u16.to_be_bytes()); // DF
+            ip.push(shape.ttl);
+            ip.push(IPPROTO_UDP);
+            ip.extend_from_slice(&[0, 0]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            ip.resize(header_len, 1); // NOP options
+            let check = inet_checksum(&[&ip]);
+            ip[10..12].copy_from_slice(&check.to_be_bytes());
+            ip.extend_from_slice(&udp);
+            (ETH_P_IP, ip)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut ip = Vec::with_capacity(40 + udp_len);
+            ip.extend_from_slice(&[0x60, 0, 0, 0]);
+            ip.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            ip.push(IPPROTO_UDP);
+            ip.push(shape.ttl);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            ip.extend_from_slice(&udp);
+            (ETH_P_IPV6, ip)
+        }
+        _ => panic!("mixed families {src} -> {dst}"),
+    };
+    let mut eth = Vec::with_capacity(18 + ip.len());
+    eth.extend_from_slice(&macs.0);
+    eth.extend_from_slice(&macs.1);
+    if shape.vlan {
+        eth.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+        eth.extend_from_slice(&42u16.to_be_bytes());
+    }
+    eth.extend_from_slice(&ethertype.to_be_bytes());
+    eth.extend_from_slice(&ip);
+    eth
+}
+
+/// The sender's address over IPv4 or IPv6.
+fn sender(host: Host, v6: bool) -> SocketAddr {
+    SocketAddr::new(host.ip(v6), SRC_PORT)
+}
+
+/// Our address on `port`: the overlay port.
+fn ours(port: Port, v6: bool) -> SocketAddr {
+    let ip = if v6 {
+        IpAddr::V6(port.v6)
+    } else {
+        IpAddr::V4(port.v4)
+    };
+    SocketAddr::new(ip, PORT)
+}
+
+/// A neighbor's overlay address.
+fn overlay_addr(host: Host, v6: bool) -> SocketAddr {
+    SocketAddr::new(host.ip(v6), PORT)
+}
+
+/// A frame from `from` to us on XF0 carrying `payload`.
+fn inbound(from: Host, v6: bool, shape: Shape, payload: &[u8]) -> Vec<u8> {
+    frame(
+        (XF0.mac, from.mac()),
+        sender(from, v6),
+        ours(XF0, v6),
+        shape,
+        payload,
+    )
+}
+
+fn id(fill: u8) -> NodeId {
+    NodeId::from_bytes([fill; 32])
+}
+
+/// A data packet to `dst` with `hop_limit`, payload `body`.
+fn data(dst: &NodeId, hop_limit: u8, body: &[u8]) -> Vec<u8> {
+    let mut bytes = golden::DATA_PING[..HEADER_LEN].to_vec();
+    bytes.extend_from_slice(body);
+    let mut packet = OverlayPacket::new_unchecked(&mut bytes[..]);
+    packet.set_dst(dst);
+    packet.set_hop_limit(hop_limit);
+    packet.set_payload_len(body.len() as u16);
+    assert_eq!(OverlayPacket::new_unchecked(&bytes[..]).validate(), Ok(()));
+    bytes
+}
+
+/// A control packet whose session message starts with `kind`.
+fn control(kind: u8) -> Vec<u8> {
+    let mut bytes = data(&id(0x33), 64, &[kind, 0, 0, 0, 0, 0, 0, 0]);
+    OverlayPacket::new_unchecked(&mut bytes[..]).set_packet_type(PacketType::Control);
+    bytes
+}
+
+/// What the worker sends on forward: the same overlay packet, hop limit
+/// decremented (worker.rs: `set_hop_limit(hop_limit() - 1)`).
+fn worker_forward(payload: &[u8]) -> Vec<u8> {
+    let mut out = payload.to_vec();
+    let mut packet = OverlayPacket::new_unchecked(&mut out[..]);
+    packet.set_hop_limit(packet.hop_limit() - 1);
+    out
+}
+
+/// What a fast-path forward to `hop` must look like: the worker's datagram
+/// from our address on `hop.port` to the neighbor, in a fresh IP header
+/// (TTL 64, the input's ID, flags and traffic class kept) and Ethernet
+/// addressed from our port's MAC to the neighbor's.
+fn forwarded(hop: Host, v6: bool, input_shape: Shape, payload: &[u8]) -> Vec<u8> {
+    frame(
+        (hop.mac(), hop.port.mac),
+        ours(hop.port, v6),
+        overlay_addr(hop, v6),
+        Shape {
+            ttl: 64,
+            ..input_shape
+        },
+        &worker_forward(payload),
+    )
+}
+
+/// Checks, independently of the builder, that an output frame's IPv4
+/// header checksum and UDP checksum verify; returns its UDP payload.
+fn verify_checksums(description: &str, out: &[u8]) -> Vec<u8> {
+    let ethertype = u16::from_be_bytes([out[12], out[13]]);
+    let (src, dst, udp) = match ethertype {
+        ETH_P_IP => {
+            let ihl = usize::from(out[14] & 0x0f) * 4;
+            let header = &out[14..14 + ihl];
+            assert_eq!(
+                inet_checksum(&[header]),
+                0,
+                "{description}: IPv4 header checksum"
+            );
+            let src = IpAddr::from(<[u8; 4]>::try_from(&header[12..16]).expect("4 bytes"));
+            let dst = IpAddr::from(<[u8; 4]>::try_from(&header[16..20]).expect("4 bytes"));
+            (src, dst, &out[14 + ihl..])
+        }
+        ETH_P_IPV6 => {
+            let src = IpAddr::from(<[u8; 16]>::try_from(&out[22..38]).expect("16 bytes"));
+            let dst = IpAddr::from(<[u8; 16]>::try_from(&out[38..54]).expect("16 bytes"));
+            (src, dst, &out[54..])
+        }
+        other => panic!("{description}: ethertype {other:#06x}"),
+    };
+    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    let udp = &udp[..udp_len];
+    let check = u16::from_be_bytes([udp[6], udp[7]]);
+    if check != 0 || ethertype == ETH_P_IPV6 {
+        assert_ne!(check, 0, "{description}: UDP checksum 0 over IPv6");
+        assert_eq!(
+            inet_checksum(&[&pseudo_header(src, dst, udp_len), udp]),
+            0,
+            "{description}: UDP checksum"
+        );
+    }
+    udp[8..].to_vec()
+}
+
+// ---------------------------------------------------------------------------
+// Running the program.
+
+/// A loaded program, its allowlist and its route cache, run with a given
+/// ingress interface.
+struct Harness {
+    ebpf: Ebpf,
+    neighbors: NeighborMap,
+    cache: RouteCache,
+    ingress: u32,
+}
+
+impl Harness {
+    /// Loaded in the calling thread's namespace (the lab's): ingress XF0,
+    /// XF0 and XF1 in `xorlay_tx_ports` (XF2 not), SENDER and SENDER2
+    /// allowlisted over both families, the default limits.
+    fn new() -> Harness {
+        let mut ebpf = match bpf::load_with(PORT, LoadOptions::default()) {
+            Ok(ebpf) => ebpf,
+            Err(e) => panic!("loading the XDP object failed: {e}"),
+        };
+        for port in [XF0, XF1] {
+            if let Err(e) = bpf::add_tx_port(&mut ebpf, if_index(port.name)) {
+                panic!("adding {} to the tx ports: {e}", port.name);
+            }
+        }
+        let mut neighbors = match bpf::take_neighbor_map(&mut ebpf) {
+            Ok(map) => map,
+            Err(e) => panic!("taking the neighbor map: {e}"),
+        };
+        let allowed: HashSet<SocketAddr> = [
+            sender(SENDER, false),
+            sender(SENDER, true),
+            sender(SENDER2, false),
+            sender(SENDER2, true),
+        ]
+        .into_iter()
+        .collect();
+        if let Err(e) = neighbors.sync(&allowed) {
+            panic!("syncing the allowlist: {e}");
+        }
+        let cache = match bpf::take_route_cache(&mut ebpf) {
+            Ok(cache) => cache,
+            Err(e) => panic!("taking the route cache: {e}"),
+        };
+        Harness {
+            ebpf,
+            neighbors,
+            cache,
+            ingress: if_index(XF0.name),
+        }
+    }
+
+    /// With the route cache on for local ID `local`.
+    fn with_local_id(local: &NodeId) -> Harness {
+        let mut harness = Harness::new();
+        ok(harness.cache.set_local_id(local), "set_local_id");
+        harness
+    }
+
+    fn counters(&self) -> XdpCounters {
+        match bpf::read_counters(&self.ebpf) {
+            Ok(counters) => counters,
+            Err(e) => panic!("reading the XDP counters failed: {e}"),
+        }
+    }
+
+    /// Runs the program once on `frame` arriving on the ingress interface;
+    /// returns the action and the output frame.
+    fn run(&self, description: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        let len = u32::try_from(frame.len()).expect("frame fits u32");
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let ctx: Vec<u8> = [0, len, 0, self.ingress, 0, 0]
+            .iter()
+            .flat_map(|v: &u32| v.to_ne_bytes())
+            .collect();
+        let mut output = vec![0u8; frame.len() + 256];
+        let program: &Xdp = match self.ebpf.program(bpf::PROGRAM_NAME) {
+            Some(program) => match program.try_into() {
+                Ok(xdp) => xdp,
+                Err(e) => panic!("{} is not an XDP program: {e}", bpf::PROGRAM_NAME),
+            },
+            None => panic!("no program {} in the object", bpf::PROGRAM_NAME),
+        };
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut output),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        };
+        let result = match program.test_run(options) {
+            Ok(result) => result,
+            Err(e) => panic!("{description}: BPF_PROG_TEST_RUN failed: {e:?}"),
+        };
+        output.truncate(result.data_size_out as usize);
+        (result.return_value, output)
+    }
+
+    /// Runs `frame`, checks the action, that exactly counter `counter` went
+    /// up by one, and that the output is `expected` (None: the input,
+    /// untouched). Returns the output.
+    fn check(
+        &self,
+        description: &str,
+        frame: &[u8],
+        verdict: u32,
+        counter: u32,
+        expected: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let before = self.counters().to_array();
+        let (action, output) = self.run(description, frame);
+        let after = self.counters().to_array();
+        assert_eq!(
+            action, verdict,
+            "{description}: action {action} (counters before {before:?}, after {after:?})"
+        );
+        for index in 0..STAT_COUNT {
+            let expected = before[index] + u64::from(index == counter as usize);
+            assert_eq!(
+                after[index], expected,
+                "{description}: counter {index} went from {} to {} (expected counter {counter} \
+                 up by one, all others unchanged)",
+                before[index], after[index]
+            );
+        }
+        let expected = expected.unwrap_or(frame);
+        if output != expected {
+            let first = output
+                .iter()
+                .zip(expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(output.len().min(expected.len()));
+            panic!(
+                "{description}: output differs from byte {first} on\n out: {:02x?}\nwant: {:02x?}",
+                &output[first.min(output.len())..],
+                &expected[first.min(expected.len())..]
+            );
+        }
+        output
+    }
+
+    fn install(&mut self, dst: &NodeId, hop: Host, v6: bool) {
+        let route = RouteEntry {
+            next_hop: overlay_addr(hop, v6),
+            source: ours(hop.port, v6),
+        };
+        ok(self.cache.install(dst, &route), "install");
+    }
+}
+
+fn ok<T>(result: Result<T, BpfError>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rate limits.
+
+#[test]
+fn handshakes_are_limited_per_source_then_globally() {
+    let netns = Netns::create("hs");
+    netns.run_inside(|| {
+        let mut h = Harness::new();
+        let hs1 = control(HANDSHAKE_1);
+        let other_control = control(HANDSHAKE_1 + 1);
+        let stranger = |n: u8, v6: bool| inbound(Host::new(XF0, 100 + n), v6, PLAIN, &hs1);
+
+        // Per source: burst 3, a rate too slow to refill during the test.
+        ok(
+            h.cache.set_limits(&RateLimits {
+                handshake_per_source: RateLimit::new(1, 3),
+                handshake_global: RateLimit::UNLIMITED,
+                neighbor_data: RateLimit::UNLIMITED,
+            }),
+            "set_limits",
+        );
+        for i in 0..3 {
+            h.check(
+                &format!("HANDSHAKE_1 {i} of source A's burst of 3"),
+                &stranger(0, false),
+                XDP_PASS,
+                PASS_OVERLAY,
+                None,
+            );
+        }
+        h.check(
+            "HANDSHAKE_1 4 from source A: over its bucket",
+            &stranger(0, false),
+            XDP_DROP,
+            DROP_HANDSHAKE_SOURCE_RATE,
+            None,
+        );
+        h.check(
+            "source A over IPv6 is another source",
+            &stranger(0, true),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        h.check(
+            "source B has its own bucket",
+            &stranger(1, false),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        for i in 0..5 {
+            h.check(
+                &format!("other control packet {i} from source A: never metered"),
+                &inbound(Host::new(XF0, 100), false, PLAIN, &other_control),
+                XDP_PASS,
+                PASS_OVERLAY,
+                None,
+            );
+        }
+        h.check(
+            "a neighbor's HANDSHAKE_1 is metered too (a new session)",
+            &inbound(SENDER, false, PLAIN, &hs1),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+
+        // Global: burst 4 over all sources; the per-source limit checked
+        // first, and a packet it drops takes no global token.
+        ok(
+            h.cache.set_limits(&RateLimits {
+                handshake_per_source: RateLimit::new(1, 2),
+                handshake_global: RateLimit::new(1, 4),
+                neighbor_data: RateLimit::UNLIMITED,
+            }),
+            "set_limits",
+        );
+        for (n, verdict, counter, what) in [
+            (10, XDP_PASS, PASS_OVERLAY, "C 1: global 1 of 4"),
+            (10, XDP_PASS, PASS_OVERLAY, "C 2: global 2 of 4"),
+            (
+                10,
+                XDP_DROP,
+                DROP_HANDSHAKE_SOURCE_RATE,
+                "C 3: over C's bucket",
+            ),
+            (11, XDP_PASS, PASS_OVERLAY, "D: global 3 of 4"),
+            (12, XDP_PASS, PASS_OVERLAY, "E: global 4 of 4"),
+            (
+                13,
+                XDP_DROP,
+                DROP_HANDSHAKE_GLOBAL_RATE,
+                "F: over the global bucket",
+            ),
+            (
+                14,
+                XDP_DROP,
+                DROP_HANDSHAKE_GLOBAL_RATE,
+                "G: over the global bucket",
+            ),
+        ] {
+            h.check(what, &stranger(n, n % 2 == 1), verdict, counter, None);
+        }
+        h.check(
+            "other control packets pass the empty global bucket",
+            &inbound(Host::new(XF0, 113), false, PLAIN, &other_control),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+
+        // 0 = unlimited.
+        ok(h.cache.set_limits(&RateLimits::UNLIMITED), "set_limits");
+        for i in 0..20 {
+            h.check(
+                &format!("unlimited: HANDSHAKE_1 {i} from F"),
+                &stranger(13, false),
+                XDP_PASS,
+                PASS_OVERLAY,
+                None,
+            );
+        }
+        let counters = h.counters();
+        assert_eq!(counters.drop_handshake_source_rate, 2, "{counters:?}");
+        assert_eq!(counters.drop_handshake_global_rate, 2, "{counters:?}");
+    });
+}
+
+#[test]
+fn data_is_limited_per_neighbor_and_refills() {
+    let netns = Netns::create("nbr");
+    netns.run_inside(|| {
+        let mut h = Harness::new();
+        let ping = golden::DATA_PING;
+        ok(
+            h.cache.set_limits(&RateLimits {
+                handshake_per_source: RateLimit::UNLIMITED,
+                handshake_global: RateLimit::UNLIMITED,
+                neighbor_data: RateLimit::new(2, 5),
+            }),
+            "set_limits",
+        );
+        for i in 0..5 {
+            h.check(
+                &format!("data {i} of the neighbor's burst of 5"),
+                &inbound(SENDER, false, PLAIN, &ping),
+                XDP_PASS,
+                PASS_OVERLAY,
+                None,
+            );
+        }
+        h.check(
+            "data 6: over the neighbor's bucket",
+            &inbound(SENDER, false, PLAIN, &ping),
+            XDP_DROP,
+            DROP_NEIGHBOR_RATE,
+            None,
+        );
+        h.check(
+            "the same neighbor over IPv6 is another neighbor key",
+            &inbound(SENDER, true, PLAIN, &ping),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        for i in 0..5 {
+            h.check(
+                &format!("another neighbor is not starved: data {i}"),
+                &inbound(SENDER2, false, PLAIN, &ping),
+                XDP_PASS,
+                PASS_OVERLAY,
+                None,
+            );
+        }
+        h.check(
+            "a stranger is dropped by the allowlist before any bucket",
+            &inbound(Host::new(XF0, 200), false, PLAIN, &ping),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+            None,
+        );
+        h.check(
+            "control from the limited neighbor is not data: passes",
+            &inbound(SENDER, false, PLAIN, &control(4)),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        // 2 per second: one token back after 500 ms.
+        std::thread::sleep(Duration::from_millis(700));
+        h.check(
+            "refilled: one more",
+            &inbound(SENDER, false, PLAIN, &ping),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        h.check(
+            "and empty again",
+            &inbound(SENDER, false, PLAIN, &ping),
+            XDP_DROP,
+            DROP_NEIGHBOR_RATE,
+            None,
+        );
+        let bad = RateLimits {
+            neighbor_data: RateLimit::new(5, 0),
+            ..RateLimits::default()
+        };
+        assert!(matches!(
+            h.cache.set_limits(&bad),
+            Err(BpfError::InvalidRateLimit { .. })
+        ));
+        assert_eq!(h.cache.limits().neighbor_data, RateLimit::new(2, 5));
+        assert_eq!(h.counters().drop_neighbor_rate, 2);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Route cache fixtures.
+
+#[test]
+fn route_cache_fixtures() {
+    let netns = Netns::create("rc");
+    netns.run_inside(route_cache_fixtures_inside);
+}
+
+fn route_cache_fixtures_inside() {
+    let local = id(0x01);
+    let mut h = Harness::new();
+    let body = b"fast path payload";
+    let dst_tx = id(0xa1);
+    let dst_redirect = id(0xa2);
+    let dst_unresolved = id(0xa3);
+    let dst_not_attached = id(0xa4);
+    let dst_none = id(0xa5);
+    let dst_miss = id(0xa6);
+
+    // Before the local ID is set, the cache is off.
+    h.install(&dst_redirect, HOP_REDIRECT, false);
+    h.check(
+        "no local ID yet: the cache is off",
+        &inbound(SENDER, false, PLAIN, &data(&dst_redirect, 64, body)),
+        XDP_PASS,
+        PASS_OVERLAY,
+        None,
+    );
+    ok(h.cache.set_local_id(&local), "set_local_id");
+
+    for v6 in [false, true] {
+        let fam = if v6 { "IPv6" } else { "IPv4" };
+        h.install(&dst_tx, HOP_TX, v6);
+        h.install(&dst_redirect, HOP_REDIRECT, v6);
+        h.install(&dst_unresolved, HOP_UNRESOLVED, v6);
+        h.install(&dst_not_attached, HOP_NOT_ATTACHED, v6);
+        ok(h.cache.install_no_route(&dst_none), "install_no_route");
+        // An entry for the local ID must never be used.
+        h.install(&local, HOP_REDIRECT, v6);
+
+        for hop_limit in [64, 2] {
+            let payload = data(&dst_redirect, hop_limit, body);
+            let expected = forwarded(HOP_REDIRECT, v6, PLAIN, &payload);
+            let out = h.check(
+                &format!("{fam} hit, hop limit {hop_limit}: redirected to xf1"),
+                &inbound(SENDER, v6, PLAIN, &payload),
+                XDP_REDIRECT,
+                FWD_REDIRECT,
+                Some(&expected),
+            );
+            let udp_payload = verify_checksums(fam, &out);
+            assert_eq!(udp_payload, worker_forward(&payload));
+            assert_eq!(udp_payload[4], hop_limit - 1, "hop limit decremented");
+            assert_eq!(
+                &out[..6],
+                &HOP_REDIRECT.mac(),
+                "dst MAC from the neighbor entry"
+            );
+            assert_eq!(&out[6..12], &XF1.mac, "src MAC of the egress interface");
+        }
+        let payload = data(&dst_tx, 64, body);
+        let out = h.check(
+            &format!("{fam} hit, next hop behind the ingress interface: XDP_TX"),
+            &inbound(SENDER, v6, PLAIN, &payload),
+            XDP_TX,
+            FWD_TX,
+            Some(&forwarded(HOP_TX, v6, PLAIN, &payload)),
+        );
+        verify_checksums(fam, &out);
+        assert_eq!(&out[..12], &[HOP_TX.mac(), XF0.mac].concat());
+
+        let payload = data(&dst_redirect, 1, body);
+        h.check(
+            &format!("{fam} hit with hop limit 1: expired"),
+            &inbound(SENDER, v6, PLAIN, &payload),
+            XDP_DROP,
+            DROP_HOP_LIMIT_EXCEEDED,
+            None,
+        );
+        h.check(
+            &format!("{fam} negative entry: no route"),
+            &inbound(SENDER, v6, PLAIN, &data(&dst_none, 64, body)),
+            XDP_DROP,
+            DROP_NO_ROUTE,
+            None,
+        );
+        h.check(
+            &format!("{fam} negative entry with hop limit 1: hop limit first, as decide()"),
+            &inbound(SENDER, v6, PLAIN, &data(&dst_none, 1, body)),
+            XDP_DROP,
+            DROP_HOP_LIMIT_EXCEEDED,
+            None,
+        );
+        h.check(
+            &format!("{fam} miss"),
+            &inbound(SENDER, v6, PLAIN, &data(&dst_miss, 64, body)),
+            XDP_PASS,
+            PASS_CACHE_MISS,
+            None,
+        );
+        h.check(
+            &format!("{fam} miss with hop limit 1: the workers decide"),
+            &inbound(SENDER, v6, PLAIN, &data(&dst_miss, 1, body)),
+            XDP_PASS,
+            PASS_CACHE_MISS,
+            None,
+        );
+        for hop_limit in [64, 1] {
+            h.check(
+                &format!("{fam} for this node (hop limit {hop_limit}): passes, never forwarded"),
+                &inbound(SENDER, v6, PLAIN, &data(&local, hop_limit, body)),
+                XDP_PASS,
+                PASS_OVERLAY,
+                None,
+            );
+        }
+        h.check(
+            &format!("{fam} control packet to a cached destination: not forwarded"),
+            &inbound(SENDER, v6, PLAIN, &{
+                let mut c = data(&dst_redirect, 64, body);
+                OverlayPacket::new_unchecked(&mut c[..]).set_packet_type(PacketType::Control);
+                c
+            }),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        h.check(
+            &format!("{fam} cross-family entry: a miss"),
+            &inbound(SENDER, !v6, PLAIN, &data(&dst_redirect, 64, body)),
+            XDP_PASS,
+            PASS_CACHE_MISS,
+            None,
+        );
+        h.check(
+            &format!("{fam} cross-family entry with hop limit 1: still a miss"),
+            &inbound(SENDER, !v6, PLAIN, &data(&dst_redirect, 1, body)),
+            XDP_PASS,
+            PASS_CACHE_MISS,
+            None,
+        );
+        h.check(
+            &format!("{fam} next hop without a neighbor entry: the kernel resolves it"),
+            &inbound(SENDER, v6, PLAIN, &data(&dst_unresolved, 64, body)),
+            XDP_PASS,
+            PASS_UNRESOLVED,
+            None,
+        );
+        h.check(
+            &format!("{fam} egress interface not in xorlay_tx_ports"),
+            &inbound(SENDER, v6, PLAIN, &data(&dst_not_attached, 64, body)),
+            XDP_PASS,
+            PASS_UNRESOLVED,
+            None,
+        );
+        h.check(
+            &format!("{fam} hit in a VLAN-tagged frame: not rewritten"),
+            &inbound(
+                SENDER,
+                v6,
+                Shape {
+                    vlan: true,
+                    ..PLAIN
+                },
+                &data(&dst_redirect, 64, body),
+            ),
+            XDP_PASS,
+            PASS_UNRESOLVED,
+            None,
+        );
+        h.check(
+            &format!("{fam} data from a stranger: the filter comes first"),
+            &inbound(
+                Host::new(XF0, 201),
+                v6,
+                PLAIN,
+                &data(&dst_redirect, 64, body),
+            ),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+            None,
+        );
+        h.check(
+            &format!("{fam} non-overlay UDP: untouched"),
+            &frame(
+                (XF0.mac, SENDER.mac()),
+                sender(SENDER, v6),
+                SocketAddr::new(ours(XF0, v6).ip(), PORT + 1),
+                PLAIN,
+                &data(&dst_redirect, 64, body),
+            ),
+            XDP_PASS,
+            PASS_OTHER,
+            None,
+        );
+    }
+
+    // IPv4 only: options and a missing UDP checksum.
+    h.install(&dst_redirect, HOP_REDIRECT, false);
+    h.check(
+        "IPv4 with options: not rewritten",
+        &inbound(
+            SENDER,
+            false,
+            Shape {
+                options: 8,
+                ..PLAIN
+            },
+            &data(&dst_redirect, 64, body),
+        ),
+        XDP_PASS,
+        PASS_UNRESOLVED,
+        None,
+    );
+    let no_check = Shape {
+        no_udp_checksum: true,
+        ..PLAIN
+    };
+    let payload = data(&dst_redirect, 64, body);
+    h.check(
+        "IPv4 without UDP checksum: forwarded without one",
+        &inbound(SENDER, false, no_check, &payload),
+        XDP_REDIRECT,
+        FWD_REDIRECT,
+        Some(&forwarded(HOP_REDIRECT, false, no_check, &payload)),
+    );
+    let mut bad_header = inbound(SENDER, false, PLAIN, &payload);
+    bad_header[14 + 10] ^= 0xff;
+    h.check(
+        "IPv4 header checksum wrong: left to the stack",
+        &bad_header,
+        XDP_PASS,
+        PASS_UNRESOLVED,
+        None,
+    );
+    h.install(&dst_redirect, HOP_REDIRECT, true);
+    h.check(
+        "IPv6 with UDP checksum 0 (invalid): left to the stack",
+        &inbound(SENDER, true, no_check, &payload),
+        XDP_PASS,
+        PASS_UNRESOLVED,
+        None,
+    );
+
+    // Generations: invalidate_all makes every entry a miss at once.
+    h.install(&dst_redirect, HOP_REDIRECT, false);
+    ok(h.cache.install_no_route(&dst_none), "install_no_route");
+    let generation = h.cache.generation();
+    assert_eq!(
+        ok(h.cache.invalidate_all(), "invalidate_all"),
+        generation + 1
+    );
+    h.check(
+        "stale generation: a miss",
+        &inbound(SENDER, false, PLAIN, &data(&dst_redirect, 64, body)),
+        XDP_PASS,
+        PASS_CACHE_MISS,
+        None,
+    );
+    h.check(
+        "stale negative entry: a miss",
+        &inbound(SENDER, false, PLAIN, &data(&dst_none, 64, body)),
+        XDP_PASS,
+        PASS_CACHE_MISS,
+        None,
+    );
+    h.check(
+        "stale entry with hop limit 1: a miss",
+        &inbound(SENDER, false, PLAIN, &data(&dst_redirect, 1, body)),
+        XDP_PASS,
+        PASS_CACHE_MISS,
+        None,
+    );
+    h.install(&dst_redirect, HOP_REDIRECT, false);
+    let payload = data(&dst_redirect, 64, body);
+    h.check(
+        "re-installed in the new generation: a hit",
+        &inbound(SENDER, false, PLAIN, &payload),
+        XDP_REDIRECT,
+        FWD_REDIRECT,
+        Some(&forwarded(HOP_REDIRECT, false, PLAIN, &payload)),
+    );
+
+    // Idle timeout.
+    ok(
+        h.cache.set_idle_timeout(Duration::from_millis(100)),
+        "set_idle_timeout",
+    );
+    h.install(&dst_redirect, HOP_REDIRECT, false);
+    let installed = ok(h.cache.get(&dst_redirect), "get").unwrap_or_else(|| panic!("no entry"));
+    std::thread::sleep(Duration::from_millis(30));
+    h.check(
+        "used 30 ms after install: a hit",
+        &inbound(SENDER, false, PLAIN, &payload),
+        XDP_REDIRECT,
+        FWD_REDIRECT,
+        Some(&forwarded(HOP_REDIRECT, false, PLAIN, &payload)),
+    );
+    let used = ok(h.cache.get(&dst_redirect), "get").unwrap_or_else(|| panic!("no entry"));
+    assert!(
+        used.last_used_ns > installed.last_used_ns,
+        "a hit refreshes last_used_ns: {installed:?} -> {used:?}"
+    );
+    assert_eq!(used.installed_ns, installed.installed_ns);
+    std::thread::sleep(Duration::from_millis(250));
+    h.check(
+        "unused for longer than the idle timeout: a miss",
+        &inbound(SENDER, false, PLAIN, &payload),
+        XDP_PASS,
+        PASS_CACHE_MISS,
+        None,
+    );
+    ok(h.cache.install_no_route(&dst_none), "install_no_route");
+    std::thread::sleep(Duration::from_millis(250));
+    h.check(
+        "expired negative entry: a miss",
+        &inbound(SENDER, false, PLAIN, &data(&dst_none, 64, body)),
+        XDP_PASS,
+        PASS_CACHE_MISS,
+        None,
+    );
+    ok(h.cache.set_idle_timeout(Duration::ZERO), "set_idle_timeout");
+    h.check(
+        "idle timeout 0: never expires",
+        &inbound(SENDER, false, PLAIN, &data(&dst_none, 64, body)),
+        XDP_DROP,
+        DROP_NO_ROUTE,
+        None,
+    );
+
+    // Every counter of the program has been hit by now, or by the rate
+    // limit tests; the fast path ones all here.
+    let totals = h.counters();
+    for (name, value) in [
+        ("drop_no_route", totals.drop_no_route),
+        ("drop_hop_limit_exceeded", totals.drop_hop_limit_exceeded),
+        ("pass_cache_miss", totals.pass_cache_miss),
+        ("pass_unresolved", totals.pass_unresolved),
+        ("fwd_tx", totals.fwd_tx),
+        ("fwd_redirect", totals.fwd_redirect),
+        ("pass_overlay", totals.pass_overlay),
+        ("pass_other", totals.pass_other),
+    ] {
+        assert!(value > 0, "{name} never hit: {totals:?}");
+    }
+}
+
+#[test]
+fn fast_path_needs_forwarding_on_the_ingress_interface() {
+    let netns = Netns::create("fwd");
+    let name = netns.name.clone();
+    netns.run_inside(move || {
+        let local = id(0x01);
+        let dst = id(0xb1);
+        let mut h = Harness::with_local_id(&local);
+        for v6 in [false, true] {
+            h.install(&dst, HOP_REDIRECT, v6);
+            let payload = data(&dst, 64, b"x");
+            set_forwarding(&name, XF0, false);
+            h.check(
+                "forwarding off on the ingress: the FIB refuses, the workers forward",
+                &inbound(SENDER, v6, PLAIN, &payload),
+                XDP_PASS,
+                PASS_UNRESOLVED,
+                None,
+            );
+            set_forwarding(&name, XF0, true);
+            h.check(
+                "forwarding on again: the fast path forwards",
+                &inbound(SENDER, v6, PLAIN, &payload),
+                XDP_REDIRECT,
+                FWD_REDIRECT,
+                Some(&forwarded(HOP_REDIRECT, v6, PLAIN, &payload)),
+            );
+        }
+    });
+}
+
+#[test]
+fn route_cache_api() {
+    let netns = Netns::create("api");
+    netns.run_inside(|| {
+        let mut h = Harness::new();
+        assert!(ok(h.cache.is_empty(), "is_empty"));
+        let v4 = RouteEntry {
+            next_hop: "198.18.2.2:4799".parse().expect("literal"),
+            source: "198.18.2.1:4799".parse().expect("literal"),
+        };
+        ok(h.cache.install(&id(1), &v4), "install v4");
+        // The v4-mapped spelling (a dual-stack socket's) is the same route.
+        let mapped = RouteEntry {
+            next_hop: "[::ffff:198.18.2.2]:4799".parse().expect("literal"),
+            source: "[::ffff:198.18.2.1]:4799".parse().expect("literal"),
+        };
+        ok(h.cache.install(&id(2), &mapped), "install mapped");
+        ok(h.cache.install_no_route(&id(3)), "install_no_route");
+        assert_eq!(ok(h.cache.len(), "len"), 3);
+        let one = ok(h.cache.get(&id(1)), "get").unwrap_or_else(|| panic!("no entry 1"));
+        let two = ok(h.cache.get(&id(2)), "get").unwrap_or_else(|| panic!("no entry 2"));
+        assert_eq!(one.route, Some(v4));
+        assert_eq!(two.route, Some(v4), "stored as IPv4");
+        assert_eq!(one.generation, h.cache.generation());
+        assert_eq!(one.installed_ns, one.last_used_ns);
+        let three = ok(h.cache.get(&id(3)), "get").unwrap_or_else(|| panic!("no entry 3"));
+        assert_eq!(three.route, None, "negative");
+        assert_eq!(ok(h.cache.get(&id(4)), "get"), None);
+        assert!(ok(h.cache.remove(&id(3)), "remove"));
+        assert!(!ok(h.cache.remove(&id(3)), "remove again"));
+        assert_eq!(ok(h.cache.len(), "len"), 2);
+
+        for (next_hop, source, reason) in [
+            (
+                "198.18.2.2:4799",
+                "[fd00:2::1]:4799",
+                "different address families",
+            ),
+            (
+                "[fd00:2::2]:4799",
+                "198.18.2.1:4799",
+                "different address families",
+            ),
+            ("0.0.0.0:4799", "198.18.2.1:4799", "unspecified"),
+            ("[fd00:2::2]:4799", "[::]:4799", "unspecified"),
+            ("198.18.2.2:0", "198.18.2.1:4799", "port is 0"),
+        ] {
+            let route = RouteEntry {
+                next_hop: next_hop.parse().expect("literal"),
+                source: source.parse().expect("literal"),
+            };
+            match h.cache.install(&id(9), &route) {
+                Ok(()) => panic!("installed {route:?}"),
+                Err(error) => {
+                    assert!(matches!(error, BpfError::InvalidRoute { .. }), "{error:?}");
+                    let message = error.to_string();
+                    assert!(message.contains(reason), "{message}");
+                }
+            }
+        }
+        assert_eq!(ok(h.cache.get(&id(9)), "get"), None);
+
+        assert_eq!(h.cache.limits(), RateLimits::default(), "loader defaults");
+        assert_eq!(h.cache.idle_timeout(), bpf::DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(h.cache.generation(), 1);
+        assert!(matches!(
+            bpf::take_route_cache(&mut h.ebpf),
+            Err(BpfError::MissingObject { .. })
+        ));
+        // The neighbor map is still usable alongside.
+        assert!(ok(h.neighbors.contains(&sender(SENDER, false)), "contains"));
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Differential: the fast path against core::forward::decide + the worker.
+
+/// xorshift64*: small, seeded, deterministic.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    fn id(&mut self) -> NodeId {
+        let mut bytes = [0u8; 32];
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next().to_le_bytes());
+        }
+        NodeId::from_bytes(bytes)
+    }
+}
+
+/// A neighbor as the workers know it: its host in the lab and the family
+/// of its underlay address.
+#[derive(Clone, Copy, Debug)]
+struct Neighbor {
+    host: Host,
+    v6: bool,
+}
+
+impl Neighbor {
+    fn addr(self) -> SocketAddr {
+        overlay_addr(self.host, self.v6)
+    }
+}
+
+#[test]
+fn differential_against_decide_and_the_worker() {
+    let netns = Netns::create("diff");
+    netns.run_inside(|| {
+        let mut rng = Rng(0x786f_726c_6179_0004);
+        let mut seen = [0usize; STAT_COUNT];
+        for round in 0..3 {
+            differential_round(round, &mut rng, &mut seen);
+        }
+        for (name, counter, at_least) in [
+            ("redirect", FWD_REDIRECT, 100),
+            ("tx", FWD_TX, 100),
+            ("no route", DROP_NO_ROUTE, 100),
+            ("hop limit", DROP_HOP_LIMIT_EXCEEDED, 20),
+            ("cross-family miss", PASS_CACHE_MISS, 20),
+        ] {
+            assert!(
+                seen[counter as usize] >= at_least,
+                "too few {name} cases: {seen:?}"
+            );
+        }
+    });
+}
+
+fn differential_round(round: usize, rng: &mut Rng, seen: &mut [usize; STAT_COUNT]) {
+    let local = rng.id();
+    // Neighbors: hosts behind xf0 (XDP_TX) and xf1 (redirect), each over
+    // IPv4 or IPv6.
+    let count = 4 + rng.below(usize::from(DIFF_HOSTS) - 4);
+    let neighbors: Vec<(NodeId, Neighbor)> = (0..count)
+        .map(|i| {
+            let port = if rng.below(2) == 0 { XF0 } else { XF1 };
+            let neighbor = Neighbor {
+                host: Host::new(port, 10 + i as u8),
+                v6: rng.below(2) == 0,
+            };
+            (rng.id(), neighbor)
+        })
+        .collect();
+    let table = match NextHopTable::new(local, neighbors) {
+        Ok(table) => table,
+        Err(e) => panic!("round {round}: {e}"),
+    };
+    let mut h = Harness::with_local_id(&local);
+    ok(h.cache.set_limits(&RateLimits::UNLIMITED), "set_limits");
+
+    let destinations: Vec<(NodeId, u8)> = (0..1500)
+        .map(|_| {
+            let dst = rng.id();
+            // Mostly well above 1; some at the limit.
+            let hop_limit = match rng.below(10) {
+                0 => 1,
+                1 => 2,
+                _ => 3 + rng.below(62) as u8,
+            };
+            (dst, hop_limit)
+        })
+        .collect();
+    // What userspace installs: decide() with a hop limit that lets it
+    // choose (the entry is per destination, not per packet).
+    for (dst, _) in &destinations {
+        match decide(&table, dst, u8::MAX) {
+            Verdict::Forward { hop, .. } => {
+                let route = RouteEntry {
+                    next_hop: hop.addr(),
+                    source: ours(hop.host.port, hop.v6),
+                };
+                ok(h.cache.install(dst, &route), "install");
+            }
+            Verdict::Drop(DropReason::NoRoute) => {
+                ok(h.cache.install_no_route(dst), "install_no_route")
+            }
+            other => panic!("round {round}: decide says {other:?} for {dst}"),
+        }
+    }
+    assert_eq!(ok(h.cache.len(), "len"), destinations.len());
+
+    for (i, (dst, hop_limit)) in destinations.iter().enumerate() {
+        let body: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
+        let payload = data(dst, *hop_limit, &body);
+        let verdict = decide(&table, dst, *hop_limit);
+        let description = format!("round {round} dst {i} {dst} hop limit {hop_limit}: {verdict:?}");
+        match verdict {
+            Verdict::Forward { hop, .. } => {
+                let expected = forwarded(hop.host, hop.v6, PLAIN, &payload);
+                let (action, counter) = if hop.host.port.name == XF0.name {
+                    (XDP_TX, FWD_TX)
+                } else {
+                    (XDP_REDIRECT, FWD_REDIRECT)
+                };
+                let out = h.check(
+                    &description,
+                    &inbound(SENDER, hop.v6, PLAIN, &payload),
+                    action,
+                    counter,
+                    Some(&expected),
+                );
+                // The worker's datagram, field by field.
+                let udp_payload = verify_checksums(&description, &out);
+                assert_eq!(udp_payload, worker_forward(&payload), "{description}");
+                seen[counter as usize] += 1;
+                if i % 8 == 0 {
+                    h.check(
+                        &format!("{description}, arriving over the other family"),
+                        &inbound(SENDER, !hop.v6, PLAIN, &payload),
+                        XDP_PASS,
+                        PASS_CACHE_MISS,
+                        None,
+                    );
+                    seen[PASS_CACHE_MISS as usize] += 1;
+                }
+            }
+            Verdict::Drop(DropReason::NoRoute) => {
+                h.check(
+                    &description,
+                    &inbound(SENDER, i % 2 == 0, PLAIN, &payload),
+                    XDP_DROP,
+                    DROP_NO_ROUTE,
+                    None,
+                );
+                seen[DROP_NO_ROUTE as usize] += 1;
+            }
+            Verdict::Drop(DropReason::HopLimitExceeded) => {
+                // The entry is positive or negative; either way a hit with
+                // hop limit 1 is dropped like decide() does. (A positive
+                // entry seen over the other family would be a miss: send
+                // over the entry's family.)
+                let v6 = match decide(&table, dst, u8::MAX) {
+                    Verdict::Forward { hop, .. } => hop.v6,
+                    _ => i % 2 == 0,
+                };
+                h.check(
+                    &description,
+                    &inbound(SENDER, v6, PLAIN, &payload),
+                    XDP_DROP,
+                    DROP_HOP_LIMIT_EXCEEDED,
+                    None,
+                );
+                seen[DROP_HOP_LIMIT_EXCEEDED as usize] += 1;
+            }
+            other => panic!("{description}: unexpected {other:?}"),
+        }
+    }
+}
