@@ -44,3 +44,18 @@ test: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# Benchmarks (not tests; `make test` runs only a short smoke run of them).
+# bench: xorlay against the baselines in one run (a few minutes), results in
+# results/<unix time>/ (results.json, report.md, SVG charts).
+# bench-smoke: the same pipeline in well under a minute, numbers not meant
+# to be quoted. bench-micro: criterion, per-packet userspace path.
+.PHONY: bench bench-smoke bench-micro
+bench: build
+	./target/release/xorlay-bench compare
+
+bench-smoke: build
+	./target/release/xorlay-bench compare --quick --out results/smoke
+
+bench-micro: deps
+	$(CARGO) bench --locked -p xorlay --bench per_packet

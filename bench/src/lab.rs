@@ -255,6 +255,14 @@ impl Lab {
                         let bridge = if iface.segment == 0 { "bra" } else { "brb" };
                         ip(&["-n", &switch, "link", "set", &port, "master", bridge])?;
                         ip(&["-n", &switch, "link", "set", &port, "up"])?;
+                        // XDP_REDIRECT into a veth needs NAPI on its peer:
+                        // the bridge port has no XDP program, so GRO.
+                        netns::run(
+                            "ip",
+                            &[
+                                "netns", "exec", &switch, "ethtool", "-K", &port, "gro", "on",
+                            ],
+                        )?;
                     }
                 }
             }
@@ -287,6 +295,13 @@ impl Lab {
                         "off",
                     ],
                 )?;
+                // The XDP fast path resolves next hops with bpf_fib_lookup,
+                // which needs forwarding on the ingress interface (this
+                // namespace's own sysctl; the host's is untouched).
+                for family in ["ipv4", "ipv6"] {
+                    let forwarding = format!("net.{family}.conf.{}.forwarding=1", iface.name);
+                    netns::run("ip", &["netns", "exec", ns, "sysctl", "-qw", &forwarding])?;
+                }
             }
         }
         Ok(())
@@ -548,6 +563,15 @@ impl Lab {
             self.dir.join(format!("{}.peers", node.role)).display(),
             self.admin_socket(i).display(),
         )
+    }
+
+    /// The PID of node `i`'s running router (`ip netns exec` execs it, so
+    /// this is the `xorlay` process itself).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.processes
+            .iter()
+            .find(|p| p.index == i)
+            .map(|p| p.child.id())
     }
 
     /// Node `i`'s counters, as JSON.

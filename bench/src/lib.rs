@@ -1,8 +1,13 @@
 //! xorlay-bench: the namespace lab, traffic generator and sink that the
 //! demo, the integration tests and the benchmarks share.
 
+pub mod compare;
 pub mod lab;
+pub mod loadgen;
 pub mod netns;
+pub mod relay;
+pub mod report;
+pub mod systems;
 pub mod traffic;
 
 use std::time::{Duration, Instant};

@@ -56,6 +56,57 @@ enum Cmd {
     },
     /// Remove lab namespaces left behind by runs that were killed.
     Clean,
+    /// Benchmark xorlay against baselines in the same run and topology:
+    /// NDR/PDR search, latency, overload; writes results.json, report.md and
+    /// SVG charts into a results folder.
+    Compare {
+        /// Systems to measure, comma-separated: xorlay, xdp-redirect,
+        /// linux-forward, udp-relay, yggdrasil.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "xorlay,xdp-redirect,linux-forward,udp-relay,yggdrasil"
+        )]
+        systems: Vec<String>,
+        /// Frame sizes in bytes (Ethernet with FCS), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "64,512,1400")]
+        frames: Vec<usize>,
+        /// Relays in the comparison chain.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+        routers: u16,
+        /// Seconds per trial.
+        #[arg(long, default_value_t = 1.0)]
+        trial_secs: f64,
+        /// Binary-search steps for PDR.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+        steps: u32,
+        /// xorlay chain lengths for the topology sweep (0: none).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
+        sweep: Vec<usize>,
+        /// Routers of the xorlay mesh in the sweep (0: none).
+        #[arg(long, default_value_t = 3)]
+        mesh: usize,
+        /// Results folder (default: results/<unix time>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Smoke run: xorlay and udp-relay, 512 B frames, 0.2 s trials, two
+        /// search steps, no sweep. Finishes in well under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// XDP mode of the xorlay routers.
+        #[arg(long, default_value = "native")]
+        xdp_mode: String,
+    },
+    /// A plain recvmmsg/sendmmsg UDP relay (the udp-relay baseline), in the
+    /// current network namespace, until Ctrl-C.
+    Relay {
+        /// Where to listen.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Where to send every datagram.
+        #[arg(long)]
+        to: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +141,33 @@ fn main() -> ExitCode {
             };
             lab(usize::from(routers), topology, &interrupted)
         }
+        Cmd::Compare {
+            systems,
+            frames,
+            routers,
+            trial_secs,
+            steps,
+            sweep,
+            mesh,
+            out,
+            quick,
+            xdp_mode,
+        } => compare(
+            CompareArgs {
+                systems,
+                frames,
+                routers: usize::from(routers),
+                trial_secs,
+                steps,
+                sweep,
+                mesh,
+                out,
+                quick,
+                xdp_mode,
+            },
+            &interrupted,
+        ),
+        Cmd::Relay { listen, to } => relay(listen, to, &interrupted),
         Cmd::Clean => {
             let removed = xorlay_bench::lab::clean_stale();
             println!("removed {} stale namespace(s)", removed.len());
@@ -227,7 +305,7 @@ fn busiest_middle(lab: &Lab, before: &[u64]) -> Option<(usize, u64)> {
             (
                 i,
                 lab.stats(i)
-                    .map(|s| counter(&s, "/total/forwarded"))
+                    .map(|s| forwarded_by(&s))
                     .unwrap_or(0)
                     .saturating_sub(before[i]),
             )
@@ -238,11 +316,7 @@ fn busiest_middle(lab: &Lab, before: &[u64]) -> Option<(usize, u64)> {
 
 fn forwarded_all(lab: &Lab) -> Vec<u64> {
     (0..lab.nodes.len())
-        .map(|i| {
-            lab.stats(i)
-                .map(|s| counter(&s, "/total/forwarded"))
-                .unwrap_or(0)
-        })
+        .map(|i| lab.stats(i).map(|s| forwarded_by(&s)).unwrap_or(0))
         .collect()
 }
 
@@ -344,7 +418,7 @@ per-router counters:"
             counter(&s, "/xdp/pass_overlay"),
             xdp_dropped(&s),
             counter(&s, "/total/rx_packets"),
-            counter(&s, "/total/forwarded"),
+            forwarded_by(&s),
             counter(&s, "/total/delivered"),
             counter(&s, "/total/app_rx"),
             counter(&s, "/total/control_rx"),
@@ -434,6 +508,13 @@ fn data_rx(stats: &serde_json::Value) -> u64 {
     counter(stats, "/total/rx_packets").saturating_sub(counter(stats, "/total/control_rx"))
 }
 
+/// Packets a router forwarded: by its workers and by the XDP fast path.
+fn forwarded_by(stats: &serde_json::Value) -> u64 {
+    counter(stats, "/total/forwarded")
+        + counter(stats, "/xdp/fwd_tx")
+        + counter(stats, "/xdp/fwd_redirect")
+}
+
 fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {
     stats
         .pointer(pointer)
@@ -480,5 +561,96 @@ fn lab(routers: usize, topology: Topology, interrupted: &Arc<AtomicBool>) -> any
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("stopping routers and removing the lab ...");
+    Ok(())
+}
+
+struct CompareArgs {
+    systems: Vec<String>,
+    frames: Vec<usize>,
+    routers: usize,
+    trial_secs: f64,
+    steps: u32,
+    sweep: Vec<usize>,
+    mesh: usize,
+    out: Option<std::path::PathBuf>,
+    quick: bool,
+    xdp_mode: String,
+}
+
+fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use xorlay_bench::compare::{self, CompareOptions};
+    use xorlay_bench::systems::SystemKind;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut systems = Vec::new();
+    for name in &args.systems {
+        let kind = SystemKind::parse(name.trim()).with_context(|| {
+            format!("unknown system {name:?}; known: xorlay, xdp-redirect, linux-forward, udp-relay, yggdrasil")
+        })?;
+        if !systems.contains(&kind) {
+            systems.push(kind);
+        }
+    }
+    if !(0.05..=60.0).contains(&args.trial_secs) {
+        bail!("--trial-secs must be between 0.05 and 60");
+    }
+    if args.frames.iter().any(|f| !(64..=1500).contains(f)) {
+        bail!("frame sizes must be between 64 and 1500 bytes");
+    }
+    let sweep: Vec<usize> = args.sweep.into_iter().filter(|n| *n != 0).collect();
+    if sweep.iter().any(|n| !(1..=5).contains(n)) || args.mesh > 5 {
+        bail!("sweep chains and the mesh have 1 to 5 routers");
+    }
+    let mut options = CompareOptions {
+        systems,
+        frames: args.frames,
+        relays: args.routers,
+        trial: Duration::from_secs_f64(args.trial_secs),
+        search_steps: args.steps,
+        sweep,
+        mesh: args.mesh,
+        xdp_mode: args.xdp_mode,
+    };
+    if args.quick {
+        options.systems = vec![SystemKind::Xorlay, SystemKind::UdpRelay];
+        options.frames = vec![512];
+        options.trial = Duration::from_millis(200);
+        options.search_steps = 2;
+        options.sweep = Vec::new();
+        options.mesh = 0;
+    }
+    let out = args.out.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        std::path::PathBuf::from("results").join(now.to_string())
+    });
+    let run = compare::run(&options, command, interrupted)?;
+    let written = xorlay_bench::report::write(&run, &out)?;
+    println!("\n{}", xorlay_bench::report::summary_table(&run));
+    println!("{}", xorlay_bench::report::targets(&run));
+    println!(
+        "raw results: {}\nreport: {}\ncharts: {}",
+        written.json.display(),
+        written.markdown.display(),
+        written
+            .charts
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
+fn relay(listen: SocketAddr, to: SocketAddr, interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let socket = xorlay_bench::loadgen::bind_udp(listen, 8 << 20)?;
+    let counters = xorlay_bench::relay::RelayCounters::default();
+    println!("relaying {listen} -> {to} until Ctrl-C");
+    xorlay_bench::relay::run(&socket, to, &counters, interrupted)?;
+    println!(
+        "received {}, sent {}",
+        counters.received.load(Ordering::Relaxed),
+        counters.sent.load(Ordering::Relaxed)
+    );
     Ok(())
 }

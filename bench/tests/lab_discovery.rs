@@ -29,11 +29,16 @@ fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Packets each router forwarded, by its workers and its XDP fast path.
 fn forwarded(lab: &Lab) -> Vec<u64> {
     (0..lab.nodes.len())
         .map(|i| {
             lab.stats(i)
-                .map(|s| counter(&s, "/total/forwarded"))
+                .map(|s| {
+                    counter(&s, "/total/forwarded")
+                        + counter(&s, "/xdp/fwd_tx")
+                        + counter(&s, "/xdp/fwd_redirect")
+                })
                 .unwrap_or(0)
         })
         .collect()

@@ -1,0 +1,661 @@
+//! The comparison method (RFC 2544 / FD.io CSIT style): fixed-duration
+//! trials; a throughput search for PDR (at most 0.5% loss) and NDR (zero
+//! loss) per system and frame size; latency percentiles at 10%, 50% and 90%
+//! of PDR; overload trials at 2x and 10x PDR reporting goodput. Every trial's
+//! raw numbers are kept in the results.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::loadgen::{self, GenSpec, SinkThread};
+use crate::systems::{Env, Pinning, SystemKind, tasks_run_ns};
+
+/// Loss ratio allowed at the partial drop rate.
+pub const PDR_LOSS: f64 = 0.005;
+/// Offered rates as fractions of PDR for the latency trials.
+pub const LATENCY_LOADS: [f64; 3] = [0.1, 0.5, 0.9];
+/// Offered rates as multiples of PDR for the overload trials.
+pub const OVERLOAD: [f64; 2] = [2.0, 10.0];
+
+/// What to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareOptions {
+    /// Systems, in order.
+    pub systems: Vec<SystemKind>,
+    /// Requested frame sizes (bytes on the wire, FCS included).
+    pub frames: Vec<usize>,
+    /// Relays in the comparison chain.
+    pub relays: usize,
+    /// Duration of each trial.
+    #[serde(serialize_with = "as_secs")]
+    pub trial: Duration,
+    /// Binary-search steps for PDR (NDR gets half as many, at least one).
+    pub search_steps: u32,
+    /// xorlay chain lengths for the topology sweep (PDR at the first frame size).
+    pub sweep: Vec<usize>,
+    /// Routers of the xorlay mesh in the sweep (0 = no mesh).
+    pub mesh: usize,
+    /// XDP mode of the xorlay routers.
+    pub xdp_mode: String,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Latency summary of a trial, microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min_us: f64,
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+/// The raw numbers of one trial.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    /// "max" (unpaced), "search", "latency", "overload".
+    pub kind: String,
+    /// Target offered rate, packets/s (0: unpaced).
+    pub target_pps: f64,
+    /// Achieved offered rate, packets/s.
+    pub offered_pps: f64,
+    /// Generator seconds.
+    pub duration_s: f64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Distinct packets that reached the sink.
+    pub delivered: u64,
+    /// Copies beyond the first.
+    pub duplicates: u64,
+    /// Arrived after a higher sequence number.
+    pub reordered: u64,
+    /// Late packets of an earlier trial.
+    pub stale: u64,
+    /// Datagrams at the sink that were not this trial's valid packets.
+    pub malformed: u64,
+    /// Failed sendmmsg calls.
+    pub gen_errors: u64,
+    /// (sent - delivered) / sent.
+    pub loss_ratio: f64,
+    /// Delivered packets per second of the trial.
+    pub goodput_pps: f64,
+    /// Time tasks ran on the relay CPU during the trial, per delivered packet (ns).
+    pub relay_cpu_ns_per_packet: Option<f64>,
+    /// Relay CPU busy fraction during the trial.
+    pub relay_cpu_busy: Option<f64>,
+    /// One-way latency.
+    pub latency: Latency,
+}
+
+impl Trial {
+    /// Did the generator reach its target (within 3%)?
+    pub fn generator_kept_up(&self) -> bool {
+        self.target_pps == 0.0 || self.offered_pps >= 0.97 * self.target_pps
+    }
+}
+
+/// One system at one frame size.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameResult {
+    /// Requested frame size.
+    pub frame_requested: usize,
+    /// Actual frame size on the wire (at least the overlay's minimum).
+    pub frame_len: usize,
+    /// Overlay payload bytes after the 72-byte header.
+    pub payload_len: usize,
+    /// Highest offered rate the generator reached (unpaced trial).
+    pub max_offered_pps: f64,
+    /// Non-drop rate (zero loss), packets/s offered.
+    pub ndr_pps: f64,
+    /// Partial drop rate (loss at most 0.5%), packets/s offered.
+    pub pdr_pps: f64,
+    /// True when PDR is the generator's limit, not the system's.
+    pub generator_limited: bool,
+    /// Highest goodput in any trial.
+    pub peak_goodput_pps: f64,
+    /// Latency trials at 10%, 50%, 90% of PDR: (fraction, trial).
+    pub latency: Vec<(f64, Trial)>,
+    /// Overload trials: (multiple of PDR, trial).
+    pub overload: Vec<(f64, Trial)>,
+    /// Every trial, in order.
+    pub trials: Vec<Trial>,
+}
+
+/// One system.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemResult {
+    /// Its name.
+    pub system: SystemKind,
+    /// What it is.
+    pub description: String,
+    /// Topology label.
+    pub topology: String,
+    /// Measured, or why not.
+    pub skipped: Option<String>,
+    /// Per frame size.
+    pub frames: Vec<FrameResult>,
+    /// Facts about the set-up.
+    pub notes: Vec<String>,
+    /// Pinning.
+    pub pinning: Option<Pinning>,
+    /// xorlay relay router counters after the run (empty for baselines).
+    pub relay_stats: Vec<serde_json::Value>,
+}
+
+/// One point of the xorlay topology sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    /// "chain-N" or "mesh-N".
+    pub topology: String,
+    /// Routers between gen's and sink's.
+    pub routers: usize,
+    /// Result at the sweep's frame size (None when it failed).
+    pub result: Option<FrameResult>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// CPUs available.
+    pub cpus: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// xorlay-bench version.
+    pub bench_version: String,
+}
+
+impl Machine {
+    /// Reads /proc.
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map_or_else(|| "unknown".into(), |s| s.trim().to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
+        let memory_gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+        Machine {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel,
+            memory_gib,
+            bench_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Everything a comparison produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareRun {
+    /// The command line that made it.
+    pub command: String,
+    /// Unix time of the start.
+    pub started_unix: u64,
+    /// Wall seconds.
+    pub wall_s: f64,
+    /// The machine.
+    pub machine: Machine,
+    /// The options.
+    pub options: CompareOptions,
+    /// Per system.
+    pub systems: Vec<SystemResult>,
+    /// xorlay across topologies.
+    pub sweep: Vec<SweepPoint>,
+}
+
+/// Runs trials on one environment; numbers trials across the whole run.
+pub struct Runner<'a> {
+    /// Trial length.
+    pub trial: Duration,
+    /// Progress bar.
+    pub progress: &'a ProgressBar,
+    /// Ctrl-C.
+    pub interrupted: &'a Arc<AtomicBool>,
+    next_trial: u32,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner.
+    pub fn new(
+        trial: Duration,
+        progress: &'a ProgressBar,
+        interrupted: &'a Arc<AtomicBool>,
+    ) -> Runner<'a> {
+        Runner {
+            trial,
+            progress,
+            interrupted,
+            next_trial: 1,
+        }
+    }
+
+    fn check_interrupted(&self) -> anyhow::Result<()> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            anyhow::bail!("interrupted; removing the lab");
+        }
+        Ok(())
+    }
+
+    /// One fixed-duration trial at `rate` (0: unpaced).
+    pub fn trial(
+        &mut self,
+        env: &Env,
+        payload_len: usize,
+        rate: f64,
+        kind: &str,
+    ) -> anyhow::Result<Trial> {
+        self.check_interrupted()?;
+        let trial = self.next_trial;
+        self.next_trial += 1;
+        let capacity = if rate > 0.0 {
+            (rate * self.trial.as_secs_f64() * 1.2) as u64 + 1024
+        } else {
+            50_000_000u64.saturating_mul(self.trial.as_secs().max(1))
+        };
+        let sink = SinkThread::start(
+            &env.sink_ns,
+            env.sink_bind,
+            env.dst,
+            trial,
+            capacity,
+            env.pinning.endpoints_cpu,
+        )?;
+        let spec = GenSpec {
+            src: env.src,
+            dst: env.dst,
+            payload_len,
+            rate_pps: rate.round() as u64,
+            duration: self.trial,
+            trial,
+        };
+        let cpu_before = tasks_run_ns(&env.relay_tasks);
+        let started = Instant::now();
+        let sent = loadgen::generate_in(
+            &env.gen_ns,
+            env.gen_bind,
+            env.gen_to,
+            spec,
+            env.pinning.endpoints_cpu,
+            self.interrupted.clone(),
+        )?;
+        // Drain: until everything arrived or nothing more arrives for 100 ms.
+        let mut last = (sink.valid(), Instant::now());
+        let drain_deadline = Instant::now() + Duration::from_secs(2);
+        while sink.valid() < sent.sent && Instant::now() < drain_deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = sink.valid();
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() >= Duration::from_millis(100) {
+                break;
+            }
+        }
+        let busy_wall = started.elapsed().as_secs_f64();
+        let cpu_after = tasks_run_ns(&env.relay_tasks);
+        let result = sink.finish()?;
+        let h = &result.latency;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let latency = if h.is_empty() {
+            Latency::default()
+        } else {
+            Latency {
+                count: h.len(),
+                min_us: us(h.min()),
+                p50_us: us(h.value_at_quantile(0.5)),
+                p99_us: us(h.value_at_quantile(0.99)),
+                p999_us: us(h.value_at_quantile(0.999)),
+                max_us: us(h.max()),
+                mean_us: h.mean() / 1000.0,
+            }
+        };
+        let delivered = result.unique.min(sent.sent);
+        let cpu_ns = match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64),
+            _ => None,
+        };
+        let record = Trial {
+            kind: kind.into(),
+            target_pps: rate,
+            offered_pps: sent.offered_pps(),
+            duration_s: sent.elapsed_s,
+            sent: sent.sent,
+            delivered,
+            duplicates: result.duplicates,
+            reordered: result.reordered,
+            stale: result.stale,
+            malformed: result.malformed,
+            gen_errors: sent.errors,
+            loss_ratio: if sent.sent > 0 {
+                (sent.sent - delivered) as f64 / sent.sent as f64
+            } else {
+                0.0
+            },
+            goodput_pps: if sent.elapsed_s > 0.0 {
+                delivered as f64 / sent.elapsed_s
+            } else {
+                0.0
+            },
+            relay_cpu_ns_per_packet: cpu_ns
+                .filter(|_| delivered > 0)
+                .map(|ns| ns / delivered as f64),
+            relay_cpu_busy: cpu_ns.map(|ns| ns / (busy_wall * 1e9)),
+            latency,
+        };
+        self.progress.inc(1);
+        self.progress.set_message(format!(
+            "{} {}: {} {:.0} kpps offered, {:.3}% loss",
+            env.kind.name(),
+            env.topology,
+            kind,
+            record.offered_pps / 1e3,
+            record.loss_ratio * 100.0
+        ));
+        std::thread::sleep(Duration::from_millis(30));
+        Ok(record)
+    }
+
+    /// The full method at one frame size: max, PDR and NDR search, latency
+    /// and (if `overload`) overload trials.
+    pub fn frame(
+        &mut self,
+        env: &Env,
+        frame_requested: usize,
+        steps: u32,
+        with_latency_and_overload: bool,
+    ) -> anyhow::Result<FrameResult> {
+        let (payload_len, frame_len) = loadgen::payload_for_frame(frame_requested);
+        let mut trials = Vec::new();
+        let max = self.trial(env, payload_len, 0.0, "max")?;
+        let max_offered = max.offered_pps;
+        let max_goodput = max.goodput_pps;
+        let max_loss = max.loss_ratio;
+        trials.push(max);
+
+        // PDR: highest passing rate in [lo, hi].
+        let (mut pdr, mut pdr_trial_loss, generator_limited);
+        if max_loss <= PDR_LOSS {
+            pdr = max_offered;
+            pdr_trial_loss = max_loss;
+            generator_limited = true;
+        } else {
+            generator_limited = false;
+            pdr = 0.0;
+            pdr_trial_loss = 0.0;
+            let mut lo = 0.0;
+            let mut hi = max_offered;
+            // First probe: just under what got through when flooded.
+            let mut probe = (max_goodput * 0.97).clamp(hi * 0.01, hi);
+            for _ in 0..steps.max(1) {
+                let t = self.trial(env, payload_len, probe, "search")?;
+                let rate = t.offered_pps;
+                let pass = t.loss_ratio <= PDR_LOSS;
+                if pass {
+                    lo = probe;
+                    if rate > pdr {
+                        pdr = rate;
+                        pdr_trial_loss = t.loss_ratio;
+                    }
+                } else {
+                    hi = probe;
+                }
+                trials.push(t);
+                if hi - lo <= hi * 0.02 {
+                    break;
+                }
+                probe = (lo + hi) / 2.0;
+            }
+        }
+        // NDR: zero loss, at or below PDR.
+        let mut ndr = 0.0;
+        if pdr > 0.0 && pdr_trial_loss == 0.0 {
+            ndr = pdr;
+        } else if pdr > 0.0 {
+            let (mut lo, mut hi) = (0.0, pdr);
+            let mut probe = pdr * 0.9;
+            for _ in 0..(steps / 2).max(1) {
+                let t = self.trial(env, payload_len, probe, "search")?;
+                if t.loss_ratio == 0.0 && t.sent > 0 {
+                    lo = probe;
+                    ndr = f64::max(ndr, t.offered_pps);
+                } else {
+                    hi = probe;
+                }
+                trials.push(t);
+                probe = (lo + hi) / 2.0;
+            }
+        }
+        let mut latency = Vec::new();
+        let mut overload = Vec::new();
+        if with_latency_and_overload && pdr > 0.0 {
+            for load in LATENCY_LOADS {
+                let t = self.trial(env, payload_len, pdr * load, "latency")?;
+                latency.push((load, t.clone()));
+                trials.push(t);
+            }
+            for mult in OVERLOAD {
+                let t = self.trial(env, payload_len, pdr * mult, "overload")?;
+                overload.push((mult, t.clone()));
+                trials.push(t);
+            }
+        }
+        let peak_goodput_pps = trials.iter().map(|t| t.goodput_pps).fold(0.0, f64::max);
+        Ok(FrameResult {
+            frame_requested,
+            frame_len,
+            payload_len,
+            max_offered_pps: max_offered,
+            ndr_pps: ndr,
+            pdr_pps: pdr,
+            generator_limited,
+            peak_goodput_pps,
+            latency,
+            overload,
+            trials,
+        })
+    }
+}
+
+/// A line above the progress bar, or on stderr when the bar is hidden.
+fn say(progress: &ProgressBar, line: impl AsRef<str>) {
+    if progress.is_hidden() {
+        eprintln!("{}", line.as_ref());
+    } else {
+        progress.println(line);
+    }
+}
+
+/// Trials a full method run takes at most per system and frame size.
+pub fn trials_per_frame(steps: u32, full: bool) -> u64 {
+    let base = 1 + u64::from(steps.max(1)) + u64::from((steps / 2).max(1));
+    if full {
+        base + (LATENCY_LOADS.len() + OVERLOAD.len()) as u64
+    } else {
+        base
+    }
+}
+
+/// Runs the comparison.
+pub fn run(
+    options: &CompareOptions,
+    command: String,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<CompareRun> {
+    let started = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let measured = options
+        .systems
+        .iter()
+        .filter(|k| **k != SystemKind::Yggdrasil)
+        .count() as u64;
+    let sweep_points = (options.sweep.len() + usize::from(options.mesh > 0)) as u64;
+    let total =
+        measured * options.frames.len() as u64 * trials_per_frame(options.search_steps, true)
+            + sweep_points * trials_per_frame(options.search_steps, false);
+    let progress = ProgressBar::new(total);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} trials (at most) {wide_msg}",
+        )
+        .context("progress template")?
+        .progress_chars("=> "),
+    );
+    let mut runner = Runner::new(options.trial, &progress, interrupted);
+    let mut systems = Vec::new();
+    for &kind in &options.systems {
+        if kind == SystemKind::Yggdrasil {
+            let reason = crate::systems::yggdrasil_skip_reason();
+            say(&progress, &reason);
+            systems.push(SystemResult {
+                system: kind,
+                description: kind.describe().into(),
+                topology: format!("chain-{}", options.relays),
+                skipped: Some(reason),
+                frames: Vec::new(),
+                notes: Vec::new(),
+                pinning: None,
+                relay_stats: Vec::new(),
+            });
+            continue;
+        }
+        progress.set_message(format!("setting up {}", kind.name()));
+        let env = match Env::chain(kind, options.relays, &options.xdp_mode) {
+            Ok(env) => env,
+            Err(e) => {
+                let reason = format!("{} could not be set up: {e:#}", kind.name());
+                say(&progress, &reason);
+                progress.inc(
+                    options.frames.len() as u64 * trials_per_frame(options.search_steps, true),
+                );
+                systems.push(SystemResult {
+                    system: kind,
+                    description: kind.describe().into(),
+                    topology: format!("chain-{}", options.relays),
+                    skipped: Some(reason),
+                    frames: Vec::new(),
+                    notes: Vec::new(),
+                    pinning: None,
+                    relay_stats: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let mut frames = Vec::new();
+        for &frame in &options.frames {
+            let result = runner.frame(&env, frame, options.search_steps, true)?;
+            say(
+                &progress,
+                format!(
+                    "{:<14} {:>5} B: NDR {:>9.0} pps, PDR {:>9.0} pps{}, peak goodput {:>9.0} pps",
+                    kind.name(),
+                    result.frame_len,
+                    result.ndr_pps,
+                    result.pdr_pps,
+                    if result.generator_limited {
+                        " (generator limit)"
+                    } else {
+                        ""
+                    },
+                    result.peak_goodput_pps
+                ),
+            );
+            frames.push(result);
+        }
+        systems.push(SystemResult {
+            system: kind,
+            description: kind.describe().into(),
+            topology: env.topology.clone(),
+            skipped: None,
+            frames,
+            notes: env.notes.clone(),
+            pinning: Some(env.pinning.clone()),
+            relay_stats: env.relay_stats(),
+        });
+    }
+    let mut sweep = Vec::new();
+    let sweep_frame = options.frames.first().copied().unwrap_or(512);
+    let mut points: Vec<(String, usize)> = options
+        .sweep
+        .iter()
+        .map(|n| (format!("chain-{n}"), *n))
+        .collect();
+    if options.mesh > 0 {
+        points.push((format!("mesh-{}", options.mesh), options.mesh));
+    }
+    for (topology, routers) in points {
+        progress.set_message(format!("setting up xorlay {topology}"));
+        let env = if topology.starts_with("mesh") {
+            Env::mesh(routers, &options.xdp_mode)
+        } else {
+            Env::chain(SystemKind::Xorlay, routers, &options.xdp_mode)
+        };
+        let point = match env {
+            Ok(env) => match runner.frame(&env, sweep_frame, options.search_steps, false) {
+                Ok(result) => SweepPoint {
+                    topology,
+                    routers,
+                    result: Some(result),
+                    error: None,
+                },
+                Err(e) if interrupted.load(Ordering::Relaxed) => return Err(e),
+                Err(e) => SweepPoint {
+                    topology,
+                    routers,
+                    result: None,
+                    error: Some(format!("{e:#}")),
+                },
+            },
+            Err(e) => SweepPoint {
+                topology,
+                routers,
+                result: None,
+                error: Some(format!("{e:#}")),
+            },
+        };
+        sweep.push(point);
+    }
+    progress.finish_with_message("done");
+    Ok(CompareRun {
+        command,
+        started_unix,
+        wall_s: started.elapsed().as_secs_f64(),
+        machine: Machine::detect(),
+        options: options.clone(),
+        systems,
+        sweep,
+    })
+}

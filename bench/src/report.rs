@@ -1,0 +1,625 @@
+//! The comparison's outputs: raw JSON, a Markdown report and SVG charts,
+//! all computed from one [`CompareRun`].
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use crate::compare::{CompareRun, FrameResult, OVERLOAD, PDR_LOSS, SystemResult};
+use crate::systems::SystemKind;
+
+const COLORS: [RGBColor; 5] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x94, 0x67, 0xbd),
+];
+
+/// Files written.
+#[derive(Debug)]
+pub struct Written {
+    /// results.json
+    pub json: PathBuf,
+    /// report.md
+    pub markdown: PathBuf,
+    /// The SVG charts.
+    pub charts: Vec<PathBuf>,
+}
+
+/// Writes `run` into `dir`: results.json, report.md, *.svg.
+pub fn write(run: &CompareRun, dir: &Path) -> anyhow::Result<Written> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("results.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(run).context("serializing results")?,
+    )
+    .with_context(|| format!("writing {}", json.display()))?;
+    let mut charts = Vec::new();
+    let measured: Vec<&SystemResult> = run
+        .systems
+        .iter()
+        .filter(|s| s.skipped.is_none() && !s.frames.is_empty())
+        .collect();
+    if !measured.is_empty() {
+        let path = dir.join("throughput.svg");
+        throughput_chart(&measured, &path)?;
+        charts.push(path);
+        let path = dir.join("latency.svg");
+        latency_chart(&measured, &path)?;
+        charts.push(path);
+        let path = dir.join("goodput.svg");
+        goodput_chart(&measured, &path)?;
+        charts.push(path);
+    }
+    let markdown = dir.join("report.md");
+    std::fs::write(&markdown, markdown_report(run, &charts))
+        .with_context(|| format!("writing {}", markdown.display()))?;
+    Ok(Written {
+        json,
+        markdown,
+        charts,
+    })
+}
+
+fn chart_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing a chart: {e:?}")
+}
+
+fn throughput_chart(systems: &[&SystemResult], path: &Path) -> anyhow::Result<()> {
+    let frames: Vec<usize> = systems[0].frames.iter().map(|f| f.frame_len).collect();
+    let top = systems
+        .iter()
+        .flat_map(|s| s.frames.iter())
+        .map(|f| f.pdr_pps.max(f.peak_goodput_pps))
+        .fold(1.0, f64::max)
+        / 1e3
+        * 1.15;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Throughput: PDR (bar) and NDR (mark) per system and frame size",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..frames.len() as f64, 0f64..top)
+        .map_err(chart_err)?;
+    let labels = frames.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(frames.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 {
+                labels.get(i).map_or(String::new(), |f| format!("{f} B"))
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("thousand packets/s")
+        .draw()
+        .map_err(chart_err)?;
+    let width = 0.8 / systems.len() as f64;
+    for (si, system) in systems.iter().enumerate() {
+        let color = COLORS[si % COLORS.len()];
+        let bars: Vec<Rectangle<(f64, f64)>> = system
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(fi, f)| {
+                let x0 = fi as f64 + 0.1 + si as f64 * width;
+                Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, f.pdr_pps / 1e3)],
+                    color.filled(),
+                )
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(chart_err)?
+            .label(system.system.name())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        let marks: Vec<Rectangle<(f64, f64)>> = system
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(fi, f)| {
+                let x0 = fi as f64 + 0.1 + si as f64 * width;
+                let y = f.ndr_pps / 1e3;
+                Rectangle::new(
+                    [(x0, y), (x0 + width * 0.9, y + top * 0.006)],
+                    BLACK.filled(),
+                )
+            })
+            .collect();
+        chart.draw_series(marks).map_err(chart_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(chart_err)?;
+    root.present().map_err(chart_err)?;
+    Ok(())
+}
+
+fn latency_chart(systems: &[&SystemResult], path: &Path) -> anyhow::Result<()> {
+    // The first frame size; x = load as % of PDR, y = latency (log).
+    let series: Vec<(&SystemResult, &FrameResult)> = systems
+        .iter()
+        .filter_map(|s| s.frames.first().map(|f| (*s, f)))
+        .filter(|(_, f)| !f.latency.is_empty())
+        .collect();
+    let top = series
+        .iter()
+        .flat_map(|(_, f)| f.latency.iter().map(|(_, t)| t.latency.p999_us))
+        .fold(10.0, f64::max)
+        * 2.0;
+    let frame = series.first().map_or(0, |(_, f)| f.frame_len);
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "One-way latency at {frame} B: p50 (solid), p99 (dashed), p99.9 (dotted) vs load"
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..100f64, (1f64..top).log_scale())
+        .map_err(chart_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, % of the system's PDR")
+        .y_desc("microseconds")
+        .draw()
+        .map_err(chart_err)?;
+    for (si, (system, f)) in series.iter().enumerate() {
+        let color = COLORS[si % COLORS.len()];
+        let points = |pick: fn(&crate::compare::Latency) -> f64| -> Vec<(f64, f64)> {
+            f.latency
+                .iter()
+                .map(|(load, t)| (load * 100.0, pick(&t.latency).max(1.0)))
+                .collect()
+        };
+        chart
+            .draw_series(LineSeries::new(points(|l| l.p50_us), color.stroke_width(2)))
+            .map_err(chart_err)?
+            .label(system.system.name())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(DashedLineSeries::new(
+                points(|l| l.p99_us),
+                6,
+                4,
+                color.stroke_width(2),
+            ))
+            .map_err(chart_err)?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                points(|l| l.p999_us),
+                2,
+                4,
+                color.stroke_width(1),
+            ))
+            .map_err(chart_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(chart_err)?;
+    root.present().map_err(chart_err)?;
+    Ok(())
+}
+
+fn goodput_chart(systems: &[&SystemResult], path: &Path) -> anyhow::Result<()> {
+    let series: Vec<(&SystemResult, &FrameResult)> = systems
+        .iter()
+        .filter_map(|s| s.frames.first().map(|f| (*s, f)))
+        .filter(|(_, f)| !f.overload.is_empty())
+        .collect();
+    let frame = series.first().map_or(0, |(_, f)| f.frame_len);
+    let top = series
+        .iter()
+        .map(|(_, f)| f.peak_goodput_pps)
+        .fold(1.0, f64::max)
+        / 1e3
+        * 1.15;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Goodput under load at {frame} B (x: offered load in multiples of PDR)"),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0.05f64..15f64).log_scale(), 0f64..top)
+        .map_err(chart_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered / PDR (target; see report for achieved)")
+        .y_desc("delivered, thousand packets/s")
+        .draw()
+        .map_err(chart_err)?;
+    for (si, (system, f)) in series.iter().enumerate() {
+        let color = COLORS[si % COLORS.len()];
+        let mut points: Vec<(f64, f64)> = f
+            .latency
+            .iter()
+            .chain(f.overload.iter())
+            .map(|(x, t)| (*x, t.goodput_pps / 1e3))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(chart_err)?
+            .label(system.system.name())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(chart_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(chart_err)?;
+    root.present().map_err(chart_err)?;
+    Ok(())
+}
+
+fn kpps(pps: f64) -> String {
+    if pps >= 1e6 {
+        format!("{:.2} M", pps / 1e6)
+    } else {
+        format!("{:.1} k", pps / 1e3)
+    }
+}
+
+fn find(run: &CompareRun, kind: SystemKind) -> Option<&SystemResult> {
+    run.systems
+        .iter()
+        .find(|s| s.system == kind && s.skipped.is_none() && !s.frames.is_empty())
+}
+
+/// The summary table (also printed by `compare`).
+pub fn summary_table(run: &CompareRun) -> String {
+    let mut md = String::new();
+    md.push_str("| system | topology | frame | NDR pps | PDR pps | peak goodput pps | relay CPU ns/pkt (busy at max) | latency p50 / p99 / p99.9 us at 50% PDR | goodput at 2x / 10x PDR (% of peak) |\n");
+    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for s in &run.systems {
+        if let Some(reason) = &s.skipped {
+            let _ = writeln!(
+                md,
+                "| {} | {} | - | skipped | | | | | {} |",
+                s.system.name(),
+                s.topology,
+                reason.split(':').next().unwrap_or("skipped")
+            );
+            continue;
+        }
+        for f in &s.frames {
+            let cpu = f
+                .latency
+                .iter()
+                .rev()
+                .find_map(|(_, t)| t.relay_cpu_ns_per_packet)
+                .map_or("-".into(), |ns| format!("{ns:.0}"));
+            let busy = f
+                .trials
+                .first()
+                .and_then(|t| t.relay_cpu_busy)
+                .map_or(String::new(), |b| format!(" ({:.0}%)", b * 100.0));
+            let cpu = format!("{cpu}{busy}");
+            let lat = f
+                .latency
+                .iter()
+                .find(|(l, _)| (*l - 0.5).abs() < 1e-9)
+                .map_or("-".into(), |(_, t)| {
+                    format!(
+                        "{:.0} / {:.0} / {:.0}",
+                        t.latency.p50_us, t.latency.p99_us, t.latency.p999_us
+                    )
+                });
+            let over: Vec<String> = f
+                .overload
+                .iter()
+                .map(|(_, t)| {
+                    format!(
+                        "{:.0}% (offered {:.1}x)",
+                        100.0 * t.goodput_pps / f.peak_goodput_pps.max(1.0),
+                        t.offered_pps / f.pdr_pps.max(1.0)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} B | {} | {}{} | {} | {} | {} | {} |",
+                s.system.name(),
+                s.topology,
+                f.frame_len,
+                kpps(f.ndr_pps),
+                kpps(f.pdr_pps),
+                if f.generator_limited {
+                    " (generator limit)"
+                } else {
+                    ""
+                },
+                kpps(f.peak_goodput_pps),
+                cpu,
+                lat,
+                if over.is_empty() {
+                    "-".into()
+                } else {
+                    over.join(" / ")
+                },
+            );
+        }
+    }
+    md
+}
+
+/// The performance targets of issue 5, checked against this run.
+pub fn targets(run: &CompareRun) -> String {
+    let mut md = String::new();
+    let xorlay = find(run, SystemKind::Xorlay);
+    let relay = find(run, SystemKind::UdpRelay);
+    md.push_str("| target | frame | measured | verdict |\n| --- | --- | --- | --- |\n");
+    match (xorlay, relay) {
+        (Some(x), Some(r)) => {
+            for (xf, rf) in x.frames.iter().zip(r.frames.iter()) {
+                let ratio = xf.peak_goodput_pps / rf.peak_goodput_pps.max(1.0);
+                let _ = writeln!(
+                    md,
+                    "| xorlay peak >= 1.5x udp-relay peak | {} B | {} vs {} = {ratio:.2}x | {} |",
+                    xf.frame_len,
+                    kpps(xf.peak_goodput_pps),
+                    kpps(rf.peak_goodput_pps),
+                    verdict(ratio, 1.5)
+                );
+            }
+        }
+        _ => md.push_str("| xorlay peak >= 1.5x udp-relay peak | - | not measured in this run (both systems needed) | - |\n"),
+    }
+    match xorlay {
+        Some(x) => {
+            for f in &x.frames {
+                let Some((_, t)) = f
+                    .overload
+                    .iter()
+                    .find(|(m, _)| *m == OVERLOAD[OVERLOAD.len() - 1])
+                else {
+                    continue;
+                };
+                let ratio = t.goodput_pps / f.peak_goodput_pps.max(1.0);
+                let achieved = t.offered_pps / f.pdr_pps.max(1.0);
+                let _ = writeln!(
+                    md,
+                    "| xorlay goodput at 10x PDR >= 90% of peak | {} B | {} of {} = {:.0}% (offered reached {achieved:.1}x PDR) | {} |",
+                    f.frame_len,
+                    kpps(t.goodput_pps),
+                    kpps(f.peak_goodput_pps),
+                    ratio * 100.0,
+                    if achieved < 9.5 {
+                        format!(
+                            "NOT SHOWN: the generator offered only {achieved:.1}x PDR ({} at that load)",
+                            verdict(ratio, 0.9)
+                        )
+                    } else {
+                        verdict(ratio, 0.9)
+                    }
+                );
+            }
+        }
+        None => md.push_str(
+            "| xorlay goodput at 10x PDR >= 90% of peak | - | xorlay not measured | - |\n",
+        ),
+    }
+    match (xorlay, find(run, SystemKind::Yggdrasil)) {
+        (Some(x), Some(y)) => {
+            for (xf, yf) in x.frames.iter().zip(y.frames.iter()) {
+                let ratio = xf.peak_goodput_pps / yf.peak_goodput_pps.max(1.0);
+                let _ = writeln!(
+                    md,
+                    "| xorlay >= 10x yggdrasil relayed packet rate | {} B | {ratio:.1}x | {} |",
+                    xf.frame_len,
+                    verdict(ratio, 10.0)
+                );
+            }
+        }
+        _ => md.push_str("| xorlay >= 10x yggdrasil relayed packet rate | - | not measured: yggdrasil was skipped (see below) | not shown |\n"),
+    }
+    md
+}
+
+fn verdict(ratio: f64, goal: f64) -> String {
+    if ratio >= goal {
+        "met".into()
+    } else {
+        format!("MISSED by {:.0}%", 100.0 * (goal - ratio) / goal)
+    }
+}
+
+fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
+    let mut md = String::new();
+    let m = &run.machine;
+    let _ = writeln!(md, "# xorlay benchmark report\n");
+    let _ = writeln!(
+        md,
+        "Made by `{}` in {:.0} s (unix time {}).\n",
+        run.command, run.wall_s, run.started_unix
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {} x {} CPUs, {:.1} GiB, kernel {}, xorlay-bench {}.\n",
+        m.cpu, m.cpus, m.memory_gib, m.kernel, m.bench_version
+    );
+    let o = &run.options;
+    let _ = writeln!(
+        md,
+        "Method: fixed-duration trials of {:.2} s; PDR = highest offered rate with loss <= {:.1}%, NDR = zero loss, found by binary search ({} steps for PDR, {} for NDR) below the generator's unpaced maximum; latency at {:?} of PDR; overload at {:?} x PDR. Chain of {} relay(s) between the generator's and the sink's namespaces, veth links. Frame sizes count Ethernet with FCS; an overlay data packet (72-byte header + 16-byte stamp) needs at least {} B, so smaller requested sizes run at that minimum, for every system (all carry the same bytes).\n",
+        o.trial.as_secs_f64(),
+        PDR_LOSS * 100.0,
+        o.search_steps.max(1),
+        (o.search_steps / 2).max(1),
+        crate::compare::LATENCY_LOADS,
+        OVERLOAD,
+        o.relays,
+        crate::loadgen::FRAME_MIN,
+    );
+    let _ = writeln!(md, "## Summary\n\n{}", summary_table(run));
+    let _ = writeln!(md, "## Targets (issue 5), same run\n\n{}", targets(run));
+    md.push_str(&explain(run));
+    if !charts.is_empty() {
+        md.push_str("\n## Charts\n\n");
+        for c in charts {
+            if let Some(name) = c.file_name().and_then(|n| n.to_str()) {
+                let _ = writeln!(md, "![{name}]({name})\n");
+            }
+        }
+    }
+    if !run.sweep.is_empty() {
+        md.push_str("## xorlay across topologies\n\n| topology | routers | frame | NDR pps | PDR pps | peak goodput pps |\n| --- | --- | --- | --- | --- | --- |\n");
+        for p in &run.sweep {
+            match (&p.result, &p.error) {
+                (Some(f), _) => {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} B | {} | {}{} | {} |",
+                        p.topology,
+                        p.routers,
+                        f.frame_len,
+                        kpps(f.ndr_pps),
+                        kpps(f.pdr_pps),
+                        if f.generator_limited {
+                            " (generator limit)"
+                        } else {
+                            ""
+                        },
+                        kpps(f.peak_goodput_pps)
+                    );
+                }
+                (None, e) => {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | - | failed: {} | | |",
+                        p.topology,
+                        p.routers,
+                        e.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        md.push('\n');
+    }
+    md.push_str("## Systems, set-up and pinning\n\n");
+    for s in &run.systems {
+        let _ = writeln!(md, "- **{}**: {}.", s.system.name(), s.description);
+        if let Some(reason) = &s.skipped {
+            let _ = writeln!(md, "  - {reason}");
+        }
+        for n in &s.notes {
+            let _ = writeln!(md, "  - {n}");
+        }
+        if let Some(p) = &s.pinning {
+            let _ = writeln!(md, "  - pinning ({} CPUs): {}", p.cpus, p.pinned.join("; "));
+        }
+    }
+    md.push_str("\nEvery trial's raw numbers (offered, sent, delivered, duplicates, reordering, latency percentiles, relay CPU) are in `results.json`.\n");
+    md
+}
+
+/// Facts that explain the numbers, computed from the run.
+fn explain(run: &CompareRun) -> String {
+    let mut md = String::from("\n### What the numbers say\n\n");
+    for s in &run.systems {
+        let Some(f) = s.frames.first() else { continue };
+        let cpu = f
+            .latency
+            .iter()
+            .rev()
+            .find_map(|(_, t)| t.relay_cpu_ns_per_packet.map(|ns| (ns, t.relay_cpu_busy)));
+        if let Some((ns, busy)) = cpu {
+            let _ = writeln!(
+                md,
+                "- {} at {} B: the relay CPU spent {:.0} ns per delivered packet at 90% of PDR (busy {:.0}%){}.",
+                s.system.name(),
+                f.frame_len,
+                ns,
+                busy.unwrap_or(0.0) * 100.0,
+                if f.generator_limited {
+                    "; PDR is the generator's limit, so the relay was not saturated"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if let Some(x) = find(run, SystemKind::Xorlay) {
+        let mut pass = 0u64;
+        let mut drops = 0u64;
+        let mut worker_rx = 0u64;
+        let mut forwarded = 0u64;
+        for stats in &x.relay_stats {
+            let get = |p: &str| {
+                stats
+                    .pointer(p)
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            pass += get("/xdp/pass_overlay");
+            worker_rx += get("/total/rx_packets");
+            forwarded += get("/total/forwarded");
+            if let Some(t) = stats.pointer("/xdp").and_then(|t| t.as_object()) {
+                drops += t
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("drop_"))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .sum::<u64>();
+            }
+        }
+        let lost_in_stack = pass.saturating_sub(worker_rx);
+        let _ = writeln!(
+            md,
+            "- xorlay relay counters over the whole run: XDP passed {pass} overlay packets to the stack and dropped {drops}; the io_uring workers received {worker_rx} and forwarded {forwarded}."
+        );
+        if lost_in_stack * 100 > pass {
+            let _ = writeln!(
+                md,
+                "  {lost_in_stack} packets passed by XDP never reached the workers: the kernel dropped them (socket queue full) after spending CPU on them, i.e. excess load is not shed in XDP."
+            );
+        } else {
+            let _ = writeln!(
+                md,
+                "  The relays lost (almost) nothing between XDP and their workers: where trials lost packets, they were lost on the generator's or sink's side (their routers, veth rings and sockets share the endpoints' CPU)."
+            );
+        }
+    }
+    md
+}

@@ -1,0 +1,637 @@
+//! The systems under test, each set up on the same lab topology: a chain
+//! gen - relay x N - sink of network namespaces and veth links (or, for
+//! xorlay only, the two-site mesh). The generator and sink are the same for
+//! every system (`loadgen`); only what relays between them changes.
+//!
+//! Every system gets the same veth tuning, per the lab pitfalls in
+//! ARCHITECTURE.md: GRO on (NAPI on every receiving veth), threaded NAPI on
+//! the relays' and the sink's interfaces, and the NAPI threads pinned with
+//! the processes: relays on one CPU, generator and sink on the other.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use xorlay::core::NodeId;
+use xorlay::wire::overlay::DEFAULT_PORT;
+
+use crate::lab::{Lab, LabOptions, Topology};
+use crate::loadgen::{self, pin_process, pin_task};
+use crate::netns::{self, ip};
+use crate::relay::{self, RelayCounters};
+
+/// The port the sink listens on in the baselines (and xorlay's app port).
+const SINK_PORT: u16 = crate::lab::APP_PORT;
+
+/// The compiled "XDP redirect, no lookup" program.
+static REDIRECT_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redirect.bpf.o"));
+
+/// A system to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SystemKind {
+    /// xorlay routers (`xorlay run`).
+    Xorlay,
+    /// An XDP program that redirects every frame with fixed MACs: the ceiling.
+    XdpRedirect,
+    /// The kernel's IPv4 forwarding.
+    LinuxForward,
+    /// A recvmmsg/sendmmsg UDP relay in userspace.
+    UdpRelay,
+    /// yggdrasil relaying between two yggdrasil endpoints.
+    Yggdrasil,
+}
+
+impl SystemKind {
+    /// Every system, in report order.
+    pub const ALL: [SystemKind; 5] = [
+        SystemKind::Xorlay,
+        SystemKind::XdpRedirect,
+        SystemKind::LinuxForward,
+        SystemKind::UdpRelay,
+        SystemKind::Yggdrasil,
+    ];
+
+    /// Short name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::Xorlay => "xorlay",
+            SystemKind::XdpRedirect => "xdp-redirect",
+            SystemKind::LinuxForward => "linux-forward",
+            SystemKind::UdpRelay => "udp-relay",
+            SystemKind::Yggdrasil => "yggdrasil",
+        }
+    }
+
+    /// One line on what it is.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SystemKind::Xorlay => {
+                "xorlay routers: XDP validation and neighbor filter, io_uring workers, XOR next-hop decision"
+            }
+            SystemKind::XdpRedirect => {
+                "XDP program rewriting MACs and redirecting to the other veth, no lookup: the topology's ceiling"
+            }
+            SystemKind::LinuxForward => "Linux IPv4 forwarding (ip_forward=1, static routes)",
+            SystemKind::UdpRelay => {
+                "hand-written userspace UDP relay, one thread, recvmmsg/sendmmsg batches of 64"
+            }
+            SystemKind::Yggdrasil => {
+                "yggdrasil (Debian package) relaying between two yggdrasil endpoints"
+            }
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(name: &str) -> Option<SystemKind> {
+        SystemKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Where the processes and NAPI threads of a run are pinned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pinning {
+    /// CPUs the machine offers to this process.
+    pub cpus: usize,
+    /// CPU of the generator and the sink (threads, their routers and NAPI
+    /// threads); None when not pinned.
+    pub endpoints_cpu: Option<usize>,
+    /// CPU of the relays (processes, threads, NAPI threads).
+    pub relay_cpu: Option<usize>,
+    /// What was pinned, for the record.
+    pub pinned: Vec<String>,
+}
+
+impl Pinning {
+    /// Relays on the last CPU, endpoints on CPU 0, when there are two or more.
+    pub fn plan() -> Pinning {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (endpoints_cpu, relay_cpu) = if cpus >= 2 {
+            (Some(0), Some(cpus - 1))
+        } else {
+            (None, None)
+        };
+        Pinning {
+            cpus,
+            endpoints_cpu,
+            relay_cpu,
+            pinned: Vec::new(),
+        }
+    }
+}
+
+/// One system set up and ready for traffic.
+pub struct Env {
+    /// Which system.
+    pub kind: SystemKind,
+    /// Topology label ("chain-1", "mesh-3" ...).
+    pub topology: String,
+    /// Relays between gen and sink.
+    pub relays: usize,
+    /// The generator's namespace.
+    pub gen_ns: String,
+    /// The sink's namespace.
+    pub sink_ns: String,
+    /// Where the generator binds.
+    pub gen_bind: SocketAddr,
+    /// Where the generator sends.
+    pub gen_to: SocketAddr,
+    /// Where the sink binds.
+    pub sink_bind: SocketAddr,
+    /// Overlay source ID of the generated packets.
+    pub src: NodeId,
+    /// Overlay destination ID (the sink's).
+    pub dst: NodeId,
+    /// Pinning of this environment.
+    pub pinning: Pinning,
+    /// Facts about the set-up, for the report.
+    pub notes: Vec<String>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+    /// Tasks whose CPU time is the relays' (relay processes' threads, relay
+    /// threads, the relays' NAPI threads).
+    pub relay_tasks: Vec<i32>,
+    /// Relay counters (udp-relay).
+    pub relay_counters: Vec<Arc<RelayCounters>>,
+    xdp: Vec<aya::Ebpf>,
+    // Last: dropped after the relays above are stopped.
+    /// The lab (namespaces, routers).
+    pub lab: Lab,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.xdp.clear();
+    }
+}
+
+impl Env {
+    /// Sets up `kind` on a chain of `relays` relays.
+    pub fn chain(kind: SystemKind, relays: usize, xdp_mode: &str) -> anyhow::Result<Env> {
+        let lab = Lab::new(LabOptions {
+            topology: Topology::Chain,
+            routers: relays,
+            xdp_mode: xdp_mode.to_string(),
+            workers: 1,
+        })?;
+        let sink_addr = lab
+            .sink()
+            .ifaces
+            .first()
+            .map(|f| f.addr)
+            .context("sink has an interface")?;
+        let mut env = Env {
+            kind,
+            topology: format!("chain-{relays}"),
+            relays,
+            gen_ns: lab.generator().netns.clone(),
+            sink_ns: lab.sink().netns.clone(),
+            gen_bind: SocketAddr::from((lab.generator().ifaces[0].addr, SINK_PORT + 1)),
+            gen_to: SocketAddr::from((sink_addr, SINK_PORT)),
+            sink_bind: SocketAddr::from((sink_addr, SINK_PORT)),
+            src: lab.generator().id(),
+            dst: lab.sink().id(),
+            pinning: Pinning::plan(),
+            notes: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            relay_tasks: Vec::new(),
+            relay_counters: Vec::new(),
+            xdp: Vec::new(),
+            lab,
+        };
+        match kind {
+            SystemKind::Xorlay => env.start_xorlay()?,
+            SystemKind::LinuxForward => env.start_linux_forward()?,
+            SystemKind::UdpRelay => env.start_udp_relay()?,
+            SystemKind::XdpRedirect => env.start_xdp_redirect()?,
+            SystemKind::Yggdrasil => bail!("{}", yggdrasil_skip_reason()),
+        }
+        env.tune_and_pin()?;
+        Ok(env)
+    }
+
+    /// xorlay on the two-site mesh with `routers` dual-homed routers.
+    pub fn mesh(routers: usize, xdp_mode: &str) -> anyhow::Result<Env> {
+        let lab = Lab::new(LabOptions {
+            topology: Topology::Sites,
+            routers,
+            xdp_mode: xdp_mode.to_string(),
+            workers: 1,
+        })?;
+        let mut env = Env {
+            kind: SystemKind::Xorlay,
+            topology: format!("mesh-{routers}"),
+            relays: routers,
+            gen_ns: lab.generator().netns.clone(),
+            sink_ns: lab.sink().netns.clone(),
+            gen_bind: Lab::app_addr(),
+            gen_to: Lab::router_local_addr(),
+            sink_bind: Lab::app_addr(),
+            src: lab.generator().id(),
+            dst: lab.sink().id(),
+            pinning: Pinning::plan(),
+            notes: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            relay_tasks: Vec::new(),
+            relay_counters: Vec::new(),
+            xdp: Vec::new(),
+            lab,
+        };
+        env.start_xorlay()?;
+        env.tune_and_pin()?;
+        Ok(env)
+    }
+
+    fn start_xorlay(&mut self) -> anyhow::Result<()> {
+        self.gen_bind = Lab::app_addr();
+        self.gen_to = Lab::router_local_addr();
+        self.sink_bind = Lab::app_addr();
+        self.lab.start_routers()?;
+        self.lab.wait_converged(Duration::from_secs(20))?;
+        self.notes.push(format!(
+            "the generator is gen's local application: its packets enter the overlay through gen's own router (a neighbor like any node) at {}; the sink is the sink router's application",
+            Lab::router_local_addr()
+        ));
+        Ok(())
+    }
+
+    fn relay_indices(&self) -> std::ops::Range<usize> {
+        1..self.lab.sink_index()
+    }
+
+    fn start_linux_forward(&mut self) -> anyhow::Result<()> {
+        let n = self.lab.sink_index();
+        for i in self.relay_indices() {
+            let ns = self.lab.nodes[i].netns.clone();
+            netns::run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+            )?;
+            // Toward the sink: the next node's address on link i.
+            let next = Ipv4Addr::new(198, 18, i as u8, 2).to_string();
+            ip(&["-n", &ns, "route", "add", "198.18.0.0/15", "via", &next])?;
+        }
+        let gen_ns = self.gen_ns.clone();
+        ip(&[
+            "-n",
+            &gen_ns,
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            "198.18.0.2",
+        ])?;
+        let back = Ipv4Addr::new(198, 18, (n - 1) as u8, 1).to_string();
+        let sink_ns = self.sink_ns.clone();
+        ip(&[
+            "-n",
+            &sink_ns,
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            &back,
+        ])?;
+        Ok(())
+    }
+
+    fn start_udp_relay(&mut self) -> anyhow::Result<()> {
+        let n = self.lab.sink_index();
+        self.gen_to = SocketAddr::from(([198, 18, 0, 2], DEFAULT_PORT));
+        for i in self.relay_indices() {
+            let listen = SocketAddr::from(([198, 18, (i - 1) as u8, 2], DEFAULT_PORT));
+            let to = if i + 1 == n {
+                self.sink_bind
+            } else {
+                SocketAddr::from(([198, 18, i as u8, 2], DEFAULT_PORT))
+            };
+            let counters = Arc::new(RelayCounters::default());
+            self.relay_counters.push(counters.clone());
+            let stop = self.stop.clone();
+            let cpu = self.pinning.relay_cpu;
+            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+            let thread = netns::in_netns(&self.lab.nodes[i].netns, move || {
+                if let Some(cpu) = cpu {
+                    let _ = loadgen::pin_current_thread(cpu);
+                }
+                let socket = match loadgen::bind_udp(listen, 8 << 20) {
+                    Ok(s) => {
+                        // SAFETY: gettid has no preconditions.
+                        let _ = ready_tx.send(Ok(unsafe { libc::gettid() }));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                };
+                relay::run(&socket, to, &counters, &stop)
+            })?;
+            self.threads.push(thread);
+            match ready_rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(tid)) => self.relay_tasks.push(tid),
+                Ok(Err(e)) => bail!("udp relay: {e}"),
+                Err(_) => bail!("udp relay did not start within 5 s"),
+            }
+        }
+        self.notes.push(
+            "the relay is a thread of xorlay-bench inside each relay namespace, pinned to the relay CPU"
+                .into(),
+        );
+        Ok(())
+    }
+
+    fn start_xdp_redirect(&mut self) -> anyhow::Result<()> {
+        // Same routes as Linux forwarding at gen (frames go to r1's MAC);
+        // the relays never look at them: XDP redirects first.
+        let gen_ns = self.gen_ns.clone();
+        ip(&[
+            "-n",
+            &gen_ns,
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            "198.18.0.2",
+        ])?;
+        let n = self.lab.sink_index();
+        // The sink needs a route back to gen's source address, or reverse
+        // path filtering (inherited from the host) drops the frames.
+        let back = Ipv4Addr::new(198, 18, (n - 1) as u8, 1).to_string();
+        let sink_ns = self.sink_ns.clone();
+        ip(&[
+            "-n",
+            &sink_ns,
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            &back,
+        ])?;
+        for i in self.relay_indices() {
+            let ns = self.lab.nodes[i].netns.clone();
+            let (out_ifindex, smac) = link_info(&ns, "east")?;
+            let (_, dmac) = link_info(&self.lab.nodes[i + 1].netns, "west")?;
+            let (in_ifindex, _) = link_info(&ns, "west")?;
+            let mut cfg = [0u8; 20];
+            cfg[..4].copy_from_slice(&out_ifindex.to_ne_bytes());
+            cfg[4..6].copy_from_slice(&SINK_PORT.to_ne_bytes());
+            cfg[6..12].copy_from_slice(&dmac);
+            cfg[12..18].copy_from_slice(&smac);
+            self.xdp.push(load_redirect(&ns, cfg, in_ifindex)?);
+        }
+        // The last relay redirects into the sink's veth, which needs NAPI:
+        // an XDP program on it (this one with port 0 passes every frame).
+        let sink_ns = self.lab.nodes[n].netns.clone();
+        let (sink_ifindex, _) = link_info(&sink_ns, "west")?;
+        self.xdp
+            .push(load_redirect(&sink_ns, [0u8; 20], sink_ifindex)?);
+        self.notes.push(
+            "the XDP program rewrites both MACs and bpf_redirect()s to the other veth; the sink's veth has an XDP_PASS program (NAPI for redirected frames)"
+                .into(),
+        );
+        Ok(())
+    }
+
+    /// GRO on every receiving interface, threaded NAPI on the relays' and
+    /// the sink's, every NAPI thread and process pinned.
+    fn tune_and_pin(&mut self) -> anyhow::Result<()> {
+        let sink = self.lab.sink_index();
+        let mut plan: Vec<(usize, Option<usize>)> = Vec::new();
+        for i in 1..=sink {
+            let cpu = if i == sink {
+                self.pinning.endpoints_cpu
+            } else {
+                self.pinning.relay_cpu
+            };
+            plan.push((i, cpu));
+        }
+        for (i, cpu) in plan {
+            let node = self.lab.nodes[i].clone();
+            for iface in &node.ifaces {
+                let _ = netns::run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &node.netns,
+                        "ethtool",
+                        "-K",
+                        &iface.name,
+                        "gro",
+                        "on",
+                    ],
+                );
+                let before = napi_threads();
+                let path = format!("/sys/class/net/{}/threaded", iface.name);
+                netns::run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &node.netns,
+                        "sh",
+                        "-c",
+                        &format!("echo 1 > {path}"),
+                    ],
+                )
+                .with_context(|| format!("threaded NAPI on {} {}", node.role, iface.name))?;
+                let new: Vec<(i32, String)> = napi_threads()
+                    .into_iter()
+                    .filter(|t| !before.contains(t))
+                    .collect();
+                if i != sink {
+                    self.relay_tasks.extend(new.iter().map(|(tid, _)| *tid));
+                }
+                if let Some(cpu) = cpu {
+                    for (tid, comm) in &new {
+                        if pin_task(*tid, cpu).is_ok() {
+                            self.pinning.pinned.push(format!(
+                                "{} {} NAPI thread {comm} -> CPU {cpu}",
+                                node.role, iface.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // Processes: routers (xorlay), pinned by role.
+        for i in 0..=sink {
+            let Some(pid) = self.lab.pid(i) else { continue };
+            let cpu = if i == 0 || i == sink {
+                self.pinning.endpoints_cpu
+            } else {
+                self.pinning.relay_cpu
+            };
+            if i != 0 && i != sink {
+                self.relay_tasks.extend(process_tasks(pid));
+            }
+            if let Some(cpu) = cpu {
+                let n = pin_process(pid, cpu)
+                    .with_context(|| format!("pinning {}", self.lab.nodes[i].role))?;
+                self.pinning.pinned.push(format!(
+                    "{} router (pid {pid}, {n} threads) -> CPU {cpu}",
+                    self.lab.nodes[i].role
+                ));
+            }
+        }
+        if let Some(cpu) = self.pinning.relay_cpu
+            && self.kind == SystemKind::UdpRelay
+        {
+            self.pinning
+                .pinned
+                .push(format!("udp relay threads -> CPU {cpu}"));
+        }
+        if let Some(cpu) = self.pinning.endpoints_cpu {
+            self.pinning
+                .pinned
+                .push(format!("generator and sink threads -> CPU {cpu}"));
+        }
+        Ok(())
+    }
+
+    /// Sum of xorlay router counters over the relays (empty for baselines).
+    pub fn relay_stats(&self) -> Vec<serde_json::Value> {
+        (1..self.lab.sink_index())
+            .filter_map(|i| self.lab.stats(i).ok())
+            .collect()
+    }
+}
+
+/// Why yggdrasil is not measured here, or None when it could be.
+pub fn yggdrasil_skip_reason() -> String {
+    let installed = std::process::Command::new("sh")
+        .args(["-c", "command -v yggdrasil"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let package = if installed {
+        "the yggdrasil package is installed, but"
+    } else {
+        "the yggdrasil package is not installed (`apt-get install yggdrasil`), and in any case"
+    };
+    format!(
+        "yggdrasil skipped: {package} yggdrasil 0.4 puts its TUN addresses in 200::/7, derived from its key and not configurable; this lab may only use 198.18.0.0/15 and fd00::/8, so traffic through yggdrasil's TUN addresses cannot be measured here"
+    )
+}
+
+/// Loads the redirect program with `cfg` and attaches it (native mode) to
+/// interface `ifindex` of namespace `ns`.
+fn load_redirect(ns: &str, cfg: [u8; 20], ifindex: u32) -> anyhow::Result<aya::Ebpf> {
+    netns::in_netns(ns, move || {
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global("xl_cfg", &cfg, true)
+            .load(REDIRECT_OBJECT)
+            .context("loading the redirect object")?;
+        let program: &mut aya::programs::Xdp = ebpf
+            .program_mut("xl_redirect")
+            .context("xl_redirect in the object")?
+            .try_into()
+            .context("xl_redirect is XDP")?;
+        program.load().context("verifier")?;
+        program
+            .attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)
+            .context("attach in native mode")?;
+        Ok(ebpf)
+    })?
+    .join()
+    .map_err(|_| anyhow::anyhow!("XDP loader panicked"))?
+}
+
+/// (ifindex, MAC) of `dev` in namespace `ns`.
+fn link_info(ns: &str, dev: &str) -> anyhow::Result<(u32, [u8; 6])> {
+    let out = ip(&["-n", ns, "-j", "link", "show", "dev", dev])?;
+    let json: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
+    let link = json.get(0).context("ip -j link: empty")?;
+    let ifindex = link
+        .get("ifindex")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|i| u32::try_from(i).ok())
+        .context("ifindex")?;
+    let text = link
+        .get("address")
+        .and_then(serde_json::Value::as_str)
+        .context("MAC address")?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        bail!("unexpected MAC {text}");
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16).with_context(|| format!("MAC {text}"))?;
+    }
+    Ok((ifindex, mac))
+}
+
+/// (tid, comm) of every NAPI kernel thread.
+fn napi_threads() -> BTreeSet<(i32, String)> {
+    let mut set = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return set;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            && comm.starts_with("napi/")
+        {
+            set.insert((pid, comm.trim().to_string()));
+        }
+    }
+    set
+}
+
+/// Thread IDs of process `pid`.
+fn process_tasks(pid: u32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Nanoseconds `tasks` have run on a CPU, from /proc/<tid>/schedstat (the
+/// scheduler's own accounting; tick-based figures are wrong in these VMs).
+/// None when the kernel does not provide it.
+pub fn tasks_run_ns(tasks: &[i32]) -> Option<u64> {
+    let mut total = 0u64;
+    let mut any = false;
+    for tid in tasks {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total += ns;
+            any = true;
+        }
+    }
+    any.then_some(total)
+}

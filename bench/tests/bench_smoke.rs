@@ -1,0 +1,91 @@
+//! Smoke run of the benchmark (not a benchmark, no timing assertion): a
+//! minimal `compare` (xorlay and the udp-relay baseline, one router, one
+//! frame size, very short trials) must run, write its JSON, Markdown and
+//! charts, and report sane numbers (nothing delivered that was not sent,
+//! rates positive, percentiles in order).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use xorlay_bench::compare::{self, CompareOptions};
+use xorlay_bench::report;
+use xorlay_bench::systems::SystemKind;
+
+#[test]
+fn compare_smoke_run_writes_sane_results() {
+    let options = CompareOptions {
+        systems: vec![SystemKind::Xorlay, SystemKind::UdpRelay],
+        frames: vec![512],
+        relays: 1,
+        trial: Duration::from_millis(150),
+        search_steps: 1,
+        sweep: Vec::new(),
+        mesh: 0,
+        xdp_mode: "native".into(),
+    };
+    let run = compare::run(
+        &options,
+        "bench_smoke test".into(),
+        &Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_or_else(|e| panic!("compare: {e:#}"));
+    let dir = std::env::temp_dir().join(format!("xorlay-bench-smoke-{}", std::process::id()));
+    let written = report::write(&run, &dir).unwrap_or_else(|e| panic!("report: {e:#}"));
+
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&written.json).expect("results.json written"),
+    )
+    .expect("results.json is JSON");
+    assert_eq!(json["systems"].as_array().map(Vec::len), Some(2));
+    let markdown = std::fs::read_to_string(&written.markdown).expect("report.md written");
+    assert!(markdown.contains("## Summary"), "{markdown}");
+    assert!(markdown.contains("| xorlay |"), "{markdown}");
+    assert!(markdown.contains("| udp-relay |"), "{markdown}");
+    assert_eq!(written.charts.len(), 3);
+    for chart in &written.charts {
+        let svg = std::fs::read_to_string(chart).expect("chart written");
+        assert!(svg.contains("<svg"), "{} is not SVG", chart.display());
+    }
+
+    for system in &run.systems {
+        let name = system.system.name();
+        assert!(system.skipped.is_none(), "{name}: {:?}", system.skipped);
+        assert_eq!(system.frames.len(), 1, "{name}");
+        let frame = &system.frames[0];
+        assert_eq!(frame.frame_len, 512);
+        assert!(frame.max_offered_pps > 0.0, "{name}: {frame:?}");
+        assert!(frame.peak_goodput_pps > 0.0, "{name}: nothing delivered");
+        assert!(frame.ndr_pps <= frame.pdr_pps, "{name}: NDR above PDR");
+        assert!(
+            frame.pdr_pps <= frame.max_offered_pps * 1.05,
+            "{name}: PDR above what was offered"
+        );
+        assert!(!frame.trials.is_empty());
+        for t in &frame.trials {
+            assert!(t.sent > 0, "{name}: {t:?}");
+            assert!(
+                t.delivered <= t.sent,
+                "{name}: delivered more than sent: {t:?}"
+            );
+            assert!((0.0..=1.0).contains(&t.loss_ratio), "{name}: {t:?}");
+            assert!(t.offered_pps > 0.0 && t.duration_s > 0.0, "{name}: {t:?}");
+            assert_eq!(t.malformed, 0, "{name}: {t:?}");
+            assert!(
+                t.latency.count >= t.delivered,
+                "{name}: fewer latency samples than packets: {t:?}"
+            );
+            if t.delivered > 0 {
+                let l = &t.latency;
+                assert!(
+                    l.min_us <= l.p50_us
+                        && l.p50_us <= l.p99_us
+                        && l.p99_us <= l.p999_us
+                        && l.p999_us <= l.max_us * 1.01,
+                    "{name}: percentiles out of order: {l:?}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
