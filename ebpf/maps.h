@@ -214,6 +214,34 @@ struct {
 	__uint(max_entries, XORLAY_TX_PORTS_MAX);
 } xorlay_tx_ports SEC(".maps");
 
+/*
+ * Pinning (router/src/io/bpf.rs, `[xdp] pin_dir`): with a pin directory,
+ * userspace pins every map above and the owner record below there by name
+ * (EbpfLoader::map_pin_path, not a `pinning` attribute here, so that loads
+ * without a pin directory -- the fixture tests -- never touch bpffs), and
+ * the next instance reuses them. A pinned map is reused only if its type,
+ * key size, value size and max_entries equal what this build expects
+ * (PINNED_MAPS in bpf.rs): change a map's layout here and that table fails
+ * its test until it follows, and running instances' pins are cleared (not
+ * reused) by the new build.
+ *
+ * The owner record: which process owns the pins (the XDP links in the pin
+ * directory and these maps). Written by userspace only, never read by the
+ * program. bpffs holds no regular files, hence a map.
+ */
+struct xorlay_owner {
+	__u32 pid;        /* owning process */
+	__u32 pad;        /* 0 */
+	__u64 start_time; /* its start time, clock ticks after boot (/proc/<pid>/stat field 22) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xorlay_owner);
+	__uint(max_entries, 1);
+} xorlay_owner SEC(".maps");
+
 /* Adds one to counter `index` on this CPU. */
 static __always_inline void stats_count(__u32 index)
 {

@@ -50,6 +50,16 @@ pub struct XdpSettings {
     pub route_idle_timeout_ms: u64,
     /// Token buckets: handshakes per source and overall, data per neighbor.
     pub limits: RateLimits,
+    /// Directory on a bpf filesystem where the XDP state (maps, the link of
+    /// each interface, the owner) is pinned, so the next `xorlay run` takes
+    /// over without losing fast-path packets; unset: nothing is pinned and
+    /// XDP is detached at exit (docs/xdp.md, "Lifecycle").
+    pub pin_dir: Option<PathBuf>,
+    /// After taking over pinned state, how long the control plane only adds
+    /// to the allowlist and keeps the route cache valid while its sessions
+    /// come back (ends early once it has as many authenticated peers as the
+    /// allowlist had).
+    pub warm_start_ms: u64,
 }
 
 impl Default for XdpSettings {
@@ -58,6 +68,8 @@ impl Default for XdpSettings {
             route_cache: true,
             route_idle_timeout_ms: 30_000,
             limits: RateLimits::default(),
+            pin_dir: None,
+            warm_start_ms: 5_000,
         }
     }
 }
@@ -375,6 +387,20 @@ impl Config {
         if let Err(e) = raw.xdp.limits.check() {
             return Err(invalid(format!("xdp.limits: {e}")));
         }
+        if let Some(dir) = &raw.xdp.pin_dir
+            && (!dir.is_absolute() || dir.parent().is_none())
+        {
+            return Err(invalid(format!(
+                "xdp.pin_dir = {:?} must be an absolute directory of its own on a bpf filesystem, e.g. \"/sys/fs/bpf/xorlay/<name>\"",
+                dir.display()
+            )));
+        }
+        if raw.xdp.warm_start_ms > 600_000 {
+            return Err(invalid(format!(
+                "xdp.warm_start_ms = {} must be at most 600000 (5000 is usual)",
+                raw.xdp.warm_start_ms
+            )));
+        }
 
         let resolve = |p: &Path| match path.parent() {
             Some(dir) if p.is_relative() => dir.join(p),
@@ -475,6 +501,33 @@ address = "198.18.0.2:4799"
     fn the_shipped_example_parses() {
         let text = include_str!("../../deploy/xorlay.example.toml");
         parse(text).expect("deploy/xorlay.example.toml is valid");
+    }
+
+    #[test]
+    fn xdp_pinning_keys_parse_and_are_checked() {
+        let config = parse("key_file = \"/k\"").expect("minimal");
+        assert_eq!(config.xdp.pin_dir, None, "no pinning by default");
+        assert_eq!(config.xdp.warm_start_ms, 5000);
+        let config = parse(
+            "key_file = \"/k\"\n[xdp]\npin_dir = \"/sys/fs/bpf/xorlay/a\"\nwarm_start_ms = 100\n",
+        )
+        .expect("pinning");
+        assert_eq!(
+            config.xdp.pin_dir.as_deref(),
+            Some(Path::new("/sys/fs/bpf/xorlay/a"))
+        );
+        assert_eq!(config.xdp.warm_start_ms, 100);
+        for (text, key) in [
+            ("key_file = \"/k\"\n[xdp]\npin_dir = \"rel\"", "xdp.pin_dir"),
+            ("key_file = \"/k\"\n[xdp]\npin_dir = \"/\"", "xdp.pin_dir"),
+            (
+                "key_file = \"/k\"\n[xdp]\nwarm_start_ms = 600001",
+                "xdp.warm_start_ms",
+            ),
+        ] {
+            let message = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(key), "{text}: {message}");
+        }
     }
 
     #[test]

@@ -25,16 +25,22 @@
 //! route cache and the runtime configuration (local ID, rate limits, idle
 //! timeout) are a [`RouteCache`], taken out the same way
 //! ([`XdpRouter::take_route_cache`], [`take_route_cache`]).
+//!
+//! [`XdpRouter::attach_pinned`] keeps the maps and the XDP links in a bpffs
+//! pin directory so a new instance takes over a running one (hot restart) or
+//! reclaims a crashed one's state; `docs/xdp.md`, "Lifecycle".
 
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray};
-use aya::programs::xdp::XdpLinkId;
+use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapType, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use serde::{Deserialize, Serialize};
@@ -59,6 +65,12 @@ pub const CONFIG_MAP_NAME: &str = "xorlay_config";
 /// Name of the egress device map (DEVMAP_HASH keyed by ifindex) in
 /// [`XDP_OBJECT`].
 pub const TX_PORTS_MAP_NAME: &str = "xorlay_tx_ports";
+/// Name of the owner record (array map, one entry) in [`XDP_OBJECT`]: which
+/// process owns the pins of a pin directory.
+pub const OWNER_MAP_NAME: &str = "xorlay_owner";
+/// Prefix of the pinned XDP link of each interface in a pin directory
+/// (`link-<interface>`).
+pub const LINK_PIN_PREFIX: &str = "link-";
 /// Name of the global (in `.rodata`) that holds the overlay UDP port, in host
 /// byte order.
 pub const PORT_GLOBAL_NAME: &str = "xorlay_port";
@@ -267,6 +279,14 @@ pub enum BpfError {
         /// Its index.
         if_index: u32,
         /// The map error, with its causes.
+        detail: String,
+    },
+    /// The pin directory (`[xdp] pin_dir`) cannot be used.
+    #[error("XDP pin directory {path}: {detail}")]
+    Pin {
+        /// The directory or the entry in it.
+        path: PathBuf,
+        /// What went wrong and what to do.
         detail: String,
     },
     /// More neighbors than the allowlist holds.
@@ -565,14 +585,37 @@ pub fn load(port: u16) -> Result<Ebpf, BpfError> {
 /// [`DEFAULT_IDLE_TIMEOUT`], generation 1) and no local ID: the route cache
 /// is not consulted until [`RouteCache::set_local_id`].
 pub fn load_with(port: u16, options: LoadOptions) -> Result<Ebpf, BpfError> {
+    load_inner(port, options, None)
+}
+
+/// [`load_with`], with the state maps ([`PINNED_MAPS`]) opened from or
+/// pinned in `pin_dir` when given. A reused `xorlay_config` keeps its value
+/// (generation included: cached routes stay valid); a new one gets the
+/// defaults.
+fn load_inner(port: u16, options: LoadOptions, pin_dir: Option<&Path>) -> Result<Ebpf, BpfError> {
     let filter = u8::from(options.filter_neighbors);
-    let mut ebpf = EbpfLoader::new()
+    let pin_paths: Vec<(&str, PathBuf)> = match pin_dir {
+        Some(dir) => PINNED_MAPS
+            .iter()
+            .map(|layout| (layout.name, dir.join(layout.name)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let reuse_config = pin_dir.is_some_and(|dir| dir.join(CONFIG_MAP_NAME).exists());
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(PORT_GLOBAL_NAME, &port, true)
-        .override_global(FILTER_GLOBAL_NAME, &filter, true)
+        .override_global(FILTER_GLOBAL_NAME, &filter, true);
+    for (name, path) in &pin_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
         .load(XDP_OBJECT)
         .map_err(|e| BpfError::from_object(&e))?;
     // Before the program can run anywhere.
-    write_default_config(&mut ebpf)?;
+    if !reuse_config {
+        write_default_config(&mut ebpf)?;
+    }
     xdp_program(&mut ebpf)?
         .load()
         .map_err(|e| BpfError::from_program_load(&e))?;
@@ -702,6 +745,18 @@ pub fn take_neighbor_map(ebpf: &mut Ebpf) -> Result<NeighborMap, BpfError> {
 }
 
 impl NeighborMap {
+    /// A second handle on the allowlist pinned in `pin_dir` (by a router
+    /// started with [`XdpRouter::attach_pinned`]).
+    pub fn open_pinned(pin_dir: &Path) -> Result<NeighborMap, BpfError> {
+        let map = open_pinned_map(pin_dir, NEIGHBORS_MAP_NAME).map_err(|detail| {
+            BpfError::NeighborMap {
+                action: "open",
+                detail: format!("{detail} (pinned in {})", pin_dir.display()),
+            }
+        })?;
+        Ok(NeighborMap { map })
+    }
+
     /// Makes the allowlist equal to `wanted` (IPv4 or v4-mapped IPv6
     /// addresses alike, see [`neighbor_key`]): deletes the keys not wanted,
     /// then inserts the missing ones. The current keys are read from the map
@@ -1110,7 +1165,72 @@ pub fn take_route_cache(ebpf: &mut Ebpf) -> Result<RouteCache, BpfError> {
     })
 }
 
+/// Opens a pinned map of `pin_dir` as a typed map.
+fn open_pinned_map<T>(pin_dir: &Path, name: &str) -> Result<T, String>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(|e| chain(&e))?;
+    let map = Map::from_map_data(data).map_err(|e| chain(&e))?;
+    T::try_from(map).map_err(|e| chain(&e))
+}
+
 impl RouteCache {
+    /// A second handle on the route cache pinned in `pin_dir` (by a router
+    /// started with [`XdpRouter::attach_pinned`]), reading the configuration
+    /// as it is now. For inspection and tests: the configuration has one
+    /// writer, the router's own handle; installs and removals through this
+    /// one are safe.
+    pub fn open_pinned(pin_dir: &Path) -> Result<RouteCache, BpfError> {
+        let open_error = |map: &'static str| {
+            move |detail: String| BpfError::RouteCache {
+                action: "open",
+                map,
+                detail: format!("{detail} (pinned in {})", pin_dir.display()),
+            }
+        };
+        let config: Array<MapData, ConfigValue> =
+            open_pinned_map(pin_dir, CONFIG_MAP_NAME).map_err(open_error(CONFIG_MAP_NAME))?;
+        let routes =
+            open_pinned_map(pin_dir, ROUTES_MAP_NAME).map_err(open_error(ROUTES_MAP_NAME))?;
+        let current = config.get(&0, 0).map_err(|e| BpfError::RouteCache {
+            action: "read",
+            map: CONFIG_MAP_NAME,
+            detail: chain(&e),
+        })?;
+        Ok(RouteCache {
+            routes,
+            config,
+            current,
+        })
+    }
+
+    /// The local ID in force, if set.
+    pub fn local_id(&self) -> Option<NodeId> {
+        (self.current.flags & consts::CONFIG_F_LOCAL_ID as u32 != 0)
+            .then(|| NodeId::from_bytes(self.current.local_id))
+    }
+
+    /// Entries installed in generation `generation` (a walk of the kernel
+    /// map, like [`RouteCache::len`]).
+    pub fn count_generation(&self, generation: u64) -> Result<usize, BpfError> {
+        let mut count = 0usize;
+        for (seen, item) in self.routes.iter().enumerate() {
+            let (_, value) = item.map_err(|e| BpfError::RouteCache {
+                action: "read",
+                map: ROUTES_MAP_NAME,
+                detail: chain(&e),
+            })?;
+            if value.generation == generation {
+                count += 1;
+            }
+            if seen >= ROUTES_MAX {
+                break;
+            }
+        }
+        Ok(count)
+    }
+
     /// Sends data packets for `dst` to `route.next_hop` from `route.source`,
     /// in the current generation (replacing any entry for `dst`). Fails
     /// before touching the map if the two addresses are of different
@@ -1228,6 +1348,11 @@ impl RouteCache {
     /// installing routes computed from the new table. Returns the new
     /// generation.
     pub fn invalidate_all(&mut self) -> Result<u64, BpfError> {
+        // From the map's generation, not this handle's copy: after a hot
+        // restart the previous owner may have bumped it meanwhile.
+        if let Ok(value) = self.config.get(&0, 0) {
+            self.current.generation = self.current.generation.max(value.generation);
+        }
         let mut next = self.current;
         next.generation = next.generation.wrapping_add(1);
         self.write(next)?;
@@ -1368,6 +1493,38 @@ pub fn add_tx_port(ebpf: &mut Ebpf, if_index: u32) -> Result<(), BpfError> {
         .map_err(|e| error(chain(&e)))
 }
 
+/// Removes from a reused egress device map the interfaces an earlier
+/// instance attached to and this one does not. Failures are logged: a stale
+/// entry only lets the fast path redirect to an interface without our
+/// program.
+fn prune_tx_ports(ebpf: &mut Ebpf, keep: &[u32]) {
+    let Some(map) = ebpf.map_mut(TX_PORTS_MAP_NAME) else {
+        return;
+    };
+    let mut ports: DevMapHash<&mut MapData> = match DevMapHash::try_from(map) {
+        Ok(ports) => ports,
+        Err(e) => {
+            log::warn!("pruning {TX_PORTS_MAP_NAME}: {}", chain(&e));
+            return;
+        }
+    };
+    let stale: Vec<u32> = ports
+        .keys()
+        .take(TX_PORTS_MAX + 1)
+        .filter_map(Result::ok)
+        .filter(|if_index| !keep.contains(if_index))
+        .collect();
+    for if_index in stale {
+        match ports.remove(if_index) {
+            Ok(()) => log::info!("removed ifindex {if_index} from the pinned {TX_PORTS_MAP_NAME}"),
+            Err(e) => log::warn!(
+                "removing ifindex {if_index} from {TX_PORTS_MAP_NAME}: {}",
+                chain(&e)
+            ),
+        }
+    }
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {
@@ -1385,18 +1542,80 @@ fn monotonic_ns() -> u64 {
 }
 
 /// The loaded XDP program and its attachments. Dropping it (or
-/// [`XdpRouter::detach`]) detaches the program from every interface.
+/// [`XdpRouter::detach`]) detaches the program from every interface; with a
+/// pin directory ([`XdpRouter::attach_pinned`]) only while this process
+/// still owns the pins (then it also removes them), see `docs/xdp.md`,
+/// "Lifecycle".
 #[derive(Debug)]
 pub struct XdpRouter {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    pins: Option<Pins>,
 }
 
 #[derive(Debug)]
 struct Attachment {
     interface: String,
-    mode: AttachedMode,
-    link: XdpLinkId,
+    /// "native", "generic", or "inherited" (a pinned link taken over: its
+    /// mode is the one it was created with).
+    mode: &'static str,
+    link: AttachedLink,
+}
+
+#[derive(Debug)]
+enum AttachedLink {
+    /// Held by the program object (no pin directory).
+    Managed(XdpLinkId),
+    /// Pinned as `<pin_dir>/link-<interface>`: stays attached after this
+    /// process until the pin is removed.
+    Pinned(FdLink),
+}
+
+/// The pin directory of a router and what was found in it at start.
+#[derive(Debug)]
+struct Pins {
+    dir: PathBuf,
+    start: PinnedStart,
+    /// This process, as written to the owner record.
+    me: OwnerValue,
+    /// The owner record was written (the pins are ours until another
+    /// instance writes its own).
+    owned: bool,
+    /// The directory held no state before this process: on a failed start
+    /// everything in it is removed again.
+    fresh: bool,
+}
+
+/// What [`XdpRouter::attach_pinned`] found in its pin directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinnedStart {
+    /// No usable state: new maps, pinned now.
+    Fresh,
+    /// The owner is alive: its maps are reused and the program is swapped
+    /// into its links atomically (a hot restart; the owner sees the change
+    /// when it exits and leaves everything in place).
+    HotRestart {
+        /// The previous owner.
+        pid: u32,
+    },
+    /// The owner is gone (crashed or killed): its maps are reused, with the
+    /// entries counted here.
+    Reclaimed {
+        /// The previous owner, if the record was readable.
+        pid: Option<u32>,
+        /// Route cache entries of the current generation.
+        routes: usize,
+        /// Allowlisted neighbors.
+        neighbors: usize,
+    },
+}
+
+impl PinnedStart {
+    /// Whether state of an earlier instance is in use (the control plane
+    /// should start warm, see `ControlIo::warm_start`).
+    pub fn is_takeover(&self) -> bool {
+        !matches!(self, PinnedStart::Fresh)
+    }
 }
 
 impl XdpRouter {
@@ -1427,22 +1646,184 @@ impl XdpRouter {
         mode: XdpAttachMode,
         options: LoadOptions,
     ) -> Result<XdpRouter, BpfError> {
-        let mut targets: Vec<(&str, u32)> = Vec::with_capacity(interfaces.len());
-        for interface in interfaces {
-            let if_index = if_index(interface)?;
-            if targets.iter().all(|&(_, seen)| seen != if_index) {
-                targets.push((interface, if_index));
-            }
-        }
+        let targets = resolve_targets(interfaces)?;
         let ebpf = load_with(port, options)?;
         let mut router = XdpRouter {
             ebpf,
             attachments: Vec::with_capacity(targets.len()),
+            pins: None,
         };
         for (interface, if_index) in targets {
             router.attach_one(interface, if_index, mode)?;
         }
         Ok(router)
+    }
+
+    /// [`XdpRouter::attach_with`] keeping its state in `pin_dir` (a
+    /// directory on a bpf filesystem, created if missing): the state maps
+    /// ([`PINNED_MAPS`]) are pinned there by name, the XDP link of each
+    /// interface as `link-<interface>`, and the owner record
+    /// (`xorlay_owner`) names this process.
+    ///
+    /// Pins left by an earlier instance are reused: entries whose layout
+    /// differs from this build's, unknown `xorlay_*` or `link-*` entries and
+    /// links that are no XDP links are removed first (logged with the
+    /// reason); a live owner is taken over (the new program is swapped into
+    /// each pinned link atomically with `BPF_LINK_UPDATE`: no packet sees
+    /// no program), a dead one's state is reclaimed. [`XdpRouter::pinned_start`]
+    /// says which. Entries not made by xorlay are refused, never removed.
+    /// The pins become this process's with [`XdpRouter::claim_pins`], to
+    /// call once the rest of the router runs.
+    pub fn attach_pinned(
+        interfaces: &[String],
+        port: u16,
+        mode: XdpAttachMode,
+        options: LoadOptions,
+        pin_dir: &Path,
+    ) -> Result<XdpRouter, BpfError> {
+        let targets = resolve_targets(interfaces)?;
+        prepare_pin_dir(pin_dir)?;
+        let survey = survey_pin_dir(pin_dir)?;
+        let previous = survey.owner;
+        let maps_present = survey.maps_present;
+        let ebpf = load_inner(port, options, Some(pin_dir))?;
+        let me = OwnerValue::of_process(std::process::id());
+        let start = match previous {
+            _ if !maps_present => PinnedStart::Fresh,
+            Some(owner) if owner.pid != me.pid && owner.is_alive() => {
+                PinnedStart::HotRestart { pid: owner.pid }
+            }
+            owner => PinnedStart::Reclaimed {
+                pid: owner.map(|o| o.pid).filter(|&pid| pid != 0),
+                routes: 0,
+                neighbors: 0,
+            },
+        };
+        let mut router = XdpRouter {
+            ebpf,
+            attachments: Vec::with_capacity(targets.len()),
+            pins: Some(Pins {
+                dir: pin_dir.to_path_buf(),
+                start,
+                me,
+                owned: false,
+                fresh: !maps_present,
+            }),
+        };
+        router.count_reclaimed()?;
+        for (interface, if_index) in &targets {
+            router.attach_pinned_one(interface, *if_index, mode, pin_dir)?;
+        }
+        let keep: Vec<u32> = targets.iter().map(|&(_, if_index)| if_index).collect();
+        prune_tx_ports(&mut router.ebpf, &keep);
+        for stale in survey.links {
+            if targets.iter().all(|(interface, _)| *interface != stale) {
+                let path = link_pin_path(pin_dir, &stale);
+                log::info!(
+                    "removing the pinned XDP link of {stale} ({}): not in `interfaces` any more",
+                    path.display()
+                );
+                remove_pin(&path);
+            }
+        }
+        if let Some(pins) = &router.pins {
+            match &pins.start {
+                PinnedStart::Fresh => log::info!(
+                    "XDP state pinned in {} (owner: pid {})",
+                    pin_dir.display(),
+                    me.pid
+                ),
+                PinnedStart::HotRestart { pid } => {
+                    log::info!("hot restart: taking over XDP from pid {pid}")
+                }
+                PinnedStart::Reclaimed {
+                    pid,
+                    routes,
+                    neighbors,
+                } => log::warn!(
+                    "reclaiming pinned XDP state left by {} (crashed): keeping {routes} cached \
+                     routes and {neighbors} neighbors until the control plane has re-established \
+                     its sessions",
+                    pid.map_or_else(|| "an unknown process".to_string(), |p| format!("pid {p}"))
+                ),
+            }
+        }
+        Ok(router)
+    }
+
+    /// Makes this process the owner of the pins (writes the owner record):
+    /// call it once everything else runs. From then on the previous owner
+    /// leaves the pins alone at exit, and this router removes them at its
+    /// own exit unless another instance claims them. Until then, dropping
+    /// this router leaves the pins as found (links keep the program swapped
+    /// in), or removes them if it created them. Nothing without a pin
+    /// directory.
+    pub fn claim_pins(&mut self) -> Result<(), BpfError> {
+        self.write_owner()
+    }
+
+    /// What was found in the pin directory at start; `None` without one.
+    pub fn pinned_start(&self) -> Option<&PinnedStart> {
+        self.pins.as_ref().map(|p| &p.start)
+    }
+
+    /// Whether another instance has taken over this router's pins (its
+    /// owner record names another process): on exit this router then
+    /// leaves links and pins alone. `false` without a pin directory.
+    pub fn taken_over(&self) -> bool {
+        let Some(pins) = &self.pins else {
+            return false;
+        };
+        pins.owned && read_owner(&pins.dir).is_some_and(|owner| owner != pins.me)
+    }
+
+    fn count_reclaimed(&mut self) -> Result<(), BpfError> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        if !matches!(pins.start, PinnedStart::Reclaimed { .. }) {
+            return Ok(());
+        }
+        let dir = pins.dir.clone();
+        let cache = RouteCache::open_pinned(&dir)?;
+        let routes = cache.count_generation(cache.generation())?;
+        let neighbors = NeighborMap::open_pinned(&dir)?.keys()?.len();
+        if let Some(Pins {
+            start:
+                PinnedStart::Reclaimed {
+                    routes: r,
+                    neighbors: n,
+                    ..
+                },
+            ..
+        }) = &mut self.pins
+        {
+            *r = routes;
+            *n = neighbors;
+        }
+        Ok(())
+    }
+
+    fn write_owner(&mut self) -> Result<(), BpfError> {
+        let Some(pins) = &mut self.pins else {
+            return Ok(());
+        };
+        let error = |e: &dyn std::error::Error| BpfError::Pin {
+            path: pins.dir.join(OWNER_MAP_NAME),
+            detail: format!("cannot write the owner record: {}", chain(e)),
+        };
+        let map = self
+            .ebpf
+            .map_mut(OWNER_MAP_NAME)
+            .ok_or(BpfError::MissingObject {
+                kind: "map",
+                name: OWNER_MAP_NAME,
+            })?;
+        let mut owner: Array<&mut MapData, OwnerValue> =
+            Array::try_from(map).map_err(|e| error(&e))?;
+        owner.set(0, pins.me, 0).map_err(|e| error(&e))?;
+        pins.owned = true;
+        Ok(())
     }
 
     fn attach_one(
@@ -1451,6 +1832,88 @@ impl XdpRouter {
         if_index: u32,
         mode: XdpAttachMode,
     ) -> Result<(), BpfError> {
+        let (link, attached) = self.attach_new(interface, if_index, mode)?;
+        self.finish_attach(
+            interface,
+            if_index,
+            attached.name(),
+            AttachedLink::Managed(link),
+        )
+    }
+
+    /// Attaches to `interface` through its pinned link (swapping this
+    /// program in), or attaches anew and pins the link.
+    fn attach_pinned_one(
+        &mut self,
+        interface: &str,
+        if_index: u32,
+        mode: XdpAttachMode,
+        pin_dir: &Path,
+    ) -> Result<(), BpfError> {
+        let path = link_pin_path(pin_dir, interface);
+        if path.exists() {
+            match self.update_pinned_link(&path) {
+                Ok(link) => {
+                    log::info!(
+                        "XDP on {interface}: program replaced in the pinned link {}",
+                        path.display()
+                    );
+                    return self.finish_attach(
+                        interface,
+                        if_index,
+                        "inherited",
+                        AttachedLink::Pinned(link),
+                    );
+                }
+                Err(detail) => {
+                    log::warn!(
+                        "XDP on {interface}: the pinned link {} cannot take the new program \
+                         ({detail}); removing it and attaching anew",
+                        path.display()
+                    );
+                    remove_pin(&path);
+                }
+            }
+        }
+        let (id, attached) = self.attach_new(interface, if_index, mode)?;
+        let pin_error = |detail: String| BpfError::Pin {
+            path: path.clone(),
+            detail: format!("cannot pin the XDP link of {interface}: {detail}"),
+        };
+        let program = xdp_program(&mut self.ebpf)?;
+        let link = program.take_link(id).map_err(|e| pin_error(chain(&e)))?;
+        let link = FdLink::try_from(link).map_err(|e| {
+            pin_error(format!(
+                "{}; the kernel attached it through netlink, which cannot be pinned (Linux 5.9+ \
+                 makes bpf links); remove pin_dir from [xdp] to run without pinning",
+                chain(&e)
+            ))
+        })?;
+        let pinned = link.pin(&path).map_err(|e| pin_error(chain(&e)))?;
+        self.finish_attach(
+            interface,
+            if_index,
+            attached.name(),
+            AttachedLink::Pinned(FdLink::from(pinned)),
+        )
+    }
+
+    /// Swaps this program into the pinned link at `path`.
+    fn update_pinned_link(&mut self, path: &Path) -> Result<FdLink, String> {
+        let pinned = PinnedLink::from_pin(path).map_err(|e| chain(&e))?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| chain(&e))?;
+        let program = xdp_program(&mut self.ebpf).map_err(|e| e.to_string())?;
+        let id = program.attach_to_link(link).map_err(|e| chain(&e))?;
+        let link = program.take_link(id).map_err(|e| chain(&e))?;
+        FdLink::try_from(link).map_err(|e| chain(&e))
+    }
+
+    fn attach_new(
+        &mut self,
+        interface: &str,
+        if_index: u32,
+        mode: XdpAttachMode,
+    ) -> Result<(XdpLinkId, AttachedMode), BpfError> {
         let program = xdp_program(&mut self.ebpf)?;
         let attempt = |program: &mut Xdp, mode: AttachedMode| {
             program
@@ -1458,7 +1921,7 @@ impl XdpRouter {
                 .map(|link| (link, mode))
                 .map_err(|e| BpfError::from_attach(&e, interface, mode))
         };
-        let (link, attached) = match mode {
+        let done = match mode {
             XdpAttachMode::Native => attempt(program, AttachedMode::Native)?,
             XdpAttachMode::Generic => attempt(program, AttachedMode::Generic)?,
             XdpAttachMode::Auto => match attempt(program, AttachedMode::Native) {
@@ -1475,11 +1938,21 @@ impl XdpRouter {
                 Err(error) => return Err(error),
             },
         };
-        log::info!("XDP attached to {interface} in {} mode", attached.name());
+        log::info!("XDP attached to {interface} in {} mode", done.1.name());
+        Ok(done)
+    }
+
+    fn finish_attach(
+        &mut self,
+        interface: &str,
+        if_index: u32,
+        mode: &'static str,
+        link: AttachedLink,
+    ) -> Result<(), BpfError> {
         warn_without_forwarding(interface);
         self.attachments.push(Attachment {
             interface: interface.to_string(),
-            mode: attached,
+            mode,
             link,
         });
         add_tx_port(&mut self.ebpf, if_index).map_err(|error| match error {
@@ -1494,12 +1967,12 @@ impl XdpRouter {
         })
     }
 
-    /// Every interface the program is attached to, with its mode ("native" or
-    /// "generic").
+    /// Every interface the program is attached to, with its mode ("native",
+    /// "generic", or "inherited" for a pinned link taken over).
     pub fn attached(&self) -> Vec<(String, &'static str)> {
         self.attachments
             .iter()
-            .map(|a| (a.interface.clone(), a.mode.name()))
+            .map(|a| (a.interface.clone(), a.mode))
             .collect()
     }
 
@@ -1550,7 +2023,51 @@ impl XdpRouter {
     }
 
     fn detach_all(&mut self) {
-        if self.attachments.is_empty() {
+        let pins = self.pins.take();
+        // With pins, links and maps are left alone unless this process owns
+        // them (or made them and failed to start).
+        let release = match &pins {
+            None => true,
+            Some(pins) if pins.owned => match read_owner(&pins.dir) {
+                Some(owner) if owner == pins.me => true,
+                Some(owner) => {
+                    log::info!(
+                        "XDP was taken over by pid {}: leaving its links and the pins in {} in \
+                         place",
+                        owner.pid,
+                        pins.dir.display()
+                    );
+                    false
+                }
+                None => {
+                    log::warn!(
+                        "the owner record in {} is gone or unreadable: leaving the pins in place",
+                        pins.dir.display()
+                    );
+                    false
+                }
+            },
+            Some(pins) => pins.fresh,
+        };
+        let attachments: Vec<Attachment> = self.attachments.drain(..).collect();
+        let mut managed = Vec::new();
+        for attachment in attachments {
+            match attachment.link {
+                AttachedLink::Managed(id) => managed.push((attachment.interface, id)),
+                AttachedLink::Pinned(link) => {
+                    if release && let Some(pins) = &pins {
+                        remove_pin(&link_pin_path(&pins.dir, &attachment.interface));
+                        // Closing the last descriptor destroys the link.
+                        drop(link);
+                        log::info!("XDP detached from {}", attachment.interface);
+                    }
+                }
+            }
+        }
+        if release && let Some(pins) = &pins {
+            remove_pin_dir(&pins.dir);
+        }
+        if managed.is_empty() {
             return;
         }
         let program = match xdp_program(&mut self.ebpf) {
@@ -1562,18 +2079,358 @@ impl XdpRouter {
                 return;
             }
         };
-        for attachment in self.attachments.drain(..) {
-            match program.detach(attachment.link) {
-                Ok(()) => log::info!("XDP detached from {}", attachment.interface),
+        for (interface, link) in managed {
+            match program.detach(link) {
+                Ok(()) => log::info!("XDP detached from {interface}"),
                 Err(error) => log::warn!(
                     "detaching XDP from {}: {}; `ip link set dev {} xdp off` removes it",
-                    attachment.interface,
+                    interface,
                     chain(&error),
-                    attachment.interface
+                    interface
                 ),
             }
         }
     }
+}
+
+/// Resolves interface names to indexes (in the calling thread's network
+/// namespace), each index once.
+fn resolve_targets(interfaces: &[String]) -> Result<Vec<(&str, u32)>, BpfError> {
+    let mut targets: Vec<(&str, u32)> = Vec::with_capacity(interfaces.len());
+    for interface in interfaces {
+        let if_index = if_index(interface)?;
+        if targets.iter().all(|&(_, seen)| seen != if_index) {
+            targets.push((interface, if_index));
+        }
+    }
+    Ok(targets)
+}
+
+/// The layout of a map this build pins: a pinned map is reused only if all
+/// of it matches (else its state cannot be read right).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapLayout {
+    /// The map's name in [`XDP_OBJECT`] and its pin name.
+    pub name: &'static str,
+    /// Its type.
+    pub map_type: MapType,
+    /// Key size, bytes.
+    pub key_size: u32,
+    /// Value size, bytes (per CPU for per-CPU maps).
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+/// Every map pinned in a pin directory, with the layout of this build
+/// (checked against the loaded object by a test).
+pub const PINNED_MAPS: [MapLayout; 9] = [
+    MapLayout {
+        name: STATS_MAP_NAME,
+        map_type: MapType::PerCpuArray,
+        key_size: 4,
+        value_size: 8,
+        max_entries: consts::XDP_STAT_COUNT as u32,
+    },
+    MapLayout {
+        name: NEIGHBORS_MAP_NAME,
+        map_type: MapType::Hash,
+        key_size: consts::NEIGHBOR_KEY_LEN as u32,
+        value_size: 4,
+        max_entries: consts::NEIGHBORS_MAX as u32,
+    },
+    MapLayout {
+        name: CONFIG_MAP_NAME,
+        map_type: MapType::Array,
+        key_size: 4,
+        value_size: consts::CONFIG_LEN as u32,
+        max_entries: 1,
+    },
+    MapLayout {
+        name: "xorlay_handshake_sources",
+        map_type: MapType::LruHash,
+        key_size: 16,
+        value_size: 8,
+        max_entries: consts::HANDSHAKE_SOURCES_MAX as u32,
+    },
+    MapLayout {
+        name: "xorlay_handshake_global",
+        map_type: MapType::Array,
+        key_size: 4,
+        value_size: 16,
+        max_entries: 1,
+    },
+    MapLayout {
+        name: "xorlay_neighbor_rate",
+        map_type: MapType::LruPerCpuHash,
+        key_size: consts::NEIGHBOR_KEY_LEN as u32,
+        value_size: 8,
+        max_entries: consts::NEIGHBORS_MAX as u32,
+    },
+    MapLayout {
+        name: ROUTES_MAP_NAME,
+        map_type: MapType::LruHash,
+        key_size: consts::NODE_ID_LEN as u32,
+        value_size: consts::ROUTE_LEN as u32,
+        max_entries: consts::ROUTES_MAX as u32,
+    },
+    MapLayout {
+        name: TX_PORTS_MAP_NAME,
+        map_type: MapType::DevMapHash,
+        key_size: 4,
+        value_size: 8,
+        max_entries: consts::TX_PORTS_MAX as u32,
+    },
+    MapLayout {
+        name: OWNER_MAP_NAME,
+        map_type: MapType::Array,
+        key_size: 4,
+        value_size: 16,
+        max_entries: 1,
+    },
+];
+
+/// The layout of the map pinned at `path`, or why it has none.
+pub fn pinned_layout(path: &Path) -> Result<MapLayout, String> {
+    let data = MapData::from_pin(path).map_err(|e| chain(&e))?;
+    let info = data.info().map_err(|e| chain(&e))?;
+    Ok(MapLayout {
+        name: "",
+        map_type: info.map_type().map_err(|e| chain(&e))?,
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    })
+}
+
+/// The owner record (`struct xorlay_owner` of `ebpf/maps.h`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OwnerValue {
+    pid: u32,
+    pad: u32,
+    /// Start time of `pid`, clock ticks after boot: tells a live owner from
+    /// another process that got its PID.
+    start_time: u64,
+}
+
+const _: () = assert!(size_of::<OwnerValue>() == 16);
+
+// SAFETY: `#[repr(C)]`, integers, no implicit padding (4 + 4 + 8 = 16
+// bytes), so every bit pattern is a valid value.
+unsafe impl aya::Pod for OwnerValue {}
+
+impl OwnerValue {
+    fn of_process(pid: u32) -> OwnerValue {
+        OwnerValue {
+            pid,
+            pad: 0,
+            start_time: process_start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the recorded process still runs (same PID, same start time).
+    fn is_alive(&self) -> bool {
+        self.pid != 0 && process_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// Start time of process `pid` in clock ticks after boot (field 22 of
+/// `/proc/<pid>/stat`); `None` if there is no such process.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // after it start behind the last ')'. Field 3 is the first one there.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// The owner record pinned in `dir`, if readable.
+fn read_owner(dir: &Path) -> Option<OwnerValue> {
+    let data = MapData::from_pin(dir.join(OWNER_MAP_NAME)).ok()?;
+    let map = Map::from_map_data(data).ok()?;
+    let owner: Array<MapData, OwnerValue> = Array::try_from(map).ok()?;
+    owner.get(&0, 0).ok()
+}
+
+/// `<pin_dir>/link-<interface>`.
+fn link_pin_path(pin_dir: &Path, interface: &str) -> PathBuf {
+    pin_dir.join(format!("{LINK_PIN_PREFIX}{interface}"))
+}
+
+/// Removes a pin, logging a failure other than its absence.
+fn remove_pin(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        log::warn!("cannot remove the pin {}: {e}", path.display());
+    }
+}
+
+/// Removes every pin of ours in `dir`, then `dir` itself if empty.
+fn remove_pin_dir(dir: &Path) {
+    for layout in &PINNED_MAPS {
+        remove_pin(&dir.join(layout.name));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(LINK_PIN_PREFIX) {
+                remove_pin(&entry.path());
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => log::info!("removed the XDP pins in {}", dir.display()),
+        Err(e) => log::warn!("cannot remove the pin directory {}: {e}", dir.display()),
+    }
+}
+
+/// Creates `dir` if needed and checks it is on a bpf filesystem.
+fn prepare_pin_dir(dir: &Path) -> Result<(), BpfError> {
+    let error = |detail: String| BpfError::Pin {
+        path: dir.to_path_buf(),
+        detail,
+    };
+    if !dir.is_absolute() {
+        return Err(error("must be an absolute path".into()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        error(format!(
+            "cannot create it ({e}); it must be on a bpf filesystem (`mount -t bpf bpf \
+             /sys/fs/bpf`)"
+        ))
+    })?;
+    let path = CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| error("has a NUL byte".into()))?;
+    // SAFETY: an all-zero statfs is a valid value for the call to fill.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `fs` is valid for writing; both
+    // outlive the call.
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut fs) };
+    if rc != 0 {
+        return Err(error(format!("statfs: {}", io::Error::last_os_error())));
+    }
+    const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+    // `f_type`'s integer type differs across targets; the magic fits 32 bits.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = fs.f_type as u32;
+    if magic != BPF_FS_MAGIC {
+        return Err(error(
+            "is not on a bpf filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`) and put \
+             pin_dir under it, e.g. /sys/fs/bpf/xorlay/<name>"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What [`survey_pin_dir`] leaves in a pin directory.
+struct Survey {
+    /// The owner record, if present and readable.
+    owner: Option<OwnerValue>,
+    /// Whether state maps are pinned (to be reused).
+    maps_present: bool,
+    /// Interfaces with a pinned XDP link.
+    links: Vec<String>,
+}
+
+/// Checks what is pinned in `dir` and removes what cannot be reused, saying
+/// why: maps whose layout is not this build's (then all maps go: their
+/// state belongs together), unknown `xorlay_*` entries, `link-*` entries
+/// that are no XDP links. Anything else is not xorlay's: refused.
+fn survey_pin_dir(dir: &Path) -> Result<Survey, BpfError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| BpfError::Pin {
+        path: dir.to_path_buf(),
+        detail: format!("cannot list it: {e}"),
+    })?;
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| BpfError::Pin {
+            path: dir.to_path_buf(),
+            detail: format!("cannot list it: {e}"),
+        })?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let mut mismatch: Vec<String> = Vec::new();
+    let mut links = Vec::new();
+    let mut maps_present = false;
+    for name in names {
+        let path = dir.join(&name);
+        if let Some(expected) = PINNED_MAPS.iter().find(|l| l.name == name) {
+            match pinned_layout(&path) {
+                Ok(found)
+                    if MapLayout {
+                        name: expected.name,
+                        ..found
+                    } == *expected =>
+                {
+                    maps_present |= expected.name != OWNER_MAP_NAME;
+                }
+                Ok(found) => mismatch.push(format!(
+                    "{name} is a {:?} with {}-byte keys, {}-byte values and {} entries, this \
+                     build has a {:?} with {}, {} and {}",
+                    found.map_type,
+                    found.key_size,
+                    found.value_size,
+                    found.max_entries,
+                    expected.map_type,
+                    expected.key_size,
+                    expected.value_size,
+                    expected.max_entries
+                )),
+                Err(detail) => mismatch.push(format!("{name} is not a readable map ({detail})")),
+            }
+        } else if let Some(interface) = name.strip_prefix(LINK_PIN_PREFIX) {
+            let is_xdp_link = PinnedLink::from_pin(&path)
+                .ok()
+                .map(FdLink::from)
+                .and_then(|link| link.info().ok())
+                .and_then(|info| info.link_type().ok())
+                == Some(aya::programs::links::LinkType::Xdp);
+            if is_xdp_link {
+                links.push(interface.to_string());
+            } else {
+                log::warn!(
+                    "clearing {}: not a pinned XDP link (left by another build or by hand)",
+                    path.display()
+                );
+                remove_pin(&path);
+            }
+        } else if name.starts_with("xorlay_") {
+            log::warn!(
+                "clearing {}: not a map this build pins (left by another build)",
+                path.display()
+            );
+            remove_pin(&path);
+        } else {
+            return Err(BpfError::Pin {
+                path,
+                detail: "xorlay did not make this entry; give pin_dir a directory of its own \
+                         (e.g. /sys/fs/bpf/xorlay/<name>), or remove the entry"
+                    .into(),
+            });
+        }
+    }
+    if !mismatch.is_empty() {
+        log::warn!(
+            "clearing the pinned XDP maps in {} (their state cannot be trusted, starting with \
+             empty maps): {}",
+            dir.display(),
+            mismatch.join("; ")
+        );
+        for layout in &PINNED_MAPS {
+            remove_pin(&dir.join(layout.name));
+        }
+        maps_present = false;
+    }
+    let owner = if maps_present { read_owner(dir) } else { None };
+    Ok(Survey {
+        owner,
+        maps_present,
+        links,
+    })
 }
 
 // The router moves to whichever thread owns the data plane.
@@ -1832,6 +2689,20 @@ mod tests {
             neighbor_key(&v6).ip(),
             "fd00::1".parse::<Ipv6Addr>().expect("literal")
         );
+    }
+
+    #[test]
+    fn owner_liveness_needs_the_same_process() {
+        let me = OwnerValue::of_process(std::process::id());
+        assert!(me.start_time > 0);
+        assert!(me.is_alive());
+        let reused = OwnerValue {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!reused.is_alive(), "same PID, other start time");
+        assert!(!OwnerValue::of_process(0).is_alive());
+        assert_eq!(process_start_time(u32::MAX), None);
     }
 
     #[test]

@@ -64,8 +64,27 @@ pub struct ControlIo {
     /// The XDP program's neighbor allowlist, kept equal to the session peers.
     pub xdp_neighbors: Option<NeighborMap>,
     /// The XDP route cache (local ID and limits already set), filled on the
-    /// workers' requests and invalidated on every topology change.
+    /// workers' requests and invalidated on every change of the next hops.
     pub route_cache: Option<RouteCache>,
+    /// Set when the XDP state was taken over from an earlier instance
+    /// (hot restart or crash recovery): see [`WarmStart`].
+    pub warm_start: Option<WarmStart>,
+}
+
+/// A warm start: the XDP maps hold an earlier instance's allowlist and
+/// routes, still right for the traffic in flight, while this control plane
+/// has no session yet. Until `until`, or until it has at least `peers`
+/// authenticated peers, publishing only adds to the allowlist (it keeps the
+/// earlier peers) and never invalidates the route cache; then the allowlist
+/// is made exact and the cache invalidated once (later misses go to the
+/// workers, which ask for new entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmStart {
+    /// End of the hold at the latest.
+    pub until: Instant,
+    /// Allowlist entries found at start: the hold ends early once this many
+    /// peers are authenticated again.
+    pub peers: usize,
 }
 
 /// The control plane of one router.
@@ -81,6 +100,11 @@ pub struct ControlPlane {
     /// it), for route-cache entries; cleared on every publish.
     sources: HashMap<SocketAddr, SocketAddr>,
     published: Option<u64>,
+    /// The next hops of the last publish, to tell when routes change.
+    published_hops: Option<Vec<(NodeId, SocketAddr)>>,
+    warm_start: Option<WarmStart>,
+    /// The warm start ended: the next publish invalidates the route cache.
+    invalidate_pending: bool,
     peers_file: Option<PathBuf>,
     next_persist: Instant,
     rejected_logged: u64,
@@ -117,6 +141,9 @@ impl ControlPlane {
             route_cache: io.route_cache,
             sources: HashMap::new(),
             published: None,
+            published_hops: None,
+            warm_start: io.warm_start,
+            invalidate_pending: false,
             peers_file,
             next_persist: now + PERSIST_INTERVAL,
             rejected_logged: 0,
@@ -153,6 +180,7 @@ impl ControlPlane {
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.node.handle_timeout(now);
         }
+        self.end_warm_start(now);
         self.flush();
         if now >= self.next_persist {
             self.persist();
@@ -251,6 +279,44 @@ impl ControlPlane {
         }
     }
 
+    /// Ends a warm start that has run its time or got its peers back; the
+    /// next flush publishes the exact allowlist and invalidates the cache.
+    fn end_warm_start(&mut self, now: Instant) {
+        let Some(warm) = self.warm_start else { return };
+        let peers = self.node.session_peers().len();
+        if now < warm.until && peers < warm.peers {
+            return;
+        }
+        log::info!(
+            "warm start over ({peers} of {} earlier peer(s) authenticated{}): the XDP allowlist \
+             now follows this node's sessions and the route cache is invalidated",
+            warm.peers,
+            if peers < warm.peers {
+                ", hold expired"
+            } else {
+                ""
+            }
+        );
+        self.warm_start = None;
+        self.invalidate_pending = true;
+        self.published = None;
+    }
+
+    /// Stops writing the XDP maps (allowlist, route cache): another
+    /// instance took them over (a hot restart) and is their only writer now.
+    pub fn release_xdp(&mut self) {
+        if self.xdp_neighbors.is_some() || self.route_cache.is_some() {
+            log::info!("XDP taken over by a newer instance: no longer writing its maps");
+        }
+        self.xdp_neighbors = None;
+        self.route_cache = None;
+    }
+
+    /// Whether a warm start holds the XDP state (see [`WarmStart`]).
+    pub fn warm(&self) -> bool {
+        self.warm_start.is_some()
+    }
+
     /// Builds the workers' snapshot from the node and stores it.
     fn publish(&mut self) {
         let local = self.node.local_id();
@@ -277,9 +343,18 @@ impl ControlPlane {
             table.len(),
             allowed.len()
         );
+        let holding = self.warm_start.is_some();
         // The kernel filter first admits new peers, then the workers do.
         if let Some(map) = &mut self.xdp_neighbors {
-            match map.sync(&allowed) {
+            let mut wanted = allowed.clone();
+            if holding {
+                // Warm start: keep the earlier instance's peers too.
+                match map.keys() {
+                    Ok(keys) => wanted.extend(keys.iter().map(|k| k.socket_addr())),
+                    Err(e) => log::warn!("reading the XDP allowlist: {e}"),
+                }
+            }
+            match map.sync(&wanted) {
                 Ok(_) => self.counters.xdp_syncs += 1,
                 Err(e) => {
                     self.counters.xdp_sync_errors += 1;
@@ -287,6 +362,29 @@ impl ControlPlane {
                 }
             }
         }
+        let mut hops: Vec<(NodeId, SocketAddr)> = neighbors
+            .iter()
+            .map(|(id, addr)| (*id, canonical(*addr)))
+            .collect();
+        hops.sort_unstable();
+        let changed = self.published_hops.as_ref() != Some(&hops);
+        if !holding && (changed || self.invalidate_pending) {
+            // Before the workers see the new table: no entry computed from
+            // the old one stays valid.
+            if let Some(cache) = &mut self.route_cache {
+                match cache.invalidate_all() {
+                    Ok(_) => self.invalidate_pending = false,
+                    Err(e) => {
+                        self.counters.install_errors += 1;
+                        log::warn!("invalidating the XDP route cache: {e}");
+                    }
+                }
+            } else {
+                self.invalidate_pending = false;
+            }
+            self.sources.clear();
+        }
+        self.published_hops = Some(hops);
         self.shared
             .store(std::sync::Arc::new(Topology::new(table, allowed)));
         self.published = Some(self.node.generation());

@@ -13,8 +13,8 @@ use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
 use crate::core::node::{Node, NodeConfig, NodeCounters};
 use crate::io::admin::{AdminError, AdminServer};
-use crate::io::bpf::{BpfError, RouteCache, XdpCounters, XdpRouter};
-use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters};
+use crate::io::bpf::{BpfError, LoadOptions, PinnedStart, RouteCache, XdpCounters, XdpRouter};
+use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters, WarmStart};
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
@@ -25,6 +25,9 @@ use crate::io::worker::{Worker, WorkerError, WorkerLinks};
 /// Longest the control loop waits for input before it serves the admin
 /// socket and checks for shutdown.
 const CONTROL_TICK: Duration = Duration::from_millis(20);
+/// How often a router with pinned XDP state checks whether a newer instance
+/// took it over.
+const TAKEOVER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the router could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -121,19 +124,44 @@ impl Router {
         };
         // From here on, an early return drops `router`, which stops what runs.
         if !config.interfaces.is_empty() {
-            router.xdp = Some(XdpRouter::attach(
-                &config.interfaces,
-                config.listen.port(),
-                config.xdp_mode,
-            )?);
+            router.xdp = Some(match &config.xdp.pin_dir {
+                Some(pin_dir) => XdpRouter::attach_pinned(
+                    &config.interfaces,
+                    config.listen.port(),
+                    config.xdp_mode,
+                    LoadOptions::default(),
+                    pin_dir,
+                )?,
+                None => {
+                    XdpRouter::attach(&config.interfaces, config.listen.port(), config.xdp_mode)?
+                }
+            });
         } else {
             log::warn!(
                 "no [underlay] interfaces configured: XDP is off, every packet takes the userspace path"
             );
         }
+        let pinned_start = router.xdp.as_ref().and_then(|x| x.pinned_start().cloned());
         let route_cache = match router.xdp.as_mut() {
             Some(xdp) => prepare_route_cache(xdp, config, &identity)?,
             None => None,
+        };
+        let xdp_neighbors = router.xdp.as_mut().and_then(XdpRouter::take_neighbor_map);
+        // Taking over pinned state: the control plane starts warm, keeping
+        // the allowlist and the cached routes while its sessions come back.
+        let warm_start = match &pinned_start {
+            Some(start) if start.is_takeover() && config.xdp.warm_start_ms > 0 => {
+                let peers = xdp_neighbors
+                    .as_ref()
+                    .and_then(|map| map.keys().ok())
+                    .map_or(0, |keys| keys.len());
+                Some(WarmStart {
+                    until: std::time::Instant::now()
+                        + Duration::from_millis(config.xdp.warm_start_ms),
+                    peers,
+                })
+            }
+            _ => None,
         };
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE_DEPTH);
         let mut worker_config = config.worker_config();
@@ -188,16 +216,35 @@ impl Router {
             socket,
             listen: config.listen,
             shared: router.table.clone(),
-            xdp_neighbors: router.xdp.as_mut().and_then(XdpRouter::take_neighbor_map),
+            xdp_neighbors,
             route_cache,
+            warm_start,
         };
         router.control = Some(ControlPlane::start(
             node,
             io,
             config.control.peers_file.clone(),
         ));
-        // Last: a reachable admin socket means the router is fully up.
+        // Last: a reachable admin socket means the router is fully up. In a
+        // hot restart the old instance still serves it: the new one takes the
+        // path over (the old one then leaves it alone at exit).
+        if let Some(PinnedStart::HotRestart { pid }) = &pinned_start
+            && config.admin_socket.exists()
+        {
+            log::info!(
+                "hot restart: taking over the admin socket {} from pid {pid}",
+                config.admin_socket.display()
+            );
+            if let Err(e) = std::fs::remove_file(&config.admin_socket) {
+                log::warn!("removing {}: {e}", config.admin_socket.display());
+            }
+        }
         router.admin = Some(AdminServer::bind(&config.admin_socket)?);
+        // Only a fully started router owns the pinned XDP state: a takeover
+        // that fails before here leaves it to the running instance.
+        if let Some(xdp) = router.xdp.as_mut() {
+            xdp.claim_pins()?;
+        }
         log::info!(
             "xorlay {} up: {} worker(s) on {}, {} seed(s), {} known peer(s), XDP on {:?}",
             router.identity.node_id(),
@@ -255,10 +302,24 @@ impl Router {
     /// The control loop: runs the control plane and serves the admin socket
     /// until `shutdown` is set.
     pub fn run_until(&mut self, shutdown: &AtomicBool) {
+        let mut next_takeover_check = std::time::Instant::now();
+        let mut taken_over = false;
         while !shutdown.load(Ordering::Relaxed) {
             match &mut self.control {
                 Some(control) => control.step(CONTROL_TICK),
                 None => std::thread::sleep(CONTROL_TICK),
+            }
+            // A newer instance that took over the pinned XDP state is its
+            // only writer from then on.
+            let now = std::time::Instant::now();
+            if !taken_over && now >= next_takeover_check {
+                next_takeover_check = now + TAKEOVER_CHECK_INTERVAL;
+                if self.xdp.as_ref().is_some_and(XdpRouter::taken_over) {
+                    taken_over = true;
+                    if let Some(control) = &mut self.control {
+                        control.release_xdp();
+                    }
+                }
             }
             if let Some(admin) = &self.admin {
                 admin.serve_for(Duration::ZERO, |request| match request {
@@ -280,7 +341,15 @@ impl Router {
     }
 
     fn stop_all(&mut self) -> Result<(), RouterError> {
-        self.admin = None;
+        let taken_over = self.xdp.as_ref().is_some_and(XdpRouter::taken_over);
+        if let Some(admin) = self.admin.take()
+            && taken_over
+        {
+            // The admin socket's path belongs to the instance that took
+            // over: dropping the server would unlink it. The listener closes
+            // with this process, which is exiting.
+            std::mem::forget(admin);
+        }
         if let Some(control) = self.control.take() {
             control.persist();
         }
@@ -336,6 +405,14 @@ fn prepare_route_cache(
     if !config.xdp.route_cache {
         log::info!("[xdp] route_cache = false: every data packet takes the userspace path");
         return Ok(None);
+    }
+    // State taken over from another node ID: its routes are not ours.
+    if cache
+        .local_id()
+        .is_some_and(|previous| previous != identity.node_id())
+    {
+        log::info!("the pinned route cache belonged to another node ID: invalidating it");
+        cache.invalidate_all()?;
     }
     cache.set_local_id(&identity.node_id())?;
     Ok(Some(cache))
