@@ -64,6 +64,9 @@ pub struct LabOptions {
     pub xdp_mode: String,
     /// Workers per router.
     pub workers: usize,
+    /// `[xdp] route_cache` in the relays' configs (routers 1..=N): false
+    /// sends every packet through the io_uring workers.
+    pub relay_route_cache: bool,
 }
 
 impl Default for LabOptions {
@@ -73,6 +76,7 @@ impl Default for LabOptions {
             routers: 3,
             xdp_mode: "native".into(),
             workers: 1,
+            relay_route_cache: true,
         }
     }
 }
@@ -523,6 +527,12 @@ impl Lab {
         } else {
             String::new()
         };
+        let relay = i != 0 && i != self.nodes.len() - 1;
+        let xdp = if relay && !self.options.relay_route_cache {
+            "\n[xdp]\nroute_cache = false\n"
+        } else {
+            ""
+        };
         let mut control = String::new();
         let mut neighbors = String::new();
         match self.options.topology {
@@ -553,7 +563,7 @@ impl Lab {
             }
         }
         format!(
-            "# xorlay lab node {} ({})\nkey_file = \"{}\"\n\n[underlay]\nlisten = \"[::]:{DEFAULT_PORT}\"\ninterfaces = [{}]\nxdp_mode = \"{}\"\n\n[dataplane]\nworkers = {}\nbuffer_count = 1024\n{app}\n[control]\n{control}peers_file = \"{}\"\n\n[admin]\nsocket = \"{}\"\n{neighbors}",
+            "# xorlay lab node {} ({})\nkey_file = \"{}\"\n\n[underlay]\nlisten = \"[::]:{DEFAULT_PORT}\"\ninterfaces = [{}]\nxdp_mode = \"{}\"\n\n[dataplane]\nworkers = {}\nbuffer_count = 1024\n{app}\n[control]\n{control}peers_file = \"{}\"\n\n[admin]\nsocket = \"{}\"\n{xdp}{neighbors}",
             node.role,
             node.id(),
             key.display(),

@@ -60,12 +60,13 @@ enum Cmd {
     /// NDR/PDR search, latency, overload; writes results.json, report.md and
     /// SVG charts into a results folder.
     Compare {
-        /// Systems to measure, comma-separated: xorlay, xdp-redirect,
+        /// Systems to measure, comma-separated: xorlay (fast path on),
+        /// xorlay-uring (route cache off: io_uring path alone), xdp-redirect,
         /// linux-forward, udp-relay, yggdrasil.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "xorlay,xdp-redirect,linux-forward,udp-relay,yggdrasil"
+            default_value = "xorlay,xorlay-uring,xdp-redirect,linux-forward,udp-relay,yggdrasil"
         )]
         systems: Vec<String>,
         /// Frame sizes in bytes (Ethernet with FCS), comma-separated.

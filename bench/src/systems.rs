@@ -35,8 +35,11 @@ static REDIRECT_OBJECT: &[u8] =
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SystemKind {
-    /// xorlay routers (`xorlay run`).
+    /// xorlay routers (`xorlay run`), XDP route cache on (the fast path).
     Xorlay,
+    /// xorlay routers with `[xdp] route_cache = false` on the relays: every
+    /// packet through the io_uring workers.
+    XorlayUring,
     /// An XDP program that redirects every frame with fixed MACs: the ceiling.
     XdpRedirect,
     /// The kernel's IPv4 forwarding.
@@ -49,8 +52,9 @@ pub enum SystemKind {
 
 impl SystemKind {
     /// Every system, in report order.
-    pub const ALL: [SystemKind; 5] = [
+    pub const ALL: [SystemKind; 6] = [
         SystemKind::Xorlay,
+        SystemKind::XorlayUring,
         SystemKind::XdpRedirect,
         SystemKind::LinuxForward,
         SystemKind::UdpRelay,
@@ -61,6 +65,7 @@ impl SystemKind {
     pub fn name(self) -> &'static str {
         match self {
             SystemKind::Xorlay => "xorlay",
+            SystemKind::XorlayUring => "xorlay-uring",
             SystemKind::XdpRedirect => "xdp-redirect",
             SystemKind::LinuxForward => "linux-forward",
             SystemKind::UdpRelay => "udp-relay",
@@ -72,7 +77,10 @@ impl SystemKind {
     pub fn describe(self) -> &'static str {
         match self {
             SystemKind::Xorlay => {
-                "xorlay routers: XDP validation and neighbor filter, io_uring workers, XOR next-hop decision"
+                "xorlay routers, fast path on: XDP validation and neighbor filter, cached destinations forwarded in XDP (route cache), the rest through io_uring workers and the XOR next-hop decision"
+            }
+            SystemKind::XorlayUring => {
+                "xorlay routers, `[xdp] route_cache = false` on the relays: XDP validation and neighbor filter, every packet through the io_uring workers and the XOR next-hop decision"
             }
             SystemKind::XdpRedirect => {
                 "XDP program rewriting MACs and redirecting to the other veth, no lookup: the topology's ceiling"
@@ -85,6 +93,11 @@ impl SystemKind {
                 "yggdrasil (Debian package) relaying between two yggdrasil endpoints"
             }
         }
+    }
+
+    /// Is this one of the xorlay variants?
+    pub fn is_xorlay(self) -> bool {
+        matches!(self, SystemKind::Xorlay | SystemKind::XorlayUring)
     }
 
     /// Parses a name.
@@ -182,6 +195,7 @@ impl Env {
             routers: relays,
             xdp_mode: xdp_mode.to_string(),
             workers: 1,
+            relay_route_cache: kind != SystemKind::XorlayUring,
         })?;
         let sink_addr = lab
             .sink()
@@ -210,7 +224,7 @@ impl Env {
             lab,
         };
         match kind {
-            SystemKind::Xorlay => env.start_xorlay()?,
+            SystemKind::Xorlay | SystemKind::XorlayUring => env.start_xorlay()?,
             SystemKind::LinuxForward => env.start_linux_forward()?,
             SystemKind::UdpRelay => env.start_udp_relay()?,
             SystemKind::XdpRedirect => env.start_xdp_redirect()?,
@@ -227,6 +241,7 @@ impl Env {
             routers,
             xdp_mode: xdp_mode.to_string(),
             workers: 1,
+            relay_route_cache: true,
         })?;
         let mut env = Env {
             kind: SystemKind::Xorlay,
@@ -263,6 +278,11 @@ impl Env {
             "the generator is gen's local application: its packets enter the overlay through gen's own router (a neighbor like any node) at {}; the sink is the sink router's application",
             Lab::router_local_addr()
         ));
+        self.notes.push(if self.lab.options.relay_route_cache {
+            "relays' XDP route cache on (default config): cached destinations are forwarded in XDP (counters xdp.fwd_tx / xdp.fwd_redirect); IP forwarding is on on the relays' interfaces (bpf_fib_lookup needs it), GRO on every receiving veth".to_string()
+        } else {
+            "relays' config has `[xdp] route_cache = false`: XDP only validates and filters, every packet goes through the io_uring workers".to_string()
+        });
         Ok(())
     }
 
