@@ -6,35 +6,21 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use xorlay::wire::overlay::{DEFAULT_HOP_LIMIT, golden};
 use xorlay_bench::lab::{Lab, LabOptions, Topology};
-use xorlay_bench::traffic::{self, DataFlow, Sink};
-use xorlay_bench::{netns, wait_until};
+use xorlay_bench::traffic::{self, Sink};
+use xorlay_bench::wait_until;
+
+use common::{counter, data_rx, forwarded};
+
+mod common;
 
 const PACKETS: u64 = 2_000;
 const ROUTERS: usize = 3;
-
-fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {
-    stats
-        .pointer(pointer)
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or_else(|| panic!("no counter {pointer} in {stats}"))
-}
-
-/// Packets a router forwarded: by its workers and by the XDP fast path.
-fn forwarded(stats: &serde_json::Value) -> u64 {
-    counter(stats, "/total/forwarded")
-        + counter(stats, "/xdp/fwd_tx")
-        + counter(stats, "/xdp/fwd_redirect")
-}
-
-/// Datagrams the workers took on the data path (control packets excluded).
-fn data_rx(stats: &serde_json::Value) -> u64 {
-    counter(stats, "/total/rx_packets") - counter(stats, "/total/control_rx")
-}
 
 #[test]
 fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
@@ -76,22 +62,11 @@ fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
     // Data from gen's application to the sink's node ID.
     let sink = Sink::start(&lab.sink().netns, Lab::app_addr(), lab.sink().id(), PACKETS)
         .unwrap_or_else(|e| panic!("sink: {e:#}"));
-    let flow = DataFlow {
-        src: lab.generator().id(),
-        dst: lab.sink().id(),
-        to: Lab::router_local_addr(),
-        count: PACKETS,
-        payload_len: 64,
-        rate_pps: 20_000,
-    };
-    let sent = netns::in_netns(&lab.generator().netns, move || {
-        let socket = std::net::UdpSocket::bind(Lab::app_addr())?;
-        Ok(traffic::send_data(&socket, &flow, &AtomicBool::new(false)))
-    })
-    .expect("generator thread")
-    .join()
-    .expect("generator")
-    .expect("generator ran");
+    let flow = common::gen_to_sink(&lab, PACKETS, 20_000);
+    let sent = common::send_from_gen(&lab, flow, Arc::new(AtomicBool::new(false)))
+        .join()
+        .expect("generator")
+        .expect("generator ran");
     assert_eq!(sent.sent, PACKETS, "generator errors: {}", sent.errors);
     let arrived = wait_until(Duration::from_secs(10), || sink.valid() >= PACKETS);
     let report = sink.finish().expect("sink report");

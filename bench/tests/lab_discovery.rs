@@ -14,33 +14,22 @@ use xorlay::core::session::{SessionConfig, Sessions};
 use xorlay::wire::overlay::HEADER_LEN;
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};
 use xorlay_bench::lab::{Lab, LabOptions, Topology};
-use xorlay_bench::traffic::{self, DataFlow, Sink};
+use xorlay_bench::traffic::Sink;
 use xorlay_bench::{netns, wait_until};
+
+mod common;
+
+use common::counter;
 
 const ROUTERS: usize = 8;
 /// Enough for the whole test at the rate below; the generator is stopped early.
 const PACKETS_MAX: u64 = 200_000;
 const RATE_PPS: u64 = 2_000;
 
-fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {
-    stats
-        .pointer(pointer)
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-}
-
 /// Packets each router forwarded, by its workers and its XDP fast path.
-fn forwarded(lab: &Lab) -> Vec<u64> {
+fn forwarded_all(lab: &Lab) -> Vec<u64> {
     (0..lab.nodes.len())
-        .map(|i| {
-            lab.stats(i)
-                .map(|s| {
-                    counter(&s, "/total/forwarded")
-                        + counter(&s, "/xdp/fwd_tx")
-                        + counter(&s, "/xdp/fwd_redirect")
-                })
-                .unwrap_or(0)
-        })
+        .map(|i| lab.stats(i).map(|s| common::forwarded(&s)).unwrap_or(0))
         .collect()
 }
 
@@ -97,22 +86,11 @@ fn discovery_from_one_seed_failover_and_impostor() {
     )
     .unwrap_or_else(|e| panic!("sink: {e:#}"));
     let stop = Arc::new(AtomicBool::new(false));
-    let flow = DataFlow {
-        src: lab.generator().id(),
-        dst: lab.sink().id(),
-        to: Lab::router_local_addr(),
-        count: PACKETS_MAX,
-        payload_len: 64,
-        rate_pps: RATE_PPS,
-    };
-    let generator = {
-        let stop = stop.clone();
-        netns::in_netns(&lab.generator().netns, move || {
-            let socket = UdpSocket::bind(Lab::app_addr())?;
-            Ok(traffic::send_data(&socket, &flow, &stop))
-        })
-        .expect("generator thread")
-    };
+    let generator = common::send_from_gen(
+        &lab,
+        common::gen_to_sink(&lab, PACKETS_MAX, RATE_PPS),
+        stop.clone(),
+    );
     let flowing = wait_until(Duration::from_secs(10), || sink.valid() >= 1_000);
     if !flowing {
         stop.store(true, Ordering::Relaxed);
@@ -120,9 +98,9 @@ fn discovery_from_one_seed_failover_and_impostor() {
     }
 
     // The middle router carrying the traffic dies without warning.
-    let before = forwarded(&lab);
+    let before = forwarded_all(&lab);
     wait_until(Duration::from_secs(2), || sink.valid() >= 2_000);
-    let after = forwarded(&lab);
+    let after = forwarded_all(&lab);
     let (victim, carried) = (1..lab.sink_index())
         .map(|i| (i, after[i].saturating_sub(before[i])))
         .max_by_key(|(_, n)| *n)
@@ -150,7 +128,7 @@ fn discovery_from_one_seed_failover_and_impostor() {
         at_kill,
         sink.valid()
     );
-    let rerouted = forwarded(&lab);
+    let rerouted = forwarded_all(&lab);
     assert!(
         (1..lab.sink_index()).any(|i| i != victim && rerouted[i] > after[i]),
         "another router took over: {after:?} -> {rerouted:?}"

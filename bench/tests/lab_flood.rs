@@ -12,21 +12,18 @@ use xorlay::core::NodeId;
 use xorlay::wire::overlay::{HEADER_LEN, golden};
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};
 use xorlay_bench::lab::{Lab, LabOptions, Topology};
-use xorlay_bench::traffic::{self, DataFlow, Sink};
+use xorlay_bench::traffic::Sink;
 use xorlay_bench::{netns, wait_until};
+
+mod common;
+
+use common::counter;
 
 const LEGIT_PPS: u64 = 5_000;
 const LEGIT_PACKETS: u64 = 10_000;
 /// The flood stops after this long or this many packets, whichever first.
 const FLOOD_SECS: u64 = 3;
 const FLOOD_MAX: u64 = 3_000_000;
-
-fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {
-    stats
-        .pointer(pointer)
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-}
 
 fn xdp_sum(stats: &serde_json::Value, prefix: &str) -> u64 {
     stats
@@ -106,19 +103,11 @@ fn flood_is_dropped_in_xdp_while_legitimate_traffic_flows() {
         .expect("flood thread")
     };
     // Legitimate traffic, paced, from gen's application, during the flood.
-    let flow = DataFlow {
-        src: lab.generator().id(),
-        dst: lab.sink().id(),
-        to: Lab::router_local_addr(),
-        count: LEGIT_PACKETS,
-        payload_len: 64,
-        rate_pps: LEGIT_PPS,
-    };
-    let sent = netns::in_netns(&lab.generator().netns, move || {
-        let socket = UdpSocket::bind(Lab::app_addr())?;
-        Ok(traffic::send_data(&socket, &flow, &AtomicBool::new(false)))
-    })
-    .expect("generator thread")
+    let sent = common::send_from_gen(
+        &lab,
+        common::gen_to_sink(&lab, LEGIT_PACKETS, LEGIT_PPS),
+        Arc::new(AtomicBool::new(false)),
+    )
     .join()
     .expect("generator")
     .expect("generator ran");

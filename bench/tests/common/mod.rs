@@ -1,0 +1,59 @@
+//! Helpers shared by the lab tests.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+
+use xorlay_bench::lab::Lab;
+use xorlay_bench::netns;
+use xorlay_bench::traffic::{self, DataFlow, SendReport};
+
+/// A counter from a router's stats; panics if the stats lack it (a renamed
+/// counter must fail the test, not read as 0).
+pub fn counter(stats: &serde_json::Value, pointer: &str) -> u64 {
+    stats
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no counter {pointer} in {stats}"))
+}
+
+/// Packets a router forwarded: by its workers and by the XDP fast path.
+pub fn forwarded(stats: &serde_json::Value) -> u64 {
+    counter(stats, "/total/forwarded")
+        + counter(stats, "/xdp/fwd_tx")
+        + counter(stats, "/xdp/fwd_redirect")
+}
+
+/// Datagrams the workers took on the data path (control packets excluded).
+pub fn data_rx(stats: &serde_json::Value) -> u64 {
+    counter(stats, "/total/rx_packets") - counter(stats, "/total/control_rx")
+}
+
+/// A flow from gen's application to the sink's node ID.
+pub fn gen_to_sink(lab: &Lab, count: u64, rate_pps: u64) -> DataFlow {
+    DataFlow {
+        src: lab.generator().id(),
+        dst: lab.sink().id(),
+        to: Lab::router_local_addr(),
+        count,
+        payload_len: 64,
+        rate_pps,
+    }
+}
+
+/// Sends `flow` from gen's application (a thread inside gen's namespace)
+/// until done or `stop` is set.
+pub fn send_from_gen(
+    lab: &Lab,
+    flow: DataFlow,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<anyhow::Result<SendReport>> {
+    netns::in_netns(&lab.generator().netns, move || {
+        let socket = UdpSocket::bind(Lab::app_addr())?;
+        Ok(traffic::send_data(&socket, &flow, &stop))
+    })
+    .unwrap_or_else(|e| panic!("generator thread: {e:#}"))
+}
