@@ -397,15 +397,18 @@ fn demo(
 per-router counters:"
     );
     println!(
-        "  {:<5} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9}",
+        "  (xdp_fwd: forwarded by the XDP route cache; to_user: passed up to the workers; uring_fwd: forwarded by the io_uring workers)"
+    );
+    println!(
+        "  {:<5} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>9}",
         "",
-        "xdp_pass",
+        "xdp_fwd",
         "xdp_drop",
+        "to_user",
         "worker_rx",
-        "forwarded",
+        "uring_fwd",
         "delivered",
         "app_rx",
-        "ctrl_rx",
         "sessions"
     );
     for (i, node) in lab.nodes.iter().enumerate() {
@@ -413,16 +416,19 @@ per-router counters:"
             println!("  {:<5} (stopped)", node.role);
             continue;
         };
+        let to_user = counter(&s, "/xdp/pass_overlay")
+            + counter(&s, "/xdp/pass_cache_miss")
+            + counter(&s, "/xdp/pass_unresolved");
         println!(
-            "  {:<5} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9}",
+            "  {:<5} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>9}",
             node.role,
-            counter(&s, "/xdp/pass_overlay"),
+            counter(&s, "/xdp/fwd_tx") + counter(&s, "/xdp/fwd_redirect"),
             xdp_dropped(&s),
+            to_user,
             counter(&s, "/total/rx_packets"),
-            forwarded_by(&s),
+            counter(&s, "/total/forwarded"),
             counter(&s, "/total/delivered"),
             counter(&s, "/total/app_rx"),
-            counter(&s, "/total/control_rx"),
             counter(&s, "/session_peers"),
         );
     }
