@@ -26,10 +26,11 @@
 //! and nothing is pinned. Needs root (CAP_BPF, CAP_NET_ADMIN,
 //! CAP_SYS_ADMIN) and iproute2.
 
+mod common;
+
+use common::{Rng, enter_netns, inet_checksum};
 use std::collections::HashSet;
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
@@ -269,17 +270,6 @@ fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-fn enter_netns(name: &str) {
-    let path = format!("/run/netns/{name}");
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) => panic!("open {path}: {e}"),
-    };
-    // SAFETY: a valid namespace fd; setns changes only the calling thread.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-}
-
 fn pin_to_current_cpu() {
     // SAFETY: plain syscalls on the calling thread; the set is initialized
     // by CPU_ZERO before use.
@@ -327,19 +317,6 @@ fn if_index(name: &str) -> u32 {
 
 // ---------------------------------------------------------------------------
 // Frames.
-
-/// Internet checksum (RFC 1071) of `parts` concatenated.
-fn inet_checksum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// The UDP pseudo-header of a datagram of `udp_len` bytes.
 fn pseudo_header(src: IpAddr, dst: IpAddr, udp_len: usize) -> Vec<u8> {
@@ -1399,30 +1376,6 @@ fn route_cache_api() {
 
 // ---------------------------------------------------------------------------
 // Differential: the fast path against core::forward::decide + the worker.
-
-/// xorshift64*: small, seeded, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-
-    fn id(&mut self) -> NodeId {
-        let mut bytes = [0u8; 32];
-        for chunk in bytes.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_le_bytes());
-        }
-        NodeId::from_bytes(bytes)
-    }
-}
 
 /// A neighbor as the workers know it: its host in the lab and the family
 /// of its underlay address.

@@ -22,8 +22,10 @@
 //! iproute2. Frames use addresses from 198.18.0.0/15 and fd00::/8 only; the
 //! program is never attached outside the tests' own namespaces.
 
+mod common;
+
+use common::{Rng, enter_netns, inet_checksum};
 use std::collections::HashSet;
-use std::fs::File;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -107,19 +109,6 @@ fn neighbors() -> HashSet<SocketAddr> {
 
 // ---------------------------------------------------------------------------
 // Frame builders.
-
-/// Internet checksum (RFC 1071) of `parts` concatenated.
-fn inet_checksum(parts: &[&[u8]]) -> u16 {
-    let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(14 + payload.len());
@@ -1354,26 +1343,6 @@ fn sync_over_the_limit_fails_and_changes_nothing() {
 // ---------------------------------------------------------------------------
 // Differential: XDP against the Rust parser.
 
-/// xorshift64*: small, seeded, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
-
 /// DATA_PING broken in 1 to 3 random ways, biased to the checked fields.
 fn mutate(rng: &mut Rng) -> Vec<u8> {
     let mut bytes = golden::DATA_PING.to_vec();
@@ -1640,18 +1609,6 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
-}
-
-/// Moves the calling thread into network namespace `name`.
-fn enter_netns(name: &str) {
-    let path = format!("/run/netns/{name}");
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) => panic!("open {path}: {e}"),
-    };
-    // SAFETY: a valid namespace fd; setns changes only the calling thread.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 /// `ip -n <netns> <args>`, which must succeed; returns stdout.
