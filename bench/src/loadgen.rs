@@ -375,8 +375,7 @@ pub fn sink(
 pub struct SinkThread {
     /// Live counters.
     pub live: Arc<SinkLive>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<SinkResult>>>,
+    thread: crate::netns::Stoppable<SinkResult>,
 }
 
 impl SinkThread {
@@ -391,37 +390,19 @@ impl SinkThread {
         cpu: Option<usize>,
     ) -> anyhow::Result<SinkThread> {
         let live = Arc::new(SinkLive::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let thread = {
-            let (live, stop) = (live.clone(), stop.clone());
-            crate::netns::in_netns(netns, move || {
+        let counters = live.clone();
+        let thread = crate::netns::Stoppable::start(
+            netns,
+            move || {
                 if let Some(cpu) = cpu {
                     let _ = pin_current_thread(cpu);
                 }
-                let socket = match bind_udp(bind, 8 << 20) {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(()));
-                        s
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("{e:#}")));
-                        return Err(e);
-                    }
-                };
-                sink(&socket, &me, trial, capacity, &live, &stop)
-            })?
-        };
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => anyhow::bail!("sink: {e}"),
-            Err(_) => anyhow::bail!("sink thread did not start within 5 s"),
-        }
-        Ok(SinkThread {
-            live,
-            stop,
-            thread: Some(thread),
-        })
+                bind_udp(bind, 8 << 20)
+            },
+            move |socket, stop| sink(&socket, &me, trial, capacity, &counters, stop),
+        )
+        .context("sink")?;
+        Ok(SinkThread { live, thread })
     }
 
     /// Valid packets so far.
@@ -430,23 +411,8 @@ impl SinkThread {
     }
 
     /// Stops the sink and returns what it saw.
-    pub fn finish(mut self) -> anyhow::Result<SinkResult> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .map_err(|_| anyhow::anyhow!("sink thread panicked"))?,
-            None => anyhow::bail!("sink already finished"),
-        }
-    }
-}
-
-impl Drop for SinkThread {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn finish(self) -> anyhow::Result<SinkResult> {
+        self.thread.finish()
     }
 }
 

@@ -63,3 +63,73 @@ pub fn in_netns<T: Send + 'static>(
         })
         .context("spawning a namespace thread")
 }
+
+/// A thread inside a network namespace that first sets itself up (binds
+/// its socket, say), reports whether that worked, then runs until stopped.
+/// Dropping it stops and joins the thread.
+pub struct Stoppable<T> {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<T>>>,
+}
+
+/// How long a [`Stoppable`] may take to set itself up.
+const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl<T: Send + 'static> Stoppable<T> {
+    /// Runs `setup` then `run` on a thread inside `name`; returns once
+    /// `setup` succeeded, or with its error.
+    pub fn start<S: 'static>(
+        name: &str,
+        setup: impl FnOnce() -> anyhow::Result<S> + Send + 'static,
+        run: impl FnOnce(S, &std::sync::atomic::AtomicBool) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<Stoppable<T>> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = {
+            let stop = stop.clone();
+            in_netns(name, move || {
+                let state = match setup() {
+                    Ok(state) => {
+                        let _ = ready_tx.send(Ok(()));
+                        state
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                };
+                run(state, &stop)
+            })?
+        };
+        let mut started = Stoppable {
+            stop,
+            thread: Some(thread),
+        };
+        match ready_rx.recv_timeout(SETUP_TIMEOUT) {
+            Ok(Ok(())) => Ok(started),
+            Ok(Err(e)) => {
+                started.thread.take().map(std::thread::JoinHandle::join);
+                bail!("{e}")
+            }
+            Err(_) => bail!("thread in {name} did not set itself up within {SETUP_TIMEOUT:?}"),
+        }
+    }
+
+    /// Stops the thread and returns what it returned.
+    pub fn finish(mut self) -> anyhow::Result<T> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("thread panicked"))?,
+            None => bail!("already finished"),
+        }
+    }
+}
+
+impl<T> Drop for Stoppable<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

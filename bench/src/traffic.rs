@@ -228,43 +228,21 @@ pub fn run_sink(
 pub struct Sink {
     /// Live counters.
     pub counters: Arc<SinkCounters>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<SinkReport>>>,
+    thread: crate::netns::Stoppable<SinkReport>,
 }
 
 impl Sink {
     /// Binds `bind` inside namespace `netns` and starts receiving.
     pub fn start(netns: &str, bind: SocketAddr, me: NodeId, seq_max: u64) -> anyhow::Result<Sink> {
         let counters = Arc::new(SinkCounters::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let thread = {
-            let (counters, stop) = (counters.clone(), stop.clone());
-            crate::netns::in_netns(netns, move || {
-                let socket = UdpSocket::bind(bind).with_context(|| format!("sink bind {bind}"));
-                let socket = match socket {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(()));
-                        s
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("{e:#}")));
-                        return Err(e);
-                    }
-                };
-                run_sink(&socket, &me, seq_max, &counters, &stop)
-            })?
-        };
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => anyhow::bail!("sink: {e}"),
-            Err(_) => anyhow::bail!("sink thread did not start within 5 s"),
-        }
-        Ok(Sink {
-            counters,
-            stop,
-            thread: Some(thread),
-        })
+        let live = counters.clone();
+        let thread = crate::netns::Stoppable::start(
+            netns,
+            move || UdpSocket::bind(bind).with_context(|| format!("sink bind {bind}")),
+            move |socket, stop| run_sink(&socket, &me, seq_max, &live, stop),
+        )
+        .context("sink")?;
+        Ok(Sink { counters, thread })
     }
 
     /// Valid packets so far.
@@ -273,23 +251,8 @@ impl Sink {
     }
 
     /// Stops the sink and returns its report.
-    pub fn finish(mut self) -> anyhow::Result<SinkReport> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .map_err(|_| anyhow::anyhow!("sink thread panicked"))?,
-            None => anyhow::bail!("sink already finished"),
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn finish(self) -> anyhow::Result<SinkReport> {
+        self.thread.finish()
     }
 }
 
