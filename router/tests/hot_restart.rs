@@ -660,7 +660,11 @@ fn no_packet_misses_xdp_during_a_hot_restart() {
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let sent = flood.join().unwrap_or_else(|_| panic!("sender panicked"));
-    std::thread::sleep(Duration::from_millis(200));
+    // The last packets may still be on the veth: wait for them, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pinned_drops(&lab.pin_dir) - before < sent && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let seen = pinned_drops(&lab.pin_dir) - before;
     assert!(sent > 1000, "only {sent} packets sent");
     assert_eq!(
