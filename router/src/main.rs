@@ -157,8 +157,14 @@ fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
             .context("installing the SIGINT/SIGTERM handler")?;
     }
     let mut router = Router::start(&config)?;
-    router.run_until(&shutdown);
-    log::info!("signal received: stopping workers and detaching XDP");
+    match router.run_until(&shutdown) {
+        xorlay::io::router::RunEnd::Shutdown => {
+            log::info!("signal received: stopping workers and detaching XDP")
+        }
+        xorlay::io::router::RunEnd::TakenOver => {
+            log::info!("taken over by a newer instance: stopping workers")
+        }
+    }
     router.shutdown()?;
     log::info!("stopped cleanly");
     Ok(())

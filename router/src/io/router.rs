@@ -28,6 +28,19 @@ const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// How often a router with pinned XDP state checks whether a newer instance
 /// took it over.
 const TAKEOVER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an instance whose XDP state was taken over keeps forwarding
+/// what still reaches its socket before it exits on its own.
+const HANDOVER_DRAIN: Duration = Duration::from_secs(1);
+
+/// Why [`Router::run_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The shutdown flag was set (SIGTERM, SIGINT).
+    Shutdown,
+    /// A newer instance took over the pinned XDP state (hot restart); this
+    /// one has handed over and should exit.
+    TakenOver,
+}
 
 /// Why the router could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -300,11 +313,22 @@ impl Router {
     }
 
     /// The control loop: runs the control plane and serves the admin socket
-    /// until `shutdown` is set.
-    pub fn run_until(&mut self, shutdown: &AtomicBool) {
+    /// until `shutdown` is set, or until a newer instance has taken over the
+    /// pinned XDP state (hot restart) and [`HANDOVER_DRAIN`] has passed:
+    /// then this instance has nothing left to do and returns
+    /// [`RunEnd::TakenOver`] (its sessions would only compete with the new
+    /// instance's for the same neighbors).
+    pub fn run_until(&mut self, shutdown: &AtomicBool) -> RunEnd {
         let mut next_takeover_check = std::time::Instant::now();
         let mut taken_over = false;
-        while !shutdown.load(Ordering::Relaxed) {
+        let mut exit_at = None;
+        loop {
+            if shutdown.load(Ordering::Relaxed) {
+                return RunEnd::Shutdown;
+            }
+            if exit_at.is_some_and(|at| std::time::Instant::now() >= at) {
+                return RunEnd::TakenOver;
+            }
             match &mut self.control {
                 Some(control) => control.step(CONTROL_TICK),
                 None => std::thread::sleep(CONTROL_TICK),
@@ -319,6 +343,11 @@ impl Router {
                     if let Some(control) = &mut self.control {
                         control.release_xdp();
                     }
+                    log::info!(
+                        "handing over to the newer instance: exiting in {} ms",
+                        HANDOVER_DRAIN.as_millis()
+                    );
+                    exit_at = Some(now + HANDOVER_DRAIN);
                 }
             }
             if let Some(admin) = &self.admin {
