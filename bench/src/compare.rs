@@ -12,7 +12,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::loadgen::{self, GenSpec, SinkThread};
+use crate::loadgen::{self, GenSpec};
 use crate::systems::{Env, Pinning, SystemKind, tasks_run_ns};
 
 /// Loss ratio allowed at the partial drop rate.
@@ -42,6 +42,8 @@ pub struct CompareOptions {
     pub mesh: usize,
     /// XDP mode of the xorlay routers.
     pub xdp_mode: String,
+    /// Generator and sink.
+    pub traffic: crate::systems::TrafficMode,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -285,14 +287,7 @@ impl<'a> Runner<'a> {
         } else {
             50_000_000u64.saturating_mul(self.trial.as_secs().max(1))
         };
-        let sink = SinkThread::start(
-            &env.sink_ns,
-            env.sink_bind,
-            env.dst,
-            trial,
-            capacity,
-            env.pinning.endpoints_cpu,
-        )?;
+        env.begin_trial(trial, capacity)?;
         let spec = GenSpec {
             src: env.src,
             dst: env.dst,
@@ -303,20 +298,13 @@ impl<'a> Runner<'a> {
         };
         let cpu_before = tasks_run_ns(&env.relay_tasks);
         let started = Instant::now();
-        let sent = loadgen::generate_in(
-            &env.gen_ns,
-            env.gen_bind,
-            env.gen_to,
-            spec,
-            env.pinning.endpoints_cpu,
-            self.interrupted.clone(),
-        )?;
+        let sent = env.generate(spec, self.interrupted.clone())?;
         // Drain: until everything arrived or nothing more arrives for 100 ms.
-        let mut last = (sink.valid(), Instant::now());
+        let mut last = (env.sink_valid(), Instant::now());
         let drain_deadline = Instant::now() + Duration::from_secs(2);
-        while sink.valid() < sent.sent && Instant::now() < drain_deadline {
+        while env.sink_valid() < sent.sent && Instant::now() < drain_deadline {
             std::thread::sleep(Duration::from_millis(5));
-            let now = sink.valid();
+            let now = env.sink_valid();
             if now != last.0 {
                 last = (now, Instant::now());
             } else if last.1.elapsed() >= Duration::from_millis(100) {
@@ -325,7 +313,7 @@ impl<'a> Runner<'a> {
         }
         let busy_wall = started.elapsed().as_secs_f64();
         let cpu_after = tasks_run_ns(&env.relay_tasks);
-        let result = sink.finish()?;
+        let result = env.end_trial()?;
         let h = &result.latency;
         let us = |ns: u64| ns as f64 / 1000.0;
         let latency = if h.is_empty() {
@@ -553,7 +541,7 @@ pub fn run(
             continue;
         }
         progress.set_message(format!("setting up {}", kind.name()));
-        let env = match Env::chain(kind, options.relays, &options.xdp_mode) {
+        let env = match Env::chain(kind, options.relays, &options.xdp_mode, options.traffic) {
             Ok(env) => env,
             Err(e) => {
                 let reason = format!("{} could not be set up: {e:#}", kind.name());
@@ -621,7 +609,12 @@ pub fn run(
         let env = if topology.starts_with("mesh") {
             Env::mesh(routers, &options.xdp_mode)
         } else {
-            Env::chain(SystemKind::Xorlay, routers, &options.xdp_mode)
+            Env::chain(
+                SystemKind::Xorlay,
+                routers,
+                &options.xdp_mode,
+                options.traffic,
+            )
         };
         let point = match env {
             Ok(env) => match runner.frame(&env, sweep_frame, options.search_steps, false) {

@@ -67,6 +67,8 @@ pub struct LabOptions {
     /// `[xdp] route_cache` in the relays' configs (routers 1..=N): false
     /// sends every packet through the io_uring workers.
     pub relay_route_cache: bool,
+    /// More TOML for the relays' configs (tables such as `[xdp.limits]`).
+    pub relay_config: String,
 }
 
 impl Default for LabOptions {
@@ -77,6 +79,7 @@ impl Default for LabOptions {
             xdp_mode: "native".into(),
             workers: 1,
             relay_route_cache: true,
+            relay_config: String::new(),
         }
     }
 }
@@ -299,6 +302,22 @@ impl Lab {
                         "off",
                     ],
                 )?;
+                // XDP_REDIRECT into a veth needs NAPI on the receiving end:
+                // an XDP program there or GRO. Endpoints that are not
+                // routers (the benchmark's) have no XDP program.
+                netns::run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        ns,
+                        "ethtool",
+                        "-K",
+                        &iface.name,
+                        "gro",
+                        "on",
+                    ],
+                )?;
                 // The XDP fast path resolves next hops with bpf_fib_lookup,
                 // which needs forwarding on the ingress interface (this
                 // namespace's own sysctl; the host's is untouched).
@@ -391,6 +410,19 @@ impl Lab {
             self.start_node(i)?;
         }
         for i in 0..self.nodes.len() {
+            self.wait_up(i)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the relays' routers only (r1..rN, not gen's and the sink's:
+    /// the benchmark's own endpoints take their place) and waits until each
+    /// admin socket answers.
+    pub fn start_relays(&mut self) -> anyhow::Result<()> {
+        for i in 1..self.sink_index() {
+            self.start_node(i)?;
+        }
+        for i in 1..self.sink_index() {
             self.wait_up(i)?;
         }
         Ok(())
@@ -528,11 +560,16 @@ impl Lab {
             String::new()
         };
         let relay = i != 0 && i != self.nodes.len() - 1;
-        let xdp = if relay && !self.options.relay_route_cache {
-            "\n[xdp]\nroute_cache = false\n"
+        let mut xdp = if relay && !self.options.relay_route_cache {
+            "\n[xdp]\nroute_cache = false\n".to_string()
         } else {
-            ""
+            String::new()
         };
+        if relay && !self.options.relay_config.is_empty() {
+            xdp.push('\n');
+            xdp.push_str(&self.options.relay_config);
+            xdp.push('\n');
+        }
         let mut control = String::new();
         let mut neighbors = String::new();
         match self.options.topology {
@@ -619,6 +656,34 @@ impl Lab {
             let _ = p.child.kill();
         }
         Ok(p.child.wait()?)
+    }
+
+    /// Hot restart of node `i` (its config needs `[xdp] pin_dir`): starts a
+    /// second `xorlay run` with the same config while the first runs; the
+    /// new one takes over the pinned XDP state and the first hands over
+    /// and exits on its own. Waits for both, returns the first instance's
+    /// exit status.
+    pub fn hot_restart(&mut self, i: usize) -> anyhow::Result<ExitStatus> {
+        let Some(pos) = self.processes.iter().position(|p| p.index == i) else {
+            bail!("{} is not running", self.nodes[i].role);
+        };
+        let mut old = self.processes.remove(pos);
+        self.start_node(i)?;
+        let exited = crate::wait_until(ROUTER_START_TIMEOUT + ROUTER_STOP_TIMEOUT, || {
+            matches!(old.child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+            bail!(
+                "the first instance of {} did not hand over and exit after the second started:\n{}",
+                self.nodes[i].role,
+                self.log_tail(i)
+            );
+        }
+        let status = old.child.wait()?;
+        self.wait_up(i)?;
+        Ok(status)
     }
 
     /// Restarts node `i` with no seeds in its config: it can only rejoin

@@ -2,13 +2,16 @@
 //! demo, the integration tests and the benchmarks share.
 
 pub mod compare;
+pub mod endpoint;
 pub mod lab;
+pub mod livegen;
 pub mod loadgen;
 pub mod netns;
 pub mod relay;
 pub mod report;
 pub mod systems;
 pub mod traffic;
+pub mod xdpsink;
 
 use std::time::{Duration, Instant};
 

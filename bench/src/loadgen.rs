@@ -135,6 +135,18 @@ fn sequence(trial: u32, n: u64) -> u64 {
 /// Sends `spec` on a connected socket with `sendmmsg`, paced to
 /// `spec.rate_pps`, until `spec.duration` passes or `stop` is set.
 pub fn generate(socket: &UdpSocket, spec: &GenSpec, stop: &AtomicBool) -> GenReport {
+    generate_to(socket, None, spec, stop)
+}
+
+/// [`generate`] to `to` (every datagram addressed), or on a connected
+/// socket when `to` is None. The socket may be shared with a thread that
+/// receives on it (a benchmark endpoint's control thread).
+pub fn generate_to(
+    socket: &UdpSocket,
+    to: Option<SocketAddr>,
+    spec: &GenSpec,
+    stop: &AtomicBool,
+) -> GenReport {
     let batch = if spec.rate_pps == 0 {
         BATCH_MAX
     } else {
@@ -156,9 +168,15 @@ pub fn generate(socket: &UdpSocket, spec: &GenSpec, stop: &AtomicBool) -> GenRep
         .collect();
     // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
     let mut msgs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let name = to.map(socket2::SockAddr::from);
     for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
         msg.msg_hdr.msg_iov = iov;
         msg.msg_hdr.msg_iovlen = 1;
+        if let Some(name) = name.as_ref() {
+            // sendmmsg only reads the name.
+            msg.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
+            msg.msg_hdr.msg_namelen = name.len();
+        }
     }
     let fd = socket.as_raw_fd();
     // 1 us timer slack (default 50 us) so that pacing sleeps are precise.
@@ -263,9 +281,96 @@ impl Seen {
     }
 }
 
+/// Counts one trial's packets to one node: the bookkeeping of every sink
+/// that receives datagrams in userspace (the socket sink below, the
+/// benchmark endpoint in [`crate::endpoint`]).
+pub struct SinkCounter {
+    me: NodeId,
+    trial: u32,
+    seen: Seen,
+    highest: Option<u64>,
+    latency: Histogram<u64>,
+    result: SinkResult,
+}
+
+impl SinkCounter {
+    /// A counter for trial `trial`'s packets to `me`. `capacity` bounds
+    /// duplicate tracking (packet numbers above it are counted but not
+    /// checked).
+    pub fn new(me: NodeId, trial: u32, capacity: u64) -> anyhow::Result<SinkCounter> {
+        Ok(SinkCounter {
+            me,
+            trial,
+            seen: Seen::new(capacity),
+            highest: None,
+            latency: Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_NS, 3)
+                .context("histogram bounds")?,
+            result: SinkResult {
+                received: 0,
+                valid: 0,
+                unique: 0,
+                duplicates: 0,
+                reordered: 0,
+                stale: 0,
+                malformed: 0,
+                latency: Histogram::new(3).context("histogram")?,
+            },
+        })
+    }
+
+    /// Counts one datagram that arrived at `now_ns` (CLOCK_MONOTONIC).
+    /// Returns whether it was a valid packet of this trial.
+    pub fn record(&mut self, datagram: &[u8], now_ns: u64) -> bool {
+        let result = &mut self.result;
+        result.received += 1;
+        let packet = OverlayPacket::new_unchecked(datagram);
+        let ok = packet.check_len().is_ok()
+            && OverlayRepr::parse(&packet)
+                .is_ok_and(|repr| repr.dst == self.me && repr.packet_type == PacketType::Data)
+            && packet.payload().len() >= STAMP_LEN;
+        if !ok {
+            result.malformed += 1;
+            return false;
+        }
+        let payload = packet.payload();
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&payload[..8]);
+        let seq = u64::from_be_bytes(word);
+        word.copy_from_slice(&payload[8..16]);
+        let sent_ns = u64::from_be_bytes(word);
+        if seq >> SEQ_BITS != u64::from(self.trial) {
+            result.stale += 1;
+            return false;
+        }
+        let n = seq & ((1 << SEQ_BITS) - 1);
+        result.valid += 1;
+        match self.seen.mark(n) {
+            Some(true) => result.duplicates += 1,
+            Some(false) | None => result.unique += 1,
+        }
+        match self.highest {
+            Some(h) if n < h => result.reordered += 1,
+            _ => self.highest = Some(n),
+        }
+        self.latency
+            .saturating_record(now_ns.saturating_sub(sent_ns).clamp(1, LATENCY_MAX_NS));
+        true
+    }
+
+    /// Valid packets so far.
+    pub fn valid(&self) -> u64 {
+        self.result.valid
+    }
+
+    /// What this trial saw.
+    pub fn finish(mut self) -> SinkResult {
+        self.result.latency = self.latency;
+        self.result
+    }
+}
+
 /// Receives with `recvmmsg` until `stop` is set, counting trial `trial`'s
-/// packets to `me`. `capacity` bounds duplicate tracking (packet numbers
-/// above it are counted but not checked).
+/// packets to `me` (see [`SinkCounter`]).
 pub fn sink(
     socket: &UdpSocket,
     me: &NodeId,
@@ -277,98 +382,120 @@ pub fn sink(
     socket
         .set_read_timeout(Some(Duration::from_millis(20)))
         .context("sink read timeout")?;
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_NS, 3).context("histogram bounds")?;
-    let mut result = SinkResult {
-        received: 0,
-        valid: 0,
-        unique: 0,
-        duplicates: 0,
-        reordered: 0,
-        stale: 0,
-        malformed: 0,
-        latency: Histogram::new(3).context("histogram")?,
-    };
-    let mut seen = Seen::new(capacity);
-    let mut highest: Option<u64> = None;
-    let mut bufs = vec![[0u8; RX_BUF]; BATCH_MAX];
-    let mut iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: RX_BUF,
-        })
-        .collect();
-    // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH_MAX)
-        .map(|_| unsafe { std::mem::zeroed() })
-        .collect();
-    for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-        msg.msg_hdr.msg_iov = iov;
-        msg.msg_hdr.msg_iovlen = 1;
-    }
-    let fd = socket.as_raw_fd();
+    let mut counter = SinkCounter::new(*me, trial, capacity)?;
+    let mut batch = RecvBatch::new();
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: msgs holds BATCH_MAX headers pointing at live buffers.
+        let count = match batch.recv(socket) {
+            Ok(count) => count,
+            Err(e) => match e.kind() {
+                std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::Interrupted => continue,
+                _ => return Err(e).context("sink recvmmsg"),
+            },
+        };
+        let now = monotonic_ns();
+        for i in 0..count {
+            if counter.record(batch.datagram(i), now) {
+                live.valid.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(counter.finish())
+}
+
+/// Buffers for one `recvmmsg` call of up to [`BATCH_MAX`] datagrams, with
+/// their source addresses.
+pub struct RecvBatch {
+    bufs: Vec<[u8; RX_BUF]>,
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in iovs/msgs point into this struct's own heap
+// buffers (which never move or reallocate after new()); sending the whole
+// batch to another thread keeps them valid.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    /// Buffers for [`BATCH_MAX`] datagrams of up to 2048 bytes.
+    pub fn new() -> RecvBatch {
+        let mut bufs = vec![[0u8; RX_BUF]; BATCH_MAX];
+        // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+        let mut names: Vec<libc::sockaddr_storage> = (0..BATCH_MAX)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        let mut iovs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: RX_BUF,
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH_MAX)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        for ((msg, iov), name) in msgs.iter_mut().zip(iovs.iter_mut()).zip(names.iter_mut()) {
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+            msg.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+        RecvBatch {
+            bufs,
+            names,
+            iovs,
+            msgs,
+        }
+    }
+
+    /// One `recvmmsg` (waits for the first datagram, up to the socket's
+    /// read timeout). Returns how many arrived.
+    pub fn recv(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+        for msg in &mut self.msgs {
+            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+        // SAFETY: msgs holds BATCH_MAX headers pointing at live buffers
+        // (bufs, names, iovs) owned by self.
         let rc = unsafe {
             libc::recvmmsg(
-                fd,
-                msgs.as_mut_ptr(),
+                socket.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
                 BATCH_MAX as u32,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
         };
         if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::WouldBlock
-                | std::io::ErrorKind::TimedOut
-                | std::io::ErrorKind::Interrupted => continue,
-                _ => return Err(e).context("sink recvmmsg"),
-            }
+            return Err(std::io::Error::last_os_error());
         }
-        let now = monotonic_ns();
-        let count = usize::try_from(rc).unwrap_or(0).min(BATCH_MAX);
-        for (msg, buf) in msgs.iter().zip(bufs.iter()).take(count) {
-            let len = (msg.msg_len as usize).min(RX_BUF);
-            result.received += 1;
-            let packet = OverlayPacket::new_unchecked(&buf[..len]);
-            let ok = packet.check_len().is_ok()
-                && OverlayRepr::parse(&packet)
-                    .is_ok_and(|repr| repr.dst == *me && repr.packet_type == PacketType::Data)
-                && packet.payload().len() >= STAMP_LEN;
-            if !ok {
-                result.malformed += 1;
-                continue;
-            }
-            let payload = packet.payload();
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&payload[..8]);
-            let seq = u64::from_be_bytes(word);
-            word.copy_from_slice(&payload[8..16]);
-            let sent_ns = u64::from_be_bytes(word);
-            if seq >> SEQ_BITS != u64::from(trial) {
-                result.stale += 1;
-                continue;
-            }
-            let n = seq & ((1 << SEQ_BITS) - 1);
-            result.valid += 1;
-            live.valid.fetch_add(1, Ordering::Relaxed);
-            match seen.mark(n) {
-                Some(true) => result.duplicates += 1,
-                Some(false) => result.unique += 1,
-                None => result.unique += 1,
-            }
-            match highest {
-                Some(h) if n < h => result.reordered += 1,
-                _ => highest = Some(n),
-            }
-            latency.saturating_record(now.saturating_sub(sent_ns).clamp(1, LATENCY_MAX_NS));
-        }
+        let _ = &self.iovs;
+        Ok(usize::try_from(rc).unwrap_or(0).min(BATCH_MAX))
     }
-    result.latency = latency;
-    Ok(result)
+
+    /// Datagram `i` of the last call.
+    pub fn datagram(&self, i: usize) -> &[u8] {
+        let len = (self.msgs[i].msg_len as usize).min(RX_BUF);
+        &self.bufs[i][..len]
+    }
+
+    /// Source address of datagram `i` of the last call (None for an
+    /// address family other than IPv4/IPv6).
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        let len = self.msgs[i].msg_hdr.msg_namelen;
+        // SAFETY: names[i] is a sockaddr_storage the kernel filled with
+        // `len` bytes of an address.
+        let addr = unsafe { socket2::SockAddr::new(self.names[i], len) };
+        addr.as_socket()
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> RecvBatch {
+        RecvBatch::new()
+    }
 }
 
 /// A sink on its own thread inside a namespace, pinned to a CPU.

@@ -97,6 +97,15 @@ enum Cmd {
         /// XDP mode of the xorlay routers.
         #[arg(long, default_value = "native")]
         xdp_mode: String,
+        /// Generator: `live` (BPF_PROG_TEST_RUN live frames, XDP-transmitted
+        /// out of gen's interface; rates beyond a socket) or `socket`
+        /// (sendmmsg).
+        #[arg(long, value_enum, default_value = "live")]
+        generator: xorlay_bench::systems::GenMode,
+        /// Sink: `xdp` (an XDP program counts and drops data packets at the
+        /// sink's interface) or `socket` (recvmmsg).
+        #[arg(long, value_enum, default_value = "xdp")]
+        sink: xorlay_bench::systems::SinkMode,
     },
     /// A plain recvmmsg/sendmmsg UDP relay (the udp-relay baseline), in the
     /// current network namespace, until Ctrl-C.
@@ -153,6 +162,8 @@ fn main() -> ExitCode {
             out,
             quick,
             xdp_mode,
+            generator,
+            sink,
         } => compare(
             CompareArgs {
                 systems,
@@ -165,6 +176,7 @@ fn main() -> ExitCode {
                 out,
                 quick,
                 xdp_mode,
+                traffic: xorlay_bench::systems::TrafficMode { generator, sink },
             },
             &interrupted,
         ),
@@ -582,6 +594,7 @@ struct CompareArgs {
     out: Option<std::path::PathBuf>,
     quick: bool,
     xdp_mode: String,
+    traffic: xorlay_bench::systems::TrafficMode,
 }
 
 fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -616,6 +629,7 @@ fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<(
         sweep,
         mesh: args.mesh,
         xdp_mode: args.xdp_mode,
+        traffic: args.traffic,
     };
     if args.quick {
         options.systems = vec![SystemKind::Xorlay, SystemKind::UdpRelay];

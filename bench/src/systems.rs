@@ -19,10 +19,13 @@ use serde::Serialize;
 use xorlay::core::NodeId;
 use xorlay::wire::overlay::DEFAULT_PORT;
 
+use crate::endpoint::Endpoint;
 use crate::lab::{Lab, LabOptions, Topology};
-use crate::loadgen::{self, pin_process, pin_task};
+use crate::livegen::LiveFrame;
+use crate::loadgen::{self, GenReport, GenSpec, SinkResult, SinkThread, pin_process, pin_task};
 use crate::netns::{self, ip};
 use crate::relay::{self, RelayCounters};
+use crate::xdpsink::XdpSink;
 
 /// The port the sink listens on in the baselines (and xorlay's app port).
 const SINK_PORT: u16 = crate::lab::APP_PORT;
@@ -106,6 +109,52 @@ impl SystemKind {
     }
 }
 
+/// How the generator sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GenMode {
+    /// A UDP socket, `sendmmsg` batches of 64, paced by sleeping.
+    Socket,
+    /// BPF_PROG_TEST_RUN live frames: an XDP program transmits prepared
+    /// frames out of gen's interface (`livegen`), paced in the program.
+    Live,
+}
+
+/// How the sink receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkMode {
+    /// A UDP socket with `recvmmsg` (for xorlay: the sink endpoint's).
+    Socket,
+    /// An XDP program on the sink's interface counts and drops the data
+    /// packets (`xdpsink`); control packets still reach the endpoint.
+    Xdp,
+}
+
+/// The traffic side of a run: generator and sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TrafficMode {
+    /// Generator.
+    pub generator: GenMode,
+    /// Sink.
+    pub sink: SinkMode,
+}
+
+impl Default for TrafficMode {
+    fn default() -> TrafficMode {
+        TrafficMode {
+            generator: GenMode::Socket,
+            sink: SinkMode::Socket,
+        }
+    }
+}
+
+/// The per-neighbor data budget in the relays' XDP filter during the
+/// benchmark: the generator is one neighbor, and the default budget (1 M
+/// packets/s per CPU, see `RateLimits::default`) would cap the fast path.
+const BENCH_RELAY_CONFIG: &str =
+    "[xdp.limits]\nneighbor_data = { pps = 100000000, burst = 10000000 }";
+
 /// Where the processes and NAPI threads of a run are pinned.
 #[derive(Debug, Clone, Serialize)]
 pub struct Pinning {
@@ -171,6 +220,16 @@ pub struct Env {
     pub relay_tasks: Vec<i32>,
     /// Relay counters (udp-relay).
     pub relay_counters: Vec<Arc<RelayCounters>>,
+    /// Generator and sink.
+    pub traffic: TrafficMode,
+    /// xorlay's benchmark endpoints (gen, sink), when they are nodes.
+    endpoints: Option<(Endpoint, Endpoint)>,
+    /// The socket sink of the running trial (baselines).
+    sink_thread: std::sync::Mutex<Option<SinkThread>>,
+    /// The XDP sink, when the sink is XDP.
+    xdp_sink: Option<std::sync::Mutex<XdpSink>>,
+    /// gen's interface and the frame template, for live frames.
+    live: Option<(String, LiveFrame)>,
     xdp: Vec<aya::Ebpf>,
     // Last: dropped after the relays above are stopped.
     /// The lab (namespaces, routers).
@@ -183,19 +242,31 @@ impl Drop for Env {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Ok(mut sink) = self.sink_thread.lock() {
+            sink.take();
+        }
+        self.endpoints.take();
+        self.xdp_sink.take();
         self.xdp.clear();
     }
 }
 
 impl Env {
-    /// Sets up `kind` on a chain of `relays` relays.
-    pub fn chain(kind: SystemKind, relays: usize, xdp_mode: &str) -> anyhow::Result<Env> {
+    /// Sets up `kind` on a chain of `relays` relays, with generator and
+    /// sink as `traffic` says.
+    pub fn chain(
+        kind: SystemKind,
+        relays: usize,
+        xdp_mode: &str,
+        traffic: TrafficMode,
+    ) -> anyhow::Result<Env> {
         let lab = Lab::new(LabOptions {
             topology: Topology::Chain,
             routers: relays,
             xdp_mode: xdp_mode.to_string(),
             workers: 1,
             relay_route_cache: kind != SystemKind::XorlayUring,
+            relay_config: BENCH_RELAY_CONFIG.to_string(),
         })?;
         let sink_addr = lab
             .sink()
@@ -220,17 +291,23 @@ impl Env {
             threads: Vec::new(),
             relay_tasks: Vec::new(),
             relay_counters: Vec::new(),
+            traffic,
+            endpoints: None,
+            sink_thread: std::sync::Mutex::new(None),
+            xdp_sink: None,
+            live: None,
             xdp: Vec::new(),
             lab,
         };
         match kind {
-            SystemKind::Xorlay | SystemKind::XorlayUring => env.start_xorlay()?,
+            SystemKind::Xorlay | SystemKind::XorlayUring => env.start_xorlay_endpoints()?,
             SystemKind::LinuxForward => env.start_linux_forward()?,
             SystemKind::UdpRelay => env.start_udp_relay()?,
             SystemKind::XdpRedirect => env.start_xdp_redirect()?,
             SystemKind::Yggdrasil => bail!("{}", yggdrasil_skip_reason()),
         }
         env.tune_and_pin()?;
+        env.start_traffic_programs()?;
         Ok(env)
     }
 
@@ -242,6 +319,7 @@ impl Env {
             xdp_mode: xdp_mode.to_string(),
             workers: 1,
             relay_route_cache: true,
+            relay_config: BENCH_RELAY_CONFIG.to_string(),
         })?;
         let mut env = Env {
             kind: SystemKind::Xorlay,
@@ -260,6 +338,11 @@ impl Env {
             threads: Vec::new(),
             relay_tasks: Vec::new(),
             relay_counters: Vec::new(),
+            traffic: TrafficMode::default(),
+            endpoints: None,
+            sink_thread: std::sync::Mutex::new(None),
+            xdp_sink: None,
+            live: None,
             xdp: Vec::new(),
             lab,
         };
@@ -284,6 +367,168 @@ impl Env {
             "relays' config has `[xdp] route_cache = false`: XDP only validates and filters, every packet goes through the io_uring workers".to_string()
         });
         Ok(())
+    }
+
+    /// The relays as routers (`xorlay run`), generator and sink as the
+    /// benchmark's own overlay nodes ([`Endpoint`]) at gen's and the sink's
+    /// addresses, port 4799: each handshakes with its router like any
+    /// neighbor and is on that router's allowlist before traffic starts.
+    fn start_xorlay_endpoints(&mut self) -> anyhow::Result<()> {
+        self.lab.start_relays()?;
+        self.lab.wait_converged(Duration::from_secs(20))?;
+        let (gen_endpoint, sink_endpoint) =
+            crate::endpoint::start_endpoints(&self.lab, self.pinning.endpoints_cpu)?;
+        let sink = self.lab.sink_index();
+        let gen_addr = gen_endpoint.addr();
+        let sink_addr = sink_endpoint.addr();
+        let r1_addr = self.lab.nodes[1]
+            .addr_on(0)
+            .context("r1's address on gen's link")?;
+        self.gen_bind = gen_addr;
+        self.gen_to = r1_addr;
+        self.sink_bind = sink_addr;
+        self.endpoints = Some((gen_endpoint, sink_endpoint));
+        self.notes.push(format!(
+            "generator and sink are overlay nodes of their own (xorlay-bench endpoints: the router's control plane, Noise sessions and Kademlia, over one UDP socket), authenticated neighbors of r1 and r{}; the generator sends from {gen_addr} straight to r1 at {r1_addr}, the sink receives at {sink_addr}",
+            sink - 1
+        ));
+        self.notes.push(if self.lab.options.relay_route_cache {
+            "relays' XDP route cache on (default config): cached destinations are forwarded in XDP (counters xdp.fwd_tx / xdp.fwd_redirect); IP forwarding is on on the relays' interfaces (bpf_fib_lookup needs it), GRO on every receiving veth".to_string()
+        } else {
+            "relays' config has `[xdp] route_cache = false`: XDP only validates and filters, every packet goes through the io_uring workers".to_string()
+        });
+        self.notes.push(format!(
+            "relays' per-neighbor data budget raised for the benchmark (`{}`): the generator is a single neighbor",
+            BENCH_RELAY_CONFIG.replace('\n', " ")
+        ));
+        Ok(())
+    }
+
+    /// The live-frames generator's frame and the XDP sink, when asked for.
+    fn start_traffic_programs(&mut self) -> anyhow::Result<()> {
+        let sink = self.lab.sink_index();
+        if self.traffic.generator == GenMode::Live {
+            let (_, src_mac) = link_info(&self.gen_ns, "east")?;
+            let (_, dst_mac) = link_info(&self.lab.nodes[1].netns, "west")?;
+            let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (self.gen_bind, self.gen_to) else {
+                bail!("live frames need IPv4 generator addresses");
+            };
+            let (payload_len, _) = loadgen::payload_for_frame(0);
+            self.live = Some((
+                "east".to_string(),
+                LiveFrame {
+                    src_mac,
+                    dst_mac,
+                    src,
+                    dst,
+                    overlay_src: self.src,
+                    overlay_dst: self.dst,
+                    payload_len,
+                },
+            ));
+            self.notes.push(format!(
+                "generator: BPF_PROG_TEST_RUN live frames out of gen's interface from {src} to {dst} (an XDP program rewrites each frame's headers, sequence number and timestamp; pacing by the program on the generator CPU)"
+            ));
+        }
+        if self.traffic.sink == SinkMode::Xdp {
+            if self.kind == SystemKind::XdpRedirect {
+                // The XDP_PASS program that gives the sink's veth NAPI goes:
+                // the XDP sink takes its place.
+                self.xdp.pop();
+            }
+            let xdp_sink = XdpSink::attach(
+                &self.sink_ns,
+                "west",
+                self.dst,
+                self.sink_bind.port(),
+                100_000_000,
+            )?;
+            self.xdp_sink = Some(std::sync::Mutex::new(xdp_sink));
+            self.notes.push(
+                "sink: an XDP program on the sink's interface counts (loss, duplicates, reordering, one-way latency) and drops the data packets; control packets pass to the sink endpoint".to_string(),
+            );
+        }
+        let _ = sink;
+        Ok(())
+    }
+
+    /// Starts counting trial `trial` at the sink (`capacity` bounds
+    /// duplicate tracking).
+    pub fn begin_trial(&self, trial: u32, capacity: u64) -> anyhow::Result<()> {
+        if let Some(sink) = &self.xdp_sink {
+            let mut sink = sink
+                .lock()
+                .map_err(|_| anyhow::anyhow!("xdp sink lock poisoned"))?;
+            return sink.begin_trial(trial);
+        }
+        if let Some((_, sink)) = &self.endpoints {
+            return sink.begin_trial(trial, capacity);
+        }
+        let thread = SinkThread::start(
+            &self.sink_ns,
+            self.sink_bind,
+            self.dst,
+            trial,
+            capacity,
+            self.pinning.endpoints_cpu,
+        )?;
+        let mut slot = self
+            .sink_thread
+            .lock()
+            .map_err(|_| anyhow::anyhow!("sink lock poisoned"))?;
+        *slot = Some(thread);
+        Ok(())
+    }
+
+    /// Valid packets of the current trial at the sink so far.
+    pub fn sink_valid(&self) -> u64 {
+        if let Some(sink) = &self.xdp_sink {
+            return sink.lock().ok().and_then(|s| s.valid().ok()).unwrap_or(0);
+        }
+        if let Some((_, sink)) = &self.endpoints {
+            return sink.valid();
+        }
+        self.sink_thread
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(SinkThread::valid))
+            .unwrap_or(0)
+    }
+
+    /// What the sink saw in the current trial.
+    pub fn end_trial(&self) -> anyhow::Result<SinkResult> {
+        if let Some(sink) = &self.xdp_sink {
+            let sink = sink
+                .lock()
+                .map_err(|_| anyhow::anyhow!("xdp sink lock poisoned"))?;
+            return sink.result();
+        }
+        if let Some((_, sink)) = &self.endpoints {
+            return sink.end_trial();
+        }
+        let thread = self
+            .sink_thread
+            .lock()
+            .map_err(|_| anyhow::anyhow!("sink lock poisoned"))?
+            .take()
+            .context("no trial was counting")?;
+        thread.finish()
+    }
+
+    /// Runs the generator for `spec`; blocks until it is done.
+    pub fn generate(&self, spec: GenSpec, stop: Arc<AtomicBool>) -> anyhow::Result<GenReport> {
+        let cpu = self.pinning.endpoints_cpu;
+        if let Some((iface, frame)) = &self.live {
+            let frame = LiveFrame {
+                payload_len: spec.payload_len,
+                ..*frame
+            };
+            return crate::livegen::generate_live(&self.gen_ns, iface, &frame, &spec, cpu, stop);
+        }
+        if let Some((generator, _)) = &self.endpoints {
+            return generator.generate(self.gen_to, spec, cpu, stop);
+        }
+        loadgen::generate_in(&self.gen_ns, self.gen_bind, self.gen_to, spec, cpu, stop)
     }
 
     fn relay_indices(&self) -> std::ops::Range<usize> {

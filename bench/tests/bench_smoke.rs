@@ -2,7 +2,9 @@
 //! minimal `compare` (xorlay and the udp-relay baseline, one router, one
 //! frame size, very short trials) must run, write its JSON, Markdown and
 //! charts, and report sane numbers (nothing delivered that was not sent,
-//! rates positive, percentiles in order).
+//! rates positive, percentiles in order). Run twice: with the socket
+//! generator and sink (xorlay's being the benchmark's own overlay
+//! endpoints), and with the live-frames generator and the XDP sink.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -10,10 +12,25 @@ use std::time::Duration;
 
 use xorlay_bench::compare::{self, CompareOptions};
 use xorlay_bench::report;
-use xorlay_bench::systems::SystemKind;
+use xorlay_bench::systems::{GenMode, SinkMode, SystemKind, TrafficMode};
 
 #[test]
-fn compare_smoke_run_writes_sane_results() {
+fn compare_smoke_run_with_socket_traffic() {
+    smoke(TrafficMode {
+        generator: GenMode::Socket,
+        sink: SinkMode::Socket,
+    });
+}
+
+#[test]
+fn compare_smoke_run_with_live_frames_and_xdp_sink() {
+    smoke(TrafficMode {
+        generator: GenMode::Live,
+        sink: SinkMode::Xdp,
+    });
+}
+
+fn smoke(traffic: TrafficMode) {
     let options = CompareOptions {
         systems: vec![SystemKind::Xorlay, SystemKind::UdpRelay],
         frames: vec![512],
@@ -23,6 +40,7 @@ fn compare_smoke_run_writes_sane_results() {
         sweep: Vec::new(),
         mesh: 0,
         xdp_mode: "native".into(),
+        traffic,
     };
     let run = compare::run(
         &options,
@@ -30,7 +48,11 @@ fn compare_smoke_run_writes_sane_results() {
         &Arc::new(AtomicBool::new(false)),
     )
     .unwrap_or_else(|e| panic!("compare: {e:#}"));
-    let dir = std::env::temp_dir().join(format!("xorlay-bench-smoke-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "xorlay-bench-smoke-{}-{:?}",
+        std::process::id(),
+        traffic.generator
+    ));
     let written = report::write(&run, &dir).unwrap_or_else(|e| panic!("report: {e:#}"));
 
     let json: serde_json::Value = serde_json::from_str(

@@ -1,0 +1,262 @@
+//! The live-frames generator (root): its program run once on a dirty page,
+//! and two namespaces joined by a veth pair, generator in one, the batched
+//! sink in the other, paced and unpaced.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use xorlay::core::NodeId;
+use xorlay_bench::livegen::{self, LIVE_HEADER_LEN, LiveFrame};
+use xorlay_bench::loadgen::{GenSpec, SinkThread};
+use xorlay_bench::netns::{self, ip};
+use xorlay_bench::traffic::monotonic_ns;
+use xorlay_bench::wait_until;
+
+const GEN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+const SINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
+const SINK_PORT: u16 = 9000;
+const GEN_DEV: &str = "lg0";
+const SINK_DEV: &str = "lg1";
+const PACED_PPS: u64 = 20_000;
+const RUN: Duration = Duration::from_millis(200);
+/// How long the sink may take to receive what was sent.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Two namespaces joined by a veth pair; removed on drop (also on panic).
+struct Pair {
+    gen_ns: String,
+    sink_ns: String,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let pid = std::process::id();
+        let pair = Pair {
+            gen_ns: format!("xlg{pid}a"),
+            sink_ns: format!("xlg{pid}b"),
+        };
+        for ns in [&pair.gen_ns, &pair.sink_ns] {
+            ip(&["netns", "add", ns]).unwrap_or_else(|e| panic!("{e:#}"));
+            ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        // Created inside the namespaces: the host never sees these links.
+        ip(&[
+            "-n",
+            &pair.gen_ns,
+            "link",
+            "add",
+            GEN_DEV,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SINK_DEV,
+            "netns",
+            &pair.sink_ns,
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        for (ns, dev, addr) in [
+            (&pair.gen_ns, GEN_DEV, GEN_ADDR),
+            (&pair.sink_ns, SINK_DEV, SINK_ADDR),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            ip(&["-n", ns, "link", "set", "dev", dev, "up"]).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        // Frames XDP transmits into a veth need NAPI on its peer.
+        netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &pair.sink_ns,
+                "ethtool",
+                "-K",
+                SINK_DEV,
+                "gro",
+                "on",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let up = wait_until(Duration::from_secs(5), || {
+            [(&pair.gen_ns, GEN_DEV), (&pair.sink_ns, SINK_DEV)]
+                .iter()
+                .all(|(ns, dev)| {
+                    ip(&["-n", ns, "-br", "link", "show", "dev", dev])
+                        .is_ok_and(|out| out.contains(" UP "))
+                })
+        });
+        assert!(up, "the veth pair did not come up within 5 s");
+        pair
+    }
+
+    fn frame(&self, payload_len: usize) -> LiveFrame {
+        LiveFrame {
+            src_mac: livegen::mac_of(&self.gen_ns, GEN_DEV).unwrap_or_else(|e| panic!("{e:#}")),
+            dst_mac: livegen::mac_of(&self.sink_ns, SINK_DEV).unwrap_or_else(|e| panic!("{e:#}")),
+            src: SocketAddrV4::new(GEN_ADDR, SINK_PORT + 1),
+            dst: SocketAddrV4::new(SINK_ADDR, SINK_PORT),
+            overlay_src: NodeId::from_bytes([0x5a; 32]),
+            overlay_dst: NodeId::from_bytes([0xa5; 32]),
+            payload_len,
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.gen_ns, &self.sink_ns] {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("removing namespace {ns}: {e:#}");
+            }
+        }
+    }
+}
+
+/// The generator's CPU: pinned (gap-free, two workers) when the machine has
+/// a second CPU for the sink.
+fn gen_cpu() -> Option<usize> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus >= 2).then_some(0)
+}
+
+fn spec(frame: &LiveFrame, rate_pps: u64, trial: u32) -> GenSpec {
+    GenSpec {
+        src: frame.overlay_src,
+        dst: frame.overlay_dst,
+        payload_len: frame.payload_len,
+        rate_pps,
+        duration: RUN,
+        trial,
+    }
+}
+
+fn sink(pair: &Pair, frame: &LiveFrame, trial: u32, capacity: u64) -> SinkThread {
+    SinkThread::start(
+        &pair.sink_ns,
+        SocketAddr::from((SINK_ADDR, SINK_PORT)),
+        frame.overlay_dst,
+        trial,
+        capacity,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("sink: {e:#}"))
+}
+
+#[test]
+fn program_rewrites_a_dirty_page_and_stamps_it() {
+    let frame = LiveFrame {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: SocketAddrV4::new(GEN_ADDR, 9001),
+        dst: SocketAddrV4::new(SINK_ADDR, 9000),
+        overlay_src: NodeId::from_bytes([1; 32]),
+        overlay_dst: NodeId::from_bytes([2; 32]),
+        payload_len: 40,
+    };
+    let clean = frame.build();
+    let page = vec![0xa5u8; clean.len()];
+    let before = monotonic_ns();
+    let (verdict, out) = livegen::render_once(&frame, 9, &page).unwrap_or_else(|e| panic!("{e:#}"));
+    let after = monotonic_ns();
+    assert_eq!(verdict, 3, "XDP_TX");
+    assert_eq!(out.len(), clean.len());
+    assert_eq!(&out[..LIVE_HEADER_LEN], &clean[..LIVE_HEADER_LEN]);
+    let word = |at: usize| u64::from_be_bytes(out[at..at + 8].try_into().expect("8 bytes"));
+    assert_eq!(word(LIVE_HEADER_LEN), 9u64 << 40, "trial 9, packet 0");
+    let stamp = word(LIVE_HEADER_LEN + 8);
+    assert!(
+        (before..=after).contains(&stamp),
+        "stamp {stamp} outside [{before}, {after}]"
+    );
+    assert!(
+        out[LIVE_HEADER_LEN + 16..].iter().all(|&b| b == 0xa5),
+        "bytes past the stamp are left alone"
+    );
+}
+
+#[test]
+fn live_frames_reach_the_sink_paced_and_unpaced() {
+    let pair = Pair::new();
+    let frame = pair.frame(64);
+
+    // Paced: every packet the program transmitted arrives, once.
+    let trial = 11;
+    let sink_paced = sink(&pair, &frame, trial, 1 << 20);
+    let report = livegen::generate_live(
+        &pair.gen_ns,
+        GEN_DEV,
+        &frame,
+        &spec(&frame, PACED_PPS, trial),
+        gen_cpu(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_or_else(|e| panic!("paced run: {e:#}"));
+    eprintln!(
+        "paced: sent {} in {:.3} s ({:.0} pps), {} errors",
+        report.sent,
+        report.elapsed_s,
+        report.offered_pps(),
+        report.errors
+    );
+    let expected = PACED_PPS as f64 * RUN.as_secs_f64();
+    assert!(
+        report.sent as f64 >= 0.5 * expected && report.sent as f64 <= 1.1 * expected,
+        "sent {} for {expected} expected",
+        report.sent
+    );
+    wait_until(DRAIN_TIMEOUT, || sink_paced.valid() >= report.sent);
+    let seen = sink_paced
+        .finish()
+        .unwrap_or_else(|e| panic!("paced sink: {e:#}"));
+    assert_eq!(seen.valid, report.sent, "valid: {seen:?}");
+    assert_eq!(seen.unique, report.sent, "unique");
+    assert_eq!(seen.duplicates, 0, "duplicates");
+    assert_eq!(seen.malformed, 0, "malformed");
+    assert_eq!(seen.stale, 0, "stale");
+    assert_eq!(seen.latency.len(), report.sent, "one latency sample each");
+
+    // Unpaced: as fast as the program runs; the veth drops what it cannot
+    // take, so the sink sees some of it.
+    let trial = 12;
+    let sink_unpaced = sink(&pair, &frame, trial, 1 << 26);
+    let report = livegen::generate_live(
+        &pair.gen_ns,
+        GEN_DEV,
+        &frame,
+        &spec(&frame, 0, trial),
+        gen_cpu(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_or_else(|e| panic!("unpaced run: {e:#}"));
+    eprintln!(
+        "unpaced: sent {} in {:.3} s ({:.0} pps), {} errors",
+        report.sent,
+        report.elapsed_s,
+        report.offered_pps(),
+        report.errors
+    );
+    assert!(report.sent > 0, "unpaced sent nothing");
+    // The sink may never reach `sent` (the veth drops): wait until it has
+    // all of it or its count has stood still for 100 ms.
+    let (mut last, mut still_polls) = (u64::MAX, 0);
+    wait_until(DRAIN_TIMEOUT, || {
+        let valid = sink_unpaced.valid();
+        still_polls = if valid == last { still_polls + 1 } else { 0 };
+        last = valid;
+        valid >= report.sent || still_polls >= 10
+    });
+    let seen = sink_unpaced
+        .finish()
+        .unwrap_or_else(|e| panic!("unpaced sink: {e:#}"));
+    eprintln!(
+        "unpaced: sink got {} valid ({:.1}% of sent)",
+        seen.valid,
+        100.0 * seen.valid as f64 / report.sent as f64
+    );
+    assert!(seen.valid > 0, "the sink got nothing: {seen:?}");
+    assert!(seen.valid <= report.sent, "more than sent: {seen:?}");
+    assert_eq!(seen.duplicates, 0, "duplicates");
+}
