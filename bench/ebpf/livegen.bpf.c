@@ -22,6 +22,13 @@
  * more than LG_LAG_MAX_NS behind (no catch-up bursts). Once `sent` reaches
  * `limit` every run drops.
  *
+ * Flood: with flood_per_packet = k > 0, each packet of the stream is
+ * followed by k frames built from the second template (lg_frame[1]: the
+ * same overlay packet from an underlay source that is no neighbor of the
+ * receiver), each taking a due slot of its own: the wire carries (1 + k)
+ * frames per stream packet, at the paced rate. Flood frames carry no stamp
+ * and do not count toward `sent` or `limit`.
+ *
  * Concurrency: lg_state is a plain array, read and written without atomics.
  * That is correct because one test run executes its repeats one after
  * another in the calling thread (on one CPU at a time, never two runs in
@@ -63,16 +70,21 @@ struct lg_state {
 	__u64 idle;        /* runs dropped waiting for next_due */
 	__u64 done;        /* runs dropped after the limit */
 	__u64 short_frame; /* runs aborted: frame shorter than header + stamp */
+	__u64 flood_per_packet; /* config: flood frames after each stream packet */
+	__u64 phase;       /* flood frames still due before the next packet */
+	__u64 flood_sent;  /* flood frames transmitted */
+	__u64 first_ns;    /* ktime of the first transmitted frame (0: none) */
+	__u64 last_ns;     /* ktime of the last transmitted frame */
 };
 
 _Static_assert(sizeof(struct lg_frame) == 120, "lg_frame size");
-_Static_assert(sizeof(struct lg_state) == 64, "lg_state size");
+_Static_assert(sizeof(struct lg_state) == 104, "lg_state size");
 _Static_assert(__builtin_offsetof(struct lg_state, next_due) == 24, "next_due");
 _Static_assert(__builtin_offsetof(struct lg_state, short_frame) == 56, "short_frame");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2); /* 0: the stream's template, 1: the flood's */
 	__type(key, __u32);
 	__type(value, struct lg_frame);
 } lg_frame SEC(".maps");
@@ -97,18 +109,20 @@ int xl_livegen(struct xdp_md *ctx)
 {
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
-	__u32 key = 0;
+	__u32 key = 0, flood_key = 1;
 	struct lg_state *st = bpf_map_lookup_elem(&lg_state, &key);
 	struct lg_frame *tmpl = bpf_map_lookup_elem(&lg_frame, &key);
+	struct lg_frame *flood = bpf_map_lookup_elem(&lg_frame, &flood_key);
 	__u64 now, n;
 
-	if (!st || !tmpl)
+	if (!st || !tmpl || !flood)
 		return XDP_ABORTED;
 	if (data + LG_HDR_LEN + LG_STAMP_LEN > end) {
 		st->short_frame++;
 		return XDP_ABORTED;
 	}
-	if (st->sent >= st->limit) {
+	/* The last packet's flood frames still go out. */
+	if (st->sent >= st->limit && !st->phase) {
 		st->done++;
 		return XDP_DROP;
 	}
@@ -122,6 +136,19 @@ int xl_livegen(struct xdp_md *ctx)
 			st->next_due = now;
 		st->next_due += st->interval_ns;
 	}
+	if (!st->first_ns)
+		st->first_ns = now;
+	st->last_ns = now;
+	if (st->phase) {
+		st->phase--;
+		st->flood_sent++;
+#pragma unroll
+		for (int i = 0; i < LG_HDR_LEN / 8; i++)
+			((__u64 *)data)[i] = ((__u64 *)flood->bytes)[i];
+		*(__u16 *)(data + LG_HDR_LEN - 2) = *(__u16 *)(flood->bytes + LG_HDR_LEN - 2);
+		return XDP_TX;
+	}
+	st->phase = st->flood_per_packet;
 	n = st->sent++;
 
 	/* The header: 14 words and a half-word. The frame starts at the

@@ -94,6 +94,8 @@ pub struct Trial {
     pub malformed: u64,
     /// Failed sendmmsg calls.
     pub gen_errors: u64,
+    /// Non-neighbor flood frames sent along (flood trials; else 0).
+    pub flood_sent: u64,
     /// (sent - delivered) / sent.
     pub loss_ratio: f64,
     /// Delivered packets per second of the trial.
@@ -136,9 +138,33 @@ pub struct FrameResult {
     pub latency: Vec<(f64, Trial)>,
     /// Overload trials: (multiple of PDR, trial).
     pub overload: Vec<(f64, Trial)>,
+    /// The non-neighbor flood trials (xorlay with the live generator).
+    pub flood: Option<FloodResult>,
     /// Every trial, in order.
     pub trials: Vec<Trial>,
 }
+
+/// Legitimate goodput with and without a flood of data packets from an
+/// underlay address that is no neighbor of r1, at the same legitimate rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodResult {
+    /// Flood frames per legitimate packet.
+    pub flood_per_packet: u32,
+    /// The legitimate stream alone.
+    pub unflooded: Trial,
+    /// The same stream with the flood mixed in.
+    pub flooded: Trial,
+}
+
+impl FloodResult {
+    /// Flooded goodput / unflooded goodput.
+    pub fn ratio(&self) -> f64 {
+        self.flooded.goodput_pps / self.unflooded.goodput_pps.max(1.0)
+    }
+}
+
+/// Flood frames per legitimate packet in the flood trial.
+pub const FLOOD_PER_PACKET: u32 = 10;
 
 /// One system.
 #[derive(Debug, Clone, Serialize)]
@@ -279,6 +305,19 @@ impl<'a> Runner<'a> {
         rate: f64,
         kind: &str,
     ) -> anyhow::Result<Trial> {
+        self.trial_flooded(env, payload_len, rate, kind, 0)
+    }
+
+    /// [`Runner::trial`] with `flood` non-neighbor frames after each packet
+    /// (live generator only).
+    pub fn trial_flooded(
+        &mut self,
+        env: &Env,
+        payload_len: usize,
+        rate: f64,
+        kind: &str,
+        flood: u32,
+    ) -> anyhow::Result<Trial> {
         self.check_interrupted()?;
         let trial = self.next_trial;
         self.next_trial += 1;
@@ -298,7 +337,7 @@ impl<'a> Runner<'a> {
         };
         let cpu_before = tasks_run_ns(&env.relay_tasks);
         let started = Instant::now();
-        let sent = env.generate(spec, self.interrupted.clone())?;
+        let sent = env.generate_flooded(spec, flood, self.interrupted.clone())?;
         // Drain: until everything arrived or nothing more arrives for 100 ms.
         let mut last = (env.sink_valid(), Instant::now());
         let drain_deadline = Instant::now() + Duration::from_secs(2);
@@ -346,6 +385,7 @@ impl<'a> Runner<'a> {
             stale: result.stale,
             malformed: result.malformed,
             gen_errors: sent.errors,
+            flood_sent: sent.flood_sent,
             loss_ratio: if sent.sent > 0 {
                 (sent.sent - delivered) as f64 / sent.sent as f64
             } else {
@@ -459,6 +499,29 @@ impl<'a> Runner<'a> {
                 trials.push(t);
             }
         }
+        // The flood: a legitimate stream that leaves the generator room for
+        // ten times as many flood frames, alone and then flooded.
+        let mut flood = None;
+        // The legitimate rate: below PDR (or, when the search found none,
+        // half the unpaced goodput) and leaving room for the flood.
+        let legit_base = if pdr > 0.0 { pdr } else { max_goodput * 0.5 };
+        if with_latency_and_overload
+            && env.kind == SystemKind::Xorlay
+            && env.can_flood()
+            && legit_base > 0.0
+        {
+            let slots = f64::from(1 + FLOOD_PER_PACKET);
+            let legit = f64::min(legit_base * 0.9, 0.8 * max_offered / slots);
+            let unflooded = self.trial(env, payload_len, legit, "flood-baseline")?;
+            let flooded = self.trial_flooded(env, payload_len, legit, "flood", FLOOD_PER_PACKET)?;
+            trials.push(unflooded.clone());
+            trials.push(flooded.clone());
+            flood = Some(FloodResult {
+                flood_per_packet: FLOOD_PER_PACKET,
+                unflooded,
+                flooded,
+            });
+        }
         let peak_goodput_pps = trials.iter().map(|t| t.goodput_pps).fold(0.0, f64::max);
         Ok(FrameResult {
             frame_requested,
@@ -471,6 +534,7 @@ impl<'a> Runner<'a> {
             peak_goodput_pps,
             latency,
             overload,
+            flood,
             trials,
         })
     }
@@ -489,7 +553,8 @@ fn say(progress: &ProgressBar, line: impl AsRef<str>) {
 pub fn trials_per_frame(steps: u32, full: bool) -> u64 {
     let base = 1 + u64::from(steps.max(1)) + u64::from((steps / 2).max(1));
     if full {
-        base + (LATENCY_LOADS.len() + OVERLOAD.len()) as u64
+        // + 2: the flood trials (xorlay with the live generator).
+        base + (LATENCY_LOADS.len() + OVERLOAD.len()) as u64 + 2
     } else {
         base
     }

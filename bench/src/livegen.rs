@@ -142,16 +142,21 @@ struct LgState {
     idle: u64,
     done: u64,
     short_frame: u64,
+    flood_per_packet: u64,
+    phase: u64,
+    flood_sent: u64,
+    first_ns: u64,
+    last_ns: u64,
 }
 
-// SAFETY: eight u64, no padding.
+// SAFETY: thirteen u64, no padding.
 unsafe impl aya::Pod for LgState {}
 
 const _: () = assert!(LIVE_HEADER_LEN == 114);
 const _: () = assert!(TEMPLATE_LEN.is_multiple_of(8));
 const _: () = assert!(TEMPLATE_LEN >= LIVE_HEADER_LEN);
 const _: () = assert!(std::mem::size_of::<LgFrame>() == 120);
-const _: () = assert!(std::mem::size_of::<LgState>() == 64);
+const _: () = assert!(std::mem::size_of::<LgState>() == 104);
 const _: () = assert!(std::mem::offset_of!(LgState, next_due) == 24);
 const _: () = assert!(std::mem::offset_of!(LgState, short_frame) == 56);
 
@@ -306,18 +311,26 @@ impl Loaded {
             .with_context(|| format!("{PROGRAM} is XDP"))
     }
 
-    /// Writes the template of `frame` and a fresh state with `config`.
-    fn configure(&mut self, frame: &[u8], config: LgState) -> anyhow::Result<()> {
-        let mut template = LgFrame {
-            bytes: [0; TEMPLATE_LEN],
-        };
-        let header = frame
-            .get(..LIVE_HEADER_LEN)
-            .context("frame shorter than its headers")?;
-        template.bytes[..LIVE_HEADER_LEN].copy_from_slice(header);
-        self.template
-            .set(0, template, 0)
-            .context("writing the frame template")?;
+    /// Writes the template of `frame` (and of `flood`, the flood frames;
+    /// `frame` again when there is none) and a fresh state with `config`.
+    fn configure(
+        &mut self,
+        frame: &[u8],
+        flood: Option<&[u8]>,
+        config: LgState,
+    ) -> anyhow::Result<()> {
+        for (index, bytes) in [(0, frame), (1, flood.unwrap_or(frame))] {
+            let mut template = LgFrame {
+                bytes: [0; TEMPLATE_LEN],
+            };
+            let header = bytes
+                .get(..LIVE_HEADER_LEN)
+                .context("frame shorter than its headers")?;
+            template.bytes[..LIVE_HEADER_LEN].copy_from_slice(header);
+            self.template
+                .set(index, template, 0)
+                .context("writing the frame template")?;
+        }
         self.state
             .set(0, config, 0)
             .context("writing the generator state")?;
@@ -357,13 +370,40 @@ fn ifindex_here(ifname: &str) -> Option<u32> {
 /// fields; `spec.trial` goes into the sequence numbers, `spec.rate_pps` (0 =
 /// unpaced) sets the pacing, which the program does by spinning on the
 /// generator's CPU. `sent` in the report counts `XDP_TX` verdicts, `errors`
-/// failed test-run calls, `elapsed_s` runs from the start of the first call
-/// to the end of the last.
+/// failed test-run calls, `elapsed_s` runs from the first transmitted frame
+/// to one packet interval after the last (from the start of the first call
+/// to the end of the last when nothing was sent).
 pub fn generate_live(
     netns: &str,
     ifname: &str,
     frame: &LiveFrame,
     spec: &GenSpec,
+    cpu: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<GenReport> {
+    generate_live_flooded(netns, ifname, frame, spec, None, cpu, stop)
+}
+
+/// A flood mixed into a live stream: after each stream packet,
+/// `per_packet` copies of it from underlay source `src` (an address the
+/// receiver has no neighbor at), each in a slot of its own. At rate R the
+/// wire carries R x (1 + per_packet) frames/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    /// Flood frames per stream packet.
+    pub per_packet: u32,
+    /// Their underlay source.
+    pub src: SocketAddrV4,
+}
+
+/// [`generate_live`] with a flood mixed in (`GenReport::flood_sent` counts
+/// the flood frames; `sent` and the rate are the stream's).
+pub fn generate_live_flooded(
+    netns: &str,
+    ifname: &str,
+    frame: &LiveFrame,
+    spec: &GenSpec,
+    flood: Option<Flood>,
     cpu: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<GenReport> {
@@ -384,11 +424,20 @@ pub fn generate_live(
             bytes.len()
         );
     }
+    let flood_bytes = flood.map(|f| {
+        LiveFrame {
+            src: f.src,
+            ..*frame
+        }
+        .build()
+    });
+    let slots = 1 + flood.map_or(0, |f| u64::from(f.per_packet));
     let config = LgState {
-        interval_ns: match spec.rate_pps {
+        interval_ns: match spec.rate_pps.saturating_mul(slots) {
             0 => 0,
             rate => ((1_000_000_000 + rate / 2) / rate).max(1),
         },
+        flood_per_packet: slots - 1,
         limit: match spec.rate_pps {
             0 => u64::MAX,
             rate => (rate as f64 * spec.duration.as_secs_f64()).round() as u64,
@@ -407,7 +456,7 @@ pub fn generate_live(
             format!("interface {ifname_owned} not found in namespace {netns_owned}")
         })?;
         let mut loaded = Loaded::load()?;
-        loaded.configure(&bytes, config)?;
+        loaded.configure(&bytes, flood_bytes.as_deref(), config)?;
         // Two workers only when pinned: see OVERLAPPED_WORKERS.
         let workers = if cpu.is_some() { OVERLAPPED_WORKERS } else { 1 };
         run_workers(&loaded, &bytes, ifindex, duration, &stop, workers)
@@ -472,6 +521,17 @@ fn run_workers(
     }
     let state = loaded.state()?;
     report.sent = state.sent;
+    report.flood_sent = state.flood_sent;
+    if state.last_ns > state.first_ns {
+        // From the first frame to one slot after the last: what the wire
+        // saw, without the calls' set-up and teardown.
+        let slot_ns = if config.interval_ns != 0 {
+            config.interval_ns
+        } else {
+            (state.last_ns - state.first_ns) / (state.sent + state.flood_sent).max(1)
+        };
+        report.elapsed_s = (state.last_ns - state.first_ns + slot_ns) as f64 / 1e9;
+    }
     log::debug!(
         "livegen: {workers} worker(s), {calls} calls, {} sent, {} idle runs, {} runs past the limit",
         state.sent,
@@ -563,7 +623,10 @@ impl Caller<'_> {
                     }
                 }
             }
-            if self.loaded.state()?.sent >= self.limit {
+            // Done once the limit is reached and the last packet's flood
+            // frames are out.
+            let state = self.loaded.state()?;
+            if state.sent >= self.limit && state.phase == 0 {
                 break;
             }
         }
@@ -587,6 +650,7 @@ pub fn render_once(frame: &LiveFrame, trial: u32, page: &[u8]) -> anyhow::Result
     let mut loaded = Loaded::load()?;
     loaded.configure(
         &bytes,
+        None,
         LgState {
             limit: u64::MAX,
             seq_base: u64::from(trial) << SEQ_BITS,

@@ -115,6 +115,8 @@ pub struct GenReport {
     pub errors: u64,
     /// Seconds from the first to the last send.
     pub elapsed_s: f64,
+    /// Flood frames sent along (live generator with a flood; else 0).
+    pub flood_sent: u64,
 }
 
 impl GenReport {

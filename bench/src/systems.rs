@@ -155,6 +155,10 @@ impl Default for TrafficMode {
 const BENCH_RELAY_CONFIG: &str =
     "[xdp.limits]\nneighbor_data = { pps = 100000000, burst = 10000000 }";
 
+/// Underlay source of the flood frames: on gen's link (198.18.0.0/24), no
+/// node's address, so never on a router's allowlist.
+const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
+
 /// Where the processes and NAPI threads of a run are pinned.
 #[derive(Debug, Clone, Serialize)]
 pub struct Pinning {
@@ -515,15 +519,46 @@ impl Env {
         thread.finish()
     }
 
+    /// Can the generator mix in a flood ([`Env::generate_flooded`])?
+    pub fn can_flood(&self) -> bool {
+        self.live.is_some()
+    }
+
     /// Runs the generator for `spec`; blocks until it is done.
     pub fn generate(&self, spec: GenSpec, stop: Arc<AtomicBool>) -> anyhow::Result<GenReport> {
+        self.generate_flooded(spec, 0, stop)
+    }
+
+    /// [`Env::generate`] with `flood` frames after each packet from an
+    /// address on gen's link that is no neighbor of r1 (live frames only).
+    pub fn generate_flooded(
+        &self,
+        spec: GenSpec,
+        flood: u32,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<GenReport> {
         let cpu = self.pinning.endpoints_cpu;
         if let Some((iface, frame)) = &self.live {
             let frame = LiveFrame {
                 payload_len: spec.payload_len,
                 ..*frame
             };
-            return crate::livegen::generate_live(&self.gen_ns, iface, &frame, &spec, cpu, stop);
+            let flood = (flood > 0).then(|| crate::livegen::Flood {
+                per_packet: flood,
+                src: std::net::SocketAddrV4::new(FLOOD_SOURCE, frame.src.port()),
+            });
+            return crate::livegen::generate_live_flooded(
+                &self.gen_ns,
+                iface,
+                &frame,
+                &spec,
+                flood,
+                cpu,
+                stop,
+            );
+        }
+        if flood > 0 {
+            bail!("a flood needs the live-frames generator (--generator live)");
         }
         if let Some((generator, _)) = &self.endpoints {
             return generator.generate(self.gen_to, spec, cpu, stop);
@@ -736,6 +771,22 @@ impl Env {
                         }
                     }
                 }
+                // The sink's receive path shares its CPU with a generator
+                // that spins (live frames, pacing): at normal priority the
+                // NAPI thread waits for a scheduler slice while its veth
+                // ring (256 frames) overflows, and that loss would be
+                // charged to the system under test. Real-time priority lets
+                // it run as soon as frames arrive.
+                if i == sink {
+                    for (tid, comm) in &new {
+                        if set_fifo(*tid, SINK_NAPI_PRIORITY).is_ok() {
+                            self.pinning.pinned.push(format!(
+                                "{} {} NAPI thread {comm}: SCHED_FIFO {SINK_NAPI_PRIORITY}",
+                                node.role, iface.name
+                            ));
+                        }
+                    }
+                }
             }
         }
         // Processes: routers (xorlay), pinned by role.
@@ -866,6 +917,22 @@ fn napi_threads() -> BTreeSet<(i32, String)> {
         }
     }
     set
+}
+
+/// Real-time priority of the sink's NAPI threads.
+const SINK_NAPI_PRIORITY: i32 = 50;
+
+/// Gives task `tid` SCHED_FIFO at `priority`.
+fn set_fifo(tid: i32, priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: sched_setscheduler with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Thread IDs of process `pid`.

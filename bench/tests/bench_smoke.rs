@@ -84,6 +84,19 @@ fn smoke(traffic: TrafficMode) {
             "{name}: PDR above what was offered"
         );
         assert!(!frame.trials.is_empty());
+        // The flood trials run for xorlay whenever the generator can flood.
+        if system.system == SystemKind::Xorlay && traffic.generator == GenMode::Live {
+            let flood = frame
+                .flood
+                .as_ref()
+                .unwrap_or_else(|| panic!("no flood trial: {frame:?}"));
+            assert_eq!(
+                flood.flooded.flood_sent,
+                flood.flooded.sent * u64::from(flood.flood_per_packet),
+                "flood frames: {flood:?}"
+            );
+            assert_eq!(flood.unflooded.flood_sent, 0);
+        }
         for t in &frame.trials {
             assert!(t.sent > 0, "{name}: {t:?}");
             assert!(
