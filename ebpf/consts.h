@@ -46,8 +46,10 @@
 #define XORLAY_XDP_FWD_TX 16
 /* Forwarded by the fast path with XDP_REDIRECT through xorlay_tx_ports. */
 #define XORLAY_XDP_FWD_REDIRECT 17
+/* Dropped: a data packet for the workers over the shedding budget (map xorlay_shed, set by the router while its workers' sockets overflow): excess shed before the kernel allocates anything. */
+#define XORLAY_XDP_DROP_SHED 18
 /* Number of counters. */
-#define XORLAY_XDP_STAT_COUNT 18
+#define XORLAY_XDP_STAT_COUNT 19
 
 /* Capacity of the neighbor allowlist (map xorlay_neighbors). */
 #define XORLAY_NEIGHBORS_MAX 4096

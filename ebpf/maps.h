@@ -144,6 +144,36 @@ struct {
 } xorlay_handshake_global SEC(".maps");
 
 /*
+ * Load shedding for the workers: the budget of data packets XDP passes to
+ * userspace (cache misses, unresolved hits, local delivery), all CPUs
+ * together. Written only by the router's control thread, which sets it
+ * while the workers' sockets overflow (their receive queues drop packets
+ * after the kernel built an skb for each: receive livelock) and clears it
+ * (pps 0 = no budget) once the load fits again. Excess is then dropped here,
+ * at the cost of an XDP drop, and counted as DROP_SHED. Not pinned: a new
+ * instance starts without a budget and measures its own workers.
+ */
+struct xorlay_shed {
+	__u32 pps;   /* 0 = no budget */
+	__u32 burst;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xorlay_shed);
+	__uint(max_entries, 1);
+} xorlay_shed SEC(".maps");
+
+/* The budget's bucket (exact across CPUs, like the global handshake one). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct xorlay_global_bucket);
+	__uint(max_entries, 1);
+} xorlay_shed_bucket SEC(".maps");
+
+/*
  * Per-neighbor data buckets, keyed like xorlay_neighbors, one bucket per
  * CPU (per-CPU LRU hash: no atomics, no shared cache line on the hot path).
  * Each CPU's bucket has the full configured rate: a neighbor gets `pps` on

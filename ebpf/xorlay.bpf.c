@@ -32,6 +32,10 @@
  *               checksums fixed; XDP_TX (FWD_TX) out of the ingress
  *               interface or XDP_REDIRECT (FWD_REDIRECT) via xorlay_tx_ports
  *          4. everything else that is valid: XDP_PASS, PASS_OVERLAY
+ *          5. data packets passing to the workers (PASS_CACHE_MISS,
+ *             PASS_UNRESOLVED, PASS_OVERLAY of a data packet) while the
+ *             router has set a shedding budget (xorlay_shed): over it,
+ *             XDP_DROP, DROP_SHED
  *
  * The program writes to a frame only when it forwards it.
  */
@@ -468,6 +472,40 @@ static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct curso
 	return forward(ctx, f, c->end, route);
 }
 
+/*
+ * Step 5: a data packet about to pass to the workers against the shedding
+ * budget, if the router set one. Returns `stat` or DROP_SHED.
+ */
+static __always_inline __u32 shed(const struct cursor *c, __u32 stat)
+{
+	const struct xorlay_hdr *hdr = c->pos;
+	struct xorlay_global_bucket *bucket;
+	struct xorlay_shed *budget;
+	__u32 zero = 0;
+	int ok;
+
+	if (stat != XORLAY_XDP_PASS_CACHE_MISS && stat != XORLAY_XDP_PASS_UNRESOLVED &&
+	    stat != XORLAY_XDP_PASS_OVERLAY)
+		return stat;
+	if ((void *)(hdr + 1) > c->end || hdr->type != XORLAY_TYPE_DATA)
+		return stat;
+	budget = bpf_map_lookup_elem(&xorlay_shed, &zero);
+	if (!budget || !budget->pps)
+		return stat;
+	bucket = bpf_map_lookup_elem(&xorlay_shed_bucket, &zero);
+	if (!bucket)
+		return stat;
+	{
+		__u64 now = bpf_ktime_get_ns();
+		__u32 pps = budget->pps, burst = budget->burst;
+
+		bpf_spin_lock(&bucket->lock);
+		ok = bucket_take(&bucket->tat_ns, now, pps, burst);
+		bpf_spin_unlock(&bucket->lock);
+	}
+	return ok ? stat : XORLAY_XDP_DROP_SHED;
+}
+
 /* The XDP action of a counter. */
 static __always_inline int action_of(__u32 stat)
 {
@@ -549,7 +587,7 @@ int xorlay_xdp(struct xdp_md *ctx)
 	stat = filter_source(&c, cfg, &source);
 	if (stat != XORLAY_XDP_PASS_OVERLAY)
 		return verdict(stat);
-	return verdict(route_cached(ctx, &c, &f, cfg));
+	return verdict(shed(&c, route_cached(ctx, &c, &f, cfg)));
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

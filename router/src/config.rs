@@ -60,6 +60,12 @@ pub struct XdpSettings {
     /// come back (ends early once it has as many authenticated peers as the
     /// allowlist had).
     pub warm_start_ms: u64,
+    /// Shed load in XDP while the workers' sockets overflow (a budget of
+    /// data packets to the workers, measured and adjusted every 100 ms;
+    /// docs/xdp.md, "Load shedding"). Off: every packet for the workers is
+    /// passed, and beyond their capacity the kernel drops them after
+    /// building an skb for each.
+    pub shed: bool,
 }
 
 impl Default for XdpSettings {
@@ -70,6 +76,7 @@ impl Default for XdpSettings {
             limits: RateLimits::default(),
             pin_dir: None,
             warm_start_ms: 5_000,
+            shed: true,
         }
     }
 }
@@ -508,6 +515,9 @@ address = "198.18.0.2:4799"
         let config = parse("key_file = \"/k\"").expect("minimal");
         assert_eq!(config.xdp.pin_dir, None, "no pinning by default");
         assert_eq!(config.xdp.warm_start_ms, 5000);
+        assert!(config.xdp.shed, "load shedding on by default");
+        let off = parse("key_file = \"/k\"\n[xdp]\nshed = false\n").expect("shed off");
+        assert!(!off.xdp.shed);
         let config = parse(
             "key_file = \"/k\"\n[xdp]\npin_dir = \"/sys/fs/bpf/xorlay/a\"\nwarm_start_ms = 100\n",
         )

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use aya::Ebpf;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use xorlay::core::shed::Budget;
 use xorlay::core::{DropReason, NextHopTable, NodeId, Verdict, decide};
 use xorlay::io::bpf::{
     self, BpfError, LoadOptions, NeighborMap, RateLimit, RateLimits, RouteCache, RouteEntry,
@@ -63,6 +64,7 @@ const DROP_NEIGHBOR_RATE: u32 = consts::XDP_DROP_NEIGHBOR_RATE as u32;
 const DROP_NO_ROUTE: u32 = consts::XDP_DROP_NO_ROUTE as u32;
 const DROP_HOP_LIMIT_EXCEEDED: u32 = consts::XDP_DROP_HOP_LIMIT_EXCEEDED as u32;
 const PASS_CACHE_MISS: u32 = consts::XDP_PASS_CACHE_MISS as u32;
+const DROP_SHED: u32 = consts::XDP_DROP_SHED as u32;
 const PASS_UNRESOLVED: u32 = consts::XDP_PASS_UNRESOLVED as u32;
 const FWD_TX: u32 = consts::XDP_FWD_TX as u32;
 const FWD_REDIRECT: u32 = consts::XDP_FWD_REDIRECT as u32;
@@ -918,6 +920,73 @@ fn data_is_limited_per_neighbor_and_refills() {
         ));
         assert_eq!(h.cache.limits().neighbor_data, RateLimit::new(2, 5));
         assert_eq!(h.counters().drop_neighbor_rate, 2);
+    });
+}
+
+#[test]
+fn workers_budget_sheds_data_for_the_workers_only() {
+    let netns = Netns::create("shed");
+    netns.run_inside(|| {
+        let local = id(0x01);
+        let mut h = Harness::with_local_id(&local);
+        let mut budget = ok(bpf::take_shed_budget(&mut h.ebpf), "take_shed_budget");
+        let body = b"shed";
+        let dst_miss = id(0xb1);
+        let dst_hit = id(0xb2);
+        h.install(&dst_hit, HOP_REDIRECT, false);
+        ok(
+            budget.set(Some(Budget { pps: 2, burst: 3 })),
+            "setting the budget",
+        );
+        for i in 0..3 {
+            h.check(
+                &format!("miss {i} within the budget's burst of 3"),
+                &inbound(SENDER, false, PLAIN, &data(&dst_miss, 64, body)),
+                XDP_PASS,
+                PASS_CACHE_MISS,
+                None,
+            );
+        }
+        h.check(
+            "miss 4: over the budget, shed",
+            &inbound(SENDER, false, PLAIN, &data(&dst_miss, 64, body)),
+            XDP_DROP,
+            DROP_SHED,
+            None,
+        );
+        h.check(
+            "data for this node goes to the workers too: shed",
+            &inbound(SENDER, false, PLAIN, &data(&local, 64, body)),
+            XDP_DROP,
+            DROP_SHED,
+            None,
+        );
+        h.check(
+            "control packets are never shed",
+            &inbound(SENDER, false, PLAIN, &control(4)),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        let payload = data(&dst_hit, 64, body);
+        let expected = forwarded(HOP_REDIRECT, false, PLAIN, &payload);
+        h.check(
+            "a cached destination never reaches the workers: forwarded",
+            &inbound(SENDER, false, PLAIN, &payload),
+            XDP_REDIRECT,
+            FWD_REDIRECT,
+            Some(&expected),
+        );
+        ok(budget.set(None), "lifting the budget");
+        assert_eq!(budget.current(), None);
+        h.check(
+            "no budget: the miss passes",
+            &inbound(SENDER, false, PLAIN, &data(&dst_miss, 64, body)),
+            XDP_PASS,
+            PASS_CACHE_MISS,
+            None,
+        );
+        assert_eq!(h.counters().drop_shed, 2);
     });
 }
 

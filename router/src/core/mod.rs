@@ -7,6 +7,7 @@ pub mod kademlia;
 pub mod node;
 pub mod node_id;
 pub mod session;
+pub mod shed;
 pub mod table;
 
 pub use forward::{DropReason, Verdict, decide};

@@ -91,7 +91,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 // `XdpCounters` has one field per counter; a new counter in consts.h must add
 // a field (and its index below).
-const _: () = assert!(STAT_COUNT == 18);
+const _: () = assert!(STAT_COUNT == 19);
 const _: () = assert!(consts::XDP_PASS_OTHER < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_PASS_OVERLAY < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_DROP_TRUNCATED < consts::XDP_STAT_COUNT);
@@ -110,6 +110,7 @@ const _: () = assert!(consts::XDP_PASS_CACHE_MISS < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_PASS_UNRESOLVED < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_FWD_TX < consts::XDP_STAT_COUNT);
 const _: () = assert!(consts::XDP_FWD_REDIRECT < consts::XDP_STAT_COUNT);
+const _: () = assert!(consts::XDP_DROP_SHED < consts::XDP_STAT_COUNT);
 
 /// Errors of loading, attaching and reading the XDP program. Each message
 /// says what to do about it.
@@ -463,6 +464,9 @@ pub struct XdpCounters {
     /// Forwarded by the fast path to another attached interface
     /// (`XDP_REDIRECT`).
     pub fwd_redirect: u64,
+    /// Dropped: a data packet for the workers over the shedding budget the
+    /// router sets while its workers' sockets overflow.
+    pub drop_shed: u64,
 }
 
 impl XdpCounters {
@@ -487,6 +491,7 @@ impl XdpCounters {
             pass_unresolved: values[consts::XDP_PASS_UNRESOLVED as usize],
             fwd_tx: values[consts::XDP_FWD_TX as usize],
             fwd_redirect: values[consts::XDP_FWD_REDIRECT as usize],
+            drop_shed: values[consts::XDP_DROP_SHED as usize],
         }
     }
 
@@ -511,6 +516,7 @@ impl XdpCounters {
         values[consts::XDP_PASS_UNRESOLVED as usize] = self.pass_unresolved;
         values[consts::XDP_FWD_TX as usize] = self.fwd_tx;
         values[consts::XDP_FWD_REDIRECT as usize] = self.fwd_redirect;
+        values[consts::XDP_DROP_SHED as usize] = self.drop_shed;
         values
     }
 
@@ -537,6 +543,7 @@ impl XdpCounters {
             .wrapping_add(self.drop_neighbor_rate)
             .wrapping_add(self.drop_no_route)
             .wrapping_add(self.drop_hop_limit_exceeded)
+            .wrapping_add(self.drop_shed)
     }
 
     /// Packets the fast path forwarded, `XDP_TX` and `XDP_REDIRECT`.
@@ -914,6 +921,79 @@ impl RateLimits {
         self.handshake_global.check("handshake_global")?;
         self.neighbor_data.check("neighbor_data")
     }
+}
+
+/// The map of the workers' shedding budget (`struct xorlay_shed`).
+pub const SHED_MAP_NAME: &str = "xorlay_shed";
+
+/// `struct xorlay_shed` of `ebpf/maps.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct ShedValue {
+    pps: u32,
+    burst: u32,
+}
+
+// SAFETY: two u32, no padding: every bit pattern is valid.
+unsafe impl aya::Pod for ShedValue {}
+
+/// The budget of data packets XDP passes to the workers (map
+/// `xorlay_shed`), set by the control thread while the workers' sockets
+/// overflow ([`crate::core::shed::Shedder`]). The only writer of the map.
+pub struct ShedBudget {
+    map: Array<MapData, ShedValue>,
+    current: Option<crate::core::shed::Budget>,
+}
+
+impl ShedBudget {
+    /// Sets the budget (`None`: no budget, everything passes).
+    pub fn set(&mut self, budget: Option<crate::core::shed::Budget>) -> Result<(), BpfError> {
+        if budget == self.current {
+            return Ok(());
+        }
+        let value = budget.map_or(ShedValue::default(), |b| ShedValue {
+            pps: b.pps,
+            burst: b.burst.max(1),
+        });
+        self.map
+            .set(0, value, 0)
+            .map_err(|e| BpfError::RouteCache {
+                action: "write",
+                map: SHED_MAP_NAME,
+                detail: chain(&e),
+            })?;
+        self.current = budget;
+        Ok(())
+    }
+
+    /// The budget in force.
+    pub fn current(&self) -> Option<crate::core::shed::Budget> {
+        self.current
+    }
+}
+
+impl fmt::Debug for ShedBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShedBudget")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes the handle of the workers' shedding budget out of a loaded object.
+pub fn take_shed_budget(ebpf: &mut Ebpf) -> Result<ShedBudget, BpfError> {
+    let map = ebpf
+        .take_map(SHED_MAP_NAME)
+        .ok_or(BpfError::MissingObject {
+            kind: "map",
+            name: SHED_MAP_NAME,
+        })?;
+    let map = Array::try_from(map).map_err(|e| BpfError::RouteCache {
+        action: "open",
+        map: SHED_MAP_NAME,
+        detail: chain(&e),
+    })?;
+    Ok(ShedBudget { map, current: None })
 }
 
 /// The value of `xorlay_config`: `struct xorlay_config` of `ebpf/maps.h`,
@@ -2005,6 +2085,20 @@ impl XdpRouter {
     /// object, for the control thread to own (see [`RouteCache`]); `None`
     /// once taken. (A map of the wrong type, which only a build mixing
     /// sources could give, is logged and also gives `None`.)
+    /// Takes the handle of the workers' shedding budget (map `xorlay_shed`);
+    /// `None` if the object has no such map or it cannot be opened (logged).
+    pub fn take_shed_budget(&mut self) -> Option<ShedBudget> {
+        match take_shed_budget(&mut self.ebpf) {
+            Ok(map) => Some(map),
+            Err(BpfError::MissingObject { .. }) => None,
+            Err(error) => {
+                log::error!("{error}");
+                None
+            }
+        }
+    }
+
+    /// Takes the route cache handle (see [`take_route_cache`]).
     pub fn take_route_cache(&mut self) -> Option<RouteCache> {
         match take_route_cache(&mut self.ebpf) {
             Ok(cache) => Some(cache),

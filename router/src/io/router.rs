@@ -12,8 +12,11 @@ use crate::core::NodeId;
 use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
 use crate::core::node::{Node, NodeConfig, NodeCounters};
+use crate::core::shed::{ShedConfig, Shedder};
 use crate::io::admin::{AdminError, AdminServer};
-use crate::io::bpf::{BpfError, LoadOptions, PinnedStart, RouteCache, XdpCounters, XdpRouter};
+use crate::io::bpf::{
+    BpfError, LoadOptions, PinnedStart, RouteCache, ShedBudget, XdpCounters, XdpRouter,
+};
 use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters, WarmStart};
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
@@ -91,6 +94,9 @@ pub struct RouterStats {
     pub xdp_attached: Vec<(String, &'static str)>,
     /// XDP counters summed over CPUs (absent without XDP).
     pub xdp: Option<XdpCounters>,
+    /// The workers' shedding budget in XDP, packets per second (absent:
+    /// none in force).
+    pub shed_budget_pps: Option<u32>,
     /// Sum over workers.
     pub total: WorkerCounters,
     /// Each worker.
@@ -108,6 +114,8 @@ pub struct Router {
     workers: Vec<(Worker, Arc<WorkerStats>)>,
     xdp: Option<XdpRouter>,
     admin: Option<AdminServer>,
+    /// Load shedding: the policy and the XDP map it writes.
+    shed: Option<(Shedder, ShedBudget)>,
 }
 
 impl Router {
@@ -134,6 +142,7 @@ impl Router {
             workers: Vec::new(),
             xdp: None,
             admin: None,
+            shed: None,
         };
         // From here on, an early return drops `router`, which stops what runs.
         if !config.interfaces.is_empty() {
@@ -160,6 +169,13 @@ impl Router {
             None => None,
         };
         let xdp_neighbors = router.xdp.as_mut().and_then(XdpRouter::take_neighbor_map);
+        if config.xdp.shed {
+            router.shed = router
+                .xdp
+                .as_mut()
+                .and_then(XdpRouter::take_shed_budget)
+                .map(|map| (Shedder::new(ShedConfig::default()), map));
+        }
         // Taking over pinned state: the control plane starts warm, keeping
         // the allowlist and the cached routes while its sessions come back.
         let warm_start = match &pinned_start {
@@ -307,8 +323,52 @@ impl Router {
             control_io: self.control.as_ref().map(|c| c.counters()),
             xdp_attached: self.xdp.as_ref().map(|x| x.attached()).unwrap_or_default(),
             xdp,
+            shed_budget_pps: self
+                .shed
+                .as_ref()
+                .and_then(|(s, _)| s.budget())
+                .map(|b| b.pps),
             total,
             workers,
+        }
+    }
+
+    /// Feeds the shedding policy the workers' socket drops and intake, and
+    /// writes a changed budget into XDP.
+    fn shed_tick(&mut self) {
+        let Some((shedder, map)) = &mut self.shed else {
+            return;
+        };
+        let drops: u64 = self
+            .workers
+            .iter()
+            .map(|(w, _)| socket_drops(w.socket()))
+            .sum();
+        let taken: u64 = self
+            .workers
+            .iter()
+            .map(|(_, s)| s.snapshot().rx_packets)
+            .sum();
+        let shed = self
+            .xdp
+            .as_ref()
+            .and_then(|x| x.counters().ok())
+            .map_or(0, |c| c.drop_shed);
+        let was = shedder.budget();
+        let Some(budget) = shedder.observe(std::time::Instant::now(), drops, taken, shed) else {
+            return;
+        };
+        match (was, budget) {
+            (None, Some(b)) => log::info!(
+                "workers overloaded (their sockets drop): shedding in XDP beyond {} packets/s",
+                b.pps
+            ),
+            (Some(_), None) => log::info!("load fits the workers again: shedding lifted"),
+            (_, Some(b)) => log::debug!("shedding budget {} packets/s", b.pps),
+            (None, None) => {}
+        }
+        if let Err(e) = map.set(budget) {
+            log::warn!("writing the shedding budget: {e}");
         }
     }
 
@@ -333,6 +393,7 @@ impl Router {
                 Some(control) => control.step(CONTROL_TICK),
                 None => std::thread::sleep(CONTROL_TICK),
             }
+            self.shed_tick();
             // A newer instance that took over the pinned XDP state is its
             // only writer from then on.
             let now = std::time::Instant::now();
@@ -445,4 +506,30 @@ fn prepare_route_cache(
     }
     cache.set_local_id(&identity.node_id())?;
     Ok(Some(cache))
+}
+
+/// Datagrams a socket's receive queue dropped (`SK_MEMINFO_DROPS`); 0 if
+/// the kernel does not say.
+fn socket_drops(socket: &socket2::Socket) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    let index = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (index + 1) * std::mem::size_of::<u32>() {
+        return 0;
+    }
+    u64::from(info[index])
 }

@@ -1,0 +1,254 @@
+//! Load shedding for the workers: when to make XDP drop data packets before
+//! the kernel builds an skb for them (sans-IO policy; the control thread
+//! feeds it and writes the budget into the `xorlay_shed` map).
+//!
+//! Receive livelock: a packet the workers will never read still costs the
+//! kernel an skb, the UDP lookup and a socket enqueue before the full queue
+//! drops it. Offered far beyond what the workers serve, that work takes
+//! the CPU the workers need, and goodput collapses. The cure is to drop the
+//! excess as early as possible: in XDP.
+//!
+//! The signal is the workers' sockets dropping (`SK_MEMINFO_DROPS`): their
+//! queues overflow, so the workers are the bottleneck. Then the budget
+//! becomes [`ShedConfig::headroom`] of what the workers took: of the
+//! highest rate they sustained recently without drops when the overload
+//! just began (in that first window they were already starved, so their
+//! intake then says little about their capacity), of the last window's
+//! intake when the drops go on. While XDP sheds (the budget binds) and the sockets do not
+//! drop, the budget probes upward by [`ShedConfig::probe_up`] per window (the
+//! workers may serve more once XDP takes the load off the CPU). A window in
+//! which XDP shed nothing means the load fits under the budget: it is
+//! lifted. Decisions are made once per [`ShedConfig::window`].
+
+use std::time::{Duration, Instant};
+
+/// A budget: packets per second and a burst, both at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Sustained packets per second to the workers.
+    pub pps: u32,
+    /// Packets at once.
+    pub burst: u32,
+}
+
+/// Tuning of the [`Shedder`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShedConfig {
+    /// How long a measurement window lasts.
+    pub window: Duration,
+    /// Budget = this fraction of the rate the workers took while dropping.
+    pub headroom: f64,
+    /// Budget growth per window without socket drops.
+    pub probe_up: f64,
+    /// Lowest budget, packets per second.
+    pub min_pps: u32,
+}
+
+impl Default for ShedConfig {
+    fn default() -> ShedConfig {
+        ShedConfig {
+            window: Duration::from_millis(100),
+            headroom: 0.9,
+            probe_up: 1.1,
+            min_pps: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    drops: u64,
+    taken: u64,
+    shed: u64,
+}
+
+/// The shedding policy (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Shedder {
+    config: ShedConfig,
+    last: Option<Sample>,
+    budget: Option<Budget>,
+    /// The highest intake of a window without socket drops, decaying 1% per
+    /// window: what the workers are known to sustain.
+    sustained: f64,
+    /// The last window had socket drops.
+    was_dropping: bool,
+    /// Times a budget was set or changed.
+    pub adjustments: u64,
+}
+
+impl Shedder {
+    /// A shedder without a budget.
+    pub fn new(config: ShedConfig) -> Shedder {
+        Shedder {
+            config,
+            last: None,
+            budget: None,
+            sustained: 0.0,
+            was_dropping: false,
+            adjustments: 0,
+        }
+    }
+
+    /// The budget in force.
+    pub fn budget(&self) -> Option<Budget> {
+        self.budget
+    }
+
+    /// Feeds the totals so far: packets the workers' sockets dropped,
+    /// packets the workers took, packets XDP shed. Returns the new budget
+    /// when it changed (`Some(None)`: lifted).
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        drops: u64,
+        taken: u64,
+        shed: u64,
+    ) -> Option<Option<Budget>> {
+        let sample = Sample {
+            at: now,
+            drops,
+            taken,
+            shed,
+        };
+        let Some(last) = self.last else {
+            self.last = Some(sample);
+            return None;
+        };
+        let elapsed = now.saturating_duration_since(last.at);
+        if elapsed < self.config.window {
+            return None;
+        }
+        self.last = Some(sample);
+        let secs = elapsed.as_secs_f64();
+        // Counters that went backwards (a restarted worker) read as zero.
+        let rate = taken.saturating_sub(last.taken) as f64 / secs;
+        let dropped = drops > last.drops;
+        let binding = shed > last.shed;
+        self.sustained *= 0.99;
+        if !dropped {
+            self.sustained = self.sustained.max(rate);
+        }
+        let was_dropping = std::mem::replace(&mut self.was_dropping, dropped);
+        let next = if dropped {
+            let base = if was_dropping {
+                rate
+            } else {
+                rate.max(self.sustained)
+            };
+            Some(self.budget_of(base * self.config.headroom))
+        } else {
+            match self.budget {
+                None => None,
+                Some(_) if !binding => None,
+                Some(b) => Some(self.budget_of(f64::from(b.pps) * self.config.probe_up)),
+            }
+        };
+        if next == self.budget {
+            return None;
+        }
+        self.budget = next;
+        self.adjustments += 1;
+        Some(next)
+    }
+
+    fn budget_of(&self, pps: f64) -> Budget {
+        let pps = if pps.is_finite() {
+            pps.clamp(f64::from(self.config.min_pps), f64::from(u32::MAX)) as u32
+        } else {
+            self.config.min_pps
+        };
+        // 10 ms of the rate at once: small enough for a socket queue.
+        Budget {
+            pps,
+            burst: (pps / 100).max(32),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn no_budget_without_drops() {
+        let t0 = Instant::now();
+        let mut s = Shedder::new(ShedConfig::default());
+        assert_eq!(s.observe(t0, 0, 0, 0), None);
+        for i in 1..20u64 {
+            assert_eq!(s.observe(at(t0, 100 * i), 0, 10_000 * i, 0), None);
+        }
+        assert_eq!(s.budget(), None);
+    }
+
+    #[test]
+    fn drops_set_the_budget_below_what_the_workers_took() {
+        let t0 = Instant::now();
+        let mut s = Shedder::new(ShedConfig::default());
+        s.observe(t0, 0, 0, 0);
+        // 100 ms: 10,000 taken (100 k/s), 500 dropped.
+        let set = s.observe(at(t0, 100), 500, 10_000, 0).expect("a change");
+        let b = set.expect("a budget");
+        assert_eq!(b.pps, 90_000);
+        assert_eq!(b.burst, 900);
+        // Windows shorter than 100 ms decide nothing.
+        assert_eq!(s.observe(at(t0, 150), 900, 15_000, 0), None);
+    }
+
+    #[test]
+    fn the_budget_probes_up_and_is_lifted_when_the_load_falls() {
+        let t0 = Instant::now();
+        let mut s = Shedder::new(ShedConfig::default());
+        s.observe(t0, 0, 0, 0);
+        s.observe(at(t0, 100), 10, 10_000, 0);
+        assert_eq!(s.budget().map(|b| b.pps), Some(90_000));
+        // XDP sheds, the workers take the budget, no drops: probe up 10%.
+        let up = s.observe(at(t0, 200), 10, 19_000, 40_000).expect("probe");
+        assert_eq!(up.map(|b| b.pps), Some(99_000));
+        // Drops again at 98 k/s: back to 90% of it.
+        let down = s.observe(at(t0, 300), 20, 28_800, 80_000).expect("cut");
+        assert_eq!(down.map(|b| b.pps), Some(88_200));
+        // Starved workers (5 k/s) while XDP still sheds and the sockets do
+        // not drop: the budget stays bound and keeps probing; never lifted.
+        let starved = s.observe(at(t0, 400), 20, 29_300, 120_000).expect("probe");
+        assert_eq!(starved.map(|b| b.pps), Some(97_020));
+        // A window without shedding: the load fits, lifted.
+        assert_eq!(s.observe(at(t0, 500), 20, 31_300, 120_000), Some(None));
+        assert_eq!(s.budget(), None);
+        assert_eq!(s.adjustments, 5);
+    }
+
+    #[test]
+    fn an_overload_starts_from_the_capacity_seen_before() {
+        let t0 = Instant::now();
+        let mut s = Shedder::new(ShedConfig::default());
+        s.observe(t0, 0, 0, 0);
+        // 100 k/s served without drops.
+        assert_eq!(s.observe(at(t0, 100), 0, 10_000, 0), None);
+        // Overload: the starved workers took 20 k/s and their sockets drop.
+        let first = s.observe(at(t0, 200), 50, 12_000, 0).expect("set");
+        assert_eq!(first.map(|b| b.pps), Some(89_100)); // 0.9 x 99 k (decayed)
+        // The drops go on: now the intake counts.
+        let second = s.observe(at(t0, 300), 90, 14_000, 10_000).expect("cut");
+        assert_eq!(second.map(|b| b.pps), Some(18_000));
+    }
+
+    #[test]
+    fn floor_and_counter_resets_are_safe() {
+        let t0 = Instant::now();
+        let mut s = Shedder::new(ShedConfig::default());
+        s.observe(t0, 100, 1_000_000, 0);
+        // Taken went backwards (a worker restarted): rate 0, budget at the floor.
+        let b = s
+            .observe(at(t0, 100), 200, 5, 0)
+            .expect("set")
+            .expect("budget");
+        assert_eq!(b.pps, 1000);
+        assert_eq!(b.burst, 32);
+    }
+}
