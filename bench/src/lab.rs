@@ -287,8 +287,11 @@ impl Lab {
                     &iface.name,
                 ])?;
                 ip(&["-n", ns, "link", "set", "dev", &iface.name, "up"])?;
-                // UDP sent from a socket over veth with TX checksum offload
-                // reaches an XDP-enabled peer with an unfinished checksum.
+                // TX checksum offload off: UDP sent from a socket over veth
+                // with it reaches an XDP-enabled peer with an unfinished
+                // checksum. GRO on: XDP_REDIRECT into a veth needs NAPI on
+                // the receiving end (an XDP program there, or GRO), and the
+                // benchmark's endpoints are no routers with XDP.
                 netns::run(
                     "ip",
                     &[
@@ -300,20 +303,6 @@ impl Lab {
                         &iface.name,
                         "tx",
                         "off",
-                    ],
-                )?;
-                // XDP_REDIRECT into a veth needs NAPI on the receiving end:
-                // an XDP program there or GRO. Endpoints that are not
-                // routers (the benchmark's) have no XDP program.
-                netns::run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        ns,
-                        "ethtool",
-                        "-K",
-                        &iface.name,
                         "gro",
                         "on",
                     ],
