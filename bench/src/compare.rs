@@ -96,6 +96,10 @@ pub struct Trial {
     pub gen_errors: u64,
     /// Non-neighbor flood frames sent along (flood trials; else 0).
     pub flood_sent: u64,
+    /// Frames the first relay's veth receive ring could not take (it was
+    /// full): part of the loss, counted at gen's interface (live generator
+    /// only).
+    pub relay_input_drops: Option<u64>,
     /// (sent - delivered) / sent.
     pub loss_ratio: f64,
     /// Delivered packets per second of the trial.
@@ -336,6 +340,7 @@ impl<'a> Runner<'a> {
             trial,
         };
         let cpu_before = tasks_run_ns(&env.relay_tasks);
+        let ring_before = env.relay_input_drops();
         let started = Instant::now();
         let sent = env.generate_flooded(spec, flood, self.interrupted.clone())?;
         // Drain: until everything arrived or nothing more arrives for 100 ms.
@@ -352,6 +357,7 @@ impl<'a> Runner<'a> {
         }
         let busy_wall = started.elapsed().as_secs_f64();
         let cpu_after = tasks_run_ns(&env.relay_tasks);
+        let ring_after = env.relay_input_drops();
         let result = env.end_trial()?;
         let h = &result.latency;
         let us = |ns: u64| ns as f64 / 1000.0;
@@ -386,6 +392,10 @@ impl<'a> Runner<'a> {
             malformed: result.malformed,
             gen_errors: sent.errors,
             flood_sent: sent.flood_sent,
+            relay_input_drops: match (ring_before, ring_after) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
             loss_ratio: if sent.sent > 0 {
                 (sent.sent - delivered) as f64 / sent.sent as f64
             } else {

@@ -771,6 +771,29 @@ fn explain(run: &CompareRun) -> String {
             );
         }
     }
+    // Where the loss of the paced trials happened, when the generator can
+    // tell: frames the first relay's receive ring refused.
+    for s in &run.systems {
+        let (mut lost, mut at_input) = (0u64, 0u64);
+        for t in s.frames.iter().flat_map(|f| f.trials.iter()) {
+            if t.target_pps == 0.0 || t.kind == "overload" || t.kind == "flood" {
+                continue;
+            }
+            let Some(ring) = t.relay_input_drops else {
+                continue;
+            };
+            lost += t.sent.saturating_sub(t.delivered);
+            at_input += ring;
+        }
+        if lost > 0 {
+            let _ = writeln!(
+                md,
+                "- {}: of {lost} packets lost in the paced trials (search and latency), {at_input} ({:.0}%) never entered the first relay: its veth receive ring (256 frames) was full when the generator's frame arrived.",
+                s.system.name(),
+                100.0 * at_input as f64 / lost as f64
+            );
+        }
+    }
     for kind in [SystemKind::Xorlay, SystemKind::XorlayUring] {
         let Some(x) = find(run, kind) else { continue };
         let mut pass = 0u64;
@@ -851,6 +874,7 @@ mod tests {
             malformed: 0,
             gen_errors: 0,
             flood_sent: 0,
+            relay_input_drops: None,
             loss_ratio: 1.0 - goodput / offered,
             goodput_pps: goodput,
             relay_cpu_ns_per_packet: None,

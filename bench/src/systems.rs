@@ -519,6 +519,32 @@ impl Env {
         thread.finish()
     }
 
+    /// Frames the live generator handed to gen's veth that the veth could
+    /// not put into the first relay's receive ring (it was full): the
+    /// `xdp_xmit_errors` of gen's interface, summed over queues. `None`
+    /// without the live generator or when `ethtool -S` does not say.
+    pub fn relay_input_drops(&self) -> Option<u64> {
+        let (iface, _) = self.live.as_ref()?;
+        let out = netns::run(
+            "ip",
+            &["netns", "exec", &self.gen_ns, "ethtool", "-S", iface],
+        )
+        .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut total = None;
+        for line in text.lines() {
+            let Some((name, value)) = line.trim().split_once(':') else {
+                continue;
+            };
+            if name.trim().ends_with("xdp_xmit_errors")
+                && let Ok(v) = value.trim().parse::<u64>()
+            {
+                total = Some(total.unwrap_or(0) + v);
+            }
+        }
+        total
+    }
+
     /// Can the generator mix in a flood ([`Env::generate_flooded`])?
     pub fn can_flood(&self) -> bool {
         self.live.is_some()
