@@ -142,6 +142,12 @@ impl Shedder {
             match self.budget {
                 None => None,
                 Some(_) if !binding => None,
+                // Far below what the workers sustained recently (the budget
+                // was set while they were stalled, say): double, so a
+                // stall does not throttle the traffic for seconds.
+                Some(b) if f64::from(b.pps) < self.sustained * 0.5 => {
+                    Some(self.budget_of(f64::from(b.pps) * 2.0))
+                }
                 Some(b) => Some(self.budget_of(f64::from(b.pps) * self.config.probe_up)),
             }
         };
@@ -236,6 +242,45 @@ mod tests {
         // The drops go on: now the intake counts.
         let second = s.observe(at(t0, 300), 90, 14_000, 10_000).expect("cut");
         assert_eq!(second.map(|b| b.pps), Some(18_000));
+    }
+
+    #[test]
+    fn a_budget_set_during_a_stall_recovers_quickly() {
+        let t0 = Instant::now();
+        let mut s = Shedder::new(ShedConfig::default());
+        s.observe(t0, 0, 0, 0);
+        // 100 k/s served without drops for a while.
+        let mut taken = 0;
+        for w in 1..=5u64 {
+            taken += 10_000;
+            assert_eq!(s.observe(at(t0, 100 * w), 0, taken, 0), None);
+        }
+        // Two windows of drops while the workers stalled (1 k/s taken):
+        // the second one sets the budget from the intake.
+        taken += 100;
+        s.observe(at(t0, 600), 10, taken, 0);
+        taken += 100;
+        let low = s
+            .observe(at(t0, 700), 20, taken, 0)
+            .expect("cut")
+            .expect("budget");
+        assert_eq!(low.pps, 1000);
+        // The stall is over; XDP sheds and the sockets are calm: the budget
+        // doubles while far below the ~95 k/s sustained before, then
+        // probes by 10%.
+        let mut pps = Vec::new();
+        let mut shed = 0;
+        for w in 8..=16u64 {
+            taken += u64::from(s.budget().map_or(0, |b| b.pps)) / 10;
+            shed += 1000;
+            if let Some(Some(b)) = s.observe(at(t0, 100 * w), 20, taken, shed) {
+                pps.push(b.pps);
+            }
+        }
+        assert_eq!(
+            &pps[..7],
+            &[2000, 4000, 8000, 16_000, 32_000, 64_000, 70_400]
+        );
     }
 
     #[test]
