@@ -473,7 +473,7 @@ impl<'a> Runner<'a> {
                 if hi - lo <= hi * 0.02 {
                     break;
                 }
-                probe = (lo + hi) / 2.0;
+                probe = next_probe(lo, hi);
             }
         }
         // NDR: zero loss, at or below PDR.
@@ -492,7 +492,7 @@ impl<'a> Runner<'a> {
                     hi = probe;
                 }
                 trials.push(t);
-                probe = (lo + hi) / 2.0;
+                probe = next_probe(lo, hi);
             }
         }
         let mut latency = Vec::new();
@@ -567,6 +567,18 @@ pub fn trials_per_frame(steps: u32, full: bool) -> u64 {
         base + (LATENCY_LOADS.len() + OVERLOAD.len()) as u64 + 2
     } else {
         base
+    }
+}
+
+/// The next rate of a binary search between a passing `lo` and a failing
+/// `hi`: the geometric midpoint while they are more than 2x apart (the
+/// generator's maximum can be 100x a relay's capacity, and arithmetic halving
+/// from there spends every step far above it), the arithmetic one after.
+pub fn next_probe(lo: f64, hi: f64) -> f64 {
+    if lo > 0.0 && hi > 2.0 * lo {
+        (lo * hi).sqrt()
+    } else {
+        (lo + hi) / 2.0
     }
 }
 
@@ -726,4 +738,32 @@ pub fn run(
         systems,
         sweep,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_probes_geometrically_across_wide_ranges() {
+        // 57 k passed, 5.7 M failed: 570 k, not 2.9 M.
+        assert!((next_probe(57_000.0, 5_700_000.0) - 570_000.0).abs() < 1.0);
+        // Close together: arithmetic.
+        assert_eq!(next_probe(100_000.0, 150_000.0), 125_000.0);
+        // Nothing passed yet: halve.
+        assert_eq!(next_probe(0.0, 1_000.0), 500.0);
+        // From 57 k / 5.7 M against a 120 k capacity: within 20% after five
+        // steps and 5% after eight (arithmetic halving stays at 57 k: every
+        // one of its first six probes is above 120 k).
+        let search = |steps: usize| {
+            let (mut lo, mut hi) = (57_000.0, 5_700_000.0);
+            for _ in 0..steps {
+                let p = next_probe(lo, hi);
+                if p <= 120_000.0 { lo = p } else { hi = p }
+            }
+            lo
+        };
+        assert!(search(5) > 96_000.0, "{}", search(5));
+        assert!(search(8) > 114_000.0, "{}", search(8));
+    }
 }
