@@ -96,6 +96,13 @@ impl Shedder {
         self.budget
     }
 
+    /// Whether a window has passed since the last observation (so the
+    /// caller can skip reading its counters until then).
+    pub fn due(&self, now: Instant) -> bool {
+        self.last
+            .is_none_or(|last| now.saturating_duration_since(last.at) >= self.config.window)
+    }
+
     /// Feeds the totals so far: packets the workers' sockets dropped,
     /// packets the workers took, packets XDP shed. Returns the new budget
     /// when it changed (`Some(None)`: lifted).
@@ -185,7 +192,10 @@ mod tests {
     fn no_budget_without_drops() {
         let t0 = Instant::now();
         let mut s = Shedder::new(ShedConfig::default());
+        assert!(s.due(t0));
         assert_eq!(s.observe(t0, 0, 0, 0), None);
+        assert!(!s.due(at(t0, 99)));
+        assert!(s.due(at(t0, 100)));
         for i in 1..20u64 {
             assert_eq!(s.observe(at(t0, 100 * i), 0, 10_000 * i, 0), None);
         }

@@ -339,6 +339,10 @@ impl Router {
         let Some((shedder, map)) = &mut self.shed else {
             return;
         };
+        let now = std::time::Instant::now();
+        if !shedder.due(now) {
+            return;
+        }
         let drops: u64 = self
             .workers
             .iter()
@@ -355,7 +359,7 @@ impl Router {
             .and_then(|x| x.counters().ok())
             .map_or(0, |c| c.drop_shed);
         let was = shedder.budget();
-        let Some(budget) = shedder.observe(std::time::Instant::now(), drops, taken, shed) else {
+        let Some(budget) = shedder.observe(now, drops, taken, shed) else {
             return;
         };
         match (was, budget) {
