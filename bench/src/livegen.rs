@@ -45,7 +45,6 @@ use xorlay::wire::overlay::{DEFAULT_HOP_LIMIT, HEADER_LEN};
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};
 
 use crate::loadgen::{GenReport, GenSpec};
-use crate::netns::ip;
 use crate::traffic::STAMP_LEN;
 
 /// The compiled generator program.
@@ -249,31 +248,7 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
 
 /// The MAC address of interface `dev` in namespace `netns`.
 pub fn mac_of(netns: &str, dev: &str) -> anyhow::Result<[u8; 6]> {
-    let out = ip(&["-n", netns, "-j", "link", "show", "dev", dev])
-        .with_context(|| format!("interface {dev} in namespace {netns}"))?;
-    let json: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
-    let text = json
-        .get(0)
-        .and_then(|link| link.get("address"))
-        .and_then(serde_json::Value::as_str)
-        .with_context(|| format!("no MAC address for {dev} in namespace {netns}"))?;
-    parse_mac(text)
-}
-
-/// "aa:bb:cc:dd:ee:ff" to bytes.
-fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts
-            .next()
-            .with_context(|| format!("MAC {text}: too short"))?;
-        *byte = u8::from_str_radix(part, 16).with_context(|| format!("MAC {text}"))?;
-    }
-    if parts.next().is_some() {
-        bail!("MAC {text}: too long");
-    }
-    Ok(mac)
+    crate::netns::link_info(netns, dev).map(|(_, mac)| mac)
 }
 
 /// The loaded program and its maps. Dropping it unloads the program.
@@ -779,11 +754,11 @@ mod tests {
     #[test]
     fn parse_mac_accepts_only_six_bytes() {
         assert_eq!(
-            parse_mac("02:0a:ff:00:10:9b").expect("valid"),
+            crate::netns::parse_mac("02:0a:ff:00:10:9b").expect("valid"),
             [0x02, 0x0a, 0xff, 0x00, 0x10, 0x9b]
         );
-        assert!(parse_mac("02:0a:ff:00:10").is_err());
-        assert!(parse_mac("02:0a:ff:00:10:9b:00").is_err());
-        assert!(parse_mac("02:0a:ff:00:10:zz").is_err());
+        assert!(crate::netns::parse_mac("02:0a:ff:00:10").is_err());
+        assert!(crate::netns::parse_mac("02:0a:ff:00:10:9b:00").is_err());
+        assert!(crate::netns::parse_mac("02:0a:ff:00:10:zz").is_err());
     }
 }

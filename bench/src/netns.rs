@@ -133,3 +133,38 @@ impl<T> Drop for Stoppable<T> {
         }
     }
 }
+
+/// (ifindex, MAC address) of interface `dev` in namespace `ns`, from
+/// `ip -j link`.
+pub fn link_info(ns: &str, dev: &str) -> anyhow::Result<(u32, [u8; 6])> {
+    let out = ip(&["-n", ns, "-j", "link", "show", "dev", dev])
+        .with_context(|| format!("interface {dev} in namespace {ns}"))?;
+    let json: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link`")?;
+    let link = json.get(0).context("ip -j link: empty")?;
+    let ifindex = link
+        .get("ifindex")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|i| u32::try_from(i).ok())
+        .with_context(|| format!("no ifindex for {dev} in namespace {ns}"))?;
+    let text = link
+        .get("address")
+        .and_then(serde_json::Value::as_str)
+        .with_context(|| format!("no MAC address for {dev} in namespace {ns}"))?;
+    Ok((ifindex, parse_mac(text)?))
+}
+
+/// "aa:bb:cc:dd:ee:ff" to bytes.
+pub fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts
+            .next()
+            .with_context(|| format!("MAC {text}: too short"))?;
+        *byte = u8::from_str_radix(part, 16).with_context(|| format!("MAC {text}"))?;
+    }
+    if parts.next().is_some() {
+        bail!("MAC {text}: too long");
+    }
+    Ok(mac)
+}

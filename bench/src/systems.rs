@@ -23,7 +23,7 @@ use crate::endpoint::Endpoint;
 use crate::lab::{Lab, LabOptions, Topology};
 use crate::livegen::LiveFrame;
 use crate::loadgen::{self, GenReport, GenSpec, SinkResult, SinkThread, pin_process, pin_task};
-use crate::netns::{self, ip};
+use crate::netns::{self, ip, link_info};
 use crate::relay::{self, RelayCounters};
 use crate::xdpsink::XdpSink;
 
@@ -895,31 +895,6 @@ fn load_redirect(ns: &str, cfg: [u8; 20], ifindex: u32) -> anyhow::Result<aya::E
     })?
     .join()
     .map_err(|_| anyhow::anyhow!("XDP loader panicked"))?
-}
-
-/// (ifindex, MAC) of `dev` in namespace `ns`.
-fn link_info(ns: &str, dev: &str) -> anyhow::Result<(u32, [u8; 6])> {
-    let out = ip(&["-n", ns, "-j", "link", "show", "dev", dev])?;
-    let json: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
-    let link = json.get(0).context("ip -j link: empty")?;
-    let ifindex = link
-        .get("ifindex")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|i| u32::try_from(i).ok())
-        .context("ifindex")?;
-    let text = link
-        .get("address")
-        .and_then(serde_json::Value::as_str)
-        .context("MAC address")?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() != 6 {
-        bail!("unexpected MAC {text}");
-    }
-    for (byte, part) in mac.iter_mut().zip(parts) {
-        *byte = u8::from_str_radix(part, 16).with_context(|| format!("MAC {text}"))?;
-    }
-    Ok((ifindex, mac))
 }
 
 /// (tid, comm) of every NAPI kernel thread.
