@@ -694,7 +694,7 @@ pub fn run(
     for (topology, routers) in points {
         progress.set_message(format!("setting up xorlay {topology}"));
         let env = if topology.starts_with("mesh") {
-            Env::mesh(routers, &options.xdp_mode)
+            Env::mesh(routers, &options.xdp_mode, options.traffic)
         } else {
             Env::chain(
                 SystemKind::Xorlay,

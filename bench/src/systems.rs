@@ -149,6 +149,25 @@ impl Default for TrafficMode {
     }
 }
 
+/// Where benchmark traffic enters and leaves the relays.
+#[derive(Debug, Clone)]
+struct TrafficPath {
+    gen_iface: &'static str,
+    first_relay: usize,
+    first_relay_iface: &'static str,
+    sink_iface: &'static str,
+}
+
+impl TrafficPath {
+    /// The chain's: gen east -> r1 west ... -> sink west.
+    const CHAIN: TrafficPath = TrafficPath {
+        gen_iface: "east",
+        first_relay: 1,
+        first_relay_iface: "west",
+        sink_iface: "west",
+    };
+}
+
 /// The per-neighbor data budget in the relays' XDP filter during the
 /// benchmark: the generator is one neighbor, and the default budget (1 M
 /// packets/s per CPU, see `RateLimits::default`) would cap the fast path.
@@ -234,6 +253,9 @@ pub struct Env {
     xdp_sink: Option<std::sync::Mutex<XdpSink>>,
     /// gen's interface and the frame template, for live frames.
     live: Option<(String, LiveFrame)>,
+    /// gen's interface, the first relay (node index) and its interface
+    /// toward gen, the sink's interface.
+    path: TrafficPath,
     xdp: Vec<aya::Ebpf>,
     // Last: dropped after the relays above are stopped.
     /// The lab (namespaces, routers).
@@ -300,6 +322,7 @@ impl Env {
             sink_thread: std::sync::Mutex::new(None),
             xdp_sink: None,
             live: None,
+            path: TrafficPath::CHAIN,
             xdp: Vec::new(),
             lab,
         };
@@ -315,8 +338,13 @@ impl Env {
         Ok(env)
     }
 
-    /// xorlay on the two-site mesh with `routers` dual-homed routers.
-    pub fn mesh(routers: usize, xdp_mode: &str) -> anyhow::Result<Env> {
+    /// xorlay on the two-site mesh with `routers` dual-homed routers, with
+    /// generator and sink as `traffic` says: the benchmark's endpoints join
+    /// through the seed r1 like any node (the sink first, so the routers
+    /// started after it learn it from r1), and the generator sends to the
+    /// router it has a session with that is XOR-closest to the sink, which
+    /// forwards to the sink over site B.
+    pub fn mesh(routers: usize, xdp_mode: &str, traffic: TrafficMode) -> anyhow::Result<Env> {
         let lab = Lab::new(LabOptions {
             topology: Topology::Sites,
             routers,
@@ -342,41 +370,122 @@ impl Env {
             threads: Vec::new(),
             relay_tasks: Vec::new(),
             relay_counters: Vec::new(),
-            traffic: TrafficMode::default(),
+            traffic,
             endpoints: None,
             sink_thread: std::sync::Mutex::new(None),
             xdp_sink: None,
             live: None,
+            path: TrafficPath {
+                gen_iface: "sitea",
+                first_relay: 1,
+                first_relay_iface: "sitea",
+                sink_iface: "siteb",
+            },
             xdp: Vec::new(),
             lab,
         };
-        env.start_xorlay()?;
+        env.start_mesh_endpoints()?;
         env.tune_and_pin()?;
+        env.start_traffic_programs()?;
         Ok(env)
     }
 
-    fn start_xorlay(&mut self) -> anyhow::Result<()> {
-        self.gen_bind = Lab::app_addr();
-        self.gen_to = Lab::router_local_addr();
-        self.sink_bind = Lab::app_addr();
-        self.lab.start_routers()?;
-        self.lab.wait_converged(Duration::from_secs(20))?;
-        self.notes.push(format!(
-            "the generator is gen's local application: its packets enter the overlay through gen's own router (a neighbor like any node) at {}; the sink is the sink router's application",
-            Lab::router_local_addr()
-        ));
-        self.notes.push(if self.lab.options.relay_route_cache {
-            "relays' XDP route cache on (default config): cached destinations are forwarded in XDP (counters xdp.fwd_tx / xdp.fwd_redirect); IP forwarding is on on the relays' interfaces (bpf_fib_lookup needs it), GRO on every receiving veth".to_string()
-        } else {
-            "relays' config has `[xdp] route_cache = false`: XDP only validates and filters, every packet goes through the io_uring workers".to_string()
+    fn start_mesh_endpoints(&mut self) -> anyhow::Result<()> {
+        let sink = self.lab.sink_index();
+        let cpu = self.pinning.endpoints_cpu;
+        let r1 = self.lab.nodes[1].clone();
+        let r1_b = r1.addr_on(1).context("r1's site-B address")?;
+        let gen_addr = self.lab.nodes[0].addr_on(0).context("gen's address")?;
+        let sink_addr = self.lab.nodes[sink]
+            .addr_on(1)
+            .context("the sink's address")?;
+        self.lab.start_node(1)?;
+        self.lab.wait_up(1)?;
+        let sink_endpoint = Endpoint::start(
+            &self.sink_ns,
+            sink_addr,
+            self.lab.nodes[sink].identity.clone(),
+            vec![(r1.id(), r1_b)],
+            cpu,
+        )?;
+        sink_endpoint.wait_session(&r1.id(), Duration::from_secs(10))?;
+        for i in 2..sink {
+            self.lab.start_node(i)?;
+        }
+        for i in 2..sink {
+            self.lab.wait_up(i)?;
+        }
+        // The generator knows every router of its site by ID and address
+        // (as a router's [[neighbor]] entries would): its join lookup
+        // through r1 alone does not reach the routers that joined before it.
+        let routers_on_a: Vec<(NodeId, SocketAddr)> = (1..sink)
+            .filter_map(|i| {
+                let node = &self.lab.nodes[i];
+                node.addr_on(0).map(|addr| (node.id(), addr))
+            })
+            .collect();
+        let gen_endpoint = Endpoint::start(
+            &self.gen_ns,
+            gen_addr,
+            self.lab.nodes[0].identity.clone(),
+            routers_on_a,
+            cpu,
+        )?;
+        // Every router must have both endpoints as next hops (on its
+        // allowlist) before traffic: discovery through r1.
+        let (gen_id, sink_id) = (gen_endpoint.id(), sink_endpoint.id());
+        let converged = crate::wait_until(Duration::from_secs(20), || {
+            (1..sink).all(|i| {
+                self.lab
+                    .neighbors(i)
+                    .is_ok_and(|n| n.contains(&gen_id) && n.contains(&sink_id))
+            })
         });
+        if !converged {
+            let lacking: Vec<String> = (1..sink)
+                .map(|i| {
+                    let n = self.lab.neighbors(i).unwrap_or_default();
+                    format!(
+                        "{}: gen {}, sink {}",
+                        self.lab.nodes[i].role,
+                        if n.contains(&gen_id) { "yes" } else { "no" },
+                        if n.contains(&sink_id) { "yes" } else { "no" }
+                    )
+                })
+                .collect();
+            bail!(
+                "the mesh's routers did not all take both benchmark endpoints as neighbors within 20 s ({}; gen's sessions: {}, the sink's: {})",
+                lacking.join("; "),
+                gen_endpoint.sessions().len(),
+                sink_endpoint.sessions().len()
+            );
+        }
+        // The first hop: the router gen has a session with that is
+        // XOR-closest to the sink, as a router would choose.
+        let (hop_id, hop_addr) = gen_endpoint
+            .sessions()
+            .into_iter()
+            .filter(|(id, _)| *id != sink_id)
+            .min_by_key(|(id, _)| id.distance(&sink_id))
+            .context("gen's endpoint has no session with a router")?;
+        let first_relay = self
+            .lab
+            .nodes
+            .iter()
+            .position(|n| n.id() == hop_id)
+            .context("gen's closest peer is no lab router")?;
+        self.path.first_relay = first_relay;
+        self.gen_bind = gen_addr;
+        self.gen_to = hop_addr;
+        self.sink_bind = sink_addr;
+        self.endpoints = Some((gen_endpoint, sink_endpoint));
+        self.notes.push(format!(
+            "generator and sink are overlay nodes of their own: the sink joined through the seed r1, the generator knows the routers of site A; the generator sends from {gen_addr} to {} at {hop_addr} (its XOR-closest peer to the sink), which forwards to the sink at {sink_addr} over site B",
+            self.lab.nodes[first_relay].role
+        ));
         Ok(())
     }
 
-    /// The relays as routers (`xorlay run`), generator and sink as the
-    /// benchmark's own overlay nodes ([`Endpoint`]) at gen's and the sink's
-    /// addresses, port 4799: each handshakes with its router like any
-    /// neighbor and is on that router's allowlist before traffic starts.
     fn start_xorlay_endpoints(&mut self) -> anyhow::Result<()> {
         self.lab.start_relays()?;
         self.lab.wait_converged(Duration::from_secs(20))?;
@@ -412,14 +521,18 @@ impl Env {
     fn start_traffic_programs(&mut self) -> anyhow::Result<()> {
         let sink = self.lab.sink_index();
         if self.traffic.generator == GenMode::Live {
-            let (_, src_mac) = link_info(&self.gen_ns, "east")?;
-            let (_, dst_mac) = link_info(&self.lab.nodes[1].netns, "west")?;
+            let path = self.path.clone();
+            let (_, src_mac) = link_info(&self.gen_ns, path.gen_iface)?;
+            let (_, dst_mac) = link_info(
+                &self.lab.nodes[path.first_relay].netns,
+                path.first_relay_iface,
+            )?;
             let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (self.gen_bind, self.gen_to) else {
                 bail!("live frames need IPv4 generator addresses");
             };
             let (payload_len, _) = loadgen::payload_for_frame(0);
             self.live = Some((
-                "east".to_string(),
+                path.gen_iface.to_string(),
                 LiveFrame {
                     src_mac,
                     dst_mac,
@@ -442,7 +555,7 @@ impl Env {
             }
             let xdp_sink = XdpSink::attach(
                 &self.sink_ns,
-                "west",
+                self.path.sink_iface,
                 self.dst,
                 self.sink_bind.port(),
                 100_000_000,

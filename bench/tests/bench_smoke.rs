@@ -38,7 +38,13 @@ fn smoke(traffic: TrafficMode) {
         trial: Duration::from_millis(150),
         search_steps: 1,
         sweep: Vec::new(),
-        mesh: 0,
+        // The mesh (two sites, routers discovered through a seed, the
+        // endpoints joining like nodes) with the live generator only.
+        mesh: if traffic.generator == GenMode::Live {
+            2
+        } else {
+            0
+        },
         xdp_mode: "native".into(),
         traffic,
     };
@@ -60,6 +66,21 @@ fn smoke(traffic: TrafficMode) {
     )
     .expect("results.json is JSON");
     assert_eq!(json["systems"].as_array().map(Vec::len), Some(2));
+    for point in &run.sweep {
+        let result = point
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: {:?}", point.topology, point.error));
+        assert!(
+            result.peak_goodput_pps > 0.0,
+            "{}: nothing delivered",
+            point.topology
+        );
+    }
+    assert_eq!(
+        run.sweep.len(),
+        usize::from(traffic.generator == GenMode::Live)
+    );
     let markdown = std::fs::read_to_string(&written.markdown).expect("report.md written");
     assert!(markdown.contains("## Summary"), "{markdown}");
     assert!(markdown.contains("| xorlay |"), "{markdown}");
