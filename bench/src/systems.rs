@@ -475,15 +475,20 @@ impl Env {
             .position(|n| n.id() == hop_id)
             .context("gen's closest peer is no lab router")?;
         self.path.first_relay = first_relay;
-        self.gen_bind = gen_addr;
-        self.gen_to = hop_addr;
-        self.sink_bind = sink_addr;
-        self.endpoints = Some((gen_endpoint, sink_endpoint));
+        self.adopt_endpoints(gen_endpoint, sink_endpoint, hop_addr);
         self.notes.push(format!(
             "generator and sink are overlay nodes of their own: the sink joined through the seed r1, the generator knows the routers of site A; the generator sends from {gen_addr} to {} at {hop_addr} (its XOR-closest peer to the sink), which forwards to the sink at {sink_addr} over site B",
             self.lab.nodes[first_relay].role
         ));
         Ok(())
+    }
+
+    /// Generator and sink are these endpoints; the generator sends to `to`.
+    fn adopt_endpoints(&mut self, generator: Endpoint, sink: Endpoint, to: SocketAddr) {
+        self.gen_bind = generator.addr();
+        self.gen_to = to;
+        self.sink_bind = sink.addr();
+        self.endpoints = Some((generator, sink));
     }
 
     fn start_xorlay_endpoints(&mut self) -> anyhow::Result<()> {
@@ -497,10 +502,7 @@ impl Env {
         let r1_addr = self.lab.nodes[1]
             .addr_on(0)
             .context("r1's address on gen's link")?;
-        self.gen_bind = gen_addr;
-        self.gen_to = r1_addr;
-        self.sink_bind = sink_addr;
-        self.endpoints = Some((gen_endpoint, sink_endpoint));
+        self.adopt_endpoints(gen_endpoint, sink_endpoint, r1_addr);
         self.notes.push(format!(
             "generator and sink are overlay nodes of their own (xorlay-bench endpoints: the router's control plane, Noise sessions and Kademlia, over one UDP socket), authenticated neighbors of r1 and r{}; the generator sends from {gen_addr} straight to r1 at {r1_addr}, the sink receives at {sink_addr}",
             sink - 1
