@@ -278,6 +278,43 @@ impl Drop for Env {
 }
 
 impl Env {
+    /// An environment on `lab` with nothing started yet; generator and sink
+    /// addresses are the set-up's to fill in.
+    fn new(
+        lab: Lab,
+        kind: SystemKind,
+        topology: String,
+        traffic: TrafficMode,
+        path: TrafficPath,
+    ) -> Env {
+        Env {
+            kind,
+            topology,
+            relays: lab.sink_index() - 1,
+            gen_ns: lab.generator().netns.clone(),
+            sink_ns: lab.sink().netns.clone(),
+            gen_bind: Lab::app_addr(),
+            gen_to: Lab::router_local_addr(),
+            sink_bind: Lab::app_addr(),
+            src: lab.generator().id(),
+            dst: lab.sink().id(),
+            pinning: Pinning::plan(),
+            notes: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            relay_tasks: Vec::new(),
+            relay_counters: Vec::new(),
+            traffic,
+            endpoints: None,
+            sink_thread: std::sync::Mutex::new(None),
+            xdp_sink: None,
+            live: None,
+            path,
+            xdp: Vec::new(),
+            lab,
+        }
+    }
+
     /// Sets up `kind` on a chain of `relays` relays, with generator and
     /// sink as `traffic` says.
     pub fn chain(
@@ -300,32 +337,16 @@ impl Env {
             .first()
             .map(|f| f.addr)
             .context("sink has an interface")?;
-        let mut env = Env {
-            kind,
-            topology: format!("chain-{relays}"),
-            relays,
-            gen_ns: lab.generator().netns.clone(),
-            sink_ns: lab.sink().netns.clone(),
-            gen_bind: SocketAddr::from((lab.generator().ifaces[0].addr, SINK_PORT + 1)),
-            gen_to: SocketAddr::from((sink_addr, SINK_PORT)),
-            sink_bind: SocketAddr::from((sink_addr, SINK_PORT)),
-            src: lab.generator().id(),
-            dst: lab.sink().id(),
-            pinning: Pinning::plan(),
-            notes: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
-            relay_tasks: Vec::new(),
-            relay_counters: Vec::new(),
-            traffic,
-            endpoints: None,
-            sink_thread: std::sync::Mutex::new(None),
-            xdp_sink: None,
-            live: None,
-            path: TrafficPath::CHAIN,
-            xdp: Vec::new(),
+        let mut env = Env::new(
             lab,
-        };
+            kind,
+            format!("chain-{relays}"),
+            traffic,
+            TrafficPath::CHAIN,
+        );
+        env.gen_bind = SocketAddr::from((env.lab.generator().ifaces[0].addr, SINK_PORT + 1));
+        env.gen_to = SocketAddr::from((sink_addr, SINK_PORT));
+        env.sink_bind = SocketAddr::from((sink_addr, SINK_PORT));
         match kind {
             SystemKind::Xorlay | SystemKind::XorlayUring => env.start_xorlay_endpoints()?,
             SystemKind::LinuxForward => env.start_linux_forward()?,
@@ -353,37 +374,19 @@ impl Env {
             relay_route_cache: true,
             relay_config: BENCH_RELAY_CONFIG.to_string(),
         })?;
-        let mut env = Env {
-            kind: SystemKind::Xorlay,
-            topology: format!("mesh-{routers}"),
-            relays: routers,
-            gen_ns: lab.generator().netns.clone(),
-            sink_ns: lab.sink().netns.clone(),
-            gen_bind: Lab::app_addr(),
-            gen_to: Lab::router_local_addr(),
-            sink_bind: Lab::app_addr(),
-            src: lab.generator().id(),
-            dst: lab.sink().id(),
-            pinning: Pinning::plan(),
-            notes: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
-            relay_tasks: Vec::new(),
-            relay_counters: Vec::new(),
-            traffic,
-            endpoints: None,
-            sink_thread: std::sync::Mutex::new(None),
-            xdp_sink: None,
-            live: None,
-            path: TrafficPath {
-                gen_iface: "sitea",
-                first_relay: 1,
-                first_relay_iface: "sitea",
-                sink_iface: "siteb",
-            },
-            xdp: Vec::new(),
-            lab,
+        let path = TrafficPath {
+            gen_iface: "sitea",
+            first_relay: 1,
+            first_relay_iface: "sitea",
+            sink_iface: "siteb",
         };
+        let mut env = Env::new(
+            lab,
+            SystemKind::Xorlay,
+            format!("mesh-{routers}"),
+            traffic,
+            path,
+        );
         env.start_mesh_endpoints()?;
         env.tune_and_pin()?;
         env.start_traffic_programs()?;
