@@ -715,7 +715,6 @@ impl Env {
     }
 
     fn start_linux_forward(&mut self) -> anyhow::Result<()> {
-        let n = self.lab.sink_index();
         for i in self.relay_indices() {
             let ns = self.lab.nodes[i].netns.clone();
             netns::run(
@@ -733,10 +732,17 @@ impl Env {
             let next = Ipv4Addr::new(198, 18, i as u8, 2).to_string();
             ip(&["-n", &ns, "route", "add", "198.18.0.0/15", "via", &next])?;
         }
-        let gen_ns = self.gen_ns.clone();
+        self.route_endpoints_across_the_chain()
+    }
+
+    /// Routes for IP-level baselines: gen reaches the sink through r1, and
+    /// the sink has a route back to gen's source address (or reverse path
+    /// filtering, inherited from the host, drops the frames).
+    fn route_endpoints_across_the_chain(&self) -> anyhow::Result<()> {
+        let n = self.lab.sink_index();
         ip(&[
             "-n",
-            &gen_ns,
+            &self.gen_ns,
             "route",
             "add",
             "198.18.0.0/15",
@@ -744,10 +750,9 @@ impl Env {
             "198.18.0.2",
         ])?;
         let back = Ipv4Addr::new(198, 18, (n - 1) as u8, 1).to_string();
-        let sink_ns = self.sink_ns.clone();
         ip(&[
             "-n",
-            &sink_ns,
+            &self.sink_ns,
             "route",
             "add",
             "198.18.0.0/15",
@@ -804,32 +809,10 @@ impl Env {
     }
 
     fn start_xdp_redirect(&mut self) -> anyhow::Result<()> {
-        // Same routes as Linux forwarding at gen (frames go to r1's MAC);
-        // the relays never look at them: XDP redirects first.
-        let gen_ns = self.gen_ns.clone();
-        ip(&[
-            "-n",
-            &gen_ns,
-            "route",
-            "add",
-            "198.18.0.0/15",
-            "via",
-            "198.18.0.2",
-        ])?;
+        // Same routes as Linux forwarding at gen and the sink (frames go to
+        // r1's MAC); the relays never look at them: XDP redirects first.
+        self.route_endpoints_across_the_chain()?;
         let n = self.lab.sink_index();
-        // The sink needs a route back to gen's source address, or reverse
-        // path filtering (inherited from the host) drops the frames.
-        let back = Ipv4Addr::new(198, 18, (n - 1) as u8, 1).to_string();
-        let sink_ns = self.sink_ns.clone();
-        ip(&[
-            "-n",
-            &sink_ns,
-            "route",
-            "add",
-            "198.18.0.0/15",
-            "via",
-            &back,
-        ])?;
         for i in self.relay_indices() {
             let ns = self.lab.nodes[i].netns.clone();
             let (out_ifindex, smac) = link_info(&ns, "east")?;

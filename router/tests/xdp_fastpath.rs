@@ -28,7 +28,7 @@
 
 mod common;
 
-use common::{Rng, enter_netns, inet_checksum};
+use common::{Rng, TestNetns, inet_checksum};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
@@ -164,17 +164,18 @@ const DIFF_HOSTS: u8 = 24;
 
 /// A network namespace with the three veth pairs, deleted on drop.
 struct Netns {
+    ns: TestNetns,
     name: String,
 }
 
 impl Netns {
     fn create(tag: &str) -> Netns {
-        let name = format!("xlt-fp-{}-{tag}", std::process::id());
-        // A leftover of a crashed run with the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let netns = Netns { name };
-        let mut batch = String::from("link set lo up\n");
+        let ns = TestNetns::new(&format!("fp-{tag}"));
+        let netns = Netns {
+            name: ns.name.clone(),
+            ns,
+        };
+        let mut batch = String::new();
         for port in PORTS {
             let mac = mac_text(port.mac);
             batch.push_str(&format!(
@@ -222,33 +223,16 @@ impl Netns {
         netns
     }
 
-    /// Runs `body` on a thread of its own inside the namespace, pinned to
-    /// the CPU it starts on (per-CPU buckets and counters stay on one CPU);
-    /// a panic in `body` continues here, so the guard still deletes the
-    /// namespace.
+    /// Runs `body` inside the namespace (`TestNetns::run`), pinned to the
+    /// CPU it starts on (per-CPU buckets and counters stay on one CPU).
     fn run_inside<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
-        let name = self.name.clone();
-        let handle = std::thread::spawn(move || {
-            enter_netns(&name);
+        self.ns.run(move || {
             pin_to_current_cpu();
             body()
-        });
-        match handle.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        })
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Turns IPv4 and IPv6 forwarding on `port` of namespace `netns` on or off.
 fn set_forwarding(netns: &str, port: Port, on: bool) {
     let value = u8::from(on);
     run(

@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{Rng, enter_netns, inet_checksum};
+use common::{Rng, TestNetns, inet_checksum};
 use std::collections::HashSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -1544,26 +1544,23 @@ fn missing_privileges_error_names_the_capabilities() {
 /// addresses: traffic is injected as raw frames), deleted on drop, even when
 /// the test fails.
 struct Netns {
+    ns: TestNetns,
     name: String,
 }
 
 impl Netns {
     fn create(tag: &str) -> Netns {
-        let name = format!("xlt-bpf-{}-{tag}", std::process::id());
-        // A leftover of a crashed run with the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let netns = Netns { name };
-        ip_in(
-            &netns.name,
-            &[
-                "link", "add", "xlt0", "type", "veth", "peer", "name", "xlt1",
-            ],
-        );
-        for interface in ["xlt0", "xlt1", "lo"] {
-            ip_in(&netns.name, &["link", "set", interface, "up"]);
+        let ns = TestNetns::new(&format!("bpf-{tag}"));
+        ns.ip(&[
+            "link", "add", "xlt0", "type", "veth", "peer", "name", "xlt1",
+        ]);
+        for interface in ["xlt0", "xlt1"] {
+            ns.ip(&["link", "set", interface, "up"]);
         }
-        netns
+        Netns {
+            name: ns.name.clone(),
+            ns,
+        }
     }
 
     /// `ip link show dev <interface>` in the namespace.
@@ -1587,31 +1584,13 @@ impl Netns {
         }
     }
 
-    /// Runs `body` on a thread of its own inside the namespace (setns moves
-    /// only the calling thread, and that thread never comes back); a panic
-    /// in `body` continues here, so the guard still deletes the namespace.
+    /// Runs `body` inside the namespace (`TestNetns::run`), given its name.
     fn run_inside<T: Send + 'static>(&self, body: impl FnOnce(&str) -> T + Send + 'static) -> T {
         let name = self.name.clone();
-        let handle = std::thread::spawn(move || {
-            enter_netns(&name);
-            body(&name)
-        });
-        match handle.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        self.ns.run(move || body(&name))
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// `ip -n <netns> <args>`, which must succeed; returns stdout.
 fn ip_in(netns: &str, args: &[&str]) -> String {
     let mut all = vec!["-n", netns];
     all.extend_from_slice(args);

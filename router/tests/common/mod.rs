@@ -36,15 +36,21 @@ impl TestNetns {
         ip(&full)
     }
 
-    /// Runs `f` on a thread inside this namespace and returns its result.
+    /// Runs `f` on a thread of its own inside this namespace (setns moves
+    /// only the calling thread) and returns its result; a panic in `f`
+    /// continues here, so the test fails with its message and the guard
+    /// still deletes the namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let name = self.name.clone();
-        std::thread::spawn(move || {
+        match std::thread::spawn(move || {
             enter_netns(&name);
             f()
         })
         .join()
-        .unwrap_or_else(|_| panic!("thread inside {} panicked", self.name))
+        {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 
