@@ -111,9 +111,15 @@ fn smoke(traffic: TrafficMode) {
                 .flood
                 .as_ref()
                 .unwrap_or_else(|| panic!("no flood trial: {frame:?}"));
-            assert_eq!(
-                flood.flooded.flood_sent,
-                flood.flooded.sent * u64::from(flood.flood_per_packet),
+            // Each stream packet is followed by its flood frames; only the
+            // last one's may be cut short when the trial's time runs out
+            // before the stream's packet limit.
+            let per = u64::from(flood.flood_per_packet);
+            let full = flood.flooded.sent * per;
+            assert!(
+                flood.flooded.flood_sent <= full
+                    && flood.flooded.flood_sent + per >= full
+                    && flood.flooded.flood_sent > 0,
                 "flood frames: {flood:?}"
             );
             assert_eq!(flood.unflooded.flood_sent, 0);
