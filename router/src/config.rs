@@ -137,6 +137,8 @@ pub struct Dataplane {
     pub app: Option<SocketAddr>,
     /// Most XDP route-cache install requests per second per worker.
     pub installs_per_sec: u32,
+    /// Group forwards to the same neighbor into UDP GSO sends.
+    pub gso: bool,
 }
 
 impl Default for Dataplane {
@@ -150,6 +152,7 @@ impl Default for Dataplane {
             recv_buffer_bytes: worker.recv_buffer_bytes,
             app: worker.app,
             installs_per_sec: 10_000,
+            gso: worker.gso,
         }
     }
 }
@@ -163,6 +166,7 @@ fn worker_config(dataplane: &Dataplane, listen: SocketAddr) -> WorkerConfig {
         recv_buffer_bytes: dataplane.recv_buffer_bytes,
         app: dataplane.app,
         install_rate: dataplane.installs_per_sec,
+        gso: dataplane.gso,
     }
 }
 

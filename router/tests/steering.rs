@@ -64,6 +64,7 @@ impl Workers {
             recv_buffer_bytes: 1 << 20,
             app: None,
             install_rate: 0,
+            gso: true,
         };
         let mut workers = Vec::new();
         let mut stats = Vec::new();

@@ -231,6 +231,7 @@ fn config(listen: &str) -> WorkerConfig {
         recv_buffer_bytes: 1 << 20,
         app: None,
         install_rate: 0,
+        gso: true,
     }
 }
 
@@ -522,6 +523,124 @@ fn burst_is_fully_accounted_for_and_does_not_deadlock() {
     harness.stop();
     done.store(true, Ordering::Relaxed);
     reader.join().expect("reader thread");
+}
+
+/// Sends `rounds` rounds of `per_round` equal-length packets toward the
+/// neighbor, each round received in full (byte-identical but for the hop
+/// limit) before the next; `between` runs after each round. Returns the
+/// number sent.
+fn equal_length_rounds(
+    harness: &Harness,
+    neighbor: &UdpSocket,
+    rounds: usize,
+    per_round: usize,
+    mut between: impl FnMut(usize) -> bool,
+) -> u64 {
+    let mut total = 0u64;
+    for round in 0..rounds {
+        let sent: Vec<Vec<u8>> = (0..per_round)
+            .map(|i| {
+                packet(
+                    TOWARD_NEIGHBOR,
+                    64,
+                    format!("r{round:03} p{i:05}").as_bytes(),
+                )
+            })
+            .collect();
+        for bytes in &sent {
+            harness.send(bytes);
+        }
+        let mut expected: Vec<Vec<u8>> = sent.iter().map(|b| relayed(b)).collect();
+        let mut received: Vec<Vec<u8>> = (0..per_round)
+            .map(|i| recv_within(neighbor, &format!("round {round} packet {i}")))
+            .collect();
+        expected.sort();
+        received.sort();
+        assert_eq!(
+            received, expected,
+            "round {round}: every packet once, hop limit - 1"
+        );
+        total += per_round as u64;
+        if !between(round) {
+            break;
+        }
+    }
+    total
+}
+
+#[test]
+fn forwards_to_one_neighbor_leave_as_gso_sends() {
+    let neighbor = sink("127.0.0.1:0");
+    let cfg = config("127.0.0.1:0");
+    let harness = Harness::start(
+        cfg.clone(),
+        table(
+            cfg.listen,
+            &[(NEIGHBOR, neighbor.local_addr().expect("addr"))],
+        ),
+    );
+    // Packets sent back to back reach the worker in batches of several, so
+    // GSO sends happen; nothing else about batching is promised.
+    let total = equal_length_rounds(&harness, &neighbor, 20, 200, |_| true);
+    let c = harness.wait_for("all forwarded", |c| c.forwarded == total);
+    assert!(c.tx_gso_sends > 0, "no GSO send in {total} packets: {c:#?}");
+    assert!(c.tx_gso_segments >= 2 * c.tx_gso_sends, "{c:#?}");
+    assert!(c.tx_gso_segments <= c.forwarded, "{c:#?}");
+    assert_eq!((c.tx_gso_refused, c.tx_errors), (0, 0), "{c:#?}");
+    assert_eq!(outcomes(&c), c.rx_packets, "{c:#?}");
+    assert_empty(&neighbor, "neighbor after the rounds");
+    harness.stop();
+}
+
+#[test]
+fn a_refused_gso_send_goes_out_one_by_one_and_grouping_stops() {
+    let neighbor = sink("127.0.0.1:0");
+    let cfg = config("127.0.0.1:0");
+    let harness = Harness::start(
+        cfg.clone(),
+        table(
+            cfg.listen,
+            &[(NEIGHBOR, neighbor.local_addr().expect("addr"))],
+        ),
+    );
+    // SO_NO_CHECK: the kernel refuses UDP GSO on this socket (EINVAL), as
+    // it does on paths that cannot segment.
+    let one: libc::c_int = 1;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(harness.worker.as_ref().expect("running").socket());
+    // SAFETY: setsockopt on a valid socket with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+    // Rounds until a group was refused, then more rounds: all delivered.
+    let mut refused_after = None;
+    let total = equal_length_rounds(&harness, &neighbor, 40, 200, |round| {
+        let c = harness.counters();
+        if refused_after.is_none() && c.tx_gso_refused > 0 {
+            refused_after = Some((round, c.tx_gso_sends));
+        }
+        refused_after.is_none_or(|(at, _)| round < at + 5)
+    });
+    let (_, sends_at_refusal) = refused_after.expect("no GSO send was refused in 40 rounds");
+    let c = harness.wait_for("all forwarded", |c| c.forwarded == total);
+    assert_eq!(
+        c.tx_gso_refused, 1,
+        "one refusal turns grouping off: {c:#?}"
+    );
+    assert_eq!(
+        c.tx_gso_sends, sends_at_refusal,
+        "no GSO sends after: {c:#?}"
+    );
+    assert_eq!(c.tx_errors, 0, "{c:#?}");
+    assert_eq!(outcomes(&c), c.rx_packets, "{c:#?}");
+    assert_empty(&neighbor, "neighbor after the rounds");
+    harness.stop();
 }
 
 #[test]

@@ -58,6 +58,12 @@ counters! {
     tx_bytes,
     /// Submission batches of sends.
     tx_batches,
+    /// UDP GSO sends (each carries several forwarded datagrams).
+    tx_gso_sends,
+    /// Forwarded datagrams that went out in GSO sends.
+    tx_gso_segments,
+    /// GSO sends the kernel refused; their datagrams went out one by one.
+    tx_gso_refused,
     /// Dropped: shorter than the overlay header.
     drop_truncated,
     /// Dropped: bad magic.

@@ -42,16 +42,21 @@ use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::topology::{SharedTable, Topology, hop_for, socket_form};
 use crate::wire::{OverlayPacket, PacketType};
 
+mod gso;
 mod install;
 mod pool;
 
+use gso::{Batcher, Group, Item};
 use install::{InstallFilter, Refusal};
-use pool::{BufRing, SendSlots};
+use pool::{BufRing, GsoSlots, SendSlots};
 
 /// Longest the worker blocks in the kernel before it looks at `stop`.
 pub const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// Longest the worker waits for cancelled operations to complete on stop.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// GSO sends in flight per worker at most (a group waits for a slot by
+/// going out one datagram at a time).
+const GSO_SLOTS: u16 = 256;
 /// Consecutive failed receives (other than "no buffer") after which the
 /// worker gives up instead of re-arming forever.
 pub const RECV_ERRORS_MAX: u32 = 64;
@@ -147,6 +152,10 @@ pub struct WorkerConfig {
     pub app: Option<SocketAddr>,
     /// Most route-cache install requests per second (0: none are made).
     pub install_rate: u32,
+    /// Send the datagrams of a batch that go to the same neighbor with the
+    /// same length as one UDP GSO send (`UDP_SEGMENT`). Falls back to one
+    /// send per datagram by itself where the kernel refuses it.
+    pub gso: bool,
 }
 
 impl Default for WorkerConfig {
@@ -159,6 +168,7 @@ impl Default for WorkerConfig {
             recv_buffer_bytes: 4 << 20,
             app: None,
             install_rate: 0,
+            gso: true,
         }
     }
 }
@@ -447,17 +457,21 @@ enum Op {
     Recv,
     /// A send from slot (= buffer) `n`.
     Send(u16),
+    /// A GSO send from GSO slot `n`.
+    Gso(u16),
 }
 
 const OP_SHIFT: u32 = 32;
 const OP_RECV: u64 = 1;
 const OP_SEND: u64 = 2;
+const OP_GSO: u64 = 3;
 
 impl Op {
     fn encode(self) -> u64 {
         match self {
             Op::Recv => OP_RECV << OP_SHIFT,
             Op::Send(slot) => (OP_SEND << OP_SHIFT) | u64::from(slot),
+            Op::Gso(slot) => (OP_GSO << OP_SHIFT) | u64::from(slot),
         }
     }
 
@@ -466,6 +480,7 @@ impl Op {
         match user_data >> OP_SHIFT {
             OP_RECV if low == 0 => Some(Op::Recv),
             OP_SEND => u16::try_from(low).ok().map(Op::Send),
+            OP_GSO => u16::try_from(low).ok().map(Op::Gso),
             _ => None,
         }
     }
@@ -667,6 +682,13 @@ struct State {
     fd: types::Fd,
     bufs: BufRing,
     slots: SendSlots,
+    /// GSO sends in flight (each pins the buffers of its datagrams).
+    gso_slots: GsoSlots,
+    /// The forwards of the current batch, grouped for GSO sends.
+    batcher: Batcher,
+    /// Whether forwards are grouped into GSO sends (config, and until the
+    /// kernel refuses one).
+    gso: bool,
     /// The multishot recvmsg reads `msg_namelen`/`msg_controllen` from it.
     recv_msg: Box<libc::msghdr>,
     /// The local application: where to deliver, and its address as the
@@ -734,6 +756,9 @@ impl Engine {
             socket,
             fd,
             slots: SendSlots::new(bufs.count()),
+            gso_slots: GsoSlots::new(GSO_SLOTS.min(bufs.count())),
+            batcher: Batcher::default(),
+            gso: config.gso,
             bufs,
             recv_msg,
             app: config.app.map(|addr| {
@@ -812,6 +837,7 @@ impl Engine {
             }
             cq.sync(); // hand the completion slots back before waiting again
             drop(guard);
+            state.send_grouped(&submitter, &mut sq);
             state.end_batch(&submitter, &mut sq);
             self.stats.publish(&state.counters);
             if let Some(source) = state.fatal.take() {
@@ -878,6 +904,7 @@ impl Engine {
             socket,
             bufs,
             slots,
+            gso_slots,
             recv_msg,
             index,
             ..
@@ -888,11 +915,13 @@ impl Engine {
         if unregistered {
             drop(bufs);
             drop(slots);
+            drop(gso_slots);
             drop(recv_msg);
             Ok(())
         } else {
             bufs.leak();
             slots.leak();
+            gso_slots.leak();
             std::mem::forget(recv_msg);
             if drained {
                 log::warn!(
@@ -979,6 +1008,9 @@ impl State {
         match Op::decode(cqe.user_data()) {
             Some(Op::Recv) => self.on_recv(cqe.result(), cqe.flags(), table, submitter, sq),
             Some(Op::Send(slot)) => self.on_send(slot, cqe.result()),
+            Some(Op::Gso(slot)) => {
+                self.on_gso_send(slot, cqe.result(), table.is_some(), submitter, sq)
+            }
             None => log::debug!(
                 "worker {}: completion with unknown user_data {:#x}",
                 self.index,
@@ -1103,12 +1135,16 @@ impl State {
             Verdict::Forward { hop, next_hop } => {
                 // decide() forwards only with hop_limit > 1.
                 packet.set_hop_limit(packet.hop_limit() - 1);
-                if self.send(bid, payload, hop, submitter, sq) {
-                    self.counters.forwarded += 1;
-                    self.counters.tx_bytes += len as u64;
+                if self.gso {
+                    // Sent (and counted) with its group after the batch.
+                    let item = Item {
+                        bid,
+                        start: payload.start,
+                        len,
+                    };
+                    self.batcher.push(hop, item);
                 } else {
-                    self.counters.drop_tx_full += 1;
-                    self.bufs.give_back(bid);
+                    self.forward_one(bid, payload, hop, submitter, sq);
                 }
                 self.request_install(&dst, Some(*next_hop));
             }
@@ -1117,6 +1153,122 @@ impl State {
                     self.request_install(&dst, None);
                 }
                 self.counters.count_drop(reason);
+                self.bufs.give_back(bid);
+            }
+        }
+    }
+
+    /// Sends one forwarded datagram and counts the outcome.
+    fn forward_one(
+        &mut self,
+        bid: u16,
+        range: Range<usize>,
+        dst: &SockAddr,
+        submitter: &Submitter<'_>,
+        sq: &mut SubmissionQueue<'_>,
+    ) {
+        let len = range.len();
+        if self.send(bid, range, dst, submitter, sq) {
+            self.counters.forwarded += 1;
+            self.counters.tx_bytes += len as u64;
+        } else {
+            self.counters.drop_tx_full += 1;
+            self.bufs.give_back(bid);
+        }
+    }
+
+    /// Sends the forwards the batch grouped: a group of one as a plain
+    /// send, larger groups as one GSO send each.
+    fn send_grouped(&mut self, submitter: &Submitter<'_>, sq: &mut SubmissionQueue<'_>) {
+        if self.batcher.is_empty() {
+            return;
+        }
+        self.batcher.finish();
+        while let Some(group) = self.batcher.ready() {
+            self.send_group(&group, submitter, sq);
+            self.batcher.recycle(group);
+        }
+    }
+
+    fn send_group(
+        &mut self,
+        group: &Group,
+        submitter: &Submitter<'_>,
+        sq: &mut SubmissionQueue<'_>,
+    ) {
+        let one_by_one = |state: &mut State, sq: &mut SubmissionQueue<'_>| {
+            for item in &group.items {
+                let range = item.start..item.start + item.len;
+                state.forward_one(item.bid, range, &group.dst, submitter, sq);
+            }
+        };
+        let (true, Ok(seg_len)) = (group.items.len() > 1, u16::try_from(group.seg_len)) else {
+            return one_by_one(self, sq);
+        };
+        let bufs = &self.bufs;
+        let parts = group
+            .items
+            .iter()
+            .map(|i| (i.bid, bufs.addr(i.bid, i.start), i.len));
+        let Some((slot, msg)) = self.gso_slots.prepare(&group.dst, seg_len, parts) else {
+            return one_by_one(self, sq); // every GSO slot in flight
+        };
+        let entry = opcode::SendMsg::new(self.fd, msg)
+            .build()
+            .user_data(Op::Gso(slot).encode());
+        if !self.push(&entry, submitter, sq) {
+            let _ = self.gso_slots.release(slot);
+            return one_by_one(self, sq);
+        }
+        self.sends_in_flight += 1;
+        self.sends_queued += 1;
+        let n = group.items.len() as u64;
+        self.counters.forwarded += n;
+        self.counters.tx_bytes += group.total as u64;
+        self.counters.tx_gso_sends += 1;
+        self.counters.tx_gso_segments += n;
+    }
+
+    /// A GSO send completed. If the kernel refused GSO on this path (no
+    /// `UDP_SEGMENT` support, or a segment over the path MTU), its
+    /// datagrams go out one by one and this worker stops grouping.
+    fn on_gso_send(
+        &mut self,
+        slot: u16,
+        result: i32,
+        serving: bool,
+        submitter: &Submitter<'_>,
+        sq: &mut SubmissionQueue<'_>,
+    ) {
+        let Some(released) = self.gso_slots.release(slot) else {
+            debug_assert!(false, "GSO completion for idle slot {slot}");
+            return;
+        };
+        self.sends_in_flight -= 1;
+        let refused = matches!(-result, libc::EIO | libc::EINVAL | libc::EOPNOTSUPP);
+        if result >= 0 || result == -libc::ECANCELED || !(serving && refused) {
+            if result < 0 && result != -libc::ECANCELED {
+                self.counters.tx_errors += released.parts().len() as u64;
+            }
+            for &(bid, _, _) in released.parts() {
+                self.bufs.give_back(bid);
+            }
+            return;
+        }
+        if self.gso {
+            self.gso = false;
+            log::info!(
+                "worker {}: the kernel refused a UDP GSO send to {:?} ({}); sending datagrams one by one from now on",
+                self.index,
+                released.dst.as_socket(),
+                io::Error::from_raw_os_error(-result)
+            );
+        }
+        self.counters.tx_gso_refused += 1;
+        for &(bid, data, len) in released.parts() {
+            if !self.send_from(bid, data, len, &released.dst, submitter, sq) {
+                // Counted as forwarded when the group was queued.
+                self.counters.tx_errors += 1;
                 self.bufs.give_back(bid);
             }
         }
@@ -1162,7 +1314,20 @@ impl State {
         sq: &mut SubmissionQueue<'_>,
     ) -> bool {
         let data = self.bufs.addr(bid, range.start);
-        let Some(msg) = self.slots.prepare(bid, dst, data, range.len()) else {
+        self.send_from(bid, data, range.len(), dst, submitter, sq)
+    }
+
+    /// [`State::send`] of `len` bytes at `data` inside buffer `bid`.
+    fn send_from(
+        &mut self,
+        bid: u16,
+        data: *mut u8,
+        len: usize,
+        dst: &SockAddr,
+        submitter: &Submitter<'_>,
+        sq: &mut SubmissionQueue<'_>,
+    ) -> bool {
+        let Some(msg) = self.slots.prepare(bid, dst, data, len) else {
             return false;
         };
         let entry = opcode::SendMsg::new(self.fd, msg)

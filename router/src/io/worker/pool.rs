@@ -326,6 +326,153 @@ impl SendSlots {
     }
 }
 
+/// `CMSG_SPACE(sizeof(u16))`: one `UDP_SEGMENT` control message.
+const SEGMENT_CMSG_SPACE: usize = 24;
+
+/// One GSO send: msghdr, an iovec per datagram (each pointing into its
+/// receive buffer), the destination, the `UDP_SEGMENT` control message and
+/// the buffers it pins.
+struct GsoSlot {
+    msg: libc::msghdr,
+    iov: [libc::iovec; super::gso::MAX_SEGMENTS],
+    addr: libc::sockaddr_storage,
+    /// `u64`s: a cmsghdr needs 8-byte alignment.
+    cmsg: [u64; SEGMENT_CMSG_SPACE / 8],
+    bids: [u16; super::gso::MAX_SEGMENTS],
+    count: usize,
+    busy: bool,
+}
+
+/// What a released GSO slot held: the destination and each datagram's
+/// buffer, address and length.
+pub(super) struct GsoReleased {
+    pub dst: SockAddr,
+    parts: [(u16, *mut u8, usize); super::gso::MAX_SEGMENTS],
+    count: usize,
+}
+
+impl GsoReleased {
+    /// (buffer, address, length) of each datagram, in order.
+    pub(super) fn parts(&self) -> &[(u16, *mut u8, usize)] {
+        &self.parts[..self.count]
+    }
+}
+
+/// Slots of GSO sends in flight, with a free list (a group pins several
+/// buffers, so slots cannot be indexed by buffer).
+pub(super) struct GsoSlots {
+    /// Boxed so the slots never move: each `msg` points at its own fields.
+    slots: Box<[GsoSlot]>,
+    free: Vec<u16>,
+}
+
+impl GsoSlots {
+    /// `count` free slots.
+    pub(super) fn new(count: u16) -> GsoSlots {
+        let mut slots: Box<[GsoSlot]> = (0..count)
+            .map(|_| GsoSlot {
+                // SAFETY: plain C structs of integers and raw pointers;
+                // all-zero is valid (null pointers, zero lengths).
+                msg: unsafe { std::mem::zeroed() },
+                // SAFETY: as above.
+                iov: unsafe { std::mem::zeroed() },
+                // SAFETY: as above (AF_UNSPEC).
+                addr: unsafe { std::mem::zeroed() },
+                cmsg: [0; SEGMENT_CMSG_SPACE / 8],
+                bids: [0; super::gso::MAX_SEGMENTS],
+                count: 0,
+                busy: false,
+            })
+            .collect();
+        for slot in slots.iter_mut() {
+            slot.msg.msg_name = (&raw mut slot.addr).cast();
+            slot.msg.msg_iov = slot.iov.as_mut_ptr();
+            slot.msg.msg_control = slot.cmsg.as_mut_ptr().cast();
+            slot.msg.msg_controllen = SEGMENT_CMSG_SPACE;
+            // SAFETY: `cmsg` is SEGMENT_CMSG_SPACE bytes, 8-byte aligned,
+            // room for a cmsghdr and its u16 of data.
+            unsafe {
+                let hdr = slot.cmsg.as_mut_ptr().cast::<libc::cmsghdr>();
+                (*hdr).cmsg_level = libc::SOL_UDP;
+                (*hdr).cmsg_type = libc::UDP_SEGMENT;
+                (*hdr).cmsg_len = libc::CMSG_LEN(2) as usize;
+            }
+        }
+        let free = (0..count).rev().collect();
+        GsoSlots { slots, free }
+    }
+
+    /// Fills a free slot for sending `parts` (buffer, address, length) to
+    /// `dst` as segments of `seg_len` bytes. Returns the slot and the
+    /// msghdr for the SQE, or `None` if every slot is busy or `parts` is
+    /// empty or too long. The slot stays untouched until `release`.
+    pub(super) fn prepare(
+        &mut self,
+        dst: &SockAddr,
+        seg_len: u16,
+        parts: impl ExactSizeIterator<Item = (u16, *mut u8, usize)>,
+    ) -> Option<(u16, *const libc::msghdr)> {
+        if parts.len() == 0 || parts.len() > super::gso::MAX_SEGMENTS {
+            return None;
+        }
+        let index = self.free.pop()?;
+        let slot = &mut self.slots[usize::from(index)];
+        slot.addr = dst.clone().as_storage();
+        slot.msg.msg_namelen = dst.len();
+        let mut count = 0;
+        for (i, (bid, data, len)) in parts.enumerate() {
+            slot.iov[i] = libc::iovec {
+                iov_base: data.cast(),
+                iov_len: len,
+            };
+            slot.bids[i] = bid;
+            count += 1;
+        }
+        slot.count = count;
+        slot.msg.msg_iovlen = count;
+        // SAFETY: the cmsghdr written in `new`; its data follows it.
+        unsafe {
+            let hdr = slot.cmsg.as_mut_ptr().cast::<libc::cmsghdr>();
+            libc::CMSG_DATA(hdr).cast::<u16>().write_unaligned(seg_len);
+        }
+        slot.busy = true;
+        Some((index, &raw const slot.msg))
+    }
+
+    /// Frees slot `index` when its send completes (or its SQE was never
+    /// queued) and returns what it held, so the buffers can be given back or
+    /// sent one by one. `None` if it was not busy.
+    pub(super) fn release(&mut self, index: u16) -> Option<GsoReleased> {
+        let slot = self.slots.get_mut(usize::from(index))?;
+        if !slot.busy {
+            return None;
+        }
+        slot.busy = false;
+        self.free.push(index);
+        let mut parts = [(0u16, std::ptr::null_mut::<u8>(), 0usize); super::gso::MAX_SEGMENTS];
+        for (i, part) in parts.iter_mut().enumerate().take(slot.count) {
+            *part = (
+                slot.bids[i],
+                slot.iov[i].iov_base.cast(),
+                slot.iov[i].iov_len,
+            );
+        }
+        // SAFETY: `addr` and `msg_namelen` were copied from a valid SockAddr
+        // by `prepare`.
+        let dst = unsafe { SockAddr::new(slot.addr, slot.msg.msg_namelen) };
+        Some(GsoReleased {
+            dst,
+            parts,
+            count: slot.count,
+        })
+    }
+
+    /// Gives up the memory without freeing it (see `SendSlots::leak`).
+    pub(super) fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +507,66 @@ mod tests {
             assert_eq!((*entries.add(0)).len(), 256);
         }
         assert_eq!(ring.addr(2, 0) as usize - ring.addr(1, 0) as usize, 256);
+    }
+
+    #[test]
+    fn gso_slots_carry_the_segment_size_and_pin_their_buffers() {
+        let mut slots = GsoSlots::new(2);
+        let dst = SockAddr::from(
+            "127.0.0.1:9"
+                .parse::<std::net::SocketAddr>()
+                .expect("literal"),
+        );
+        let mut bytes = [0u8; 300];
+        let base = bytes.as_mut_ptr();
+        // SAFETY: test-only pointers inside `bytes`.
+        let parts = [
+            (5u16, base, 100usize),
+            (9, unsafe { base.add(100) }, 100),
+            (2, unsafe { base.add(200) }, 40),
+        ];
+        let (index, msg) = slots.prepare(&dst, 100, parts.into_iter()).expect("free");
+        // SAFETY: test-only reads of the msghdr the slot just filled.
+        let msg = unsafe { &*msg };
+        assert_eq!(msg.msg_iovlen, 3);
+        assert_eq!(msg.msg_namelen, dst.len());
+        // SAFETY: as above; the control message was built by `new`.
+        unsafe {
+            let hdr = libc::CMSG_FIRSTHDR(msg);
+            assert!(!hdr.is_null());
+            assert_eq!((*hdr).cmsg_level, libc::SOL_UDP);
+            assert_eq!((*hdr).cmsg_type, libc::UDP_SEGMENT);
+            assert_eq!(libc::CMSG_DATA(hdr).cast::<u16>().read_unaligned(), 100);
+            assert_eq!((*msg.msg_iov.add(2)).iov_len, 40);
+        }
+        assert!(
+            slots
+                .prepare(&dst, 100, [(1u16, base, 1usize)].into_iter())
+                .is_some()
+        );
+        assert!(
+            slots
+                .prepare(&dst, 100, [(1u16, base, 1usize)].into_iter())
+                .is_none(),
+            "all busy"
+        );
+        assert!(slots.prepare(&dst, 100, std::iter::empty()).is_none());
+        let released = slots.release(index).expect("busy");
+        assert_eq!(released.dst, dst);
+        assert_eq!(
+            released
+                .parts()
+                .iter()
+                .map(|p| (p.0, p.2))
+                .collect::<Vec<_>>(),
+            vec![(5, 100), (9, 100), (2, 40)]
+        );
+        assert!(slots.release(index).is_none(), "released twice");
+        assert!(
+            slots
+                .prepare(&dst, 100, [(1u16, base, 1usize)].into_iter())
+                .is_some()
+        );
     }
 
     #[test]
