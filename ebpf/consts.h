@@ -69,7 +69,7 @@
 /* Capacity of the egress device map (xorlay_tx_ports). */
 #define XORLAY_TX_PORTS_MAX 64
 /* struct xorlay_route (maps.h): size and field offsets. */
-#define XORLAY_ROUTE_LEN 64
+#define XORLAY_ROUTE_LEN 96
 #define XORLAY_ROUTE_OFF_NEXT_HOP_ADDR 0
 #define XORLAY_ROUTE_OFF_SOURCE_ADDR 16
 #define XORLAY_ROUTE_OFF_NEXT_HOP_PORT 32
@@ -78,6 +78,9 @@
 #define XORLAY_ROUTE_OFF_GENERATION 40
 #define XORLAY_ROUTE_OFF_INSTALLED_NS 48
 #define XORLAY_ROUTE_OFF_LAST_USED_NS 56
+#define XORLAY_ROUTE_OFF_L2_CHECKED_NS 64
+/* How long the fast path reuses a next hop's FIB/neighbor resolution (ns). */
+#define XORLAY_L2_TTL_NS 100000000
 /* xorlay_route.flags: no route to this destination (drop in XDP). */
 #define XORLAY_ROUTE_F_NEGATIVE 1
 

@@ -211,6 +211,16 @@ struct xorlay_route {
 	__u64 generation;       /* xorlay_config.generation when installed */
 	__u64 installed_ns;     /* CLOCK_MONOTONIC (= bpf_ktime_get_ns) at install */
 	__u64 last_used_ns;     /* last hit (refreshed by the program), or installed_ns */
+	/*
+	 * The program's L2 cache of the next hop (xorlay.bpf.c, resolve_l2);
+	 * userspace writes zeros, so every install resolves afresh.
+	 */
+	__u64 l2_checked_ns;    /* when the FIB last resolved it (0: never) */
+	__u32 l2_ifindex;       /* egress interface */
+	__u16 l2_max_len;       /* longest IP packet the FIB accepted there (MTU) */
+	__u8 l2_dmac[6];        /* the next hop's MAC */
+	__u8 l2_smac[6];        /* the egress interface's MAC */
+	__u8 l2_pad[6];
 };
 
 _Static_assert(sizeof(struct xorlay_route_key) == XORLAY_NODE_ID_LEN, "route key length");
@@ -223,6 +233,7 @@ _Static_assert(__builtin_offsetof(struct xorlay_route, flags) == XORLAY_ROUTE_OF
 _Static_assert(__builtin_offsetof(struct xorlay_route, generation) == XORLAY_ROUTE_OFF_GENERATION, "generation");
 _Static_assert(__builtin_offsetof(struct xorlay_route, installed_ns) == XORLAY_ROUTE_OFF_INSTALLED_NS, "installed_ns");
 _Static_assert(__builtin_offsetof(struct xorlay_route, last_used_ns) == XORLAY_ROUTE_OFF_LAST_USED_NS, "last_used_ns");
+_Static_assert(__builtin_offsetof(struct xorlay_route, l2_checked_ns) == XORLAY_ROUTE_OFF_L2_CHECKED_NS, "l2_checked_ns");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -148,19 +148,18 @@ static __always_inline int bucket_take(__u64 *tat_ns, __u64 now, __u32 pps, __u3
  * stack): its source's, then the global one. Returns PASS_OVERLAY or the
  * DROP_HANDSHAKE_* counter.
  */
-static __always_inline __u32 limit_handshake(const struct xorlay_config *cfg, __u8 *addr)
+static __always_inline __u32 limit_handshake(const struct xorlay_config *cfg, __u8 *addr,
+					     __u64 now)
 {
 	__u32 pps = cfg->handshake_source_pps;
 	__u32 burst = cfg->handshake_source_burst;
 	struct xorlay_global_bucket *global;
 	struct xorlay_bucket *bucket;
 	__u32 zero = 0;
-	__u64 now;
 	int ok;
 
 	if (!pps && !cfg->handshake_global_pps)
 		return XORLAY_XDP_PASS_OVERLAY;
-	now = bpf_ktime_get_ns();
 	if (pps) {
 		bucket = bpf_map_lookup_elem(&xorlay_handshake_sources, addr);
 		if (bucket) {
@@ -192,16 +191,14 @@ static __always_inline __u32 limit_handshake(const struct xorlay_config *cfg, __
 
 /* The token bucket of data from neighbor `source`, on this CPU. */
 static __always_inline __u32 limit_neighbor(const struct xorlay_config *cfg,
-					    const struct xorlay_neighbor_key *source)
+					    const struct xorlay_neighbor_key *source, __u64 now)
 {
 	__u32 pps = cfg->neighbor_pps;
 	__u32 burst = cfg->neighbor_burst;
 	struct xorlay_bucket *bucket;
-	__u64 now;
 
 	if (!pps)
 		return XORLAY_XDP_PASS_OVERLAY;
-	now = bpf_ktime_get_ns();
 	bucket = bpf_map_lookup_elem(&xorlay_neighbor_rate, source);
 	if (bucket) {
 		if (!bucket_take(&bucket->tat_ns, now, pps, burst))
@@ -222,7 +219,7 @@ static __always_inline __u32 limit_neighbor(const struct xorlay_config *cfg,
  */
 static __always_inline __u32 filter_source(const struct cursor *c,
 					   const struct xorlay_config *cfg,
-					   struct xorlay_neighbor_key *source)
+					   struct xorlay_neighbor_key *source, __u64 now)
 {
 	const struct xorlay_hdr *hdr = c->pos;
 	const __u8 *kind;
@@ -238,11 +235,11 @@ static __always_inline __u32 filter_source(const struct cursor *c,
 			return XORLAY_XDP_PASS_OVERLAY;
 		if (*kind != XORLAY_SESSION_KIND_HANDSHAKE_1)
 			return XORLAY_XDP_PASS_OVERLAY;
-		return limit_handshake(cfg, source->addr);
+		return limit_handshake(cfg, source->addr, now);
 	}
 	if (!bpf_map_lookup_elem(&xorlay_neighbors, source))
 		return XORLAY_XDP_DROP_NOT_NEIGHBOR;
-	return limit_neighbor(cfg, source);
+	return limit_neighbor(cfg, source, now);
 }
 
 /* Whether two node IDs are equal. */
@@ -349,18 +346,72 @@ static __always_inline int rewrite6(const struct frame *f, void *end, const stru
 	return 0;
 }
 
+/* Whether two MAC addresses differ (no memcmp in BPF). */
+static __always_inline int mac_differs(const __u8 *a, const __u8 *b)
+{
+	__u32 a4, b4;
+	__u16 a2, b2;
+
+	__builtin_memcpy(&a4, a, 4);
+	__builtin_memcpy(&b4, b, 4);
+	__builtin_memcpy(&a2, a + 4, 2);
+	__builtin_memcpy(&b2, b + 4, 2);
+	return (a4 != b4) | (a2 != b2);
+}
+
 /*
- * Resolves a valid positive entry with the kernel's FIB and neighbor table
- * and rewrites the frame. Returns FWD_TX, FWD_REDIRECT or PASS_UNRESOLVED
- * (the frame untouched).
+ * The egress interface and MAC addresses toward `route`'s next hop for an
+ * IP packet of `tot_len` bytes: from the entry's L2 cache while it is
+ * fresh (resolved less than XORLAY_L2_TTL_NS ago, and for a packet no
+ * longer than one the FIB accepted, so the MTU check still holds), else from
+ * the kernel's FIB and neighbor table, refreshing the cache. Returns 0, or
+ * -1 if the kernel cannot resolve it (no route or neighbor, MTU, ...).
+ *
+ * The cache fields are the program's (userspace zeroes them on install).
+ * Another CPU may read them while this one refreshes them; the fields are
+ * rewritten only when the result changed, so a reader can see a mix of old
+ * and new only in the refresh that notices a changed neighbor (one frame
+ * to a stale or mixed MAC, which the link drops).
+ */
+static __always_inline int resolve_l2(struct xdp_md *ctx, struct xorlay_route *route,
+				      struct bpf_fib_lookup *fib, __u32 tot_len, __u64 now)
+{
+	__u64 checked = route->l2_checked_ns;
+	int changed;
+
+	if (checked && now - checked < XORLAY_L2_TTL_NS && tot_len <= route->l2_max_len) {
+		fib->ifindex = route->l2_ifindex;
+		__builtin_memcpy(fib->dmac, route->l2_dmac, ETH_ALEN);
+		__builtin_memcpy(fib->smac, route->l2_smac, ETH_ALEN);
+		return 0;
+	}
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	changed = route->l2_ifindex != fib->ifindex || mac_differs(route->l2_dmac, fib->dmac) ||
+		  mac_differs(route->l2_smac, fib->smac);
+	if (changed) {
+		route->l2_ifindex = fib->ifindex;
+		__builtin_memcpy(route->l2_dmac, fib->dmac, ETH_ALEN);
+		__builtin_memcpy(route->l2_smac, fib->smac, ETH_ALEN);
+		route->l2_max_len = tot_len;
+	} else if (tot_len > route->l2_max_len) {
+		route->l2_max_len = tot_len;
+	}
+	route->l2_checked_ns = now;
+	return 0;
+}
+
+/*
+ * Resolves a valid positive entry (resolve_l2) and rewrites the frame.
+ * Returns FWD_TX, FWD_REDIRECT or PASS_UNRESOLVED (the frame untouched).
  */
 static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, void *end,
-				     const struct xorlay_route *route)
+				     struct xorlay_route *route, __u64 now)
 {
 	struct bpf_fib_lookup fib = {};
 	__u32 stat = XORLAY_XDP_FWD_TX;
 	struct ethhdr *eth = f->eth;
-	long rc;
+	__u32 tot_len;
 
 	if (!f->plain)
 		return XORLAY_XDP_PASS_UNRESOLVED;
@@ -378,7 +429,7 @@ static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, 
 			return XORLAY_XDP_PASS_UNRESOLVED;
 		fib.family = AF_INET;
 		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
+		tot_len = bpf_ntohs(ip->tot_len);
 		__builtin_memcpy(&fib.ipv4_src, route->source_addr + 12, 4);
 		__builtin_memcpy(&fib.ipv4_dst, route->next_hop_addr + 12, 4);
 	} else {
@@ -391,13 +442,13 @@ static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, 
 		if (udp->check == 0)
 			return XORLAY_XDP_PASS_UNRESOLVED;
 		fib.family = AF_INET6;
-		fib.tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 		__builtin_memcpy(fib.ipv6_src, route->source_addr, 16);
 		__builtin_memcpy(fib.ipv6_dst, route->next_hop_addr, 16);
 	}
+	fib.tot_len = tot_len;
 
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+	if (resolve_l2(ctx, route, &fib, tot_len, now))
 		return XORLAY_XDP_PASS_UNRESOLVED;
 	if (fib.ifindex != ctx->ingress_ifindex) {
 		/* Not in xorlay_tx_ports: the action is the fallback, XDP_PASS. */
@@ -425,12 +476,13 @@ static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, 
  * the counter of the verdict (see the top of this file).
  */
 static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct cursor *c,
-					  const struct frame *f, const struct xorlay_config *cfg)
+					  const struct frame *f, const struct xorlay_config *cfg,
+					  __u64 now)
 {
 	const struct xorlay_hdr *hdr = c->pos;
 	struct xorlay_route_key key;
 	struct xorlay_route *route;
-	__u64 now, last, age, timeout;
+	__u64 last, age, timeout;
 	int v4_route;
 
 	if ((void *)(hdr + 1) > c->end)
@@ -448,7 +500,6 @@ static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct curso
 		return XORLAY_XDP_PASS_CACHE_MISS;
 	if (route->generation != cfg->generation)
 		return XORLAY_XDP_PASS_CACHE_MISS;
-	now = bpf_ktime_get_ns();
 	last = route->last_used_ns;
 	age = now > last ? now - last : 0;
 	timeout = cfg->idle_timeout_ns;
@@ -469,14 +520,14 @@ static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct curso
 		return XORLAY_XDP_DROP_HOP_LIMIT_EXCEEDED;
 	if (route->flags & XORLAY_ROUTE_F_NEGATIVE)
 		return XORLAY_XDP_DROP_NO_ROUTE;
-	return forward(ctx, f, c->end, route);
+	return forward(ctx, f, c->end, route, now);
 }
 
 /*
  * Step 5: a data packet about to pass to the workers against the shedding
  * budget, if the router set one. Returns `stat` or DROP_SHED.
  */
-static __always_inline __u32 shed(const struct cursor *c, __u32 stat)
+static __always_inline __u32 shed(const struct cursor *c, __u32 stat, __u64 now)
 {
 	const struct xorlay_hdr *hdr = c->pos;
 	struct xorlay_global_bucket *bucket;
@@ -496,7 +547,6 @@ static __always_inline __u32 shed(const struct cursor *c, __u32 stat)
 	if (!bucket)
 		return stat;
 	{
-		__u64 now = bpf_ktime_get_ns();
 		__u32 pps = budget->pps, burst = budget->burst;
 
 		bpf_spin_lock(&bucket->lock);
@@ -544,6 +594,7 @@ int xorlay_xdp(struct xdp_md *ctx)
 	struct frame f = {};
 	__u32 zero = 0;
 	__u32 stat;
+	__u64 now;
 	int proto;
 
 	f.eth = c.pos;
@@ -584,10 +635,12 @@ int xorlay_xdp(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&xorlay_config, &zero);
 	if (!cfg)
 		return verdict(XORLAY_XDP_PASS_OVERLAY); /* an array always has key 0 */
-	stat = filter_source(&c, cfg, &source);
+	/* One clock read per packet, for every bucket and the cache's ages. */
+	now = bpf_ktime_get_ns();
+	stat = filter_source(&c, cfg, &source, now);
 	if (stat != XORLAY_XDP_PASS_OVERLAY)
 		return verdict(stat);
-	return verdict(shed(&c, route_cached(ctx, &c, &f, cfg)));
+	return verdict(shed(&c, route_cached(ctx, &c, &f, cfg, now), now));
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1115,6 +1115,21 @@ struct RouteValue {
     generation: u64,
     installed_ns: u64,
     last_used_ns: u64,
+    /// The program's L2 cache of the next hop (`resolve_l2`); written as
+    /// zeros, so an install always resolves afresh.
+    l2: RouteL2,
+}
+
+/// `l2_*` of `struct xorlay_route`: the program's, zero from userspace.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct RouteL2 {
+    checked_ns: u64,
+    ifindex: u32,
+    max_len: u16,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    pad: [u8; 6],
 }
 
 const _: () = assert!(size_of::<RouteValue>() == consts::ROUTE_LEN as usize);
@@ -1139,10 +1154,14 @@ const _: () = assert!(
 const _: () = assert!(
     std::mem::offset_of!(RouteValue, last_used_ns) == consts::ROUTE_OFF_LAST_USED_NS as usize
 );
+const _: () =
+    assert!(std::mem::offset_of!(RouteValue, l2) == consts::ROUTE_OFF_L2_CHECKED_NS as usize);
+const _: () = assert!(size_of::<RouteL2>() == 32);
 const _: () = assert!(consts::NODE_ID_LEN == 32);
 
 // SAFETY: `#[repr(C)]`, integers and integer arrays, no implicit padding (the
-// asserts above: 16 + 16 + 2 + 2 + 4 + 3 * 8 = 64 bytes), so every bit
+// asserts above: 16 + 16 + 2 + 2 + 4 + 3 * 8 + 32 = 96 bytes; RouteL2 is
+// 8 + 4 + 2 + 3 * 6 = 32), so every bit
 // pattern is a valid value.
 unsafe impl aya::Pod for RouteValue {}
 
@@ -1349,6 +1368,7 @@ impl RouteCache {
                 generation: self.current.generation,
                 installed_ns: now,
                 last_used_ns: now,
+                l2: RouteL2::default(),
             },
         )
     }
@@ -1369,6 +1389,7 @@ impl RouteCache {
                 generation: self.current.generation,
                 installed_ns: now,
                 last_used_ns: now,
+                l2: RouteL2::default(),
             },
         )
     }
