@@ -48,13 +48,7 @@ _Static_assert(__builtin_offsetof(struct xorlay_neighbor_key, addr) == XORLAY_NE
 _Static_assert(__builtin_offsetof(struct xorlay_neighbor_key, port) == XORLAY_NEIGHBOR_KEY_OFF_PORT, "port");
 _Static_assert(__builtin_offsetof(struct xorlay_neighbor_key, pad) == XORLAY_NEIGHBOR_KEY_OFF_PAD, "pad");
 
-/* Value of xorlay_neighbors: reserved flags, 0 for now. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct xorlay_neighbor_key);
-	__type(value, __u32);
-	__uint(max_entries, XORLAY_NEIGHBORS_MAX);
-} xorlay_neighbors SEC(".maps");
+/* xorlay_neighbors is defined below, after struct xorlay_bucket. */
 
 /*
  * Runtime configuration, written by userspace only (RouteCache in
@@ -174,19 +168,23 @@ struct {
 } xorlay_shed_bucket SEC(".maps");
 
 /*
- * Per-neighbor data buckets, keyed like xorlay_neighbors, one bucket per
- * CPU (per-CPU LRU hash: no atomics, no shared cache line on the hot path).
- * Each CPU's bucket has the full configured rate: a neighbor gets `pps` on
- * each CPU its traffic lands on. The overlay sends from a fixed UDP port,
- * so RSS keeps one neighbor's packets on one queue and the bound is `pps`
- * in the usual case, at most pps * CPUs. Only allowlisted sources reach it.
+ * The neighbor allowlist: a key per established neighbor's underlay source
+ * (written by userspace only: NeighborMap::sync inserts missing keys with
+ * zeroed values and deletes stale ones, never rewriting a kept key). The
+ * value is that neighbor's data bucket, one per CPU (per-CPU hash: no
+ * atomics, no shared cache line on the hot path), so one lookup both admits
+ * a packet and meters it. Each CPU's bucket has the full configured rate: a
+ * neighbor gets `pps` on each CPU its traffic lands on. The overlay sends
+ * from a fixed UDP port, so RSS keeps one neighbor's packets on one queue
+ * and the bound is `pps` in the usual case, at most pps * CPUs. A zeroed
+ * bucket is full.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__type(key, struct xorlay_neighbor_key);
 	__type(value, struct xorlay_bucket);
 	__uint(max_entries, XORLAY_NEIGHBORS_MAX);
-} xorlay_neighbor_rate SEC(".maps");
+} xorlay_neighbors SEC(".maps");
 
 /*
  * The route cache: destination node ID -> where the workers would send a

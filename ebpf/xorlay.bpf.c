@@ -189,26 +189,14 @@ static __always_inline __u32 limit_handshake(const struct xorlay_config *cfg, __
 	return XORLAY_XDP_PASS_OVERLAY;
 }
 
-/* The token bucket of data from neighbor `source`, on this CPU. */
+/* The token bucket of data from an allowlisted neighbor, on this CPU. */
 static __always_inline __u32 limit_neighbor(const struct xorlay_config *cfg,
-					    const struct xorlay_neighbor_key *source, __u64 now)
+					    struct xorlay_bucket *bucket, __u64 now)
 {
 	__u32 pps = cfg->neighbor_pps;
-	__u32 burst = cfg->neighbor_burst;
-	struct xorlay_bucket *bucket;
 
-	if (!pps)
-		return XORLAY_XDP_PASS_OVERLAY;
-	bucket = bpf_map_lookup_elem(&xorlay_neighbor_rate, source);
-	if (bucket) {
-		if (!bucket_take(&bucket->tat_ns, now, pps, burst))
-			return XORLAY_XDP_DROP_NEIGHBOR_RATE;
-	} else {
-		struct xorlay_bucket fresh = {};
-
-		bucket_take(&fresh.tat_ns, now, pps, burst);
-		bpf_map_update_elem(&xorlay_neighbor_rate, source, &fresh, BPF_ANY);
-	}
+	if (pps && !bucket_take(&bucket->tat_ns, now, pps, cfg->neighbor_burst))
+		return XORLAY_XDP_DROP_NEIGHBOR_RATE;
 	return XORLAY_XDP_PASS_OVERLAY;
 }
 
@@ -222,6 +210,7 @@ static __always_inline __u32 filter_source(const struct cursor *c,
 					   struct xorlay_neighbor_key *source, __u64 now)
 {
 	const struct xorlay_hdr *hdr = c->pos;
+	struct xorlay_bucket *bucket;
 	const __u8 *kind;
 
 	if (!xorlay_filter_neighbors)
@@ -237,9 +226,10 @@ static __always_inline __u32 filter_source(const struct cursor *c,
 			return XORLAY_XDP_PASS_OVERLAY;
 		return limit_handshake(cfg, source->addr, now);
 	}
-	if (!bpf_map_lookup_elem(&xorlay_neighbors, source))
+	bucket = bpf_map_lookup_elem(&xorlay_neighbors, source);
+	if (!bucket)
 		return XORLAY_XDP_DROP_NOT_NEIGHBOR;
-	return limit_neighbor(cfg, source, now);
+	return limit_neighbor(cfg, bucket, now);
 }
 
 /* Whether two node IDs are equal. */

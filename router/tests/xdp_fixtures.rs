@@ -32,7 +32,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use xorlay::io::bpf::{
     self, BpfError, LoadOptions, NEIGHBORS_MAX, NeighborKey, NeighborMap, STAT_COUNT, SyncReport,
@@ -1102,18 +1102,19 @@ fn sync_changes_the_verdicts() {
 /// to check `sync` against the map itself and to change the map behind its
 /// back (as a previous run would have left it).
 struct RawNeighbors {
-    map: HashMap<MapData, NeighborKey, u32>,
+    /// The values are the neighbors' per-CPU data buckets.
+    map: PerCpuHashMap<MapData, NeighborKey, u64>,
 }
 
 impl RawNeighbors {
     /// Opens the allowlist of `ebpf` (before it is taken) a second time.
     fn open(ebpf: &Ebpf) -> RawNeighbors {
         let id = match ebpf.map(bpf::NEIGHBORS_MAP_NAME) {
-            Some(Map::HashMap(data)) => match data.info() {
+            Some(Map::PerCpuHashMap(data)) => match data.info() {
                 Ok(info) => {
                     assert_eq!(info.max_entries() as usize, NEIGHBORS_MAX);
                     assert_eq!(info.key_size() as usize, size_of::<NeighborKey>());
-                    assert_eq!(info.value_size(), 4);
+                    assert_eq!(info.value_size(), 8);
                     info.id()
                 }
                 Err(e) => panic!("map info: {e}"),
@@ -1124,25 +1125,33 @@ impl RawNeighbors {
             Ok(data) => data,
             Err(e) => panic!("opening map {id}: {e}"),
         };
-        match Map::from_map_data(data).and_then(HashMap::try_from) {
+        match Map::from_map_data(data).and_then(PerCpuHashMap::try_from) {
             Ok(map) => RawNeighbors { map },
             Err(e) => panic!("map {id} as a hash map: {e}"),
         }
     }
 
     /// Every entry, read by iterating the kernel map.
-    fn entries(&self) -> Vec<(NeighborKey, u32)> {
+    fn entries(&self) -> Vec<(NeighborKey, Vec<u64>)> {
         self.map
             .iter()
-            .map(|entry| entry.unwrap_or_else(|e| panic!("iterating the map: {e}")))
+            .map(|entry| match entry {
+                Ok((key, values)) => (key, values.iter().copied().collect()),
+                Err(e) => panic!("iterating the map: {e}"),
+            })
             .collect()
     }
 
-    /// The map's keys as canonical socket addresses; asserts every value
-    /// is 0 and no key repeats.
+    /// The map's keys as canonical socket addresses; asserts every bucket
+    /// is zeroed (full: no traffic here) and no key repeats.
     fn addrs(&self) -> HashSet<SocketAddr> {
         let entries = self.entries();
-        assert!(entries.iter().all(|&(_, flags)| flags == 0), "{entries:?}");
+        assert!(
+            entries
+                .iter()
+                .all(|(_, buckets)| buckets.iter().all(|&tat| tat == 0)),
+            "{entries:?}"
+        );
         let addrs: HashSet<SocketAddr> = entries.iter().map(|(k, _)| k.socket_addr()).collect();
         assert_eq!(addrs.len(), entries.len(), "{entries:?}");
         addrs
@@ -1229,7 +1238,11 @@ fn sync_makes_the_map_equal_to_the_wanted_set() {
     // The map changed behind the handle's back (a previous run's leftovers,
     // an entry lost): sync reads the map, not a cache of its own.
     let stray = neighbor_key(&"[fd00::dead]:9".parse().expect("literal"));
-    if let Err(e) = raw.map.insert(stray, 0, 0) {
+    let zeros = aya::util::nr_cpus()
+        .map_err(|(_, e)| e)
+        .and_then(|cpus| PerCpuValues::try_from(vec![0u64; cpus]))
+        .unwrap_or_else(|e| panic!("per-CPU values: {e}"));
+    if let Err(e) = raw.map.insert(stray, zeros, 0) {
         panic!("inserting a stray key: {e}");
     }
     let lost = neighbor_key(&"[fd00::1]:3".parse().expect("literal"));

@@ -38,7 +38,9 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapType, PerCpuArray};
+use aya::maps::{
+    Array, DevMapHash, HashMap, Map, MapData, MapType, PerCpuArray, PerCpuHashMap, PerCpuValues,
+};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{ProgramError, Xdp, XdpMode};
@@ -730,9 +732,16 @@ pub struct SyncReport {
 /// owned apart from the [`Ebpf`] object so that the control thread can keep
 /// it while another thread reads the counters. The kernel map lives as long
 /// as the program or this handle.
-#[derive(Debug)]
 pub struct NeighborMap {
-    map: HashMap<MapData, NeighborKey, u32>,
+    /// The value is the neighbor's per-CPU data bucket (GCRA state, the
+    /// program's); userspace inserts zeros (a full bucket).
+    map: PerCpuHashMap<MapData, NeighborKey, u64>,
+}
+
+impl std::fmt::Debug for NeighborMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeighborMap").finish_non_exhaustive()
+    }
 }
 
 /// Takes the neighbor allowlist out of a program from [`load`] or
@@ -744,7 +753,7 @@ pub fn take_neighbor_map(ebpf: &mut Ebpf) -> Result<NeighborMap, BpfError> {
             kind: "map",
             name: NEIGHBORS_MAP_NAME,
         })?;
-    let map = HashMap::try_from(map).map_err(|e| BpfError::NeighborMap {
+    let map = PerCpuHashMap::try_from(map).map_err(|e| BpfError::NeighborMap {
         action: "open",
         detail: chain(&e),
     })?;
@@ -791,7 +800,16 @@ impl NeighborMap {
             report.removed += 1;
         }
         for key in wanted.difference(&current) {
-            self.map.insert(key, 0u32, 0).map_err(update_error)?;
+            // Zeroed buckets, a fresh one per insert (the map takes the
+            // values by value).
+            let full = aya::util::nr_cpus()
+                .map_err(|(_, e)| e)
+                .and_then(|cpus| PerCpuValues::try_from(vec![0u64; cpus]))
+                .map_err(|e| BpfError::NeighborMap {
+                    action: "update",
+                    detail: format!("per-CPU values: {e}"),
+                })?;
+            self.map.insert(key, full, 0).map_err(update_error)?;
             report.inserted += 1;
         }
         Ok(report)
@@ -2239,7 +2257,7 @@ pub struct MapLayout {
 
 /// Every map pinned in a pin directory, with the layout of this build
 /// (checked against the loaded object by a test).
-pub const PINNED_MAPS: [MapLayout; 9] = [
+pub const PINNED_MAPS: [MapLayout; 8] = [
     MapLayout {
         name: STATS_MAP_NAME,
         map_type: MapType::PerCpuArray,
@@ -2249,9 +2267,9 @@ pub const PINNED_MAPS: [MapLayout; 9] = [
     },
     MapLayout {
         name: NEIGHBORS_MAP_NAME,
-        map_type: MapType::Hash,
+        map_type: MapType::PerCpuHash,
         key_size: consts::NEIGHBOR_KEY_LEN as u32,
-        value_size: 4,
+        value_size: 8,
         max_entries: consts::NEIGHBORS_MAX as u32,
     },
     MapLayout {
@@ -2274,13 +2292,6 @@ pub const PINNED_MAPS: [MapLayout; 9] = [
         key_size: 4,
         value_size: 16,
         max_entries: 1,
-    },
-    MapLayout {
-        name: "xorlay_neighbor_rate",
-        map_type: MapType::LruPerCpuHash,
-        key_size: consts::NEIGHBOR_KEY_LEN as u32,
-        value_size: 8,
-        max_entries: consts::NEIGHBORS_MAX as u32,
     },
     MapLayout {
         name: ROUTES_MAP_NAME,
