@@ -106,6 +106,13 @@ enum Cmd {
         /// sink's interface) or `socket` (recvmmsg).
         #[arg(long, value_enum, default_value = "xdp")]
         sink: xorlay_bench::systems::SinkMode,
+        /// Poll the sink's veth by timer, DEFER:NANOSECONDS (its
+        /// napi_defer_hard_irqs and gro_flush_timeout, e.g. 100:50000), so
+        /// the last relay's transmit does not wake the sink's NAPI thread
+        /// on the other CPU per burst. Off by default; see
+        /// docs/benchmarks.md ("Sensitivity").
+        #[arg(long)]
+        sink_napi_defer: Option<xorlay_bench::systems::SinkPoll>,
     },
     /// A plain recvmmsg/sendmmsg UDP relay (the udp-relay baseline), in the
     /// current network namespace, until Ctrl-C.
@@ -164,6 +171,7 @@ fn main() -> ExitCode {
             xdp_mode,
             generator,
             sink,
+            sink_napi_defer,
         } => compare(
             CompareArgs {
                 systems,
@@ -176,7 +184,11 @@ fn main() -> ExitCode {
                 out,
                 quick,
                 xdp_mode,
-                traffic: xorlay_bench::systems::TrafficMode { generator, sink },
+                traffic: xorlay_bench::systems::TrafficMode {
+                    generator,
+                    sink,
+                    sink_poll: sink_napi_defer,
+                },
             },
             &interrupted,
         ),

@@ -19,6 +19,7 @@ fn compare_smoke_run_with_socket_traffic() {
     smoke(TrafficMode {
         generator: GenMode::Socket,
         sink: SinkMode::Socket,
+        sink_poll: None,
     });
 }
 
@@ -27,6 +28,7 @@ fn compare_smoke_run_with_live_frames_and_xdp_sink() {
     smoke(TrafficMode {
         generator: GenMode::Live,
         sink: SinkMode::Xdp,
+        sink_poll: None,
     });
 }
 

@@ -25,6 +25,7 @@ fn overloaded_workers_shed_in_xdp_and_recover() {
         TrafficMode {
             generator: GenMode::Live,
             sink: SinkMode::Xdp,
+            sink_poll: None,
         },
     )
     .unwrap_or_else(|e| panic!("setting up the chain: {e:#}"));
