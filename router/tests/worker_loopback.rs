@@ -568,8 +568,8 @@ fn equal_length_rounds(
     total
 }
 
-#[test]
-fn forwards_to_one_neighbor_leave_as_gso_sends() {
+/// An IPv4 worker whose table has one neighbor: a loopback socket.
+fn toward_one_neighbor() -> (Harness, UdpSocket) {
     let neighbor = sink("127.0.0.1:0");
     let cfg = config("127.0.0.1:0");
     let harness = Harness::start(
@@ -579,6 +579,12 @@ fn forwards_to_one_neighbor_leave_as_gso_sends() {
             &[(NEIGHBOR, neighbor.local_addr().expect("addr"))],
         ),
     );
+    (harness, neighbor)
+}
+
+#[test]
+fn forwards_to_one_neighbor_leave_as_gso_sends() {
+    let (harness, neighbor) = toward_one_neighbor();
     // Packets sent back to back reach the worker in batches of several, so
     // GSO sends happen; nothing else about batching is promised.
     let total = equal_length_rounds(&harness, &neighbor, 20, 200, |_| true);
@@ -594,15 +600,7 @@ fn forwards_to_one_neighbor_leave_as_gso_sends() {
 
 #[test]
 fn a_refused_gso_send_goes_out_one_by_one_and_grouping_stops() {
-    let neighbor = sink("127.0.0.1:0");
-    let cfg = config("127.0.0.1:0");
-    let harness = Harness::start(
-        cfg.clone(),
-        table(
-            cfg.listen,
-            &[(NEIGHBOR, neighbor.local_addr().expect("addr"))],
-        ),
-    );
+    let (harness, neighbor) = toward_one_neighbor();
     // SO_NO_CHECK: the kernel refuses UDP GSO on this socket (EINVAL), as
     // it does on paths that cannot segment.
     let one: libc::c_int = 1;
