@@ -627,10 +627,11 @@ fn a_refused_gso_send_goes_out_one_by_one_and_grouping_stops() {
     });
     let (_, sends_at_refusal) = refused_after.expect("no GSO send was refused in 40 rounds");
     let c = harness.wait_for("all forwarded", |c| c.forwarded == total);
-    assert_eq!(
-        c.tx_gso_refused, 1,
-        "one refusal turns grouping off: {c:#?}"
-    );
+    // Every GSO send on this socket is refused (several may have been in
+    // flight before the first refusal came back), and once one came back
+    // the worker made no more.
+    assert!(c.tx_gso_refused >= 1, "{c:#?}");
+    assert_eq!(c.tx_gso_refused, c.tx_gso_sends, "{c:#?}");
     assert_eq!(
         c.tx_gso_sends, sends_at_refusal,
         "no GSO sends after: {c:#?}"
