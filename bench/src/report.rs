@@ -679,10 +679,14 @@ pub fn targets(run: &CompareRun) -> String {
 }
 
 fn verdict(ratio: f64, goal: f64) -> String {
+    let short = 100.0 * (goal - ratio) / goal;
     if ratio >= goal {
         "met".into()
+    } else if short < 1.0 {
+        // "MISSED by 0%" would read as met.
+        format!("MISSED by {short:.1}%")
     } else {
-        format!("MISSED by {:.0}%", 100.0 * (goal - ratio) / goal)
+        format!("MISSED by {short:.0}%")
     }
 }
 
@@ -970,6 +974,13 @@ mod tests {
         // Offered enough, delivered too little: missed.
         let v = ratio_verdict(&frame(400e3, 150e3, false), "b", &base, 3.0);
         assert!(v.starts_with("MISSED by 50%"), "{v}");
+    }
+
+    #[test]
+    fn a_near_miss_never_reads_as_zero() {
+        assert_eq!(verdict(1.497, 1.5), "MISSED by 0.2%");
+        assert_eq!(verdict(1.2, 1.5), "MISSED by 20%");
+        assert_eq!(verdict(1.5, 1.5), "met");
     }
 
     #[test]
