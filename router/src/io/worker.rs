@@ -7,10 +7,12 @@
 //! `core::forward::decide` what to do, and then either gives the buffer back
 //! to the ring (drop, or deliver without `app`) or sends the datagram
 //! from that same buffer (forward, after decrementing the hop limit in
-//! place; deliver to `app`). The send's completion gives the buffer
-//! back. Sends queued while draining a batch of completions are submitted
-//! together by the next `io_uring_enter`, which also waits for the next
-//! batch. See `pool` for who owns a buffer when.
+//! place; deliver to `app`). Forwards wait for the end of the batch, where
+//! those to one next hop with one length leave as a single UDP GSO send
+//! (`gso`); the rest go one datagram per send. A send's completion gives
+//! its buffers back. Sends queued while draining a batch of completions are
+//! submitted together by the next `io_uring_enter`, which also waits for
+//! the next batch. See `pool` for who owns a buffer when.
 //!
 //! The wait has a timeout ([`WAIT_SLICE`]), so the worker notices `stop`
 //! without traffic and never spins when idle. On stop it cancels everything
@@ -959,9 +961,10 @@ impl State {
     ) -> bool {
         // SAFETY: every SQE the worker builds points only at memory owned by
         // `self` that outlives the operation: the recv msghdr (boxed, freed
-        // at teardown after draining), a send slot's msghdr/iovec/address
-        // (boxed slots, not reused until the send's completion) and a
-        // receive buffer (pinned by that slot until the same completion).
+        // at teardown after draining), a send or GSO slot's msghdr, iovecs,
+        // address and control message (boxed slots, not reused until the
+        // send's completion) and the receive buffers they point into
+        // (pinned by that slot until the same completion).
         if unsafe { sq.push(entry) }.is_ok() {
             return true;
         }

@@ -1,18 +1,24 @@
 //! Memory the kernel reads and writes on a worker's behalf, allocated once at
-//! start-up: the provided-buffer ring with its receive buffers, and the send
-//! slots (msghdr, iovec, destination address) that sends point at.
+//! start-up: the provided-buffer ring with its receive buffers, the send
+//! slots (msghdr, iovec, destination address) that single sends point at,
+//! and the GSO slots (msghdr, up to 64 iovecs, address, `UDP_SEGMENT`
+//! message) of grouped sends.
 //!
 //! Ownership of receive buffer `bid` moves between three places, and is in
 //! exactly one at any time:
 //! 1. the provided-buffer ring (the kernel may write into it at any moment);
 //! 2. the worker, from the receive completion that names `bid` until the
 //!    worker either gives it back or hands it to a send;
-//! 3. send slot `bid` (the kernel reads from it), until that send completes,
-//!    when the worker gives it back to the ring.
+//! 3. send slot `bid`, or one GSO slot among the buffers of its group (the
+//!    kernel reads from it), until that send completes, when the worker
+//!    gives it back to the ring (or, for a GSO send the kernel refused,
+//!    hands it to send slot `bid` instead).
 //!
 //! Send slot `bid` is only ever used for buffer `bid`, so a slot is always
-//! free when its buffer arrives: the number of sends in flight is bounded by
-//! the number of buffers, with no free list to manage.
+//! free when its buffer arrives: the number of single sends in flight is
+//! bounded by the number of buffers, with no free list to manage. GSO slots
+//! are fewer and kept on a free list; a group that finds none goes out one
+//! datagram per send slot.
 
 use std::io;
 use std::ptr::NonNull;
