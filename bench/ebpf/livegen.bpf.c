@@ -29,6 +29,12 @@
  * frames per stream packet, at the paced rate. Flood frames carry no stamp
  * and do not count toward `sent` or `limit`.
  *
+ * Flows: with flows = f > 1, stream packet n carries (n mod f) XORed into
+ * the first four bytes of its overlay source node ID (big endian): f
+ * sources behind one generator, so a receiver that spreads traffic by
+ * overlay flow (the router's worker steering) sees f flows instead of one.
+ * Flood frames are left as their template.
+ *
  * Concurrency: lg_state is a plain array, read and written without atomics.
  * That is correct because one test run executes its repeats one after
  * another in the calling thread (on one CPU at a time, never two runs in
@@ -45,6 +51,8 @@
 
 /* Ethernet 14 + IPv4 (no options) 20 + UDP 8 + overlay header. */
 #define LG_HDR_LEN (14 + 20 + 8 + XORLAY_HDR_LEN)
+/* The overlay source node ID in the frame. */
+#define LG_SRC_OFF (14 + 20 + 8 + XORLAY_OFF_SRC)
 /* Sequence number and send time, at the start of the overlay payload. */
 #define LG_STAMP_LEN 16
 /* Template bytes: the header rounded up to whole 8-byte words. */
@@ -75,10 +83,11 @@ struct lg_state {
 	__u64 flood_sent;  /* flood frames transmitted */
 	__u64 first_ns;    /* ktime of the first transmitted frame (0: none) */
 	__u64 last_ns;     /* ktime of the last transmitted frame */
+	__u64 flows;       /* config: overlay sources to cycle (0, 1: one) */
 };
 
 _Static_assert(sizeof(struct lg_frame) == 120, "lg_frame size");
-_Static_assert(sizeof(struct lg_state) == 104, "lg_state size");
+_Static_assert(sizeof(struct lg_state) == 112, "lg_state size");
 _Static_assert(__builtin_offsetof(struct lg_state, next_due) == 24, "next_due");
 _Static_assert(__builtin_offsetof(struct lg_state, short_frame) == 56, "short_frame");
 
@@ -157,6 +166,14 @@ int xl_livegen(struct xdp_md *ctx)
 	for (int i = 0; i < LG_HDR_LEN / 8; i++)
 		((__u64 *)data)[i] = ((__u64 *)tmpl->bytes)[i];
 	*(__u16 *)(data + LG_HDR_LEN - 2) = *(__u16 *)(tmpl->bytes + LG_HDR_LEN - 2);
+
+	if (st->flows > 1) {
+		__u32 f = (__u32)(n % st->flows);
+		__u8 *src = data + LG_SRC_OFF;
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			src[i] ^= (__u8)(f >> (24 - 8 * i));
+	}
 
 	put_be64(data + LG_HDR_LEN, st->seq_base | (n & ((1ULL << 40) - 1)));
 	put_be64(data + LG_HDR_LEN + 8, now);

@@ -21,6 +21,9 @@ pub const PDR_LOSS: f64 = 0.005;
 pub const LATENCY_LOADS: [f64; 3] = [0.1, 0.5, 0.9];
 /// Offered rates as multiples of PDR for the overload trials.
 pub const OVERLOAD: [f64; 2] = [2.0, 10.0];
+/// Overlay flows of the worker-scaling trials: enough for the steering hash
+/// to split them about evenly over a few workers.
+pub const SCALING_FLOWS: u32 = 64;
 
 /// What to run.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +43,9 @@ pub struct CompareOptions {
     pub sweep: Vec<usize>,
     /// Routers of the xorlay mesh in the sweep (0 = no mesh).
     pub mesh: usize,
+    /// Worker counts of the worker-scaling trials (xorlay-uring, one relay,
+    /// [`SCALING_FLOWS`] flows, PDR at the first frame size); empty: none.
+    pub scaling: Vec<usize>,
     /// XDP mode of the xorlay routers.
     pub xdp_mode: String,
     /// Generator and sink.
@@ -204,6 +210,24 @@ pub struct SweepPoint {
     pub error: Option<String>,
 }
 
+/// One point of the worker-scaling trials.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingPoint {
+    /// The relay's `dataplane.workers`.
+    pub workers: usize,
+    /// Overlay flows the generator sent.
+    pub flows: u32,
+    /// Result at the first frame size (None when it failed).
+    pub result: Option<FrameResult>,
+    /// Packets each worker took (`rx_packets` of the relay's workers, over
+    /// the whole point), to show how the steering spread them.
+    pub worker_rx: Vec<u64>,
+    /// Where the relay's threads ran.
+    pub pinning: Option<Pinning>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// The machine.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -266,6 +290,8 @@ pub struct CompareRun {
     pub systems: Vec<SystemResult>,
     /// xorlay across topologies.
     pub sweep: Vec<SweepPoint>,
+    /// The io_uring path with 1, 2, ... workers.
+    pub scaling: Vec<ScalingPoint>,
 }
 
 /// Runs trials on one environment; numbers trials across the whole run.
@@ -597,7 +623,8 @@ pub fn run(
         .iter()
         .filter(|k| **k != SystemKind::Yggdrasil)
         .count() as u64;
-    let sweep_points = (options.sweep.len() + usize::from(options.mesh > 0)) as u64;
+    let sweep_points =
+        (options.sweep.len() + usize::from(options.mesh > 0) + options.scaling.len()) as u64;
     let total =
         measured * options.frames.len() as u64 * trials_per_frame(options.search_steps, true)
             + sweep_points * trials_per_frame(options.search_steps, false);
@@ -628,7 +655,7 @@ pub fn run(
             continue;
         }
         progress.set_message(format!("setting up {}", kind.name()));
-        let env = match Env::chain(kind, options.relays, &options.xdp_mode, options.traffic) {
+        let env = match Env::chain(kind, options.relays, 1, &options.xdp_mode, options.traffic) {
             Ok(env) => env,
             Err(e) => {
                 let reason = format!("{} could not be set up: {e:#}", kind.name());
@@ -699,6 +726,7 @@ pub fn run(
             Env::chain(
                 SystemKind::Xorlay,
                 routers,
+                1,
                 &options.xdp_mode,
                 options.traffic,
             )
@@ -728,6 +756,17 @@ pub fn run(
         };
         sweep.push(point);
     }
+    let mut scaling = Vec::new();
+    for &workers in &options.scaling {
+        progress.set_message(format!("setting up xorlay-uring with {workers} workers"));
+        scaling.push(scaling_point(
+            &mut runner,
+            options,
+            workers,
+            sweep_frame,
+            interrupted,
+        )?);
+    }
     progress.finish_with_message("done");
     Ok(CompareRun {
         command,
@@ -737,7 +776,66 @@ pub fn run(
         options: options.clone(),
         systems,
         sweep,
+        scaling,
     })
+}
+
+/// The io_uring path on one relay with `workers` workers and
+/// [`SCALING_FLOWS`] flows: a PDR search at `frame`.
+fn scaling_point(
+    runner: &mut Runner<'_>,
+    options: &CompareOptions,
+    workers: usize,
+    frame: usize,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<ScalingPoint> {
+    let traffic = crate::systems::TrafficMode {
+        flows: SCALING_FLOWS,
+        ..options.traffic
+    };
+    let mut point = ScalingPoint {
+        workers,
+        flows: SCALING_FLOWS,
+        result: None,
+        worker_rx: Vec::new(),
+        pinning: None,
+        error: None,
+    };
+    let env = match Env::chain(
+        SystemKind::XorlayUring,
+        1,
+        workers,
+        &options.xdp_mode,
+        traffic,
+    ) {
+        Ok(env) => env,
+        Err(e) => {
+            point.error = Some(format!("{e:#}"));
+            return Ok(point);
+        }
+    };
+    point.pinning = Some(env.pinning.clone());
+    match runner.frame(&env, frame, options.search_steps, false) {
+        Ok(result) => {
+            let line = format!(
+                "xorlay-uring, {workers} worker(s), {SCALING_FLOWS} flows, {} B: PDR {:.0} pps, peak goodput {:.0} pps",
+                result.frame_len, result.pdr_pps, result.peak_goodput_pps
+            );
+            say(runner.progress, line);
+            point.result = Some(result);
+        }
+        Err(e) if interrupted.load(Ordering::Relaxed) => return Err(e),
+        Err(e) => point.error = Some(format!("{e:#}")),
+    }
+    point.worker_rx = env
+        .relay_stats()
+        .first()
+        .and_then(|s| s["workers"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|w| w["rx_packets"].as_u64().unwrap_or(0))
+        .collect();
+    Ok(point)
 }
 
 #[cfg(test)]

@@ -146,16 +146,17 @@ struct LgState {
     flood_sent: u64,
     first_ns: u64,
     last_ns: u64,
+    flows: u64,
 }
 
-// SAFETY: thirteen u64, no padding.
+// SAFETY: fourteen u64, no padding.
 unsafe impl aya::Pod for LgState {}
 
 const _: () = assert!(LIVE_HEADER_LEN == 114);
 const _: () = assert!(TEMPLATE_LEN.is_multiple_of(8));
 const _: () = assert!(TEMPLATE_LEN >= LIVE_HEADER_LEN);
 const _: () = assert!(std::mem::size_of::<LgFrame>() == 120);
-const _: () = assert!(std::mem::size_of::<LgState>() == 104);
+const _: () = assert!(std::mem::size_of::<LgState>() == 112);
 const _: () = assert!(std::mem::offset_of!(LgState, next_due) == 24);
 const _: () = assert!(std::mem::offset_of!(LgState, short_frame) == 56);
 
@@ -178,6 +179,11 @@ pub struct LiveFrame {
     /// Overlay payload bytes after the overlay header; raised to
     /// [`STAMP_LEN`], lowered to [`PAYLOAD_MAX`].
     pub payload_len: usize,
+    /// Overlay sources to cycle through: stream packet n carries `n mod
+    /// flows` XORed into the first four bytes of `overlay_src` (big endian),
+    /// so a receiver that spreads by overlay flow sees `flows` flows. 0 and
+    /// 1 both mean one source. [`LiveFrame::build`] writes flow 0.
+    pub flows: u32,
 }
 
 impl LiveFrame {
@@ -418,6 +424,7 @@ pub fn generate_live_flooded(
             rate => (rate as f64 * spec.duration.as_secs_f64()).round() as u64,
         },
         seq_base: u64::from(spec.trial) << SEQ_BITS,
+        flows: u64::from(frame.flows),
         ..LgState::default()
     };
     let (netns_owned, ifname_owned, duration) =
@@ -614,6 +621,17 @@ impl Caller<'_> {
 /// run of trial `trial`. Returns the verdict and the bytes the program left.
 /// Needs CAP_BPF; for fixture tests of the program.
 pub fn render_once(frame: &LiveFrame, trial: u32, page: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+    render_nth(frame, trial, page, 0)
+}
+
+/// [`render_once`] as the run of stream packet number `n` (what the
+/// sequence number and the flow of that packet are).
+pub fn render_nth(
+    frame: &LiveFrame,
+    trial: u32,
+    page: &[u8],
+    n: u64,
+) -> anyhow::Result<(u32, Vec<u8>)> {
     let bytes = frame.build();
     if page.len() != bytes.len() {
         bail!(
@@ -629,6 +647,8 @@ pub fn render_once(frame: &LiveFrame, trial: u32, page: &[u8]) -> anyhow::Result
         LgState {
             limit: u64::MAX,
             seq_base: u64::from(trial) << SEQ_BITS,
+            sent: n,
+            flows: u64::from(frame.flows),
             ..LgState::default()
         },
     )?;
@@ -661,6 +681,7 @@ mod tests {
             overlay_src: NodeId::from_bytes([0x11; 32]),
             overlay_dst: NodeId::from_bytes([0x22; 32]),
             payload_len,
+            flows: 1,
         }
     }
 

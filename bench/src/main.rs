@@ -87,6 +87,16 @@ enum Cmd {
         /// Routers of the xorlay mesh in the sweep (0: none).
         #[arg(long, default_value_t = 3)]
         mesh: usize,
+        /// Worker counts for the worker-scaling trials: xorlay-uring on one
+        /// relay with that many io_uring workers, 64 overlay flows, PDR at
+        /// the first frame size (0: none).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers_scaling: Vec<usize>,
+        /// Overlay flows the live generator sends in the comparison (the
+        /// overlay source ID cycles over this many values; 1: one flow, as
+        /// one sender to one receiver).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        flows: u32,
         /// Results folder (default: results/<unix time>).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -166,6 +176,8 @@ fn main() -> ExitCode {
             steps,
             sweep,
             mesh,
+            workers_scaling,
+            flows,
             out,
             quick,
             xdp_mode,
@@ -181,6 +193,7 @@ fn main() -> ExitCode {
                 steps,
                 sweep,
                 mesh,
+                scaling: workers_scaling,
                 out,
                 quick,
                 xdp_mode,
@@ -188,6 +201,7 @@ fn main() -> ExitCode {
                     generator,
                     sink,
                     sink_poll: sink_napi_defer,
+                    flows,
                 },
             },
             &interrupted,
@@ -603,6 +617,7 @@ struct CompareArgs {
     steps: u32,
     sweep: Vec<usize>,
     mesh: usize,
+    scaling: Vec<usize>,
     out: Option<std::path::PathBuf>,
     quick: bool,
     xdp_mode: String,
@@ -616,7 +631,7 @@ fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<(
     let mut systems = Vec::new();
     for name in &args.systems {
         let kind = SystemKind::parse(name.trim()).with_context(|| {
-            format!("unknown system {name:?}; known: xorlay, xdp-redirect, linux-forward, udp-relay, yggdrasil")
+            format!("unknown system {name:?}; known: xorlay, xorlay-uring, xdp-redirect, linux-forward, udp-relay, yggdrasil")
         })?;
         if !systems.contains(&kind) {
             systems.push(kind);
@@ -632,6 +647,17 @@ fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<(
     if sweep.iter().any(|n| !(1..=5).contains(n)) || args.mesh > 5 {
         bail!("sweep chains and the mesh have 1 to 5 routers");
     }
+    let scaling: Vec<usize> = args.scaling.into_iter().filter(|n| *n != 0).collect();
+    if scaling.iter().any(|n| *n > 64) {
+        bail!("--workers-scaling takes 1 to 64 workers per point (the router's limit)");
+    }
+    if (!scaling.is_empty() || args.traffic.flows > 1)
+        && args.traffic.generator != xorlay_bench::systems::GenMode::Live
+    {
+        bail!(
+            "several overlay flows (--flows, --workers-scaling) need the live-frames generator: add --generator live, or --workers-scaling 0 --flows 1"
+        );
+    }
     let mut options = CompareOptions {
         systems,
         frames: args.frames,
@@ -640,6 +666,7 @@ fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<(
         search_steps: args.steps,
         sweep,
         mesh: args.mesh,
+        scaling,
         xdp_mode: args.xdp_mode,
         traffic: args.traffic,
     };
@@ -650,6 +677,7 @@ fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<(
         options.search_steps = 2;
         options.sweep = Vec::new();
         options.mesh = 0;
+        options.scaling = Vec::new();
     }
     let out = args.out.unwrap_or_else(|| {
         let now = std::time::SystemTime::now()

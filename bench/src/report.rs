@@ -586,6 +586,7 @@ pub fn targets(run: &CompareRun) -> String {
         );
     }
     ratio_rows(&mut md, run, 4, (fast, SystemKind::XdpRedirect), 0.8, true);
+    scaling_row(&mut md, &run.scaling);
     match find(run, SystemKind::Xorlay) {
         Some(x) => {
             for f in &x.frames {
@@ -678,6 +679,126 @@ pub fn targets(run: &CompareRun) -> String {
     md
 }
 
+/// What "adding workers adds throughput" must show: the most workers'
+/// peak at least this many times one worker's (above the 10-20% run-to-run
+/// noise of peak goodput).
+pub const SCALING_GOAL: f64 = 1.2;
+
+/// Issue 4's steering target: the io_uring path's peak with the most
+/// workers of the scaling trials against its peak with one.
+fn scaling_row(md: &mut String, points: &[crate::compare::ScalingPoint]) {
+    let label = format!(
+        "adding workers adds throughput: xorlay-uring peak with N workers >= {SCALING_GOAL}x with 1 ({} flows, steered)",
+        crate::compare::SCALING_FLOWS
+    );
+    let one = points
+        .iter()
+        .find(|p| p.workers == 1)
+        .and_then(|p| p.result.as_ref());
+    let most = points
+        .iter()
+        .filter(|p| p.workers > 1)
+        .max_by_key(|p| p.workers)
+        .and_then(|p| p.result.as_ref().map(|r| (p.workers, r)));
+    let (Some(one), Some((workers, many))) = (one, most) else {
+        let _ = writeln!(
+            md,
+            "| 4 | {label} | - | not measured: needs scaling points of 1 and more workers (--workers-scaling 1,2) | not shown |"
+        );
+        return;
+    };
+    let ratio = many.peak_goodput_pps / one.peak_goodput_pps.max(1.0);
+    let v = if ratio >= SCALING_GOAL {
+        "met".to_string()
+    } else if many.generator_limited || many.max_offered_pps < SCALING_GOAL * one.peak_goodput_pps {
+        format!(
+            "NOT SHOWN: generator-bound: the generator's max was {} offered, {} needed",
+            kpps(many.max_offered_pps),
+            kpps(SCALING_GOAL * one.peak_goodput_pps)
+        )
+    } else {
+        verdict(ratio, SCALING_GOAL)
+    };
+    let _ = writeln!(
+        md,
+        "| 4 | {label} | {} B | {workers} workers {} vs 1 worker {} = {ratio:.2}x (PDR {} vs {}) | {v} |",
+        many.frame_len,
+        kpps(many.peak_goodput_pps),
+        kpps(one.peak_goodput_pps),
+        kpps(many.pdr_pps),
+        kpps(one.pdr_pps),
+    );
+}
+
+/// The worker-scaling section of the report.
+fn scaling_section(run: &CompareRun) -> String {
+    let mut md = String::new();
+    if run.scaling.is_empty() {
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "## The io_uring path with more workers (steering)
+
+`xorlay-uring` on one relay (route cache off: every packet through the workers) with `dataplane.workers` = N; the generator cycles {} overlay source IDs, and the relay's SK_REUSEPORT program spreads the flows over the workers' sockets (docs/architecture.md, \"Steering across workers\"). PDR search only, at the first frame size. Worker k is pinned to the k-th CPU counting down from the relay CPU, so with two CPUs worker 1 shares the endpoints' CPU with the generator and the sink.\n",
+        crate::compare::SCALING_FLOWS
+    );
+    md.push_str(
+        "| workers | frame | NDR pps | PDR pps | peak goodput pps | packets per worker | pinning |
+| --- | --- | --- | --- | --- | --- | --- |
+",
+    );
+    for p in &run.scaling {
+        let total: u64 = p.worker_rx.iter().sum();
+        let shares = p
+            .worker_rx
+            .iter()
+            .map(|n| format!("{:.0}%", 100.0 * *n as f64 / (total.max(1)) as f64))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let pinning = p
+            .pinning
+            .as_ref()
+            .map(|pin| {
+                pin.pinned
+                    .iter()
+                    .filter(|l| l.contains("worker") || l.contains("r1 router"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        match (&p.result, &p.error) {
+            (Some(f), _) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} B | {} | {}{} | {} | {shares} | {pinning} |",
+                    p.workers,
+                    f.frame_len,
+                    kpps(f.ndr_pps),
+                    kpps(f.pdr_pps),
+                    if f.generator_limited {
+                        " (generator limit)"
+                    } else {
+                        ""
+                    },
+                    kpps(f.peak_goodput_pps)
+                );
+            }
+            (None, e) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | - | failed: {} | | | | |",
+                    p.workers,
+                    e.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    md.push('\n');
+    md
+}
+
 fn verdict(ratio: f64, goal: f64) -> String {
     let short = 100.0 * (goal - ratio) / goal;
     if ratio >= goal {
@@ -766,6 +887,7 @@ fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
         }
         md.push('\n');
     }
+    md.push_str(&scaling_section(run));
     md.push_str("## Systems, set-up and pinning\n\n");
     for s in &run.systems {
         let _ = writeln!(md, "- **{}**: {}.", s.system.name(), s.description);
@@ -974,6 +1096,46 @@ mod tests {
         // Offered enough, delivered too little: missed.
         let v = ratio_verdict(&frame(400e3, 150e3, false), "b", &base, 3.0);
         assert!(v.starts_with("MISSED by 50%"), "{v}");
+    }
+
+    #[test]
+    fn scaling_is_met_missed_or_not_shown() {
+        let point = |workers: usize, f: FrameResult| crate::compare::ScalingPoint {
+            workers,
+            flows: 64,
+            result: Some(f),
+            worker_rx: vec![1; workers],
+            pinning: None,
+            error: None,
+        };
+        let row = |points: &[crate::compare::ScalingPoint]| {
+            let mut md = String::new();
+            scaling_row(&mut md, points);
+            md
+        };
+        let one = point(1, frame(3e6, 320e3, false));
+        // 445 k vs 320 k = 1.39x: met.
+        let md = row(&[one.clone(), point(2, frame(3e6, 445e3, false))]);
+        assert!(md.contains("1.39x") && md.ends_with("| met |\n"), "{md}");
+        // The most workers count, whatever the order.
+        let md = row(&[
+            point(4, frame(3e6, 700e3, false)),
+            one.clone(),
+            point(2, frame(3e6, 350e3, false)),
+        ]);
+        assert!(
+            md.contains("4 workers") && md.ends_with("| met |\n"),
+            "{md}"
+        );
+        // Offered enough, gained too little.
+        let md = row(&[one.clone(), point(2, frame(3e6, 336e3, false))]);
+        assert!(md.contains("MISSED by 12%"), "{md}");
+        // The generator could not offer 1.2x.
+        let md = row(&[one.clone(), point(2, frame(350e3, 350e3, true))]);
+        assert!(md.contains("NOT SHOWN: generator-bound"), "{md}");
+        // One point alone, or a failed point, shows nothing.
+        assert!(row(&[one]).contains("not measured"));
+        assert!(row(&[]).contains("not measured"));
     }
 
     #[test]

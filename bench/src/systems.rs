@@ -140,6 +140,9 @@ pub struct TrafficMode {
     pub sink: SinkMode,
     /// Poll the sink's veth by timer instead of being woken per frame.
     pub sink_poll: Option<SinkPoll>,
+    /// Overlay flows the live generator sends (sources cycled per packet,
+    /// `LiveFrame::flows`); 1: one flow.
+    pub flows: u32,
 }
 
 impl Default for TrafficMode {
@@ -148,6 +151,7 @@ impl Default for TrafficMode {
             generator: GenMode::Socket,
             sink: SinkMode::Socket,
             sink_poll: None,
+            flows: 1,
         }
     }
 }
@@ -351,17 +355,30 @@ impl Env {
 
     /// Sets up `kind` on a chain of `relays` relays, with generator and
     /// sink as `traffic` says.
+    /// `workers` is the relays' `dataplane.workers` (xorlay systems); with
+    /// more than one, worker i is pinned to the i-th CPU counting down from
+    /// the relay CPU (wrapping), see [`Env::tune_and_pin`].
     pub fn chain(
         kind: SystemKind,
         relays: usize,
+        workers: usize,
         xdp_mode: &str,
         traffic: TrafficMode,
     ) -> anyhow::Result<Env> {
+        if workers == 0 {
+            bail!("relay workers must be at least 1");
+        }
+        if traffic.flows > 1 && traffic.generator != GenMode::Live {
+            bail!(
+                "{} flows need the live-frames generator (--generator live); the socket generator sends one flow",
+                traffic.flows
+            );
+        }
         let lab = Lab::new(LabOptions {
             topology: Topology::Chain,
             routers: relays,
             xdp_mode: xdp_mode.to_string(),
-            workers: 1,
+            workers,
             relay_route_cache: kind != SystemKind::XorlayUring,
             relay_config: BENCH_RELAY_CONFIG.to_string(),
         })?;
@@ -580,6 +597,7 @@ impl Env {
                     overlay_src: self.src,
                     overlay_dst: self.dst,
                     payload_len,
+                    flows: self.traffic.flows,
                 },
             ));
             self.notes.push(format!(
@@ -984,6 +1002,9 @@ impl Env {
                     "{} router (pid {pid}, {n} threads) -> CPU {cpu}",
                     self.lab.nodes[i].role
                 ));
+                if i != 0 && i != sink && self.lab.options.workers > 1 {
+                    self.spread_workers(i, pid, cpu)?;
+                }
             }
         }
         if let Some(cpu) = self.pinning.relay_cpu
@@ -997,6 +1018,43 @@ impl Env {
             self.pinning
                 .pinned
                 .push(format!("generator and sink threads -> CPU {cpu}"));
+        }
+        Ok(())
+    }
+
+    /// Pins worker k of relay `node` (pid `pid`, all of it on `relay_cpu`
+    /// so far) to CPU `relay_cpu - k` (wrapping): with two CPUs, worker 0
+    /// stays on the relay CPU and worker 1 goes to the endpoints' CPU,
+    /// which it shares with the generator and the sink.
+    fn spread_workers(&mut self, node: usize, pid: u32, relay_cpu: usize) -> anyhow::Result<()> {
+        let cpus = self.pinning.cpus.max(1);
+        let mut found = 0;
+        for tid in process_tasks(pid) {
+            let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) else {
+                continue;
+            };
+            let Some(k) = comm
+                .trim()
+                .strip_prefix("xorlay-worker-")
+                .and_then(|k| k.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let cpu = (relay_cpu + cpus - k % cpus) % cpus;
+            pin_task(tid, cpu)
+                .with_context(|| format!("pinning worker {k} of {}", self.lab.nodes[node].role))?;
+            self.pinning.pinned.push(format!(
+                "{} worker {k} (tid {tid}) -> CPU {cpu}",
+                self.lab.nodes[node].role
+            ));
+            found += 1;
+        }
+        if found != self.lab.options.workers {
+            bail!(
+                "{}: found {found} worker threads, expected {}",
+                self.lab.nodes[node].role,
+                self.lab.options.workers
+            );
         }
         Ok(())
     }

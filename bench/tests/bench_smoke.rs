@@ -20,6 +20,7 @@ fn compare_smoke_run_with_socket_traffic() {
         generator: GenMode::Socket,
         sink: SinkMode::Socket,
         sink_poll: None,
+        flows: 1,
     });
 }
 
@@ -29,6 +30,7 @@ fn compare_smoke_run_with_live_frames_and_xdp_sink() {
         generator: GenMode::Live,
         sink: SinkMode::Xdp,
         sink_poll: None,
+        flows: 1,
     });
 }
 
@@ -40,6 +42,13 @@ fn smoke(traffic: TrafficMode) {
         trial: Duration::from_millis(150),
         search_steps: 1,
         sweep: Vec::new(),
+        // Two steered workers (flows need the live generator): the set-up,
+        // the worker pinning and the report's section run.
+        scaling: if traffic.generator == GenMode::Live {
+            vec![2]
+        } else {
+            Vec::new()
+        },
         // The mesh (two sites, routers discovered through a seed, the
         // endpoints joining like nodes) with the live generator only.
         mesh: if traffic.generator == GenMode::Live {
@@ -83,6 +92,34 @@ fn smoke(traffic: TrafficMode) {
         run.sweep.len(),
         usize::from(traffic.generator == GenMode::Live)
     );
+    if traffic.generator == GenMode::Live {
+        let [point] = run.scaling.as_slice() else {
+            panic!("one scaling point: {:?}", run.scaling);
+        };
+        let result = point
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("scaling: {:?}", point.error));
+        assert!(result.peak_goodput_pps > 0.0, "scaling: nothing delivered");
+        assert_eq!(point.flows, xorlay_bench::compare::SCALING_FLOWS);
+        // Both workers took packets: the flows were steered over them.
+        assert_eq!(point.worker_rx.len(), 2, "{point:?}");
+        assert!(
+            point.worker_rx.iter().all(|n| *n > 0),
+            "a worker got nothing: {:?}",
+            point.worker_rx
+        );
+        let pinned = point.pinning.as_ref().map(|p| p.pinned.join("; "));
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            let pinned = pinned.unwrap_or_default();
+            assert!(
+                pinned.contains("worker 0") && pinned.contains("worker 1"),
+                "{pinned}"
+            );
+        }
+    } else {
+        assert!(run.scaling.is_empty());
+    }
     let markdown = std::fs::read_to_string(&written.markdown).expect("report.md written");
     assert!(markdown.contains("## Summary"), "{markdown}");
     assert!(markdown.contains("| xorlay |"), "{markdown}");

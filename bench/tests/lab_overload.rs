@@ -21,11 +21,13 @@ fn overloaded_workers_shed_in_xdp_and_recover() {
     let env = Env::chain(
         SystemKind::XorlayUring,
         1,
+        1,
         "native",
         TrafficMode {
             generator: GenMode::Live,
             sink: SinkMode::Xdp,
             sink_poll: None,
+            flows: 1,
         },
     )
     .unwrap_or_else(|e| panic!("setting up the chain: {e:#}"));

@@ -101,6 +101,7 @@ impl Pair {
             overlay_src: NodeId::from_bytes([0x5a; 32]),
             overlay_dst: NodeId::from_bytes([0xa5; 32]),
             payload_len,
+            flows: 1,
         }
     }
 }
@@ -155,6 +156,7 @@ fn program_rewrites_a_dirty_page_and_stamps_it() {
         overlay_src: NodeId::from_bytes([1; 32]),
         overlay_dst: NodeId::from_bytes([2; 32]),
         payload_len: 40,
+        flows: 1,
     };
     let clean = frame.build();
     let page = vec![0xa5u8; clean.len()];
@@ -175,6 +177,52 @@ fn program_rewrites_a_dirty_page_and_stamps_it() {
         out[LIVE_HEADER_LEN + 16..].iter().all(|&b| b == 0xa5),
         "bytes past the stamp are left alone"
     );
+}
+
+#[test]
+fn flows_cycle_the_overlay_source_and_touch_nothing_else() {
+    const FLOWS: u32 = 300; // > 255: the XOR reaches past the last byte
+    const SRC_AT: usize = 14 + 20 + 8 + 40; // Ethernet, IPv4, UDP, overlay src
+    let frame = LiveFrame {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: SocketAddrV4::new(GEN_ADDR, 9001),
+        dst: SocketAddrV4::new(SINK_ADDR, 9000),
+        overlay_src: NodeId::from_bytes([0x5a; 32]),
+        overlay_dst: NodeId::from_bytes([2; 32]),
+        payload_len: 40,
+        flows: FLOWS,
+    };
+    let clean = frame.build();
+    let mut sources = std::collections::HashSet::new();
+    for n in [0u64, 1, 2, 255, 256, 299, 300, 301, 1_000_003] {
+        let (verdict, out) = livegen::render_nth(&frame, 4, &clean, n)
+            .unwrap_or_else(|e| panic!("packet {n}: {e:#}"));
+        assert_eq!(verdict, 3, "XDP_TX");
+        let flow = u32::try_from(n % u64::from(FLOWS)).expect("small");
+        let mut expected = clean[..LIVE_HEADER_LEN].to_vec();
+        for (byte, x) in expected[SRC_AT..SRC_AT + 4]
+            .iter_mut()
+            .zip(flow.to_be_bytes())
+        {
+            *byte ^= x;
+        }
+        assert_eq!(&out[..LIVE_HEADER_LEN], &expected[..], "packet {n}");
+        let seq = u64::from_be_bytes(
+            out[LIVE_HEADER_LEN..LIVE_HEADER_LEN + 8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        assert_eq!(seq, (4u64 << 40) | n, "sequence number of packet {n}");
+        sources.insert(out[SRC_AT..SRC_AT + 32].to_vec());
+    }
+    // Packets 0 and 300 share flow 0, 1 and 301 flow 1; 2, 255, 256, 299
+    // and 1_000_003 (flow 103) are flows of their own.
+    assert_eq!(sources.len(), 7, "distinct sources");
+    // One flow: the source is the frame's own for every packet.
+    let one = LiveFrame { flows: 1, ..frame };
+    let (_, out) = livegen::render_nth(&one, 4, &clean, 77).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(&out[SRC_AT..SRC_AT + 32], &[0x5a; 32][..]);
 }
 
 #[test]
