@@ -94,7 +94,10 @@ struct {
 
 /*
  * A token bucket as GCRA state: the theoretical arrival time of the next
- * packet, in bpf_ktime_get_ns() nanoseconds. A packet at `now` conforms if
+ * packet, in CLOCK_MONOTONIC_COARSE nanoseconds (bpf_ktime_get_coarse_ns:
+ * it moves in steps of a kernel tick, so userspace raises a burst below one
+ * tick's worth of tokens to that, or the rate would be capped at
+ * burst / tick). A packet at `now` conforms if
  * max(tat, now) + interval - now <= burst * interval (interval = 1 s / pps);
  * then tat becomes max(tat, now) + interval. Equivalent to a bucket of
  * `burst` tokens refilled at `pps`, in one word.
@@ -207,7 +210,7 @@ struct xorlay_route {
 	__be16 source_port;     /* UDP source port (the overlay port), network order */
 	__u32 flags;            /* XORLAY_ROUTE_F_* */
 	__u64 generation;       /* xorlay_config.generation when installed */
-	__u64 installed_ns;     /* CLOCK_MONOTONIC (= bpf_ktime_get_ns) at install */
+	__u64 installed_ns;     /* CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns) at install */
 	__u64 last_used_ns;     /* last hit (refreshed by the program), or installed_ns */
 	/*
 	 * The program's L2 cache of the next hop (xorlay.bpf.c, resolve_l2);

@@ -875,6 +875,23 @@ impl RateLimit {
         RateLimit { pps, burst }
     }
 
+    /// The limit the program can enforce with a clock that moves in steps
+    /// of `step_ns`: within a step every packet sees the same time, so a
+    /// bucket can refill only once per step and a burst below one step's
+    /// worth of tokens (`pps x step`) would cap the rate at `burst / step`.
+    /// Such a burst is raised to a step's worth; the rate stays.
+    pub fn for_clock_step(self, step_ns: u64) -> RateLimit {
+        if self.pps == 0 {
+            return self;
+        }
+        let per_step = (u128::from(self.pps) * u128::from(step_ns)).div_ceil(1_000_000_000);
+        let per_step = u32::try_from(per_step).unwrap_or(u32::MAX);
+        RateLimit {
+            pps: self.pps,
+            burst: self.burst.max(per_step).max(1),
+        }
+    }
+
     fn check(self, name: &'static str) -> Result<(), BpfError> {
         if self.pps != 0 && self.burst == 0 {
             return Err(BpfError::InvalidRateLimit {
@@ -933,6 +950,15 @@ impl RateLimits {
         neighbor_data: RateLimit::UNLIMITED,
     };
 
+    /// Every limit as [`RateLimit::for_clock_step`] makes it.
+    pub fn for_clock_step(&self, step_ns: u64) -> RateLimits {
+        RateLimits {
+            handshake_per_source: self.handshake_per_source.for_clock_step(step_ns),
+            handshake_global: self.handshake_global.for_clock_step(step_ns),
+            neighbor_data: self.neighbor_data.for_clock_step(step_ns),
+        }
+    }
+
     /// Each limit with a rate has a burst.
     pub fn check(&self) -> Result<(), BpfError> {
         self.handshake_per_source.check("handshake_per_source")?;
@@ -969,9 +995,12 @@ impl ShedBudget {
         if budget == self.current {
             return Ok(());
         }
-        let value = budget.map_or(ShedValue::default(), |b| ShedValue {
-            pps: b.pps,
-            burst: b.burst.max(1),
+        let value = budget.map_or(ShedValue::default(), |b| {
+            let limit = RateLimit::new(b.pps, b.burst).for_clock_step(clock_step_ns());
+            ShedValue {
+                pps: limit.pps,
+                burst: limit.burst,
+            }
         });
         self.map
             .set(0, value, 0)
@@ -1092,7 +1121,10 @@ impl ConfigValue {
         value
     }
 
+    /// Writes `limits` as the program enforces them (bursts raised to the
+    /// clock's step, [`RateLimit::for_clock_step`]).
     fn set_limits(&mut self, limits: &RateLimits) {
+        let limits = limits.for_clock_step(clock_step_ns());
         self.handshake_source_pps = limits.handshake_per_source.pps;
         self.handshake_source_burst = limits.handshake_per_source.burst;
         self.handshake_global_pps = limits.handshake_global.pps;
@@ -1204,9 +1236,9 @@ pub struct CachedRoute {
     pub route: Option<RouteEntry>,
     /// The generation it was installed in ([`RouteCache::generation`]).
     pub generation: u64,
-    /// `CLOCK_MONOTONIC` nanoseconds at install.
+    /// `CLOCK_MONOTONIC_COARSE` nanoseconds at install.
     pub installed_ns: u64,
-    /// `CLOCK_MONOTONIC` nanoseconds of the last hit the program recorded
+    /// `CLOCK_MONOTONIC_COARSE` nanoseconds of the last hit the program recorded
     /// (refreshed at most every eighth of the idle timeout), or of install.
     pub last_used_ns: u64,
 }
@@ -1495,15 +1527,47 @@ impl RouteCache {
 
     /// Sets the rate limits of the filter step. A limit with a rate and no
     /// burst fails before anything changes. Buckets keep their state: a
-    /// lower rate applies from the next packet on.
+    /// lower rate applies from the next packet on. A burst below one step
+    /// of the program's clock is raised to it ([`RateLimit::for_clock_step`],
+    /// logged).
     pub fn set_limits(&mut self, limits: &RateLimits) -> Result<(), BpfError> {
         limits.check()?;
+        let step = clock_step_ns();
+        let enforced = limits.for_clock_step(step);
+        for (name, given, used) in [
+            (
+                "handshake_per_source",
+                limits.handshake_per_source,
+                enforced.handshake_per_source,
+            ),
+            (
+                "handshake_global",
+                limits.handshake_global,
+                enforced.handshake_global,
+            ),
+            (
+                "neighbor_data",
+                limits.neighbor_data,
+                enforced.neighbor_data,
+            ),
+        ] {
+            if given != used {
+                log::warn!(
+                    "xdp.limits.{name}: burst {} raised to {} ({} packets/s over the XDP clock's {} ms steps); set burst >= {} to silence this",
+                    given.burst,
+                    used.burst,
+                    given.pps,
+                    step as f64 / 1e6,
+                    used.burst
+                );
+            }
+        }
         let mut next = self.current;
         next.set_limits(limits);
         self.write(next)
     }
 
-    /// The rate limits in force.
+    /// The rate limits in force (bursts as raised for the clock).
     pub fn limits(&self) -> RateLimits {
         self.current.limits()
     }
@@ -1644,20 +1708,44 @@ fn prune_tx_ports(ebpf: &mut Ebpf, keep: &[u32]) {
     }
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of the program
+/// (`bpf_ktime_get_coarse_ns`).
 fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `now` is a valid timespec for the call to write.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    // CLOCK_MONOTONIC cannot fail on Linux; on failure `now` stays 0, which
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    // It cannot fail on Linux (2.6.32+); on failure `now` stays 0, which
     // only makes the entry look old (a miss sooner), never wrong.
     debug_assert_eq!(rc, 0);
-    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    timespec_ns(&now)
+}
+
+fn timespec_ns(t: &libc::timespec) -> u64 {
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
     secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// How far the program's clock moves per step: the resolution of
+/// `CLOCK_MONOTONIC_COARSE` (one kernel tick, 1-10 ms). 10 ms if the kernel
+/// does not say (the longest tick Linux has, so bursts are never too small).
+pub fn clock_step_ns() -> u64 {
+    static STEP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *STEP.get_or_init(|| {
+        let mut res = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `res` is a valid timespec for the call to write.
+        let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+        match timespec_ns(&res) {
+            ns if rc == 0 && ns > 0 => ns,
+            _ => 10_000_000,
+        }
+    })
 }
 
 /// The loaded XDP program and its attachments. Dropping it (or
@@ -2770,6 +2858,46 @@ mod tests {
         let mut forever = value;
         forever.set_idle_timeout(Duration::MAX);
         assert_eq!(forever.idle_timeout_ns, u64::MAX);
+    }
+
+    #[test]
+    fn bursts_below_a_clock_step_are_raised_to_it() {
+        const STEP: u64 = 4_000_000; // HZ = 250
+        // 1 M/s over 4 ms steps: 4,000 tokens per step.
+        assert_eq!(
+            RateLimit::new(1_000_000, 100).for_clock_step(STEP),
+            RateLimit::new(1_000_000, 4_000)
+        );
+        // A burst of a step's worth or more stays.
+        assert_eq!(
+            RateLimit::new(1_000_000, 100_000).for_clock_step(STEP),
+            RateLimit::new(1_000_000, 100_000)
+        );
+        // Slow rates: at least one packet per step, rounded up.
+        assert_eq!(
+            RateLimit::new(4, 8).for_clock_step(STEP),
+            RateLimit::new(4, 8)
+        );
+        assert_eq!(
+            RateLimit::new(300, 1).for_clock_step(STEP),
+            RateLimit::new(300, 2)
+        );
+        // No rate: untouched; huge products saturate.
+        assert_eq!(
+            RateLimit::UNLIMITED.for_clock_step(STEP),
+            RateLimit::UNLIMITED
+        );
+        assert_eq!(
+            RateLimit::new(u32::MAX, 1)
+                .for_clock_step(10_000_000_000)
+                .burst,
+            u32::MAX
+        );
+        // The defaults need no raising on any tick length Linux has.
+        let defaults = RateLimits::default();
+        assert_eq!(defaults.for_clock_step(10_000_000), defaults);
+        // The step the program's clock moves in: 1 to 10 ms.
+        assert!((1_000_000..=10_000_000).contains(&clock_step_ns()));
     }
 
     #[test]
