@@ -752,6 +752,22 @@ fn scaling_row(md: &mut String, points: &[crate::compare::ScalingPoint]) {
     );
 }
 
+/// The cells "frame | NDR | PDR | peak goodput" of a PDR search.
+fn search_cells(f: &FrameResult) -> String {
+    format!(
+        "{} B | {} | {}{} | {}",
+        f.frame_len,
+        kpps(f.ndr_pps),
+        kpps(f.pdr_pps),
+        if f.generator_limited {
+            " (generator limit)"
+        } else {
+            ""
+        },
+        kpps(f.peak_goodput_pps)
+    )
+}
+
 /// The worker-scaling section of the report.
 fn scaling_section(run: &CompareRun) -> String {
     let mut md = String::new();
@@ -794,17 +810,9 @@ fn scaling_section(run: &CompareRun) -> String {
             (Some(f), _) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} B | {} | {}{} | {} | {shares} | {pinning} |",
+                    "| {} | {} | {shares} | {pinning} |",
                     p.workers,
-                    f.frame_len,
-                    kpps(f.ndr_pps),
-                    kpps(f.pdr_pps),
-                    if f.generator_limited {
-                        " (generator limit)"
-                    } else {
-                        ""
-                    },
-                    kpps(f.peak_goodput_pps)
+                    search_cells(f)
                 );
             }
             (None, e) => {
@@ -882,18 +890,10 @@ fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
                 (Some(f), _) => {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} B | {} | {}{} | {} |",
+                        "| {} | {} | {} |",
                         p.topology,
                         p.routers,
-                        f.frame_len,
-                        kpps(f.ndr_pps),
-                        kpps(f.pdr_pps),
-                        if f.generator_limited {
-                            " (generator limit)"
-                        } else {
-                            ""
-                        },
-                        kpps(f.peak_goodput_pps)
+                        search_cells(f)
                     );
                 }
                 (None, e) => {

@@ -139,6 +139,9 @@ pub struct Dataplane {
     pub installs_per_sec: u32,
     /// Group forwards to the same neighbor into UDP GSO sends.
     pub gso: bool,
+    /// Nice value of the worker threads (-20 to 19; below 0 needs
+    /// CAP_SYS_NICE).
+    pub worker_nice: i32,
 }
 
 impl Default for Dataplane {
@@ -153,6 +156,7 @@ impl Default for Dataplane {
             app: worker.app,
             installs_per_sec: 10_000,
             gso: worker.gso,
+            worker_nice: worker.nice,
         }
     }
 }
@@ -167,6 +171,7 @@ fn worker_config(dataplane: &Dataplane, listen: SocketAddr) -> WorkerConfig {
         app: dataplane.app,
         install_rate: dataplane.installs_per_sec,
         gso: dataplane.gso,
+        nice: dataplane.worker_nice,
     }
 }
 
@@ -476,6 +481,7 @@ xdp_mode = "auto"
 [dataplane]
 workers = 2
 app = "127.0.0.1:9000"
+worker_nice = -5
 [control]
 seeds = ["198.18.0.1:4799"]
 k = 8
@@ -493,6 +499,7 @@ address = "198.18.0.2:4799"
         assert_eq!(config.listen, "0.0.0.0:4799".parse().expect("literal"));
         assert_eq!(config.interfaces, vec!["eth0", "eth1"]);
         assert_eq!(config.xdp_mode, XdpAttachMode::Auto);
+        assert_eq!(config.worker_config().nice, -5);
         assert_eq!(config.worker_count(), 2);
         assert_eq!(config.neighbors.len(), 1);
         assert_eq!(config.neighbors[0].id.to_string(), ID);
@@ -619,6 +626,10 @@ address = "198.18.0.2:4799"
                 "buffer_size",
             ),
             ("key_file = \"/k\"\n[dataplane]\nworkers = 1000", "workers"),
+            (
+                "key_file = \"/k\"\n[dataplane]\nworker_nice = 20",
+                "dataplane.worker_nice = 20 must be from -20",
+            ),
             ("key_file = \"/k\"\n[control]\nk = 0", "control.k"),
             (
                 "key_file = \"/k\"\n[control]\ndifficulty = 99",

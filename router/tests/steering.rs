@@ -65,6 +65,7 @@ impl Workers {
             app: None,
             install_rate: 0,
             gso: true,
+            nice: 0,
         };
         let mut workers = Vec::new();
         let mut stats = Vec::new();

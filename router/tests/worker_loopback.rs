@@ -232,6 +232,7 @@ fn config(listen: &str) -> WorkerConfig {
         app: None,
         install_rate: 0,
         gso: true,
+        nice: 0,
     }
 }
 
@@ -707,6 +708,49 @@ fn thread_cpu_ns(name: &str) -> u64 {
     }
     assert_eq!(found.len(), 1, "expected exactly one thread named {name}");
     found[0]
+}
+
+/// The nice value of this process's thread named `name` (field 19 of its
+/// stat; the fields after the command name start at field 3).
+fn thread_nice(name: &str) -> i64 {
+    for entry in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
+        let dir = entry.expect("task entry").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(dir.join("stat")).expect("stat");
+            let after = &stat[stat.rfind(')').expect("(comm)") + 1..];
+            let field = after.split_whitespace().nth(19 - 3).expect("field 19");
+            return field.parse().expect("nice is a number");
+        }
+    }
+    panic!("no thread named {name}");
+}
+
+#[test]
+fn the_worker_thread_runs_at_its_configured_nice() {
+    // Indices 8 and 9: thread names no other test in this binary uses.
+    for (index, nice) in [(8, -7), (9, 3)] {
+        let mut cfg = config("127.0.0.1:0");
+        cfg.nice = nice;
+        let harness = Harness::start_indexed(index, cfg.clone(), table(cfg.listen, &[]));
+        assert_eq!(
+            thread_nice(&format!("xorlay-worker-{index}")),
+            i64::from(nice),
+            "worker {index}"
+        );
+        harness.stop();
+    }
+    // Out of range: refused before anything starts, naming the key.
+    let mut cfg = config("127.0.0.1:0");
+    cfg.nice = -21;
+    let message = cfg
+        .validate()
+        .map(|()| String::new())
+        .unwrap_or_else(|e| e.to_string());
+    assert!(
+        message.contains("worker_nice") && message.contains("-21"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -2863,30 +2863,28 @@ mod tests {
     #[test]
     fn bursts_below_a_clock_step_are_raised_to_it() {
         const STEP: u64 = 4_000_000; // HZ = 250
-        // 1 M/s over 4 ms steps: 4,000 tokens per step.
-        assert_eq!(
-            RateLimit::new(1_000_000, 100).for_clock_step(STEP),
-            RateLimit::new(1_000_000, 4_000)
-        );
-        // A burst of a step's worth or more stays.
-        assert_eq!(
-            RateLimit::new(1_000_000, 100_000).for_clock_step(STEP),
-            RateLimit::new(1_000_000, 100_000)
-        );
-        // Slow rates: at least one packet per step, rounded up.
-        assert_eq!(
-            RateLimit::new(4, 8).for_clock_step(STEP),
-            RateLimit::new(4, 8)
-        );
-        assert_eq!(
-            RateLimit::new(300, 1).for_clock_step(STEP),
-            RateLimit::new(300, 2)
-        );
-        // No rate: untouched; huge products saturate.
-        assert_eq!(
-            RateLimit::UNLIMITED.for_clock_step(STEP),
-            RateLimit::UNLIMITED
-        );
+        for (given, enforced, why) in [
+            (
+                (1_000_000, 100),
+                (1_000_000, 4_000),
+                "4,000 tokens per 4 ms step",
+            ),
+            (
+                (1_000_000, 100_000),
+                (1_000_000, 100_000),
+                "a step's worth or more stays",
+            ),
+            ((4, 8), (4, 8), "slow rates keep their burst"),
+            ((300, 1), (300, 2), "1.2 tokens per step, rounded up"),
+            ((0, 0), (0, 0), "no rate: untouched"),
+        ] {
+            assert_eq!(
+                RateLimit::new(given.0, given.1).for_clock_step(STEP),
+                RateLimit::new(enforced.0, enforced.1),
+                "{why}"
+            );
+        }
+        // Huge products saturate.
         assert_eq!(
             RateLimit::new(u32::MAX, 1)
                 .for_clock_step(10_000_000_000)

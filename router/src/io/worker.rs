@@ -158,7 +158,17 @@ pub struct WorkerConfig {
     /// same length as one UDP GSO send (`UDP_SEGMENT`). Falls back to one
     /// send per datagram by itself where the kernel refuses it.
     pub gso: bool,
+    /// Nice value of the worker thread (-20 to 19). Below 0 the scheduler
+    /// favours the worker over the kernel's receive threads (threaded NAPI,
+    /// ksoftirqd) on a shared CPU, so under overload the CPU goes to the
+    /// packets already admitted, not to receiving more (docs/architecture.md,
+    /// "Worker priority"). Needs CAP_SYS_NICE below 0; without it the worker
+    /// runs at the nice it inherited and says so.
+    pub nice: i32,
 }
+
+/// Nice values Linux accepts.
+pub const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
 
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
@@ -171,6 +181,7 @@ impl Default for WorkerConfig {
             app: None,
             install_rate: 0,
             gso: true,
+            nice: -10,
         }
     }
 }
@@ -186,6 +197,15 @@ impl WorkerConfig {
                 format!(
                     "{} must be a power of two from 1 to {BUFFER_COUNT_MAX} (e.g. 4096)",
                     self.buffer_count
+                ),
+            );
+        }
+        if !NICE_RANGE.contains(&self.nice) {
+            return invalid(
+                "worker_nice",
+                format!(
+                    "{} must be from -20 (most favoured) to 19; -10 (the default) favours the workers over the kernel's receive threads",
+                    self.nice
                 ),
             );
         }
@@ -373,6 +393,35 @@ pub struct Worker {
     thread: JoinHandle<Result<(), WorkerError>>,
 }
 
+/// Sets the calling thread's nice value (Linux applies PRIO_PROCESS to a
+/// thread ID, not to the whole process).
+fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let who = libc::id_t::try_from(tid).map_err(|_| std::io::Error::other("negative thread ID"))?;
+    // SAFETY: setpriority takes plain integers.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, who, nice) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's nice value (None if it cannot be read).
+fn thread_nice() -> Option<i32> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let who = libc::id_t::try_from(tid).ok()?;
+    // getpriority returns the nice value; -1 is also its error value, so
+    // errno tells them apart.
+    // SAFETY: __errno_location returns this thread's errno.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: getpriority takes plain integers.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, who) };
+    // SAFETY: as above.
+    (nice != -1 || unsafe { *libc::__errno_location() } == 0).then_some(nice)
+}
+
 impl Worker {
     /// Creates the socket (`SO_REUSEPORT`, so N workers can bind the same
     /// address), the ring and the buffer pool, then starts the thread
@@ -390,6 +439,13 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("xorlay-worker-{index}"))
             .spawn(move || {
+                if let Err(e) = set_thread_nice(config.nice) {
+                    log::warn!(
+                        "worker {index}: cannot set its nice value to {} ({e}); it runs at {}. Run as root or grant CAP_SYS_NICE (AmbientCapabilities in the systemd unit), or set dataplane.worker_nice = 0",
+                        config.nice,
+                        thread_nice().map_or_else(|| "its inherited nice".to_string(), |n| n.to_string())
+                    );
+                }
                 let engine = match Engine::new(index, &config, links) {
                     Ok(engine) => engine,
                     Err(e) => {
