@@ -570,6 +570,11 @@ impl Env {
             "relays' per-neighbor data budget raised for the benchmark (`{}`): the generator is a single neighbor",
             BENCH_RELAY_CONFIG.replace('\n', " ")
         ));
+        self.notes.push(format!(
+            "relays' io_uring workers: {} per relay, at nice {} (`dataplane.worker_nice`, the default), UDP GSO sends on",
+            self.lab.options.workers,
+            xorlay::io::worker::WorkerConfig::default().nice
+        ));
         Ok(())
     }
 
