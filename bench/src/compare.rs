@@ -17,6 +17,14 @@ use crate::systems::{Env, Pinning, SystemKind, tasks_run_ns};
 
 /// Loss ratio allowed at the partial drop rate.
 pub const PDR_LOSS: f64 = 0.005;
+/// A PDR search trial that fails with at most this loss is repeated once,
+/// and the rate passes if the repeat does (two trials, one passing: the
+/// 50% "goal exceed ratio" of MLRsearch, draft-ietf-bmwg-mlrsearch). In
+/// these VMs a few packets in a thousand are lost at any rate when a
+/// wake-up comes late (docs/benchmarks.md, "Loss floor"), so one unlucky
+/// trial near the 0.5% line would otherwise end the search far below the
+/// system's capacity. Losses above it are capacity, not chance.
+pub const PDR_RETRY_LOSS: f64 = 4.0 * PDR_LOSS;
 /// Offered rates as fractions of PDR for the latency trials.
 pub const LATENCY_LOADS: [f64; 3] = [0.1, 0.5, 0.9];
 /// Offered rates as multiples of PDR for the overload trials.
@@ -78,7 +86,7 @@ pub struct Latency {
 /// The raw numbers of one trial.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
-    /// "max" (unpaced), "search", "latency", "overload".
+    /// "max" (unpaced), "search", "search-repeat" (a PDR probe run again, see [`PDR_RETRY_LOSS`]), "latency", "overload".
     pub kind: String,
     /// Target offered rate, packets/s (0: unpaced).
     pub target_pps: f64,
@@ -483,7 +491,11 @@ impl<'a> Runner<'a> {
             // First probe: just under what got through when flooded.
             let mut probe = (max_goodput * 0.97).clamp(hi * 0.01, hi);
             for _ in 0..steps.max(1) {
-                let t = self.trial(env, payload_len, probe, "search")?;
+                let mut t = self.trial(env, payload_len, probe, "search")?;
+                if repeat_pdr_probe(t.loss_ratio) {
+                    trials.push(t);
+                    t = self.trial(env, payload_len, probe, "search-repeat")?;
+                }
                 let rate = t.offered_pps;
                 let pass = t.loss_ratio <= PDR_LOSS;
                 if pass {
@@ -587,13 +599,20 @@ fn say(progress: &ProgressBar, line: impl AsRef<str>) {
 
 /// Trials a full method run takes at most per system and frame size.
 pub fn trials_per_frame(steps: u32, full: bool) -> u64 {
-    let base = 1 + u64::from(steps.max(1)) + u64::from((steps / 2).max(1));
+    // PDR steps count twice: each may be repeated once.
+    let base = 1 + 2 * u64::from(steps.max(1)) + u64::from((steps / 2).max(1));
     if full {
         // + 2: the flood trials (xorlay with the live generator).
         base + (LATENCY_LOADS.len() + OVERLOAD.len()) as u64 + 2
     } else {
         base
     }
+}
+
+/// Whether a PDR probe with `loss` gets a second trial: it failed, but by
+/// no more than chance explains ([`PDR_RETRY_LOSS`]).
+pub fn repeat_pdr_probe(loss: f64) -> bool {
+    loss > PDR_LOSS && loss <= PDR_RETRY_LOSS
 }
 
 /// The next rate of a binary search between a passing `lo` and a failing
@@ -841,6 +860,16 @@ fn scaling_point(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_narrow_pdr_failures_are_repeated() {
+        assert!(!repeat_pdr_probe(0.0), "passed");
+        assert!(!repeat_pdr_probe(PDR_LOSS), "passed, at the line");
+        assert!(repeat_pdr_probe(0.006), "0.6%: chance");
+        assert!(repeat_pdr_probe(0.02), "2%: still repeated");
+        assert!(!repeat_pdr_probe(0.021), "over 2%: capacity");
+        assert!(!repeat_pdr_probe(0.5), "flooded");
+    }
 
     #[test]
     fn search_probes_geometrically_across_wide_ranges() {
