@@ -904,6 +904,17 @@ fn data_is_limited_per_neighbor_and_refills() {
         ));
         assert_eq!(h.cache.limits().neighbor_data, RateLimit::new(2, 5));
         assert_eq!(h.counters().drop_neighbor_rate, 2);
+        // A burst below one step of the program's coarse clock is written
+        // as a step's worth (1 M/s over a 1-10 ms tick: 1,000-10,000).
+        let step = xorlay::io::bpf::clock_step_ns();
+        let fast = RateLimits {
+            neighbor_data: RateLimit::new(1_000_000, 1),
+            ..RateLimits::default()
+        };
+        ok(h.cache.set_limits(&fast), "set_limits with a burst of 1");
+        let burst = h.cache.limits().neighbor_data.burst;
+        assert_eq!(u64::from(burst), step.div_ceil(1_000), "step {step} ns");
+        assert!((1_000..=10_000).contains(&burst), "{burst}");
     });
 }
 
