@@ -829,7 +829,12 @@ fn scaling_point(
     ) {
         Ok(env) => env,
         Err(e) => {
-            point.error = Some(format!("{e:#}"));
+            let reason = format!("xorlay-uring with {workers} workers could not be set up: {e:#}");
+            say(runner.progress, &reason);
+            runner
+                .progress
+                .inc(trials_per_frame(options.search_steps, false));
+            point.error = Some(reason);
             return Ok(point);
         }
     };
