@@ -570,10 +570,12 @@ impl Env {
             "relays' per-neighbor data budget raised for the benchmark (`{}`): the generator is a single neighbor",
             BENCH_RELAY_CONFIG.replace('\n', " ")
         ));
+        let worker_defaults = xorlay::io::worker::WorkerConfig::default();
         self.notes.push(format!(
-            "relays' io_uring workers: {} per relay, at nice {} (`dataplane.worker_nice`, the default), UDP GSO sends on",
+            "relays' io_uring workers: {} per relay, at nice {} (`dataplane.worker_nice`), UDP GSO sends {} (`dataplane.gso`); both the router's defaults",
             self.lab.options.workers,
-            xorlay::io::worker::WorkerConfig::default().nice
+            worker_defaults.nice,
+            if worker_defaults.gso { "on" } else { "off" }
         ));
         Ok(())
     }

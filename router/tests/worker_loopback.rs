@@ -691,39 +691,37 @@ fn a_new_table_changes_the_next_hop() {
     harness.stop();
 }
 
-/// CPU time, in nanoseconds, of this process's thread named `name`.
-fn thread_cpu_ns(name: &str) -> u64 {
+/// The /proc directory of this process's one thread named `name`.
+fn thread_dir(name: &str) -> std::path::PathBuf {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
         let dir = entry.expect("task entry").path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if comm.trim_end() == name {
-            let schedstat = std::fs::read_to_string(dir.join("schedstat")).expect("schedstat");
-            let ns = schedstat
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse().ok());
-            found.push(ns.expect("schedstat starts with CPU nanoseconds"));
+            found.push(dir);
         }
     }
     assert_eq!(found.len(), 1, "expected exactly one thread named {name}");
-    found[0]
+    found.remove(0)
+}
+
+/// CPU time, in nanoseconds, of this process's thread named `name`.
+fn thread_cpu_ns(name: &str) -> u64 {
+    let schedstat = std::fs::read_to_string(thread_dir(name).join("schedstat")).expect("schedstat");
+    schedstat
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .expect("schedstat starts with CPU nanoseconds")
 }
 
 /// The nice value of this process's thread named `name` (field 19 of its
 /// stat; the fields after the command name start at field 3).
 fn thread_nice(name: &str) -> i64 {
-    for entry in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
-        let dir = entry.expect("task entry").path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim_end() == name {
-            let stat = std::fs::read_to_string(dir.join("stat")).expect("stat");
-            let after = &stat[stat.rfind(')').expect("(comm)") + 1..];
-            let field = after.split_whitespace().nth(19 - 3).expect("field 19");
-            return field.parse().expect("nice is a number");
-        }
-    }
-    panic!("no thread named {name}");
+    let stat = std::fs::read_to_string(thread_dir(name).join("stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("(comm)") + 1..];
+    let field = after.split_whitespace().nth(19 - 3).expect("field 19");
+    field.parse().expect("nice is a number")
 }
 
 #[test]

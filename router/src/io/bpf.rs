@@ -959,11 +959,20 @@ impl RateLimits {
         }
     }
 
+    /// Each limit with its config key under `xdp.limits`.
+    pub fn named(&self) -> [(&'static str, RateLimit); 3] {
+        [
+            ("handshake_per_source", self.handshake_per_source),
+            ("handshake_global", self.handshake_global),
+            ("neighbor_data", self.neighbor_data),
+        ]
+    }
+
     /// Each limit with a rate has a burst.
     pub fn check(&self) -> Result<(), BpfError> {
-        self.handshake_per_source.check("handshake_per_source")?;
-        self.handshake_global.check("handshake_global")?;
-        self.neighbor_data.check("neighbor_data")
+        self.named()
+            .into_iter()
+            .try_for_each(|(name, limit)| limit.check(name))
     }
 }
 
@@ -1532,39 +1541,22 @@ impl RouteCache {
     /// logged).
     pub fn set_limits(&mut self, limits: &RateLimits) -> Result<(), BpfError> {
         limits.check()?;
-        let step = clock_step_ns();
-        let enforced = limits.for_clock_step(step);
-        for (name, given, used) in [
-            (
-                "handshake_per_source",
-                limits.handshake_per_source,
-                enforced.handshake_per_source,
-            ),
-            (
-                "handshake_global",
-                limits.handshake_global,
-                enforced.handshake_global,
-            ),
-            (
-                "neighbor_data",
-                limits.neighbor_data,
-                enforced.neighbor_data,
-            ),
-        ] {
+        let mut next = self.current;
+        next.set_limits(limits);
+        self.write(next)?;
+        for ((name, given), (_, used)) in limits.named().into_iter().zip(next.limits().named()) {
             if given != used {
                 log::warn!(
                     "xdp.limits.{name}: burst {} raised to {} ({} packets/s over the XDP clock's {} ms steps); set burst >= {} to silence this",
                     given.burst,
                     used.burst,
                     given.pps,
-                    step as f64 / 1e6,
+                    clock_step_ns() as f64 / 1e6,
                     used.burst
                 );
             }
         }
-        let mut next = self.current;
-        next.set_limits(limits);
-        self.write(next)
+        Ok(())
     }
 
     /// The rate limits in force (bursts as raised for the clock).
