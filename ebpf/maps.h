@@ -38,7 +38,8 @@ struct {
  */
 struct xorlay_neighbor_key {
 	__u8 addr[16]; /* IPv6 source address, or ::ffff:<IPv4 source> */
-	__be16 port;   /* UDP source port, network byte order */
+	__be16 port;   /* 0 in every entry: neighbors are admitted by IP, whatever
+			* UDP source port they forward from (the flow ports of wire.h) */
 	__u16 pad;     /* 0 in every entry (the hash covers every key byte) */
 } __attribute__((aligned(4))); /* addr is read as 32-bit words */
 
@@ -177,10 +178,11 @@ struct {
  * value is that neighbor's data bucket, one per CPU (per-CPU hash: no
  * atomics, no shared cache line on the hot path), so one lookup both admits
  * a packet and meters it. Each CPU's bucket has the full configured rate: a
- * neighbor gets `pps` on each CPU its traffic lands on. The overlay sends
- * from a fixed UDP port, so RSS keeps one neighbor's packets on one queue
- * and the bound is `pps` in the usual case, at most pps * CPUs. A zeroed
- * bucket is full.
+ * neighbor gets `pps` on each CPU its traffic lands on. Forwarding
+ * neighbors send from flow ports (wire.h), so RSS spreads a neighbor's
+ * flows over queues: its total is at most pps * receiving CPUs, and on each
+ * CPU, which is what one neighbor could starve the others of, it is at
+ * most pps. A zeroed bucket is full.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -207,7 +209,8 @@ struct xorlay_route {
 	__u8 next_hop_addr[16]; /* the next hop's underlay IP (::ffff:a.b.c.d for IPv4) */
 	__u8 source_addr[16];   /* our IP toward it, same family */
 	__be16 next_hop_port;   /* UDP destination port, network order */
-	__be16 source_port;     /* UDP source port (the overlay port), network order */
+	__be16 source_port;     /* the workers' UDP source port (the overlay port), network
+				 * order; the program sends from the flow port instead */
 	__u32 flags;            /* XORLAY_ROUTE_F_* */
 	__u64 generation;       /* xorlay_config.generation when installed */
 	__u64 installed_ns;     /* CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns) at install */

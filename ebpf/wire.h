@@ -41,6 +41,15 @@
 /* Hop limit a sender puts into a new packet. */
 #define XORLAY_DEFAULT_HOP_LIMIT 64
 
+/*
+ * The outer UDP source port of a data packet the XDP fast path forwards: a
+ * hash of the packet's two node IDs in the dynamic range 49152..65535 (as
+ * VXLAN, RFC 7348), so that RSS and ECMP spread overlay flows while each
+ * flow keeps its path. xorlay_flow_port() below; docs/wire-format.md.
+ */
+#define XORLAY_FLOW_PORT_BASE 49152
+#define XORLAY_FLOW_PORT_MASK 16383
+
 struct xorlay_hdr {
 	__u8 magic[2];     /* XORLAY_MAGIC, big endian */
 	__u8 version;      /* XORLAY_VERSION */
@@ -60,5 +69,21 @@ _Static_assert(__builtin_offsetof(struct xorlay_hdr, flags) == XORLAY_OFF_FLAGS,
 _Static_assert(__builtin_offsetof(struct xorlay_hdr, payload_len) == XORLAY_OFF_PAYLOAD_LEN, "payload_len");
 _Static_assert(__builtin_offsetof(struct xorlay_hdr, dst) == XORLAY_OFF_DST, "dst");
 _Static_assert(__builtin_offsetof(struct xorlay_hdr, src) == XORLAY_OFF_SRC, "src");
+
+/*
+ * The flow port of a header: the first four bytes of dst XOR those of src
+ * (big endian; node IDs are hashes, so these bits are uniform), folded to
+ * 14 bits. The same for both directions of a flow and on every hop.
+ * router/src/wire/overlay.rs, Packet::flow_port, is the Rust twin; a test
+ * runs both on the same packets.
+ */
+static __always_inline __u16 xorlay_flow_port(const struct xorlay_hdr *hdr)
+{
+	__u32 w = ((__u32)(hdr->dst[0] ^ hdr->src[0]) << 24) |
+		  ((__u32)(hdr->dst[1] ^ hdr->src[1]) << 16) |
+		  ((__u32)(hdr->dst[2] ^ hdr->src[2]) << 8) | (__u32)(hdr->dst[3] ^ hdr->src[3]);
+
+	return XORLAY_FLOW_PORT_BASE | ((w ^ (w >> 14) ^ (w >> 28)) & XORLAY_FLOW_PORT_MASK);
+}
 
 #endif /* XORLAY_WIRE_H */

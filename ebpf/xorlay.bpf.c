@@ -16,7 +16,8 @@
  *               bucket, then the global one: DROP_HANDSHAKE_SOURCE_RATE,
  *               DROP_HANDSHAKE_GLOBAL_RATE; other control packets pass
  *               unmetered (the session layer authenticates them)
- *             data from a source (IP, UDP port) not in xorlay_neighbors:
+ *             data from a source IP not in xorlay_neighbors (any UDP
+ *               source port: neighbors forward from flow ports):
  *               DROP_NOT_NEIGHBOR; over the neighbor's bucket:
  *               DROP_NEIGHBOR_RATE
  *          3. route cache (data packets, once userspace set the local ID):
@@ -28,7 +29,8 @@
  *             valid entry the kernel must finish (no FIB route or
  *               neighbor, MTU, VLAN tag, IPv4 options, ...): XDP_PASS,
  *               PASS_UNRESOLVED, frame untouched
- *             otherwise: hop limit - 1, outer IP/UDP/Ethernet rewritten,
+ *             otherwise: hop limit - 1, outer IP/UDP/Ethernet rewritten
+ *               (UDP source port: the flow port of wire.h),
  *               checksums fixed; XDP_TX (FWD_TX) out of the ingress
  *               interface or XDP_REDIRECT (FWD_REDIRECT) via xorlay_tx_ports
  *          4. everything else that is valid: XDP_PASS, PASS_OVERLAY
@@ -262,10 +264,11 @@ struct csum_words6 {
 
 /*
  * Rewrites an IPv4 frame for `route`: addresses, TTL, header checksum,
- * ports, the UDP checksum (incrementally; 0 stays 0, "no checksum"), the
+ * ports (source: `sport`, the flow port), the UDP checksum (incrementally; 0 stays 0, "no checksum"), the
  * overlay hop limit. Returns 0, or -1 if the frame is not as parsed.
  */
-static __always_inline int rewrite4(const struct frame *f, void *end, const struct xorlay_route *route)
+static __always_inline int rewrite4(const struct frame *f, void *end, const struct xorlay_route *route,
+				    __be16 sport)
 {
 	struct iphdr *ip = f->l3;
 	struct udphdr *udp = f->udp;
@@ -281,7 +284,7 @@ static __always_inline int rewrite4(const struct frame *f, void *end, const stru
 	__builtin_memcpy(from.overlay, &hdr->hop_limit, 4);
 	__builtin_memcpy(&to.saddr, route->source_addr + 12, 4);
 	__builtin_memcpy(&to.daddr, route->next_hop_addr + 12, 4);
-	to.sport = route->source_port;
+	to.sport = sport;
 	to.dport = route->next_hop_port;
 	__builtin_memcpy(to.overlay, from.overlay, 4);
 	to.overlay[0] -= 1;
@@ -303,7 +306,8 @@ static __always_inline int rewrite4(const struct frame *f, void *end, const stru
 }
 
 /* The same for IPv6 (the UDP checksum is mandatory and never 0 here). */
-static __always_inline int rewrite6(const struct frame *f, void *end, const struct xorlay_route *route)
+static __always_inline int rewrite6(const struct frame *f, void *end, const struct xorlay_route *route,
+				    __be16 sport)
 {
 	struct ipv6hdr *ip6 = f->l3;
 	struct udphdr *udp = f->udp;
@@ -320,7 +324,7 @@ static __always_inline int rewrite6(const struct frame *f, void *end, const stru
 	__builtin_memcpy(from.overlay, &hdr->hop_limit, 4);
 	__builtin_memcpy(to.saddr, route->source_addr, 16);
 	__builtin_memcpy(to.daddr, route->next_hop_addr, 16);
-	to.sport = route->source_port;
+	to.sport = sport;
 	to.dport = route->next_hop_port;
 	__builtin_memcpy(to.overlay, from.overlay, 4);
 	to.overlay[0] -= 1;
@@ -398,16 +402,22 @@ static __always_inline int resolve_l2(struct xdp_md *ctx, struct xorlay_route *r
 static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, void *end,
 				     struct xorlay_route *route, __u64 now)
 {
+	const struct xorlay_hdr *hdr = (const struct xorlay_hdr *)(f->udp + 1);
 	struct bpf_fib_lookup fib = {};
 	__u32 stat = XORLAY_XDP_FWD_TX;
 	struct ethhdr *eth = f->eth;
+	__be16 sport;
 	__u32 tot_len;
 
 	if (!f->plain)
 		return XORLAY_XDP_PASS_UNRESOLVED;
+	if ((void *)(hdr + 1) > end)
+		return XORLAY_XDP_PASS_UNRESOLVED; /* validate_overlay checked it */
+	/* The flow port (wire.h), not the router's: RSS and ECMP spread flows. */
+	sport = bpf_htons(xorlay_flow_port(hdr));
 	fib.ifindex = ctx->ingress_ifindex;
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = route->source_port;
+	fib.sport = sport;
 	fib.dport = route->next_hop_port;
 	if (f->family == AF_INET) {
 		struct iphdr *ip = f->l3;
@@ -450,10 +460,10 @@ static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, 
 	if ((void *)(eth + 1) > end)
 		return XORLAY_XDP_PASS_UNRESOLVED;
 	if (f->family == AF_INET) {
-		if (rewrite4(f, end, route))
+		if (rewrite4(f, end, route, sport))
 			return XORLAY_XDP_PASS_UNRESOLVED;
 	} else {
-		if (rewrite6(f, end, route))
+		if (rewrite6(f, end, route, sport))
 			return XORLAY_XDP_PASS_UNRESOLVED;
 	}
 	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
@@ -578,7 +588,7 @@ int xorlay_xdp(struct xdp_md *ctx)
 		.pos = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
-	/* The source (IP, UDP port), zeroed and filled as the headers parse. */
+	/* The source IP (port 0), zeroed and filled as the headers parse. */
 	struct xorlay_neighbor_key source = {};
 	struct xorlay_config *cfg;
 	struct frame f = {};
@@ -617,7 +627,10 @@ int xorlay_xdp(struct xdp_md *ctx)
 	if (f.udp->dest != bpf_htons(xorlay_port))
 		return verdict(XORLAY_XDP_PASS_OTHER);
 
-	source.port = f.udp->source;
+	/*
+	 * source.port stays 0: neighbors are admitted by IP address alone,
+	 * since a forwarding neighbor sends from its flow ports (wire.h).
+	 */
 
 	stat = validate_overlay(&c, f.udp);
 	if (stat != XORLAY_XDP_PASS_OVERLAY)

@@ -324,6 +324,40 @@ impl Lab {
         &self.nodes[0]
     }
 
+    /// Adds an address no node has (host 66 of the /24 of gen's first
+    /// interface) to that interface and returns it: the source of traffic
+    /// from a non-neighbor. Routers admit data by the sender's IP (a
+    /// neighbor's fast path sends from flow ports), so another port of gen's
+    /// own address, which belongs to the generator endpoint, would be
+    /// admitted. The address goes with gen's namespace.
+    pub fn add_stranger_addr(&self) -> anyhow::Result<Ipv4Addr> {
+        let iface = self
+            .generator()
+            .ifaces
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("gen has no interface"))?;
+        let [a, b, c, _] = iface.addr.octets();
+        let addr = Ipv4Addr::new(a, b, c, 66);
+        if self
+            .nodes
+            .iter()
+            .flat_map(|n| &n.ifaces)
+            .any(|i| i.addr == addr)
+        {
+            anyhow::bail!("{addr} already belongs to a node of the lab");
+        }
+        netns::ip(&[
+            "-n",
+            &self.generator().netns,
+            "addr",
+            "add",
+            &format!("{addr}/{}", iface.prefix),
+            "dev",
+            &iface.name,
+        ])?;
+        Ok(addr)
+    }
+
     /// The sink's node (the last index).
     pub fn sink(&self) -> &Node {
         &self.nodes[self.nodes.len() - 1]

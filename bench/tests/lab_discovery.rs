@@ -158,7 +158,10 @@ fn discovery_from_one_seed_failover_and_impostor() {
     let r1 = 1;
     let claimed = lab.nodes[2].id();
     let target = lab.nodes[r1].addr_on(0).expect("r1 on site A");
-    let bind = SocketAddr::from((lab.generator().ifaces[0].addr, 0));
+    // An address of its own in gen's namespace: r1 admits data by the
+    // sender's IP, and gen's address is the generator endpoint's, a neighbor.
+    let impostor_addr = lab.add_stranger_addr().expect("the impostor's address");
+    let bind = SocketAddr::from((impostor_addr, 0));
     let rejected_before = rejected(&lab, r1);
     let sessions_before = lab.stats(r1).expect("stats")["control"]["sessions"].clone();
     let neighbors_before = lab.neighbors(r1).expect("neighbors");

@@ -81,8 +81,10 @@ fn flood_is_dropped_in_xdp_while_legitimate_traffic_flows() {
     let flood = {
         let frames = flood_frames(lab.sink().id());
         let target = lab.nodes[1].addr_on(0).expect("r1 on link 0");
-        // Same IP as gen's router, another port: not an authenticated neighbor.
-        let bind = SocketAddr::from((lab.generator().ifaces[0].addr, 0));
+        // An address of gen's namespace that is no authenticated neighbor
+        // (routers admit data by IP).
+        let stranger = lab.add_stranger_addr().expect("the flood's address");
+        let bind = SocketAddr::from((stranger, 0));
         let stop = stop_flood.clone();
         netns::in_netns(&lab.generator().netns, move || {
             let socket = UdpSocket::bind(bind)?;

@@ -477,13 +477,15 @@ fn worker_forward(payload: &[u8]) -> Vec<u8> {
 }
 
 /// What a fast-path forward to `hop` must look like: the worker's datagram
-/// from our address on `hop.port` to the neighbor, in a fresh IP header
-/// (TTL 64, the input's ID, flags and traffic class kept) and Ethernet
-/// addressed from our port's MAC to the neighbor's.
+/// from our address on `hop.port` and the packet's flow port
+/// (`Packet::flow_port`) to the neighbor, in a fresh IP header (TTL 64, the
+/// input's ID, flags and traffic class kept) and Ethernet addressed from our
+/// port's MAC to the neighbor's.
 fn forwarded(hop: Host, v6: bool, input_shape: Shape, payload: &[u8]) -> Vec<u8> {
+    let flow_port = OverlayPacket::new_unchecked(payload).flow_port();
     frame(
         (hop.mac(), hop.port.mac),
-        ours(hop.port, v6),
+        SocketAddr::new(ours(hop.port, v6).ip(), flow_port),
         overlay_addr(hop, v6),
         Shape {
             ttl: 64,

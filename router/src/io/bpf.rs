@@ -654,13 +654,15 @@ pub fn read_counters(ebpf: &Ebpf) -> Result<XdpCounters, BpfError> {
 /// `ebpf/maps.h`, whose layout the asserts below pin to the
 /// `XORLAY_NEIGHBOR_KEY_*` constants. IPv4 sources are stored as v4-mapped
 /// IPv6 addresses (`::ffff:a.b.c.d`), so one key form serves both families;
-/// make keys with [`neighbor_key`].
+/// make keys with [`neighbor_key`]. Neighbors are admitted by IP address:
+/// the port is 0 in every key, since a neighbor's fast path forwards from
+/// flow ports (`Packet::flow_port`), not from its overlay port.
 #[repr(C, align(4))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NeighborKey {
     /// IPv6 address, or the v4-mapped form of an IPv4 address.
     addr: [u8; 16],
-    /// UDP port, big endian (`__be16`).
+    /// Always 0 (kept for the layout the kernel program shares).
     port: [u8; 2],
     /// Always 0: the kernel hashes every key byte.
     pad: u16,
@@ -705,8 +707,9 @@ impl NeighborKey {
     }
 }
 
-/// The allowlist key of a neighbor at `addr`: IPv4 and its v4-mapped IPv6
-/// form give the same key; an IPv6 scope ID and flow label are ignored.
+/// The allowlist key of a neighbor at `addr`: its IP address alone (data
+/// comes from any of its ports); IPv4 and its v4-mapped IPv6 form give the
+/// same key; an IPv6 scope ID and flow label are ignored.
 pub fn neighbor_key(addr: &SocketAddr) -> NeighborKey {
     let ip = match addr.ip() {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
@@ -714,7 +717,7 @@ pub fn neighbor_key(addr: &SocketAddr) -> NeighborKey {
     };
     NeighborKey {
         addr: ip.octets(),
-        port: addr.port().to_be_bytes(),
+        port: [0; 2],
         pad: 0,
     }
 }
@@ -1421,8 +1424,8 @@ impl RouteCache {
             RouteValue {
                 next_hop_addr: next_hop.addr,
                 source_addr: source.addr,
-                next_hop_port: next_hop.port,
-                source_port: source.port,
+                next_hop_port: route.next_hop.port().to_be_bytes(),
+                source_port: route.source.port().to_be_bytes(),
                 flags: 0,
                 generation: self.current.generation,
                 installed_ns: now,
@@ -2908,13 +2911,16 @@ mod tests {
             key.addr,
             [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]
         );
-        assert_eq!(key.port, [0x12, 0xbf], "big endian");
+        assert_eq!(key.port, [0, 0], "admitted by IP: any source port");
         assert_eq!(key.pad, 0);
-        assert_eq!(key.port(), 4799);
-        assert_eq!(key.socket_addr(), v4);
-        assert_ne!(
+        assert_eq!(key.socket_addr(), "198.18.0.2:0".parse().expect("literal"));
+        assert_eq!(
             key,
             neighbor_key(&"198.18.0.2:4800".parse().expect("literal"))
+        );
+        assert_ne!(
+            key,
+            neighbor_key(&"198.18.0.3:4799".parse().expect("literal"))
         );
     }
 
@@ -2928,7 +2934,10 @@ mod tests {
             3,
         ));
         assert_eq!(neighbor_key(&v6), neighbor_key(&scoped));
-        assert_eq!(neighbor_key(&v6).socket_addr(), v6);
+        assert_eq!(
+            neighbor_key(&v6).socket_addr(),
+            "[fd00::1]:0".parse().expect("literal")
+        );
         assert_eq!(
             neighbor_key(&v6).ip(),
             "fd00::1".parse::<Ipv6Addr>().expect("literal")

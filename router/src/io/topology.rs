@@ -4,7 +4,7 @@
 //! without locks (one atomic load per completion batch).
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,10 +21,15 @@ pub type Hop = SockAddr;
 pub struct Topology {
     /// Next hops: the live neighbors.
     pub table: NextHopTable<Hop>,
-    /// Underlay addresses (in the workers' socket family) whose data packets
-    /// are accepted: the neighbors with an authenticated session. `None`
-    /// accepts data from any address (tests of the forwarding path only).
-    allowed: Option<HashSet<SocketAddr>>,
+    /// Underlay IP addresses (in the workers' socket family) whose data
+    /// packets are accepted, from any UDP port: the neighbors with an
+    /// authenticated session (a neighbor's XDP fast path forwards from flow
+    /// ports, `wire::overlay::Packet::flow_port`, so its data does not come
+    /// from its overlay port). `None` accepts data from any address (tests of
+    /// the forwarding path only).
+    allowed: Option<HashSet<IpAddr>>,
+    /// The authenticated peers (socket addresses) the snapshot was made from.
+    peers: usize,
 }
 
 impl Topology {
@@ -32,7 +37,8 @@ impl Topology {
     pub fn new(table: NextHopTable<Hop>, allowed: HashSet<SocketAddr>) -> Topology {
         Topology {
             table,
-            allowed: Some(allowed),
+            peers: allowed.len(),
+            allowed: Some(allowed.iter().map(SocketAddr::ip).collect()),
         }
     }
 
@@ -41,6 +47,7 @@ impl Topology {
         Topology {
             table,
             allowed: None,
+            peers: 0,
         }
     }
 
@@ -49,14 +56,17 @@ impl Topology {
         Topology::new(NextHopTable::empty(local), HashSet::new())
     }
 
-    /// Whether data packets from `source` (as received on a worker socket) are accepted.
+    /// Whether data packets from `source` (as received on a worker socket)
+    /// are accepted: its IP is a neighbor's, whatever the port.
     pub fn accepts(&self, source: &SocketAddr) -> bool {
-        self.allowed.as_ref().is_none_or(|set| set.contains(source))
+        self.allowed
+            .as_ref()
+            .is_none_or(|set| set.contains(&source.ip()))
     }
 
-    /// Number of addresses whose data is accepted (`None`: all).
+    /// Number of authenticated peers whose data is accepted (`None`: all).
     pub fn allowed_len(&self) -> Option<usize> {
-        self.allowed.as_ref().map(HashSet::len)
+        self.allowed.as_ref().map(|_| self.peers)
     }
 }
 
@@ -132,6 +142,10 @@ mod tests {
         let t = Topology::new(NextHopTable::empty(local), [a].into_iter().collect());
         assert!(t.accepts(&a));
         assert!(!t.accepts(&b));
+        // A neighbor's fast path forwards from its flow ports.
+        let a_flow: SocketAddr = "[::ffff:198.18.0.2]:51234".parse().expect("literal");
+        assert!(t.accepts(&a_flow));
+        assert_eq!(t.allowed_len(), Some(1));
         assert!(Topology::open(NextHopTable::empty(local)).accepts(&b));
         assert!(!Topology::empty(local).accepts(&a));
     }

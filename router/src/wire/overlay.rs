@@ -43,6 +43,9 @@ pub const VERSION: u8 = consts::VERSION as u8;
 pub const DEFAULT_HOP_LIMIT: u8 = consts::DEFAULT_HOP_LIMIT as u8;
 /// Default UDP port of the overlay.
 pub const DEFAULT_PORT: u16 = consts::DEFAULT_PORT as u16;
+/// The lowest outer UDP source port of a forwarded flow (see
+/// [`Packet::flow_port`]).
+pub const FLOW_PORT_BASE: u16 = consts::FLOW_PORT_BASE as u16;
 /// Largest payload the 16-bit length field can describe.
 pub const PAYLOAD_LEN_MAX: usize = u16::MAX as usize;
 
@@ -246,6 +249,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
         NodeId::from_slice(&self.buffer.as_ref()[field::SRC])
     }
 
+    /// The outer UDP source port the XDP fast path gives this packet when
+    /// it forwards it: a hash of the two node IDs in 49152..=65535, the same
+    /// for both directions of a flow and on every hop, so that receive-side
+    /// scaling and ECMP spread flows and keep each on one path. The twin of
+    /// `xorlay_flow_port` in ebpf/wire.h.
+    pub fn flow_port(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        let word = |range: crate::wire::Field| {
+            u32::from_be_bytes([
+                b[range.start],
+                b[range.start + 1],
+                b[range.start + 2],
+                b[range.start + 3],
+            ])
+        };
+        let w = word(field::DST) ^ word(field::SRC);
+        FLOW_PORT_BASE | ((w ^ (w >> 14) ^ (w >> 28)) as u16 & consts::FLOW_PORT_MASK as u16)
+    }
+
     /// Everything after the header.
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
@@ -415,6 +437,35 @@ mod tests {
     }
     fn src() -> NodeId {
         NodeId::from_bytes([0x22; 32])
+    }
+
+    #[test]
+    fn flow_port_hashes_both_ids_into_the_dynamic_range() {
+        let mut bytes = golden::DATA_PING.to_vec();
+        let mut packet = Packet::new_unchecked(&mut bytes[..]);
+        let mut d = [0u8; 32];
+        d[..4].copy_from_slice(&[1, 2, 3, 4]);
+        packet.set_dst(&NodeId::from_bytes(d));
+        packet.set_src(&NodeId::from_bytes([0; 32]));
+        // w = 0x01020304; w ^ (w >> 14) ^ (w >> 28) = 0x0102070c; 14 bits
+        // 0x070c; 0xc000 | 0x070c.
+        assert_eq!(packet.flow_port(), 0xc70c);
+        // Symmetric: the reverse direction of a flow takes the same port.
+        packet.set_dst(&NodeId::from_bytes([0; 32]));
+        packet.set_src(&NodeId::from_bytes(d));
+        assert_eq!(packet.flow_port(), 0xc70c);
+        // Bytes past the first four do not matter.
+        let mut far = d;
+        far[10] = 0xff;
+        packet.set_src(&NodeId::from_bytes(far));
+        assert_eq!(packet.flow_port(), 0xc70c);
+        // Any first four bytes land in 49152..=65535.
+        for n in 0u32..5000 {
+            let mut s = [0xa5u8; 32];
+            s[..4].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_be_bytes());
+            packet.set_src(&NodeId::from_bytes(s));
+            assert!(packet.flow_port() >= FLOW_PORT_BASE);
+        }
     }
 
     #[test]
