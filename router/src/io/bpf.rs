@@ -696,6 +696,16 @@ impl NeighborKey {
         u16::from_be_bytes(self.port)
     }
 
+    /// The key a build before flow ports wrote for a neighbor at `addr`:
+    /// its IP and UDP port. For tests of the upgrade
+    /// ([`NeighborMap::add_ip_keys`]); this build never writes one.
+    pub fn with_port(addr: &SocketAddr) -> NeighborKey {
+        NeighborKey {
+            port: addr.port().to_be_bytes(),
+            ..neighbor_key(addr)
+        }
+    }
+
     /// The address in the underlay's own form: a v4-mapped address as IPv4
     /// (like `topology::canonical`).
     pub fn socket_addr(&self) -> SocketAddr {
@@ -720,6 +730,17 @@ pub fn neighbor_key(addr: &SocketAddr) -> NeighborKey {
         port: [0; 2],
         pad: 0,
     }
+}
+
+/// A neighbor's data bucket on every CPU, zeroed: full.
+fn full_bucket() -> Result<PerCpuValues<u64>, BpfError> {
+    aya::util::nr_cpus()
+        .map_err(|(_, e)| e)
+        .and_then(|cpus| PerCpuValues::try_from(vec![0u64; cpus]))
+        .map_err(|e| BpfError::NeighborMap {
+            action: "update",
+            detail: format!("per-CPU values: {e}"),
+        })
 }
 
 /// What [`NeighborMap::sync`] changed.
@@ -805,14 +826,9 @@ impl NeighborMap {
         for key in wanted.difference(&current) {
             // Zeroed buckets, a fresh one per insert (the map takes the
             // values by value).
-            let full = aya::util::nr_cpus()
-                .map_err(|(_, e)| e)
-                .and_then(|cpus| PerCpuValues::try_from(vec![0u64; cpus]))
-                .map_err(|e| BpfError::NeighborMap {
-                    action: "update",
-                    detail: format!("per-CPU values: {e}"),
-                })?;
-            self.map.insert(key, full, 0).map_err(update_error)?;
+            self.map
+                .insert(key, full_bucket()?, 0)
+                .map_err(update_error)?;
             report.inserted += 1;
         }
         Ok(report)
@@ -837,6 +853,38 @@ impl NeighborMap {
             }
         }
         Ok(keys)
+    }
+
+    /// Adds the IP key of every key that still names a port, and returns
+    /// how many it added. Builds before flow ports keyed a neighbor by (IP,
+    /// UDP port); a hot restart from one keeps that program running, reading
+    /// those keys, until the link swap, after which this build's program looks
+    /// up IP keys only. Adding the IP keys before the swap keeps both admitting
+    /// every neighbor; the first exact sync removes the port keys. Stops at
+    /// [`NEIGHBORS_MAX`] keys (the map's capacity).
+    pub fn add_ip_keys(&mut self) -> Result<usize, BpfError> {
+        let current = self.keys()?;
+        let missing: HashSet<NeighborKey> = current
+            .iter()
+            .filter(|key| key.port != [0; 2])
+            .map(|key| NeighborKey {
+                port: [0; 2],
+                ..*key
+            })
+            .filter(|key| !current.contains(key))
+            .collect();
+        let room = NEIGHBORS_MAX.saturating_sub(current.len());
+        let mut added = 0;
+        for key in missing.iter().take(room) {
+            self.map
+                .insert(key, full_bucket()?, 0)
+                .map_err(|e| BpfError::NeighborMap {
+                    action: "update",
+                    detail: chain(&e),
+                })?;
+            added += 1;
+        }
+        Ok(added)
     }
 
     /// Whether `addr` is in the map now (read from the kernel).
@@ -1913,6 +1961,16 @@ impl XdpRouter {
             }),
         };
         router.count_reclaimed()?;
+        if maps_present {
+            let added = NeighborMap::open_pinned(pin_dir)?.add_ip_keys()?;
+            if added > 0 {
+                log::info!(
+                    "the pinned XDP allowlist keyed {added} neighbor(s) by IP and UDP port (a \
+                     build before flow ports): added their IP keys, which this build's program \
+                     looks up"
+                );
+            }
+        }
         for (interface, if_index) in &targets {
             router.attach_pinned_one(interface, *if_index, mode, pin_dir)?;
         }
