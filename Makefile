@@ -46,7 +46,7 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Benchmarks (not tests; `make test` runs only a short smoke run of them).
-# bench: xorlay against the baselines in one run (a few minutes), results in
+# bench: xorlay against the baselines in one run (about 10 minutes), results in
 # results/<unix time>/ (results.json, report.md, SVG charts).
 # bench-smoke: the same pipeline in well under a minute, numbers not meant
 # to be quoted. bench-micro: criterion, per-packet userspace path.

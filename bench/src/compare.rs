@@ -124,6 +124,11 @@ pub struct Trial {
     pub relay_cpu_busy: Option<f64>,
     /// One-way latency.
     pub latency: Latency,
+    /// When packets were sent and none arrived (xorlay systems): who held a
+    /// session with whom right after, and the relays' drop counters
+    /// (`Env::session_summary`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nothing_arrived: Option<String>,
 }
 
 impl Trial {
@@ -445,6 +450,8 @@ impl<'a> Runner<'a> {
                 .map(|ns| ns / delivered as f64),
             relay_cpu_busy: cpu_ns.map(|ns| ns / (busy_wall * 1e9)),
             latency,
+            nothing_arrived: (sent.sent > 0 && delivered == 0 && env.kind.is_xorlay())
+                .then(|| env.session_summary()),
         };
         self.progress.inc(1);
         self.progress.set_message(format!(

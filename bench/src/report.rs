@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use plotters::prelude::*;
 
-use crate::compare::{CompareRun, FrameResult, OVERLOAD, PDR_LOSS, SystemResult};
+use crate::compare::{CompareRun, FrameResult, OVERLOAD, PDR_LOSS, SystemResult, Trial};
 use crate::systems::SystemKind;
 
 const COLORS: [RGBColor; 6] = [
@@ -1051,6 +1051,46 @@ fn explain(run: &CompareRun) -> String {
             );
         }
     }
+    // Trials in which nothing arrived: a broken path, not a rate.
+    let main = run.systems.iter().flat_map(|s| {
+        s.frames.iter().map(move |f| {
+            (
+                format!("{} chain-{}", s.system.name(), run.options.relays),
+                f,
+            )
+        })
+    });
+    let sweep = run.sweep.iter().filter_map(|p| {
+        p.result
+            .as_ref()
+            .map(|f| (format!("xorlay {}", p.topology), f))
+    });
+    md.push_str(&broken_paths(main.chain(sweep)));
+    md
+}
+
+/// A line per measured point with trials in which nothing arrived (a broken
+/// path, not a rate), with the sessions and counters captured right after.
+fn broken_paths<'a>(points: impl Iterator<Item = (String, &'a FrameResult)>) -> String {
+    let mut md = String::new();
+    for (what, f) in points {
+        let dead: Vec<&Trial> = f
+            .trials
+            .iter()
+            .filter(|t| t.nothing_arrived.is_some())
+            .collect();
+        if let Some(first) = dead.first() {
+            let _ = writeln!(
+                md,
+                "- {what} at {} B: {} trial(s) delivered nothing (the first: {}, {:.0} packets/s offered); the path was broken, not overloaded. Sessions and counters right after: {}",
+                f.frame_len,
+                dead.len(),
+                first.kind,
+                first.offered_pps,
+                first.nothing_arrived.as_deref().unwrap_or("-")
+            );
+        }
+    }
     md
 }
 
@@ -1079,6 +1119,7 @@ mod tests {
             relay_cpu_ns_per_packet: None,
             relay_cpu_busy: Some(busy),
             latency: Latency::default(),
+            nothing_arrived: None,
         }
     }
 
@@ -1097,6 +1138,27 @@ mod tests {
             flood: None,
             trials: vec![trial(max_offered, peak, 0.5)],
         }
+    }
+
+    #[test]
+    fn trials_that_delivered_nothing_are_named_with_their_diagnosis() {
+        let healthy = frame(2e6, 1e6, false);
+        let mut broken = frame(2e6, 1e6, false);
+        let mut dead = trial(1e5, 0.0, 0.1);
+        dead.kind = "search".into();
+        dead.nothing_arrived = Some("r1: 1 session peers".into());
+        broken.trials.push(dead.clone());
+        broken.trials.push(dead);
+        let md = broken_paths(
+            [
+                ("xorlay chain-1".to_string(), &healthy),
+                ("xorlay mesh-3".to_string(), &broken),
+            ]
+            .into_iter(),
+        );
+        assert!(!md.contains("chain-1"), "{md}");
+        assert!(md.contains("xorlay mesh-3 at 134 B: 2 trial(s) delivered nothing (the first: search, 100000 packets/s offered)"), "{md}");
+        assert!(md.contains("r1: 1 session peers"), "{md}");
     }
 
     #[test]

@@ -316,6 +316,66 @@ impl Drop for Env {
 }
 
 impl Env {
+    /// Who holds a session with whom, and what each router dropped in XDP
+    /// and in its workers: to explain a trial in which nothing arrived.
+    pub fn session_summary(&self) -> String {
+        let mut parts = Vec::new();
+        let short = |id: &NodeId| id.to_string()[..8].to_string();
+        if let Some((generator, sink)) = &self.endpoints {
+            let list = |e: &Endpoint| {
+                e.sessions()
+                    .iter()
+                    .map(|(id, _)| short(id))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            parts.push(format!(
+                "gen {} sessions [{}]",
+                short(&generator.id()),
+                list(generator)
+            ));
+            parts.push(format!(
+                "sink {} sessions [{}]",
+                short(&sink.id()),
+                list(sink)
+            ));
+        }
+        for i in 1..self.lab.sink_index() {
+            let node = &self.lab.nodes[i];
+            match self.lab.stats(i) {
+                Ok(stats) => {
+                    let neighbors: Vec<String> = stats["neighbors"]
+                        .as_array()
+                        .map(|l| {
+                            l.iter()
+                                .filter_map(|p| p.get(0).and_then(|v| v.as_str()))
+                                .map(|id| id.chars().take(8).collect())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let count =
+                        |path: &str| stats.pointer(path).and_then(|v| v.as_u64()).unwrap_or(0);
+                    parts.push(format!(
+                        "{} {}: {} session peers, next hops [{}], xdp drop_not_neighbor {}, drop_no_route {}, fwd {}, workers drop_not_neighbor {}, drop_no_route {}, forwarded {}, sessions timed out {}",
+                        node.role,
+                        short(&node.id()),
+                        count("/session_peers"),
+                        neighbors.join(","),
+                        count("/xdp/drop_not_neighbor"),
+                        count("/xdp/drop_no_route"),
+                        count("/xdp/fwd_tx") + count("/xdp/fwd_redirect"),
+                        count("/total/drop_not_neighbor"),
+                        count("/total/drop_no_route"),
+                        count("/total/forwarded"),
+                        count("/control/sessions/sessions_timed_out"),
+                    ));
+                }
+                Err(e) => parts.push(format!("{}: no stats ({e:#})", node.role)),
+            }
+        }
+        parts.join("; ")
+    }
+
     /// An environment on `lab` with nothing started yet; generator and sink
     /// addresses are the set-up's to fill in.
     fn new(

@@ -95,6 +95,13 @@ pub const PINGS_MAX: usize = 64;
 pub const SEEDS_MAX: usize = 16;
 /// Most known peers ([`Kademlia::add_known`]) kept.
 pub const KNOWN_MAX: usize = 64;
+/// Most lost contacts being redialed at once.
+pub const REDIAL_MAX: usize = 64;
+/// Redial attempts per lost contact: after 1, 2, 4, 8 and 16 s (about 31 s,
+/// when the periodic re-bootstrap and bucket refreshes take over).
+pub const REDIAL_ATTEMPTS: u32 = 5;
+/// Delay before the first redial of a lost contact; doubles per attempt.
+pub const REDIAL_FIRST: Duration = Duration::from_secs(1);
 /// Most actions queued for [`Kademlia::poll_action`].
 pub const ACTIONS_MAX: usize = 1024;
 /// Most events queued for [`Kademlia::poll_event`].
@@ -288,6 +295,10 @@ pub struct KadCounters {
     pub refreshes: u64,
     /// Re-bootstrap rounds.
     pub rebootstraps: u64,
+    /// Connects to contacts whose session had died.
+    pub redials: u64,
+    /// Lost contacts back in a session after a redial or their own connect.
+    pub redials_recovered: u64,
     /// Actions dropped because the queue was full.
     pub actions_dropped: u64,
     /// Events dropped because the queue was full.
@@ -301,6 +312,17 @@ struct Ping {
     request_id: u64,
     deadline: Instant,
     attempts: u32,
+}
+
+/// A contact whose session died, to be connected to again.
+#[derive(Debug, Clone, Copy)]
+struct Redial {
+    id: NodeId,
+    addr: SocketAddr,
+    /// Attempts made so far.
+    attempts: u32,
+    /// When the next attempt is due.
+    due: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -340,6 +362,8 @@ pub struct Kademlia {
     connects: Vec<PendingConnect>,
     seeds: Vec<Seed>,
     known: Vec<(NodeId, SocketAddr)>,
+    /// Lost contacts to connect to again (bounded by [`REDIAL_MAX`]).
+    redials: Vec<Redial>,
     /// Connects of the current re-bootstrap round not yet started.
     bootstrap_queue: VecDeque<(SocketAddr, Option<NodeId>)>,
     /// Start a self-lookup when the next bootstrap connect succeeds.
@@ -381,6 +405,7 @@ impl Kademlia {
             connects: Vec::new(),
             seeds: Vec::new(),
             known: Vec::new(),
+            redials: Vec::new(),
             bootstrap_queue: VecDeque::new(),
             bootstrap_lookup_pending: false,
             actions: VecDeque::new(),
@@ -457,6 +482,10 @@ impl Kademlia {
                 seed.id = Some(peer);
             }
         }
+        if let Some(i) = self.redials.iter().position(|r| r.id == peer) {
+            self.redials.swap_remove(i);
+            self.counters.redials_recovered += 1;
+        }
         let was_empty = self.table.is_empty();
         let rejected = self.observe(now, peer, addr);
         if rejected && !self.awaits(&peer) {
@@ -482,12 +511,49 @@ impl Kademlia {
     }
 
     /// The session with `peer` died: it leaves the table (a replacement
-    /// takes its slot) and its outstanding requests fail.
+    /// takes its slot) and its outstanding requests fail. If it was a
+    /// contact, it is redialed after [`REDIAL_FIRST`], then at doubling
+    /// intervals, [`REDIAL_ATTEMPTS`] times: a session lost to a burst of
+    /// packet loss (an overloaded link drops keepalives like anything else)
+    /// comes back within seconds instead of at the next re-bootstrap; a node
+    /// that is really gone costs a few handshake attempts.
     pub fn handle_disconnected(&mut self, now: Instant, peer: NodeId) {
         self.clock(now);
         self.pings.retain(|p| p.peer != peer);
+        let lost = self.table.get(&peer).map(|c| c.addr);
         self.remove_contact(now, &peer, false);
         self.fail_peer(now, &peer);
+        if let Some(addr) = lost {
+            self.redials.retain(|r| r.id != peer);
+            if self.redials.len() < REDIAL_MAX {
+                self.redials.push(Redial {
+                    id: peer,
+                    addr,
+                    attempts: 0,
+                    due: now + REDIAL_FIRST,
+                });
+            }
+        }
+    }
+
+    /// Connects to the lost contacts whose redial is due and not back yet.
+    fn redial_due(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.redials.len() {
+            let r = self.redials[i];
+            if self.table.contains(&r.id) || r.attempts >= REDIAL_ATTEMPTS {
+                self.redials.swap_remove(i);
+                continue;
+            }
+            if r.due <= now {
+                self.counters.redials += 1;
+                self.connect(now, r.addr, Some(r.id), false);
+                let entry = &mut self.redials[i];
+                entry.attempts += 1;
+                entry.due = now + REDIAL_FIRST * (1u32 << entry.attempts.min(16));
+            }
+            i += 1;
+        }
     }
 
     /// A `Connect` (or the handshake before a `Send`) to `addr` failed.
@@ -617,6 +683,7 @@ impl Kademlia {
         if self.next_rebootstrap.is_some_and(|t| t <= now) {
             self.rebootstrap(now);
         }
+        self.redial_due(now);
     }
 
     /// When `handle_timeout` should next be called.
@@ -624,9 +691,11 @@ impl Kademlia {
         let pings = self.pings.iter().map(|p| p.deadline);
         let lookups = self.lookups.iter().filter_map(Lookup::next_deadline);
         let connects = self.connects.iter().map(|c| c.deadline);
+        let redials = self.redials.iter().map(|r| r.due);
         pings
             .chain(lookups)
             .chain(connects)
+            .chain(redials)
             .chain(self.next_refresh)
             .chain(self.next_rebootstrap)
             .chain(self.self_lookup_retry_at)

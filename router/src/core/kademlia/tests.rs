@@ -492,13 +492,17 @@ fn empty_table_rebootstraps_at_once_and_periodically() {
     }));
     kad.handle_unreachable(at(2000), seed, None);
     assert_eq!(kad.counters().connects_failed, 1);
-    // Next round: 30 s after the last.
+    // Next round: 30 s after the last (the lost contact itself is redialed
+    // meanwhile, by ID: see a_lost_contact_is_redialed_...).
     kad.handle_timeout(at(30_999));
     assert!(
         !drain(&mut kad)
             .iter()
-            .any(|a| matches!(a, KadAction::Connect { .. }))
+            .any(|a| matches!(a, KadAction::Connect { expect: None, .. }))
     );
+    // That redial fails (a connect to the address in flight would stand for
+    // the re-bootstrap's).
+    kad.handle_unreachable(at(30_999), seed, Some(id(0x80, 100)));
     kad.handle_timeout(at(31_000));
     assert!(drain(&mut kad).contains(&KadAction::Connect {
         addr: seed,
@@ -524,6 +528,73 @@ fn known_peers_are_reconnected_on_rebootstrap() {
     drain(&mut kad);
     kad.handle_timeout(at(60_000));
     assert!(!drain(&mut kad).contains(&connect));
+}
+
+#[test]
+fn a_lost_contact_is_redialed_with_backoff_until_it_is_back() {
+    let mut kad = node(16);
+    let a = (id(0x40, 1), addr(1));
+    let b = (id(0x40, 2), addr(2));
+    connect_all(&mut kad, at(0), &[a, b]);
+    drain(&mut kad);
+    let connect_a = KadAction::Connect {
+        addr: a.1,
+        expect: Some(a.0),
+    };
+    // A session that dies (keepalives lost to a burst of loss) ...
+    kad.handle_disconnected(at(1_000), a.0);
+    assert!(!contact_set(&kad).contains(&a.0));
+    drain(&mut kad);
+    // ... is dialed again after REDIAL_FIRST, not before.
+    assert_eq!(kad.poll_timeout().map(|t| t <= at(2_000)), Some(true));
+    kad.handle_timeout(at(1_900));
+    assert!(!drain(&mut kad).contains(&connect_a));
+    kad.handle_timeout(at(2_000));
+    assert!(drain(&mut kad).contains(&connect_a));
+    assert_eq!(kad.counters().redials, 1);
+    // The handshake fails; the next attempt waits twice as long.
+    kad.handle_unreachable(at(2_500), a.1, Some(a.0));
+    drain(&mut kad);
+    kad.handle_timeout(at(3_900));
+    assert!(!drain(&mut kad).contains(&connect_a));
+    kad.handle_timeout(at(4_000));
+    assert!(drain(&mut kad).contains(&connect_a));
+    // Back: in the table, counted, not dialed again.
+    kad.handle_connected(at(4_100), a.0, a.1);
+    drain(&mut kad);
+    assert!(contact_set(&kad).contains(&a.0));
+    assert_eq!(kad.counters().redials_recovered, 1);
+    kad.handle_timeout(at(60_000));
+    assert!(!drain(&mut kad).contains(&connect_a));
+
+    // A node that stays gone costs REDIAL_ATTEMPTS connects, then none.
+    kad.handle_disconnected(at(100_000), b.0);
+    let connect_b = KadAction::Connect {
+        addr: b.1,
+        expect: Some(b.0),
+    };
+    let mut dials = 0;
+    for step in 0..200u64 {
+        let now = at(100_000 + step * 500);
+        kad.handle_timeout(now);
+        for action in drain(&mut kad) {
+            if action == connect_b {
+                dials += 1;
+                kad.handle_unreachable(now, b.1, Some(b.0));
+            }
+        }
+    }
+    assert_eq!(dials, REDIAL_ATTEMPTS);
+
+    // A session with a node that was no contact is not redialed.
+    let stranger = (id(0x40, 9), addr(9));
+    kad.handle_disconnected(at(300_000), stranger.0);
+    kad.handle_timeout(at(302_000));
+    assert!(
+        !drain(&mut kad)
+            .iter()
+            .any(|a| matches!(a, KadAction::Connect { expect: Some(p), .. } if *p == stranger.0))
+    );
 }
 
 #[test]
