@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use xorlay::core::NodeId;
 use xorlay::wire::overlay::{HEADER_LEN, golden};
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};
-use xorlay_bench::lab::{Lab, LabOptions, Topology};
+use xorlay_bench::lab::Lab;
 use xorlay_bench::traffic::Sink;
 use xorlay_bench::{netns, wait_until};
 
@@ -58,16 +58,7 @@ fn flood_frames(dst: NodeId) -> Vec<Vec<u8>> {
 
 #[test]
 fn flood_is_dropped_in_xdp_while_legitimate_traffic_flows() {
-    let mut lab = Lab::new(LabOptions {
-        topology: Topology::Chain,
-        routers: 1,
-        ..LabOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
-    lab.start_routers()
-        .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
-    lab.wait_converged(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut lab = common::converged_chain(1);
     let before = lab.stats(1).expect("stats");
 
     let sink = Sink::start(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use xorlay_bench::lab::{Lab, LabOptions, Topology};
+use xorlay_bench::lab::Lab;
 use xorlay_bench::traffic::Sink;
 use xorlay_bench::{netns, wait_until};
 
@@ -19,16 +19,7 @@ const PACKETS: u64 = 1_000;
 
 #[test]
 fn sessions_lost_to_a_dead_link_come_back_when_it_does() {
-    let mut lab = Lab::new(LabOptions {
-        topology: Topology::Chain,
-        routers: 3,
-        ..LabOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
-    lab.start_routers()
-        .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
-    lab.wait_converged(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let lab = common::converged_chain(3);
     // The link r1 - r2 in the middle of gen - r1 - r2 - r3 - sink: neither
     // router's table empties when it dies (r1 keeps gen, r2 keeps r3), so
     // the re-bootstrap an empty table triggers at once does not apply.

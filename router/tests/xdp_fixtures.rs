@@ -1177,17 +1177,24 @@ fn sync_ok(map: &mut NeighborMap, wanted: &HashSet<SocketAddr>) -> SyncReport {
     }
 }
 
-#[test]
-fn sync_makes_the_map_equal_to_the_wanted_set() {
+/// A loaded program, a second handle on its allowlist, and the allowlist
+/// taken out of it.
+fn load_with_raw_neighbors() -> (Ebpf, RawNeighbors, NeighborMap) {
     let mut ebpf = match bpf::load(PORT) {
         Ok(ebpf) => ebpf,
         Err(e) => panic!("loading the XDP object failed: {e}"),
     };
-    let mut raw = RawNeighbors::open(&ebpf);
-    let mut map = match bpf::take_neighbor_map(&mut ebpf) {
+    let raw = RawNeighbors::open(&ebpf);
+    let map = match bpf::take_neighbor_map(&mut ebpf) {
         Ok(map) => map,
         Err(e) => panic!("taking the neighbor map: {e}"),
     };
+    (ebpf, raw, map)
+}
+
+#[test]
+fn sync_makes_the_map_equal_to_the_wanted_set() {
+    let (mut ebpf, mut raw, mut map) = load_with_raw_neighbors();
     assert!(
         matches!(
             bpf::take_neighbor_map(&mut ebpf),
@@ -1284,15 +1291,7 @@ fn sync_makes_the_map_equal_to_the_wanted_set() {
 /// neighbor from any port; the next exact sync drops the old keys.
 #[test]
 fn port_keys_of_an_older_build_get_ip_keys() {
-    let mut ebpf = match bpf::load(PORT) {
-        Ok(ebpf) => ebpf,
-        Err(e) => panic!("loading the XDP object failed: {e}"),
-    };
-    let mut raw = RawNeighbors::open(&ebpf);
-    let map = match bpf::take_neighbor_map(&mut ebpf) {
-        Ok(map) => map,
-        Err(e) => panic!("taking the neighbor map: {e}"),
-    };
+    let (ebpf, mut raw, map) = load_with_raw_neighbors();
     let mut harness = Harness {
         ebpf,
         neighbors: map,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
-use xorlay_bench::lab::Lab;
+use std::time::Duration;
+
+use xorlay_bench::lab::{Lab, LabOptions, Topology};
 use xorlay_bench::netns;
 use xorlay_bench::traffic::{self, DataFlow, SendReport};
 
@@ -56,4 +58,20 @@ pub fn send_from_gen(
         Ok(traffic::send_data(&socket, &flow, &stop))
     })
     .unwrap_or_else(|e| panic!("generator thread: {e:#}"))
+}
+
+/// A chain lab of `routers` relays with every router started and every
+/// configured session up.
+pub fn converged_chain(routers: usize) -> Lab {
+    let mut lab = Lab::new(LabOptions {
+        topology: Topology::Chain,
+        routers,
+        ..LabOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    lab.start_routers()
+        .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
+    lab.wait_converged(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    lab
 }
