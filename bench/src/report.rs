@@ -361,18 +361,10 @@ pub fn summary_table(run: &CompareRun) -> String {
                 .collect();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} B | {} | {}{} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 s.system.name(),
                 s.topology,
-                f.frame_len,
-                kpps(f.ndr_pps),
-                kpps(f.pdr_pps),
-                if f.generator_limited {
-                    " (generator limit)"
-                } else {
-                    ""
-                },
-                kpps(f.peak_goodput_pps),
+                search_cells(f),
                 cpu,
                 lat,
                 if over.is_empty() {
