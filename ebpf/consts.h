@@ -46,10 +46,21 @@
 #define XORLAY_XDP_FWD_TX 16
 /* Forwarded by the fast path with XDP_REDIRECT through xorlay_tx_ports. */
 #define XORLAY_XDP_FWD_REDIRECT 17
-/* Dropped: a data packet for the workers over the shedding budget (map xorlay_shed, set by the router while its workers' sockets overflow): excess shed before the kernel allocates anything. */
+/* Dropped: a data packet for the workers shed before the kernel allocates anything: its worker already has its window of packets queued (map xorlay_backlog, credits the worker returns as it reads), or it is over the shedding budget (map xorlay_shed, set by the router while its workers' sockets overflow). */
 #define XORLAY_XDP_DROP_SHED 18
 /* Number of counters. */
 #define XORLAY_XDP_STAT_COUNT 19
+
+/* Workers whose backlog xorlay_backlog can hold (the router's workers limit, as the steering program's sockets). */
+#define XORLAY_BACKLOG_WORKERS_MAX 64
+/* struct xorlay_backlog (maps.h): size and field offsets, and those of its per-worker struct xorlay_credit. */
+#define XORLAY_BACKLOG_LEN 4160
+#define XORLAY_BACKLOG_OFF_WORKERS 0
+#define XORLAY_BACKLOG_OFF_WORKER 64
+#define XORLAY_CREDIT_LEN 64
+#define XORLAY_CREDIT_OFF_ADMITTED 0
+#define XORLAY_CREDIT_OFF_CONSUMED 8
+#define XORLAY_CREDIT_OFF_WINDOW 16
 
 /* Capacity of the neighbor allowlist (map xorlay_neighbors). */
 #define XORLAY_NEIGHBORS_MAX 4096

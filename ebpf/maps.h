@@ -172,6 +172,52 @@ struct {
 } xorlay_shed_bucket SEC(".maps");
 
 /*
+ * Load shedding by queue: credits per worker. XDP passes a data packet to a
+ * worker only while fewer than `window` of the packets it passed to that
+ * worker are unread (admitted - consumed); beyond, it drops the packet
+ * (DROP_SHED) instead of letting the kernel build an skb only to drop it at
+ * the full socket queue, however long the receive path keeps the CPU from
+ * the worker. XDP adds to `admitted`; the worker writes `consumed` after
+ * every batch (the data packets it read), and the window (0 = no limit)
+ * once, through a shared mapping of this array (BPF_F_MMAPABLE): no system
+ * call. Packets lost between XDP and the socket would hold credits forever,
+ * so the worker sets `consumed` to `admitted` whenever it finds its socket
+ * queue empty; the difference is compared signed, so a worker a little
+ * ahead admits, never blocks. `workers` is the number of workers (0: off);
+ * a packet's worker is xorlay_worker_of() (wire.h), as the steering program
+ * picks it. router/src/io/backlog.rs; docs/xdp.md, "Load shedding". Not
+ * pinned: a new instance starts with fresh credits.
+ */
+struct xorlay_credit {
+	__u64 admitted; /* data packets XDP passed to this worker */
+	__u64 consumed; /* of those, what the worker has read */
+	__u32 window;   /* most unread at once; 0 = no limit */
+	__u32 pad[11];  /* one cache line per worker */
+};
+
+struct xorlay_backlog {
+	__u32 workers; /* 0 = off */
+	__u32 pad[15];
+	struct xorlay_credit worker[XORLAY_BACKLOG_WORKERS_MAX];
+};
+
+_Static_assert(sizeof(struct xorlay_credit) == XORLAY_CREDIT_LEN, "credit length");
+_Static_assert(__builtin_offsetof(struct xorlay_credit, admitted) == XORLAY_CREDIT_OFF_ADMITTED, "admitted");
+_Static_assert(__builtin_offsetof(struct xorlay_credit, consumed) == XORLAY_CREDIT_OFF_CONSUMED, "consumed");
+_Static_assert(__builtin_offsetof(struct xorlay_credit, window) == XORLAY_CREDIT_OFF_WINDOW, "window");
+_Static_assert(sizeof(struct xorlay_backlog) == XORLAY_BACKLOG_LEN, "backlog length");
+_Static_assert(__builtin_offsetof(struct xorlay_backlog, workers) == XORLAY_BACKLOG_OFF_WORKERS, "workers");
+_Static_assert(__builtin_offsetof(struct xorlay_backlog, worker) == XORLAY_BACKLOG_OFF_WORKER, "worker");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct xorlay_backlog);
+	__uint(max_entries, 1);
+} xorlay_backlog SEC(".maps");
+
+/*
  * The neighbor allowlist: a key per established neighbor's underlay source
  * (written by userspace only: NeighborMap::sync inserts missing keys with
  * zeroed values and deletes stale ones, never rewriting a kept key). The

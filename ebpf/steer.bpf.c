@@ -33,7 +33,7 @@ volatile const __u32 xorlay_worker_count = 1;
 SEC("sk_reuseport")
 int xorlay_steer(struct sk_reuseport_md *ctx)
 {
-	__u64 dst = 0, src = 0, h;
+	__u64 dst = 0, src = 0;
 	__u32 index, count = xorlay_worker_count;
 
 	if (count == 0 || count > XORLAY_STEER_SOCKETS_MAX)
@@ -42,10 +42,7 @@ int xorlay_steer(struct sk_reuseport_md *ctx)
 		return SK_PASS;
 	if (bpf_skb_load_bytes(ctx, UDP_HEADER_LEN + XORLAY_OFF_SRC, &src, sizeof(src)) < 0)
 		return SK_PASS;
-	/* Node IDs are hashes already: mixing their first bytes is enough. */
-	h = dst ^ (src * 0x9e3779b97f4a7c15ULL);
-	h ^= h >> 32;
-	index = (__u32)h % count;
+	index = xorlay_worker_of(dst, src, count);
 	/* On failure (empty slot) the kernel falls back to its own choice. */
 	bpf_sk_select_reuseport(ctx, &xorlay_workers, &index, 0);
 	return SK_PASS;

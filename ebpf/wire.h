@@ -86,4 +86,20 @@ static __always_inline __u16 xorlay_flow_port(const struct xorlay_hdr *hdr)
 	return XORLAY_FLOW_PORT_BASE | ((w ^ (w >> 14) ^ (w >> 28)) & XORLAY_FLOW_PORT_MASK);
 }
 
+/*
+ * The worker (of `workers`) a data packet belongs to, from the first 8 bytes
+ * of its destination and source IDs (dst8, src8: loaded as one native-endian
+ * u64 each). Node IDs are hashes already: mixing their first bytes is
+ * enough. The steering program (steer.bpf.c) picks the worker socket with
+ * it; the XDP program looks up that worker's backlog with it, so both agree
+ * on which worker a packet will reach.
+ */
+static __always_inline __u32 xorlay_worker_of(__u64 dst8, __u64 src8, __u32 workers)
+{
+	__u64 h = dst8 ^ (src8 * 0x9e3779b97f4a7c15ULL);
+
+	h ^= h >> 32;
+	return (__u32)h % workers;
+}
+
 #endif /* XORLAY_WIRE_H */

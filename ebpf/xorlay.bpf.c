@@ -35,9 +35,10 @@
  *               interface or XDP_REDIRECT (FWD_REDIRECT) via xorlay_tx_ports
  *          4. everything else that is valid: XDP_PASS, PASS_OVERLAY
  *          5. data packets passing to the workers (PASS_CACHE_MISS,
- *             PASS_UNRESOLVED, PASS_OVERLAY of a data packet) while the
- *             router has set a shedding budget (xorlay_shed): over it,
- *             XDP_DROP, DROP_SHED
+ *             PASS_UNRESOLVED, PASS_OVERLAY of a data packet): over the
+ *             shedding budget the router set (xorlay_shed), or while the
+ *             worker it steers to has its window of packets unread
+ *             (xorlay_backlog): XDP_DROP, DROP_SHED
  *
  * The program writes to a frame only when it forwards it.
  */
@@ -524,16 +525,20 @@ static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct curso
 }
 
 /*
- * Step 5: a data packet about to pass to the workers against the shedding
- * budget, if the router set one. Returns `stat` or DROP_SHED.
+ * Step 5: a data packet about to pass to the workers, against the shedding
+ * budget if the router set one, then against its worker's credits
+ * (xorlay_backlog). Returns `stat` or DROP_SHED.
  */
 static __always_inline __u32 shed(const struct cursor *c, __u32 stat, __u64 now)
 {
 	const struct xorlay_hdr *hdr = c->pos;
 	struct xorlay_global_bucket *bucket;
+	struct xorlay_backlog *backlog;
+	struct xorlay_credit *credit;
 	struct xorlay_shed *budget;
-	__u32 zero = 0;
-	int ok;
+	__u64 dst8, src8;
+	__u32 zero = 0, workers, window, index;
+	__s64 unread;
 
 	if (stat != XORLAY_XDP_PASS_CACHE_MISS && stat != XORLAY_XDP_PASS_UNRESOLVED &&
 	    stat != XORLAY_XDP_PASS_OVERLAY)
@@ -541,19 +546,38 @@ static __always_inline __u32 shed(const struct cursor *c, __u32 stat, __u64 now)
 	if ((void *)(hdr + 1) > c->end || hdr->type != XORLAY_TYPE_DATA)
 		return stat;
 	budget = bpf_map_lookup_elem(&xorlay_shed, &zero);
-	if (!budget || !budget->pps)
-		return stat;
 	bucket = bpf_map_lookup_elem(&xorlay_shed_bucket, &zero);
-	if (!bucket)
-		return stat;
-	{
+	if (budget && bucket && budget->pps) {
 		__u32 pps = budget->pps, burst = budget->burst;
+		int ok;
 
 		bpf_spin_lock(&bucket->lock);
 		ok = bucket_take(&bucket->tat_ns, now, pps, burst);
 		bpf_spin_unlock(&bucket->lock);
+		if (!ok)
+			return XORLAY_XDP_DROP_SHED;
 	}
-	return ok ? stat : XORLAY_XDP_DROP_SHED;
+	backlog = bpf_map_lookup_elem(&xorlay_backlog, &zero);
+	if (!backlog)
+		return stat;
+	workers = *(volatile __u32 *)&backlog->workers;
+	if (!workers)
+		return stat;
+	__builtin_memcpy(&dst8, hdr->dst, sizeof(dst8));
+	__builtin_memcpy(&src8, hdr->src, sizeof(src8));
+	index = xorlay_worker_of(dst8, src8, workers);
+	if (index >= XORLAY_BACKLOG_WORKERS_MAX)
+		return stat;
+	credit = &backlog->worker[index];
+	window = *(volatile __u32 *)&credit->window;
+	if (!window)
+		return stat;
+	unread = (__s64)(*(volatile __u64 *)&credit->admitted -
+			 *(volatile __u64 *)&credit->consumed);
+	if (unread >= (__s64)window)
+		return XORLAY_XDP_DROP_SHED;
+	__sync_fetch_and_add(&credit->admitted, 1);
+	return stat;
 }
 
 /* The XDP action of a counter. */

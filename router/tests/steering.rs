@@ -76,6 +76,7 @@ impl Workers {
                 stats: s.clone(),
                 stop: stop.clone(),
                 upcalls: None,
+                credits: None,
             };
             let worker = Worker::spawn(index, &config, links)
                 .unwrap_or_else(|e| panic!("worker {index}: {e}"));

@@ -12,6 +12,12 @@ use arc_swap::ArcSwap;
 use xorlay::core::{NextHopTable, NodeId};
 use xorlay::io::stats::{WorkerCounters, WorkerStats};
 use xorlay::io::topology::{Hop, SharedTable, Topology, hop_for};
+#[path = "common/mod.rs"]
+mod common;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use common::inet_checksum;
+use xorlay::core::shed::{CreditConfig, Credits};
+use xorlay::io::backlog::{BacklogMap, CreditState, WorkerCredits};
 use xorlay::io::worker::{Upcall, UpcallSender, Worker, WorkerConfig, WorkerError, WorkerLinks};
 use xorlay::wire::overlay::{HEADER_LEN, golden};
 use xorlay::wire::{OverlayError, OverlayPacket, OverlayRepr, PacketType};
@@ -145,6 +151,17 @@ impl Harness {
         topology: Topology,
         upcalls: Option<UpcallSender>,
     ) -> Harness {
+        Harness::start_full(index, config, topology, upcalls, None)
+    }
+
+    /// Starts a worker on `topology`, with upcalls and XDP credits if given.
+    fn start_full(
+        index: usize,
+        config: WorkerConfig,
+        topology: Topology,
+        upcalls: Option<UpcallSender>,
+        credits: Option<WorkerCredits>,
+    ) -> Harness {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WorkerStats::default());
         let shared: SharedTable = Arc::new(ArcSwap::from_pointee(topology));
@@ -153,6 +170,7 @@ impl Harness {
             stats: Arc::clone(&stats),
             stop: Arc::clone(&stop),
             upcalls,
+            credits,
         };
         let worker = Worker::spawn(index, &config, links)
             .unwrap_or_else(|e| panic!("spawn worker on {}: {e}", config.listen));
@@ -836,6 +854,7 @@ fn workers_share_a_port_and_a_taken_port_is_reported() {
         stats: Arc::default(),
         stop: Arc::clone(&stop),
         upcalls: None,
+        credits: None,
     };
     let err = match Worker::spawn(0, &taken, links) {
         Ok(worker) => {
@@ -972,4 +991,110 @@ fn no_install_requests_when_the_rate_is_zero() {
     let c = harness.wait_for("forwarded", |c| c.forwarded == 1);
     assert_eq!(c.install_requests + c.install_limited, 0);
     assert!(rx.try_recv().is_err());
+}
+
+/// An Ethernet/IPv4/UDP frame to the overlay port carrying `overlay`.
+fn xdp_frame(overlay: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20 + 8];
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = u16::try_from(20 + 8 + overlay.len()).expect("fits");
+    let ip = &mut frame[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
+    ip[16..20].copy_from_slice(&[198, 18, 0, 2]);
+    let sum = !inet_checksum(&[&ip[..]]);
+    ip[10..12].copy_from_slice(&(!sum).to_be_bytes());
+    let udp = &mut frame[34..42];
+    udp[0..2].copy_from_slice(&4799u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&4799u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    frame.extend_from_slice(overlay);
+    frame
+}
+
+#[test]
+fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_at_exit() {
+    // The real object (loaded, attached nowhere), its filter off: every
+    // valid data frame run through it passes to the workers and is charged
+    // to worker 0's credits.
+    let mut ebpf = xorlay::io::bpf::load_with(
+        4799,
+        xorlay::io::bpf::LoadOptions {
+            filter_neighbors: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading XDP: {e}"));
+    let backlog = BacklogMap::take(&mut ebpf)
+        .unwrap_or_else(|e| panic!("mapping xorlay_backlog: {e}"))
+        .expect("the object has xorlay_backlog");
+    backlog.set_workers(1).expect("one worker");
+    let neighbor = sink("127.0.0.1:0");
+    let cfg = config("127.0.0.1:0");
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    let routes = table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
+    let harness = Harness::start_full(
+        0,
+        cfg.clone(),
+        Topology::open(routes),
+        None,
+        backlog.credits(0),
+    );
+    // The window: the receive buffer half full, in CreditConfig's truesize.
+    let expected = Credits::new(CreditConfig::default())
+        .window(u32::try_from(cfg.recv_buffer_bytes).expect("fits"));
+    assert_eq!(expected, 128);
+    let state = || backlog.peek(0).expect("worker 0");
+    let settle = |what: &str, done: &dyn Fn(CreditState) -> bool| {
+        let deadline = Instant::now() + TIMEOUT;
+        while !done(state()) {
+            assert!(Instant::now() < deadline, "{what}: {:?}", state());
+            thread::sleep(Duration::from_millis(2));
+        }
+    };
+    settle("window set", &|c| c.window == expected);
+    // XDP passes 5 data packets that never reach the socket (run through
+    // BPF_PROG_TEST_RUN, whose XDP_PASS goes nowhere): lost credits.
+    let program: &Xdp = ebpf
+        .program(xorlay::io::bpf::PROGRAM_NAME)
+        .expect("the XDP program")
+        .try_into()
+        .expect("an XDP program");
+    let frame = xdp_frame(&packet(TOWARD_NEIGHBOR, 64, b"lost"));
+    for _ in 0..5 {
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
+        assert_eq!(result.return_value, 2, "XDP_PASS");
+    }
+    assert_eq!(state().admitted, 5);
+    // The worker finds its queue empty and takes them back.
+    settle("lost credits taken back", &|c| {
+        c.consumed == 5 && c.unread == 0
+    });
+    assert_eq!(
+        harness.counters().credit_resyncs,
+        1,
+        "{:#?}",
+        harness.counters()
+    );
+    // Reading goes on as usual.
+    harness.send(&packet(TOWARD_NEIGHBOR, 64, b"read"));
+    assert_eq!(
+        recv_within(&neighbor, "forwarded"),
+        relayed(&packet(TOWARD_NEIGHBOR, 64, b"read"))
+    );
+    harness.stop();
+    assert_eq!(
+        state().window,
+        0,
+        "a stopped worker leaves no window behind"
+    );
 }

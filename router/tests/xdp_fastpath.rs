@@ -38,6 +38,7 @@ use aya::Ebpf;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use xorlay::core::shed::Budget;
 use xorlay::core::{DropReason, NextHopTable, NodeId, Verdict, decide};
+use xorlay::io::backlog::{BACKLOG_WORKERS_MAX, BacklogMap};
 use xorlay::io::bpf::{
     self, BpfError, LoadOptions, NeighborMap, RateLimit, RateLimits, RouteCache, RouteEntry,
     STAT_COUNT, XdpCounters,
@@ -984,6 +985,109 @@ fn workers_budget_sheds_data_for_the_workers_only() {
             None,
         );
         assert_eq!(h.counters().drop_shed, 2);
+    });
+}
+
+#[test]
+fn worker_credits_shed_data_beyond_the_window() {
+    let netns = Netns::create("credit");
+    netns.run_inside(|| {
+        let local = id(0x01);
+        let mut h = Harness::with_local_id(&local);
+        let backlog = BacklogMap::take(&mut h.ebpf)
+            .unwrap_or_else(|e| panic!("mapping xorlay_backlog: {e}"))
+            .expect("the object has xorlay_backlog");
+        let body = b"credit";
+        let worker_of = |dst: &NodeId| {
+            OverlayPacket::new_checked(&data(dst, 64, body)[..])
+                .expect("valid")
+                .worker_of(2)
+        };
+        // A destination on each of two workers (as the steering program
+        // would spread them).
+        let on = |w: u32| {
+            (0u8..=0xff)
+                .map(|n| {
+                    let mut bytes = [0xb0; 32];
+                    bytes[0] = n;
+                    NodeId::from_bytes(bytes)
+                })
+                .find(|dst| worker_of(dst) == w)
+                .expect("some destination lands on each worker")
+        };
+        let (a, b) = (on(0), on(1));
+        let miss = |h: &mut Harness, what: &str, dst: &NodeId, shed: bool| {
+            let (action, stat) = if shed {
+                (XDP_DROP, DROP_SHED)
+            } else {
+                (XDP_PASS, PASS_CACHE_MISS)
+            };
+            h.check(
+                what,
+                &inbound(SENDER, false, PLAIN, &data(dst, 64, body)),
+                action,
+                stat,
+                None,
+            );
+        };
+        let w0 = backlog.credits(0).expect("worker 0");
+        let w1 = backlog.credits(1).expect("worker 1");
+        assert!(backlog.credits(BACKLOG_WORKERS_MAX).is_none());
+        w0.set_window(2);
+        miss(&mut h, "no workers set (off): passes, uncounted", &a, false);
+        assert_eq!(w0.admitted(), 0);
+        backlog
+            .set_workers(2)
+            .unwrap_or_else(|e| panic!("set_workers(2): {e}"));
+        assert!(backlog.set_workers(BACKLOG_WORKERS_MAX + 1).is_err());
+        assert_eq!(backlog.workers(), 2);
+        miss(&mut h, "worker 0, 1 of its window of 2", &a, false);
+        miss(&mut h, "worker 0, 2 of 2", &a, false);
+        miss(&mut h, "worker 0 has 2 unread: shed", &a, true);
+        assert_eq!(w0.admitted(), 2);
+        for i in 0..3 {
+            miss(
+                &mut h,
+                &format!("worker 1 has no window ({i}): passes"),
+                &b,
+                false,
+            );
+        }
+        assert_eq!(w1.admitted(), 0, "no window, nothing counted");
+        h.check(
+            "control packets are never shed",
+            &inbound(SENDER, false, PLAIN, &control(4)),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
+        let to_local_shed = worker_of(&local) == 0;
+        h.check(
+            "data for this node is charged to its worker too",
+            &inbound(SENDER, false, PLAIN, &data(&local, 64, body)),
+            if to_local_shed { XDP_DROP } else { XDP_PASS },
+            if to_local_shed {
+                DROP_SHED
+            } else {
+                PASS_OVERLAY
+            },
+            None,
+        );
+        // The worker read one: one more passes.
+        w0.set_consumed(1);
+        miss(&mut h, "worker 0 read 1: passes", &a, false);
+        miss(&mut h, "worker 0 has 2 unread again: shed", &a, true);
+        // A worker ahead of XDP's count (it caught up on an empty queue
+        // while a packet was in flight) admits: the difference is signed.
+        w0.set_consumed(w0.admitted() + 5);
+        for i in 0..7 {
+            miss(&mut h, &format!("worker 0 ahead ({i}): passes"), &a, false);
+        }
+        miss(&mut h, "worker 0 back at its window: shed", &a, true);
+        // A worker that stops lifts its window.
+        drop(w0);
+        miss(&mut h, "worker 0 gone: no window, passes", &a, false);
+        assert_eq!(h.counters().drop_shed, 3 + u64::from(to_local_shed));
     });
 }
 

@@ -180,6 +180,113 @@ impl Shedder {
     }
 }
 
+/// Tuning of [`Credits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditConfig {
+    /// Socket receive memory one queued datagram is taken to use (its skb's
+    /// truesize: a page on veth's XDP path, about half that on most NIC
+    /// drivers), to turn the socket's receive buffer into packets.
+    pub truesize: u32,
+    /// Share of the socket's receive buffer the window may fill, in
+    /// thousandths: below the full queue, so the kernel never drops there.
+    pub fill_permille: u32,
+    /// Smallest and largest window, packets.
+    pub min_window: u32,
+    /// See `min_window`.
+    pub max_window: u32,
+    /// How often the worker looks at its socket queue (one system call) to
+    /// take back credits of packets lost before the socket.
+    pub look_every: Duration,
+}
+
+impl Default for CreditConfig {
+    fn default() -> CreditConfig {
+        CreditConfig {
+            truesize: 4096,
+            fill_permille: 500,
+            min_window: 16,
+            max_window: 4096,
+            look_every: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Load shedding by queue, one worker's side (sans-IO; the worker feeds it
+/// what it read and what its socket holds, and writes the results into
+/// `xorlay_backlog`). XDP passes a data packet to the worker only while
+/// fewer than [`Credits::window`] of the packets it passed are unread
+/// (`admitted - consumed`), so the socket queue never overflows, however
+/// long the receive path keeps the CPU from the worker, and the worker never
+/// waits for packets XDP dropped (unlike the budget, [`Shedder`], which can
+/// admit less than the worker reads). `consumed` is the worker's count of
+/// the data packets it read. A packet XDP passed that never reaches the
+/// socket would hold its credit forever; so whenever the worker finds its
+/// queue empty, everything XDP admitted so far counts as consumed.
+#[derive(Debug, Clone)]
+pub struct Credits {
+    config: CreditConfig,
+    consumed: u64,
+    looked: Option<Instant>,
+    /// Times an empty queue showed credits lost before the socket.
+    pub resyncs: u64,
+}
+
+impl Credits {
+    /// A worker's side with nothing read.
+    pub fn new(config: CreditConfig) -> Credits {
+        Credits {
+            config,
+            consumed: 0,
+            looked: None,
+            resyncs: 0,
+        }
+    }
+
+    /// The window for a socket whose receive buffer is `rcvbuf` bytes
+    /// (`SK_MEMINFO_RCVBUF`).
+    pub fn window(&self, rcvbuf: u32) -> u32 {
+        let bytes = u64::from(rcvbuf) * u64::from(self.config.fill_permille) / 1000;
+        let packets = bytes / u64::from(self.config.truesize.max(1));
+        let packets = u32::try_from(packets).unwrap_or(u32::MAX);
+        packets.clamp(
+            self.config.min_window,
+            self.config.max_window.max(self.config.min_window),
+        )
+    }
+
+    /// The worker read `packets` more data packets: the count to publish.
+    pub fn read(&mut self, packets: u64) -> u64 {
+        self.consumed = self.consumed.wrapping_add(packets);
+        self.consumed
+    }
+
+    /// Whether to look at the socket queue at `now` (once per
+    /// [`CreditConfig::look_every`]). Counts the look if it says yes.
+    pub fn wants_look(&mut self, now: Instant) -> bool {
+        let due = self
+            .looked
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.config.look_every);
+        if due {
+            self.looked = Some(now);
+        }
+        due
+    }
+
+    /// The socket queue holds `queued` bytes, and XDP has admitted
+    /// `admitted` packets (read before the queue): the count to publish. An
+    /// empty queue means every admitted packet was read or is lost, so the
+    /// count catches up with `admitted`.
+    pub fn queue_seen(&mut self, queued: u32, admitted: u64) -> u64 {
+        if queued == 0 && admitted != self.consumed {
+            if admitted > self.consumed {
+                self.resyncs += 1;
+            }
+            self.consumed = admitted;
+        }
+        self.consumed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +412,44 @@ mod tests {
             .expect("budget");
         assert_eq!(b.pps, 1000);
         assert_eq!(b.burst, 32);
+    }
+
+    #[test]
+    fn the_window_is_half_the_receive_buffer_in_pages_within_bounds() {
+        let c = Credits::new(CreditConfig::default());
+        assert_eq!(c.window(8 * 1024 * 1024), 1024);
+        assert_eq!(c.window(425_984), 52);
+        assert_eq!(c.window(0), 16);
+        assert_eq!(c.window(u32::MAX), 4096);
+    }
+
+    #[test]
+    fn credits_count_reads_and_catch_up_only_on_an_empty_queue() {
+        let mut c = Credits::new(CreditConfig::default());
+        assert_eq!(c.read(10), 10);
+        assert_eq!(c.read(0), 10);
+        // XDP admitted 15; 5 are still queued: nothing changes.
+        assert_eq!(c.queue_seen(5 * 4096, 15), 10);
+        assert_eq!(c.resyncs, 0);
+        // The queue drained with 3 of them lost before the socket.
+        assert_eq!(c.read(2), 12);
+        assert_eq!(c.queue_seen(0, 15), 15);
+        assert_eq!(c.resyncs, 1);
+        // Read ahead of admitted (a packet admitted after the look): the
+        // count may run ahead, and an empty queue brings it back.
+        assert_eq!(c.read(1), 16);
+        assert_eq!(c.queue_seen(0, 16), 16);
+        assert_eq!(c.queue_seen(0, 15), 15);
+        assert_eq!(c.resyncs, 1);
+    }
+
+    #[test]
+    fn credits_look_at_the_queue_once_per_interval() {
+        let mut c = Credits::new(CreditConfig::default());
+        let t0 = Instant::now();
+        assert!(c.wants_look(t0));
+        assert!(!c.wants_look(t0 + Duration::from_micros(999)));
+        assert!(c.wants_look(t0 + Duration::from_millis(1)));
+        assert!(!c.wants_look(t0));
     }
 }

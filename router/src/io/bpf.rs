@@ -2278,6 +2278,20 @@ impl XdpRouter {
         }
     }
 
+    /// Takes the workers' backlog flags (`xorlay_backlog`), mapped into
+    /// memory; `None` (logged) if that fails.
+    pub fn take_backlog(&mut self) -> Option<crate::io::backlog::BacklogMap> {
+        match crate::io::backlog::BacklogMap::take(&mut self.ebpf) {
+            Ok(map) => map,
+            Err(error) => {
+                log::warn!(
+                    "load shedding by queue is off: {error}; the shedding budget still applies"
+                );
+                None
+            }
+        }
+    }
+
     /// Takes the route cache handle (see [`take_route_cache`]).
     pub fn take_route_cache(&mut self) -> Option<RouteCache> {
         match take_route_cache(&mut self.ebpf) {

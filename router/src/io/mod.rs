@@ -3,6 +3,7 @@
 //! decide nothing themselves: `wire` parses, `core` decides.
 
 pub mod admin;
+pub mod backlog;
 pub mod bpf;
 pub mod control;
 pub mod keyfile;

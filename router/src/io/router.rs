@@ -14,6 +14,7 @@ use crate::core::identity::puzzle_bits;
 use crate::core::node::{Node, NodeConfig, NodeCounters};
 use crate::core::shed::{ShedConfig, Shedder};
 use crate::io::admin::{AdminError, AdminServer};
+use crate::io::backlog::{BacklogMap, CreditState};
 use crate::io::bpf::{
     BpfError, LoadOptions, PinnedStart, RouteCache, ShedBudget, XdpCounters, XdpRouter,
 };
@@ -97,6 +98,9 @@ pub struct RouterStats {
     /// The workers' shedding budget in XDP, packets per second (absent:
     /// none in force).
     pub shed_budget_pps: Option<u32>,
+    /// Each worker's credits in XDP, in worker order (empty: shedding by
+    /// queue is off).
+    pub shed_credits: Vec<CreditState>,
     /// Sum over workers.
     pub total: WorkerCounters,
     /// Each worker.
@@ -116,6 +120,8 @@ pub struct Router {
     admin: Option<AdminServer>,
     /// Load shedding: the policy and the XDP map it writes.
     shed: Option<(Shedder, ShedBudget)>,
+    /// Load shedding by queue: the workers' backlog flags in XDP.
+    backlog: Option<BacklogMap>,
 }
 
 impl Router {
@@ -143,6 +149,7 @@ impl Router {
             xdp: None,
             admin: None,
             shed: None,
+            backlog: None,
         };
         // From here on, an early return drops `router`, which stops what runs.
         if !config.interfaces.is_empty() {
@@ -170,11 +177,16 @@ impl Router {
         };
         let xdp_neighbors = router.xdp.as_mut().and_then(XdpRouter::take_neighbor_map);
         if config.xdp.shed {
+            // Two ways, both on: the workers' credits keep their socket
+            // queues from overflowing; the budget is the fallback where the
+            // credits cannot work (no mapping, workers not steered) and sets
+            // in only once the sockets drop.
             router.shed = router
                 .xdp
                 .as_mut()
                 .and_then(XdpRouter::take_shed_budget)
                 .map(|map| (Shedder::new(ShedConfig::default()), map));
+            router.backlog = router.xdp.as_mut().and_then(XdpRouter::take_backlog);
         }
         // Taking over pinned state: the control plane starts warm, keeping
         // the allowlist and the cached routes while its sessions come back.
@@ -204,6 +216,7 @@ impl Router {
                 stats: stats.clone(),
                 stop: router.stop.clone(),
                 upcalls: Some(control_tx.clone()),
+                credits: router.backlog.as_ref().and_then(|map| map.credits(index)),
             };
             let worker = Worker::spawn(index, &worker_config, links)?;
             router.workers.push((worker, stats));
@@ -215,6 +228,22 @@ impl Router {
             match Steering::attach(&sockets) {
                 Ok(steering) => router.steering = Some(steering),
                 Err(e) => log::warn!("{e}"),
+            }
+        }
+        if let Some(backlog) = &router.backlog {
+            // XDP finds a packet's worker as the steering program picks it;
+            // under the kernel's own choice it cannot, so it sheds nothing.
+            let workers = router.workers.len();
+            let workers = if workers == 1 || router.steering.is_some() {
+                workers
+            } else {
+                log::warn!(
+                    "load shedding by queue is off: the workers are not steered by overlay flow"
+                );
+                0
+            };
+            if let Err(e) = backlog.set_workers(workers) {
+                log::warn!("load shedding by queue is off: {e}");
             }
         }
         let socket = match router.workers.first() {
@@ -323,6 +352,15 @@ impl Router {
             control_io: self.control.as_ref().map(|c| c.counters()),
             xdp_attached: self.xdp.as_ref().map(|x| x.attached()).unwrap_or_default(),
             xdp,
+            shed_credits: self
+                .backlog
+                .as_ref()
+                .filter(|map| map.workers() > 0)
+                .map_or_else(Vec::new, |map| {
+                    (0..self.workers.len())
+                        .filter_map(|i| map.peek(i))
+                        .collect()
+                }),
             shed_budget_pps: self
                 .shed
                 .as_ref()
@@ -515,25 +553,6 @@ fn prepare_route_cache(
 /// Datagrams a socket's receive queue dropped (`SK_MEMINFO_DROPS`); 0 if
 /// the kernel does not say.
 fn socket_drops(socket: &socket2::Socket) -> u64 {
-    use std::os::fd::AsRawFd;
-    let mut info = [0u32; 9];
-    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `info`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return 0;
-    }
-    let index = libc::SK_MEMINFO_DROPS as usize;
-    if (len as usize) < (index + 1) * std::mem::size_of::<u32>() {
-        return 0;
-    }
-    u64::from(info[index])
+    crate::io::backlog::socket_meminfo(socket)
+        .map_or(0, |info| u64::from(info[libc::SK_MEMINFO_DROPS as usize]))
 }

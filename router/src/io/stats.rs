@@ -64,6 +64,10 @@ counters! {
     tx_gso_segments,
     /// GSO sends the kernel refused; their datagrams went out one by one.
     tx_gso_refused,
+    /// Times the worker found its socket queue empty while XDP counted
+    /// packets for it unread: credits of packets lost before the socket,
+    /// taken back (docs/xdp.md, "Load shedding").
+    credit_resyncs,
     /// Dropped: shorter than the overlay header.
     drop_truncated,
     /// Dropped: bad magic.

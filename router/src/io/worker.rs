@@ -39,7 +39,9 @@ use io_uring::types::{CancelBuilder, SubmitArgs, Timespec};
 use io_uring::{IoUring, SubmissionQueue, Submitter, cqueue, opcode, squeue, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::core::shed::{CreditConfig, Credits};
 use crate::core::{DropReason, NodeId, Verdict, decide};
+use crate::io::backlog::{WorkerCredits, socket_queue};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::topology::{SharedTable, Topology, hop_for, socket_form};
 use crate::wire::{OverlayPacket, PacketType};
@@ -119,7 +121,7 @@ pub enum Upcall {
 pub type UpcallSender = crossbeam_channel::Sender<Upcall>;
 
 /// What connects a worker to the rest of the router.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WorkerLinks {
     /// The published topology.
     pub table: SharedTable,
@@ -129,6 +131,9 @@ pub struct WorkerLinks {
     pub stop: Arc<AtomicBool>,
     /// Where control packets and install requests go, if anywhere.
     pub upcalls: Option<UpcallSender>,
+    /// This worker's credits in XDP, if load shedding is on: XDP passes
+    /// it at most a window of unread data packets (`core::shed::Credits`).
+    pub credits: Option<WorkerCredits>,
 }
 
 /// Settings of one worker. Field names match the config keys
@@ -770,6 +775,8 @@ struct State {
     recv_errors: u32,
     /// A submission error met mid-batch, reported after the batch.
     fatal: Option<io::Error>,
+    /// The credits in XDP and this side of them (load shedding by queue).
+    credits: Option<(WorkerCredits, Credits)>,
     counters: WorkerCounters,
 }
 
@@ -780,6 +787,7 @@ impl Engine {
             stats,
             stop,
             upcalls,
+            credits,
         } = links;
         let socket = open_socket(config)?;
         let local_addr = socket
@@ -809,7 +817,7 @@ impl Engine {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = NAME_LEN as libc::socklen_t;
         let fd = types::Fd(std::os::fd::AsRawFd::as_raw_fd(&socket));
-        let state = State {
+        let mut state = State {
             index,
             socket,
             fd,
@@ -837,8 +845,12 @@ impl Engine {
             sends_queued: 0,
             recv_errors: 0,
             fatal: None,
+            credits: None,
             counters: WorkerCounters::default(),
         };
+        if let Some(credits) = credits {
+            state.take_credits(credits);
+        }
         Ok(Engine {
             ring,
             state,
@@ -890,6 +902,7 @@ impl Engine {
             let guard = self.table.load();
             let table: &Topology = &guard;
             state.batch_now = Instant::now();
+            let data_before = state.data_read();
             for cqe in &mut cq {
                 state.complete(&cqe, Some(table), &submitter, &mut sq);
             }
@@ -897,6 +910,7 @@ impl Engine {
             drop(guard);
             state.send_grouped(&submitter, &mut sq);
             state.end_batch(&submitter, &mut sq);
+            state.return_credits(state.data_read().wrapping_sub(data_before));
             self.stats.publish(&state.counters);
             if let Some(source) = state.fatal.take() {
                 return Err(WorkerError::Io {
@@ -992,6 +1006,51 @@ impl Engine {
 }
 
 impl State {
+    /// Data packets read from the network so far (what XDP may have
+    /// counted for this worker): everything received but control packets
+    /// and the local application's.
+    fn data_read(&self) -> u64 {
+        let c = &self.counters;
+        c.rx_packets
+            .wrapping_sub(c.control_rx)
+            .wrapping_sub(c.app_rx)
+    }
+
+    /// Sets the window from the socket's receive buffer and makes the
+    /// credits this worker's.
+    fn take_credits(&mut self, credits: WorkerCredits) {
+        let side = Credits::new(CreditConfig::default());
+        let Some((_, capacity)) = socket_queue(&self.socket) else {
+            log::warn!(
+                "worker {}: SO_MEMINFO unavailable, load shedding by queue is off for it",
+                self.index
+            );
+            return;
+        };
+        credits.set_consumed(credits.admitted());
+        credits.set_window(side.window(capacity));
+        self.credits = Some((credits, side));
+    }
+
+    /// After a batch that read `read` data packets: returns their credits
+    /// to XDP, and once per look interval takes back the credits of packets
+    /// lost before the socket (an empty queue).
+    fn return_credits(&mut self, read: u64) {
+        let Some((credits, side)) = &mut self.credits else {
+            return;
+        };
+        let mut consumed = side.read(read);
+        if side.wants_look(self.batch_now) {
+            let admitted = credits.admitted();
+            if let Some((queued, _)) = socket_queue(&self.socket) {
+                let before = side.resyncs;
+                consumed = side.queue_seen(queued, admitted);
+                self.counters.credit_resyncs += side.resyncs - before;
+            }
+        }
+        credits.set_consumed(consumed);
+    }
+
     /// Queues the multishot receive if it is not armed and buffers exist.
     fn arm_recv(&mut self, submitter: &Submitter<'_>, sq: &mut SubmissionQueue<'_>) {
         if self.recv_armed || self.bufs.in_ring() == 0 {
