@@ -1028,13 +1028,13 @@ fn explain(run: &CompareRun) -> String {
         if shed > 0 {
             let _ = writeln!(
                 md,
-                "  Load shedding: {shed} data packets for the workers were dropped in XDP while the workers' sockets overflowed (drop_shed; docs/xdp.md, \"Load shedding\")."
+                "  Load shedding: {shed} data packets for the workers were dropped in XDP, their worker's window of unread packets being full (or over the fallback budget) (drop_shed; docs/xdp.md, \"Load shedding\")."
             );
         }
         if lost_in_stack * 100 > pass {
             let _ = writeln!(
                 md,
-                "  {lost_in_stack} packets passed by XDP never reached the workers: the kernel dropped them (socket queue full) after spending CPU on them (before a shedding budget took hold, or with shedding off)."
+                "  {lost_in_stack} packets passed by XDP never reached the workers: the kernel dropped them (socket queue full, or bad checksums) after spending CPU on them (shedding off, or a worker without credits)."
             );
         } else {
             let _ = writeln!(
