@@ -1032,7 +1032,11 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
         .expect("the object has xorlay_backlog");
     backlog.set_workers(1).expect("one worker");
     let neighbor = sink("127.0.0.1:0");
-    let cfg = config("127.0.0.1:0");
+    // A small receive buffer: the smallest window, 16.
+    let cfg = WorkerConfig {
+        recv_buffer_bytes: 64 * 1024,
+        ..config("127.0.0.1:0")
+    };
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
     let routes = table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
     let harness = Harness::start_full(
@@ -1045,7 +1049,7 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
     // The window: the receive buffer half full, in CreditConfig's truesize.
     let expected = Credits::new(CreditConfig::default())
         .window(u32::try_from(cfg.recv_buffer_bytes).expect("fits"));
-    assert_eq!(expected, 128);
+    assert_eq!(expected, 16);
     let state = || backlog.peek(0).expect("worker 0");
     let settle = |what: &str, done: &dyn Fn(CreditState) -> bool| {
         let deadline = Instant::now() + TIMEOUT;
@@ -1055,15 +1059,16 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
         }
     };
     settle("window set", &|c| c.window == expected);
-    // XDP passes 5 data packets that never reach the socket (run through
-    // BPF_PROG_TEST_RUN, whose XDP_PASS goes nowhere): lost credits.
+    // XDP passes 16 data packets that never reach the socket (run through
+    // BPF_PROG_TEST_RUN, whose XDP_PASS goes nowhere): lost credits, the
+    // whole window. XDP now sheds everything for this worker.
     let program: &Xdp = ebpf
         .program(xorlay::io::bpf::PROGRAM_NAME)
         .expect("the XDP program")
         .try_into()
         .expect("an XDP program");
     let frame = xdp_frame(&packet(TOWARD_NEIGHBOR, 64, b"lost"));
-    for _ in 0..5 {
+    for _ in 0..16 {
         let mut out = vec![0u8; frame.len() + 256];
         let result = program
             .test_run(TestRunOptions {
@@ -1074,10 +1079,20 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
         assert_eq!(result.return_value, 2, "XDP_PASS");
     }
-    assert_eq!(state().admitted, 5);
-    // The worker finds its queue empty and takes them back.
+    assert_eq!(state().admitted, 16);
+    let mut out = vec![0u8; frame.len() + 256];
+    let shed = program
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
+    assert_eq!(shed.return_value, 1, "XDP_DROP: the window is full");
+    // The idle worker (woken every WAIT_SLICE_CLOSED while its window is
+    // closed) finds its queue empty and takes them back.
     settle("lost credits taken back", &|c| {
-        c.consumed == 5 && c.unread == 0
+        c.consumed == 16 && c.unread == 0
     });
     assert_eq!(
         harness.counters().credit_resyncs,

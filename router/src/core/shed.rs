@@ -254,6 +254,11 @@ impl Credits {
         )
     }
 
+    /// The count published last.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
     /// The worker read `packets` more data packets: the count to publish.
     pub fn read(&mut self, packets: u64) -> u64 {
         self.consumed = self.consumed.wrapping_add(packets);

@@ -56,6 +56,10 @@ use pool::{BufRing, GsoSlots, SendSlots};
 
 /// Longest the worker blocks in the kernel before it looks at `stop`.
 pub const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// Longest it blocks while XDP counts its window full (it sheds everything
+/// for this worker): if the credits were lost before the socket, the next
+/// look at the empty queue takes them back this soon.
+pub const WAIT_SLICE_CLOSED: Duration = Duration::from_millis(1);
 /// Longest the worker waits for cancelled operations to complete on stop.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// GSO sends in flight per worker at most (a group waits for a slot by
@@ -874,6 +878,8 @@ impl Engine {
         let index = self.state.index;
         let timeout = Timespec::from(WAIT_SLICE);
         let args = SubmitArgs::new().timespec(&timeout);
+        let timeout_closed = Timespec::from(WAIT_SLICE_CLOSED);
+        let args_closed = SubmitArgs::new().timespec(&timeout_closed);
         let (submitter, mut sq, mut cq) = self.ring.split();
         let state = &mut self.state;
         state.arm_recv(&submitter, &mut sq);
@@ -881,7 +887,12 @@ impl Engine {
             // One enter per batch: submit the sends (and re-armed receive)
             // queued by the previous batch, and wait for completions.
             sq.sync();
-            match submitter.submit_with_args(1, &args) {
+            let wait = if state.window_closed() {
+                &args_closed
+            } else {
+                &args
+            };
+            match submitter.submit_with_args(1, wait) {
                 Ok(_) => {}
                 Err(e) if is_transient(&e) => {}
                 Err(source) => {
@@ -1030,6 +1041,15 @@ impl State {
         credits.set_consumed(credits.admitted());
         credits.set_window(side.window(capacity));
         self.credits = Some((credits, side));
+    }
+
+    /// Whether XDP counts this worker's window full: it passes it nothing
+    /// until credits come back.
+    fn window_closed(&self) -> bool {
+        self.credits.as_ref().is_some_and(|(credits, side)| {
+            let unread = credits.admitted().wrapping_sub(side.consumed()) as i64;
+            unread >= i64::from(credits.window())
+        })
     }
 
     /// After a batch that read `read` data packets: returns their credits
