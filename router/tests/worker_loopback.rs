@@ -1068,27 +1068,22 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
         .try_into()
         .expect("an XDP program");
     let frame = xdp_frame(&packet(TOWARD_NEIGHBOR, 64, b"lost"));
-    for _ in 0..16 {
+    let run = || {
         let mut out = vec![0u8; frame.len() + 256];
-        let result = program
+        program
             .test_run(TestRunOptions {
                 data_in: Some(&frame),
                 data_out: Some(&mut out),
                 ..TestRunOptions::default()
             })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
-        assert_eq!(result.return_value, 2, "XDP_PASS");
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"))
+            .return_value
+    };
+    for _ in 0..16 {
+        assert_eq!(run(), 2, "XDP_PASS");
     }
     assert_eq!(state().admitted, 16);
-    let mut out = vec![0u8; frame.len() + 256];
-    let shed = program
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
-    assert_eq!(shed.return_value, 1, "XDP_DROP: the window is full");
+    assert_eq!(run(), 1, "XDP_DROP: the window is full");
     // The idle worker (woken every WAIT_SLICE_CLOSED while its window is
     // closed) finds its queue empty and takes them back.
     settle("lost credits taken back", &|c| {
