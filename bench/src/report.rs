@@ -551,7 +551,33 @@ fn overload_verdict(f: &FrameResult, t: &crate::compare::Trial, mult: f64) -> St
             kpps(mult * f.pdr_pps)
         )
     } else {
-        verdict(ratio, 0.9)
+        let mut v = verdict(ratio, 0.9);
+        if ratio < 0.9
+            && let Some(busy) = t.relay_cpu_busy
+        {
+            // Why: what entered the relay beyond what it delivered was
+            // received (and shed) on the relay's CPU, or the relay had room
+            // and the loss was elsewhere.
+            let duration = t.duration_s.max(1e-9);
+            let entered = t.sent.saturating_sub(t.relay_input_drops.unwrap_or(0)) as f64 / duration;
+            let excess = (entered - t.goodput_pps).max(0.0);
+            if busy >= 0.7 {
+                let _ = write!(
+                    v,
+                    " (relay CPU {:.0}% busy: {} frames/s entered the relay, {} more than it delivered; receiving and dropping each costs the CPU the relay's workers run on)",
+                    busy * 100.0,
+                    kpps(entered),
+                    kpps(excess)
+                );
+            } else {
+                let _ = write!(
+                    v,
+                    " (relay CPU only {:.0}% busy: the loss was not the relay's CPU)",
+                    busy * 100.0
+                );
+            }
+        }
+        v
     }
 }
 
@@ -1266,5 +1292,16 @@ mod tests {
         let v = overload_verdict(&f, &trial(100e3, 50e3, 0.5), 10.0);
         assert!(v.starts_with("NOT SHOWN") && !v.contains("met"), "{v}");
         assert_eq!(overload_verdict(&f, &trial(500e3, 48e3, 0.5), 10.0), "met");
+        // Missed: by how much and why.
+        let v = overload_verdict(&f, &trial(500e3, 30e3, 0.95), 10.0);
+        assert!(v.starts_with("MISSED by 33%"), "{v}");
+        assert!(
+            v.contains("95% busy")
+                && v.contains("500.0 k frames/s entered")
+                && v.contains("470.0 k more"),
+            "{v}"
+        );
+        let v = overload_verdict(&f, &trial(500e3, 30e3, 0.4), 10.0);
+        assert!(v.contains("only 40% busy"), "{v}");
     }
 }
