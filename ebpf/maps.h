@@ -142,7 +142,8 @@ struct {
 } xorlay_handshake_global SEC(".maps");
 
 /*
- * Load shedding for the workers: the budget of data packets XDP passes to
+ * Load shedding for the workers, the fallback behind the credits of
+ * xorlay_backlog (below): the budget of data packets XDP passes to
  * userspace (cache misses, unresolved hits, local delivery), all CPUs
  * together. Written only by the router's control thread, which sets it
  * while the workers' sockets overflow (their receive queues drop packets

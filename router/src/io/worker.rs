@@ -1030,7 +1030,7 @@ impl State {
     /// Sets the window from the socket's receive buffer and makes the
     /// credits this worker's.
     fn take_credits(&mut self, credits: WorkerCredits) {
-        let side = Credits::new(CreditConfig::default());
+        let mut side = Credits::new(CreditConfig::default());
         let Some((_, capacity)) = socket_queue(&self.socket) else {
             log::warn!(
                 "worker {}: SO_MEMINFO unavailable, load shedding by queue is off for it",
@@ -1038,7 +1038,8 @@ impl State {
             );
             return;
         };
-        credits.set_consumed(credits.admitted());
+        // Nothing queued yet: whatever XDP counted so far is settled.
+        credits.set_consumed(side.queue_seen(0, credits.admitted()));
         credits.set_window(side.window(capacity));
         self.credits = Some((credits, side));
     }
