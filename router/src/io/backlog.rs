@@ -23,7 +23,7 @@ use crate::wire::consts;
 /// The map's name in the object.
 pub const BACKLOG_MAP_NAME: &str = "xorlay_backlog";
 
-/// Workers the map has a flag for (`XORLAY_BACKLOG_WORKERS_MAX`).
+/// Workers the map has credits for (`XORLAY_BACKLOG_WORKERS_MAX`).
 pub const BACKLOG_WORKERS_MAX: usize = consts::BACKLOG_WORKERS_MAX as usize;
 
 const VALUE_LEN: usize = consts::BACKLOG_LEN as usize;
@@ -70,6 +70,18 @@ impl Mapping {
         assert!(offset.is_multiple_of(8) && offset + 8 <= VALUE_LEN);
         // SAFETY: as in `word`, 8-aligned.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// The credits of the worker whose slot starts at `base`.
+    fn credit_state(&self, base: usize) -> CreditState {
+        let admitted = self.word64(base + OFF_ADMITTED).load(Ordering::Acquire);
+        let consumed = self.word64(base + OFF_CONSUMED).load(Ordering::Acquire);
+        CreditState {
+            window: self.word(base + OFF_WINDOW).load(Ordering::Acquire),
+            admitted,
+            consumed,
+            unread: admitted.wrapping_sub(consumed) as i64,
+        }
     }
 }
 
@@ -177,7 +189,7 @@ impl BacklogMap {
             .filter(|_| workers <= BACKLOG_WORKERS_MAX)
             .ok_or_else(|| {
                 io::Error::other(format!(
-                    "{workers} workers, but `{BACKLOG_MAP_NAME}` has flags for {BACKLOG_WORKERS_MAX}"
+                    "{workers} workers, but `{BACKLOG_MAP_NAME}` has credits for {BACKLOG_WORKERS_MAX}"
                 ))
             })?;
         self.mapping
@@ -196,21 +208,7 @@ impl BacklogMap {
         if index >= BACKLOG_WORKERS_MAX {
             return None;
         }
-        let base = OFF_WORKER + CREDIT_LEN * index;
-        let admitted = self
-            .mapping
-            .word64(base + OFF_ADMITTED)
-            .load(Ordering::Acquire);
-        let consumed = self
-            .mapping
-            .word64(base + OFF_CONSUMED)
-            .load(Ordering::Acquire);
-        Some(CreditState {
-            window: self.mapping.word(base + OFF_WINDOW).load(Ordering::Acquire),
-            admitted,
-            consumed,
-            unread: admitted.wrapping_sub(consumed) as i64,
-        })
+        Some(self.mapping.credit_state(OFF_WORKER + CREDIT_LEN * index))
     }
 
     /// Worker `index`'s credits (no limit until it sets a window); `None`
@@ -288,11 +286,9 @@ impl WorkerCredits {
             .store(consumed, Ordering::Release);
     }
 
-    /// The consumed count XDP sees.
-    pub fn consumed(&self) -> u64 {
-        self.mapping
-            .word64(self.offset + OFF_CONSUMED)
-            .load(Ordering::Acquire)
+    /// The credits as XDP sees them.
+    pub fn state(&self) -> CreditState {
+        self.mapping.credit_state(self.offset)
     }
 }
 
@@ -306,9 +302,7 @@ impl std::fmt::Debug for WorkerCredits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerCredits")
             .field("index", &((self.offset - OFF_WORKER) / CREDIT_LEN))
-            .field("window", &self.window())
-            .field("admitted", &self.admitted())
-            .field("consumed", &self.consumed())
+            .field("state", &self.state())
             .finish()
     }
 }

@@ -120,7 +120,7 @@ pub struct Router {
     admin: Option<AdminServer>,
     /// Load shedding: the policy and the XDP map it writes.
     shed: Option<(Shedder, ShedBudget)>,
-    /// Load shedding by queue: the workers' backlog flags in XDP.
+    /// Load shedding by queue: the workers' credits in XDP.
     backlog: Option<BacklogMap>,
 }
 
