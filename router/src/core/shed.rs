@@ -1,5 +1,8 @@
 //! Load shedding for the workers: when to make XDP drop data packets before
-//! the kernel builds an skb for them (sans-IO policy; the control thread
+//! the kernel builds an skb for them (sans-IO policies). Two of them:
+//! [`Credits`], each worker's side of the window XDP keeps per worker (the
+//! worker feeds it; `io::backlog` holds the map), and the budget below, the
+//! fallback where credits cannot work ([`Shedder`]; the control thread
 //! feeds it and writes the budget into the `xorlay_shed` map).
 //!
 //! Receive livelock: a packet the workers will never read still costs the
