@@ -416,7 +416,7 @@ impl Router {
 
     /// The control loop: runs the control plane and serves the admin socket
     /// until `shutdown` is set, or until a newer instance has taken over the
-    /// pinned XDP state (hot restart) and [`HANDOVER_DRAIN`] has passed:
+    /// pinned XDP state (hot restart) and `HANDOVER_DRAIN` has passed:
     /// then this instance has nothing left to do and returns
     /// [`RunEnd::TakenOver`] (its sessions would only compete with the new
     /// instance's for the same neighbors).

@@ -37,7 +37,7 @@ pub struct Steering {
 
 impl Steering {
     /// Attaches steering to the SO_REUSEPORT group of `sockets` (all bound
-    /// to the same address; index i of the program's choice is sockets[i]).
+    /// to the same address; index i of the program's choice is `sockets[i]`).
     pub fn attach(sockets: &[&Socket]) -> Result<Steering, SteerError> {
         if sockets.is_empty() || sockets.len() > SOCKETS_MAX {
             return Err(fail("sockets")(format!(
