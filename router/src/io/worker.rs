@@ -1064,9 +1064,8 @@ impl State {
         if side.wants_look(self.batch_now) {
             let admitted = credits.admitted();
             if let Some((queued, _)) = socket_queue(&self.socket) {
-                let before = side.resyncs;
                 consumed = side.queue_seen(queued, admitted);
-                self.counters.credit_resyncs += side.resyncs - before;
+                self.counters.credit_resyncs = side.resyncs;
             }
         }
         credits.set_consumed(consumed);
