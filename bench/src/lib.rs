@@ -9,6 +9,7 @@ pub mod loadgen;
 pub mod netns;
 pub mod relay;
 pub mod report;
+pub mod ringgen;
 pub mod systems;
 pub mod traffic;
 pub mod xdpsink;

@@ -616,6 +616,55 @@ impl Caller<'_> {
     }
 }
 
+/// Whether this machine lets `BPF_PROG_TEST_RUN` run in live-frames mode:
+/// runs the generator once, live, on the loopback interface of the calling
+/// thread's namespace with a limit of 0 packets (the run drops its frame:
+/// nothing is transmitted). `Err` carries the kernel's answer, e.g. EPERM
+/// where CAP_SYS_RESOURCE is outside the capability bounding set.
+pub fn probe_live_frames() -> anyhow::Result<()> {
+    let frame = LiveFrame {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9),
+        dst: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9),
+        overlay_src: NodeId::from_bytes([0; 32]),
+        overlay_dst: NodeId::from_bytes([0; 32]),
+        payload_len: STAMP_LEN,
+        flows: 1,
+    };
+    let bytes = frame.build();
+    let mut loaded = Loaded::load()?;
+    loaded.configure(
+        &bytes,
+        None,
+        LgState {
+            limit: 0,
+            ..LgState::default()
+        },
+    )?;
+    let lo = ifindex_here("lo").context("no loopback interface here")?;
+    let ctx = xdp_md(bytes.len(), lo)?;
+    loaded
+        .program()?
+        .test_run(TestRunOptions {
+            data_in: Some(&bytes),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..TestRunOptions::default()
+        })
+        .context("BPF_PROG_TEST_RUN in live-frames mode")?;
+    let state = loaded.state()?;
+    if state.sent != 0 || state.done != 1 {
+        bail!(
+            "the live-frames probe sent {} frame(s) and dropped {} (expected 0 and 1)",
+            state.sent,
+            state.done
+        );
+    }
+    Ok(())
+}
+
 /// Runs the program once, not live, on `page` (as if a recycled page held
 /// those bytes; it must be as long as `frame.build()`), as the first, unpaced
 /// run of trial `trial`. Returns the verdict and the bytes the program left.
