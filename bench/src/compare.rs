@@ -111,8 +111,8 @@ pub struct Trial {
     /// Non-neighbor flood frames sent along (flood trials; else 0).
     pub flood_sent: u64,
     /// Frames the first relay's veth receive ring could not take (it was
-    /// full): part of the loss, counted at gen's interface (live generator
-    /// only).
+    /// full): part of the loss, counted at gen's interface (frame
+    /// generators only).
     pub relay_input_drops: Option<u64>,
     /// (sent - delivered) / sent.
     pub loss_ratio: f64,
@@ -161,7 +161,7 @@ pub struct FrameResult {
     pub latency: Vec<(f64, Trial)>,
     /// Overload trials: (multiple of PDR, trial).
     pub overload: Vec<(f64, Trial)>,
-    /// The non-neighbor flood trials (xorlay with the live generator).
+    /// The non-neighbor flood trials (xorlay with a frame generator).
     pub flood: Option<FloodResult>,
     /// Every trial, in order.
     pub trials: Vec<Trial>,
@@ -305,6 +305,9 @@ pub struct CompareRun {
     pub sweep: Vec<SweepPoint>,
     /// The io_uring path with 1, 2, ... workers.
     pub scaling: Vec<ScalingPoint>,
+    /// Why the generator is not the one asked for (`frames` on a machine
+    /// that refuses live frames), when it is not.
+    pub generator_fallback: Option<String>,
 }
 
 /// Runs trials on one environment; numbers trials across the whole run.
@@ -352,7 +355,7 @@ impl<'a> Runner<'a> {
     }
 
     /// [`Runner::trial`] with `flood` non-neighbor frames after each packet
-    /// (live generator only).
+    /// (frame generators only).
     pub fn trial_flooded(
         &mut self,
         env: &Env,
@@ -609,7 +612,7 @@ pub fn trials_per_frame(steps: u32, full: bool) -> u64 {
     // PDR steps count twice: each may be repeated once.
     let base = 1 + 2 * u64::from(steps.max(1)) + u64::from((steps / 2).max(1));
     if full {
-        // + 2: the flood trials (xorlay with the live generator).
+        // + 2: the flood trials (xorlay with a frame generator).
         base + (LATENCY_LOADS.len() + OVERLOAD.len()) as u64 + 2
     } else {
         base
@@ -641,6 +644,19 @@ pub fn run(
     interrupted: &Arc<AtomicBool>,
 ) -> anyhow::Result<CompareRun> {
     let started = Instant::now();
+    // Once for the whole run: live frames, or the ring where they are
+    // refused (said here and in the report).
+    let (generator, generator_fallback) = options.traffic.generator.resolve();
+    if let Some(line) = &generator_fallback {
+        eprintln!("{line}");
+    }
+    let options = &CompareOptions {
+        traffic: crate::systems::TrafficMode {
+            generator,
+            ..options.traffic
+        },
+        ..options.clone()
+    };
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -803,6 +819,7 @@ pub fn run(
         systems,
         sweep,
         scaling,
+        generator_fallback,
     })
 }
 

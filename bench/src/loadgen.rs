@@ -115,7 +115,7 @@ pub struct GenReport {
     pub errors: u64,
     /// Seconds from the first to the last send.
     pub elapsed_s: f64,
-    /// Flood frames sent along (live generator with a flood; else 0).
+    /// Flood frames sent along (frame generator with a flood; else 0).
     pub flood_sent: u64,
 }
 

@@ -92,7 +92,7 @@ enum Cmd {
         /// the first frame size (0: none).
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         workers_scaling: Vec<usize>,
-        /// Overlay flows the live generator sends in the comparison (the
+        /// Overlay flows the frame generator sends in the comparison (the
         /// overlay source ID cycles over this many values; 1: one flow, as
         /// one sender to one receiver).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -107,10 +107,12 @@ enum Cmd {
         /// XDP mode of the xorlay routers.
         #[arg(long, default_value = "native")]
         xdp_mode: String,
-        /// Generator: `live` (BPF_PROG_TEST_RUN live frames, XDP-transmitted
-        /// out of gen's interface; rates beyond a socket) or `socket`
-        /// (sendmmsg).
-        #[arg(long, value_enum, default_value = "live")]
+        /// Generator: `frames` (the fastest frame generator this machine
+        /// allows: `live` where BPF_PROG_TEST_RUN may run in live-frames
+        /// mode, else `ring`), `live` (live frames, XDP-transmitted out of
+        /// gen's interface), `ring` (an AF_PACKET transmit ring with qdisc
+        /// bypass) or `socket` (sendmmsg; one flow, no flood).
+        #[arg(long, value_enum, default_value = "frames")]
         generator: xorlay_bench::systems::GenMode,
         /// Sink: `xdp` (an XDP program counts and drops data packets at the
         /// sink's interface) or `socket` (recvmmsg).
@@ -651,13 +653,12 @@ fn compare(args: CompareArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<(
     if scaling.iter().any(|n| *n > 64) {
         bail!("--workers-scaling takes 1 to 64 workers per point (the router's limit)");
     }
-    if (!scaling.is_empty() || args.traffic.flows > 1)
-        && args.traffic.generator != xorlay_bench::systems::GenMode::Live
-    {
+    if (!scaling.is_empty() || args.traffic.flows > 1) && !args.traffic.generator.sends_frames() {
         bail!(
-            "several overlay flows (--flows, --workers-scaling) need the live-frames generator: add --generator live, or --workers-scaling 0 --flows 1"
+            "several overlay flows (--flows, --workers-scaling) need a frame generator: add --generator frames, or --workers-scaling 0 --flows 1"
         );
     }
+
     let mut options = CompareOptions {
         systems,
         frames: args.frames,

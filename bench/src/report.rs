@@ -630,7 +630,7 @@ pub fn targets(run: &CompareRun) -> String {
                     None => {
                         let _ = writeln!(
                             md,
-                            "| 4 | xorlay legitimate goodput under a 10x non-neighbor flood >= 90% of unflooded | {} B | no flood trial (needs --generator live and a PDR) | not shown |",
+                            "| 4 | xorlay legitimate goodput under a 10x non-neighbor flood >= 90% of unflooded | {} B | no flood trial (needs a frame generator, --generator frames, and a PDR) | not shown |",
                             f.frame_len
                         );
                     }
@@ -885,6 +885,15 @@ fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
         OVERLOAD,
         o.relays,
         crate::loadgen::FRAME_MIN,
+    );
+    let _ = writeln!(
+        md,
+        "Generator: `{}`{}.\n",
+        o.traffic.generator.name(),
+        match &run.generator_fallback {
+            Some(why) => format!(" ({why})"),
+            None => String::new(),
+        }
     );
     let _ = writeln!(md, "## Summary\n\n{}", summary_table(run));
     let _ = writeln!(

@@ -115,9 +115,54 @@ impl SystemKind {
 pub enum GenMode {
     /// A UDP socket, `sendmmsg` batches of 64, paced by sleeping.
     Socket,
+    /// The fastest frame generator this machine allows: `live` where
+    /// BPF_PROG_TEST_RUN may run in live-frames mode, `ring` elsewhere
+    /// ([`GenMode::resolve`] probes).
+    Frames,
     /// BPF_PROG_TEST_RUN live frames: an XDP program transmits prepared
     /// frames out of gen's interface (`livegen`), paced in the program.
     Live,
+    /// An AF_PACKET transmit ring with PACKET_QDISC_BYPASS sends prepared
+    /// frames out of gen's interface (`ringgen`), paced by the sending
+    /// thread. Needs no live frames.
+    Ring,
+}
+
+impl GenMode {
+    /// Does this generator send prepared Ethernet frames (several flows,
+    /// floods, rates beyond a socket)?
+    pub fn sends_frames(self) -> bool {
+        !matches!(self, GenMode::Socket)
+    }
+
+    /// The generator to use for this mode: [`GenMode::Frames`] becomes
+    /// `live` when [`crate::livegen::probe_live_frames`] succeeds and
+    /// `ring` otherwise, with a line that says why; the other modes stay.
+    pub fn resolve(self) -> (GenMode, Option<String>) {
+        if self != GenMode::Frames {
+            return (self, None);
+        }
+        match crate::livegen::probe_live_frames() {
+            Ok(()) => (GenMode::Live, None),
+            Err(e) => (
+                GenMode::Ring,
+                Some(format!(
+                    "generator: live frames refused on this machine ({:#}); using the AF_PACKET ring generator (ring) instead",
+                    e
+                )),
+            ),
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            GenMode::Socket => "socket",
+            GenMode::Frames => "frames",
+            GenMode::Live => "live",
+            GenMode::Ring => "ring",
+        }
+    }
 }
 
 /// How the sink receives.
@@ -289,7 +334,7 @@ pub struct Env {
     sink_thread: std::sync::Mutex<Option<SinkThread>>,
     /// The XDP sink, when the sink is XDP.
     xdp_sink: Option<std::sync::Mutex<XdpSink>>,
-    /// gen's interface and the frame template, for live frames.
+    /// gen's interface and the frame template, for a frame generator.
     live: Option<(String, LiveFrame)>,
     /// gen's interface, the first relay (node index) and its interface
     /// toward gen, the sink's interface.
@@ -428,9 +473,9 @@ impl Env {
         if workers == 0 {
             bail!("relay workers must be at least 1");
         }
-        if traffic.flows > 1 && traffic.generator != GenMode::Live {
+        if traffic.flows > 1 && !traffic.generator.sends_frames() {
             bail!(
-                "{} flows need the live-frames generator (--generator live); the socket generator sends one flow",
+                "{} flows need a frame generator (--generator frames, live or ring); the socket generator sends one flow",
                 traffic.flows
             );
         }
@@ -643,7 +688,10 @@ impl Env {
     /// The live-frames generator's frame and the XDP sink, when asked for.
     fn start_traffic_programs(&mut self) -> anyhow::Result<()> {
         let sink = self.lab.sink_index();
-        if self.traffic.generator == GenMode::Live {
+        if self.traffic.generator.sends_frames() {
+            let (generator, fallback) = self.traffic.generator.resolve();
+            self.traffic.generator = generator;
+            self.notes.extend(fallback);
             let path = self.path.clone();
             let (_, src_mac) = link_info(&self.gen_ns, path.gen_iface)?;
             let (_, dst_mac) = link_info(
@@ -667,9 +715,16 @@ impl Env {
                     flows: self.traffic.flows,
                 },
             ));
-            self.notes.push(format!(
-                "generator: BPF_PROG_TEST_RUN live frames out of gen's interface from {src} to {dst} (an XDP program rewrites each frame's headers, sequence number and timestamp; pacing by the program on the generator CPU)"
-            ));
+            self.notes.push(if generator == GenMode::Live {
+                format!(
+                    "generator: BPF_PROG_TEST_RUN live frames out of gen's interface from {src} to {dst} (an XDP program rewrites each frame's headers, sequence number and timestamp; pacing by the program on the generator CPU)"
+                )
+            } else {
+                format!(
+                    "generator: an AF_PACKET transmit ring (TPACKET_V2, PACKET_QDISC_BYPASS) out of gen's interface from {src} to {dst} (one thread writes each frame's headers, sequence number and timestamp into the ring and hands batches of up to {} frames to the kernel per send; pacing by that thread on the generator CPU)",
+                    crate::ringgen::BATCH_FRAMES
+                )
+            });
         }
         if self.traffic.sink == SinkMode::Xdp {
             if self.kind == SystemKind::XdpRedirect {
@@ -756,12 +811,19 @@ impl Env {
         thread.finish()
     }
 
-    /// Frames the live generator handed to gen's veth that the veth could
-    /// not put into the first relay's receive ring (it was full): the
-    /// `xdp_xmit_errors` of gen's interface, summed over queues. `None`
-    /// without the live generator or when `ethtool -S` does not say.
+    /// Frames the frame generator handed to gen's veth that the veth could
+    /// not put into the first relay's receive ring (it was full): for live
+    /// frames the `xdp_xmit_errors` of gen's interface, summed over queues;
+    /// for the ring the interface's `tx_dropped` (veth counts an skb it
+    /// could not place there). `None` without a frame generator or when
+    /// the counters do not say.
     pub fn relay_input_drops(&self) -> Option<u64> {
         let (iface, _) = self.live.as_ref()?;
+        if self.traffic.generator == GenMode::Ring {
+            let out = ip(&["-n", &self.gen_ns, "-j", "-s", "link", "show", "dev", iface]).ok()?;
+            let json: serde_json::Value = serde_json::from_str(&out).ok()?;
+            return json.pointer("/0/stats64/tx/dropped")?.as_u64();
+        }
         let out = netns::run(
             "ip",
             &["netns", "exec", &self.gen_ns, "ethtool", "-S", iface],
@@ -793,7 +855,8 @@ impl Env {
     }
 
     /// [`Env::generate`] with `flood` frames after each packet from an
-    /// address on gen's link that is no neighbor of r1 (live frames only).
+    /// address on gen's link that is no neighbor of r1 (frame generators
+    /// only).
     pub fn generate_flooded(
         &self,
         spec: GenSpec,
@@ -810,18 +873,22 @@ impl Env {
                 per_packet: flood,
                 src: std::net::SocketAddrV4::new(FLOOD_SOURCE, frame.src.port()),
             });
-            return crate::livegen::generate_live_flooded(
-                &self.gen_ns,
-                iface,
-                &frame,
-                &spec,
-                flood,
-                cpu,
-                stop,
-            );
+            return if self.traffic.generator == GenMode::Live {
+                crate::livegen::generate_live_flooded(
+                    &self.gen_ns,
+                    iface,
+                    &frame,
+                    &spec,
+                    flood,
+                    cpu,
+                    stop,
+                )
+            } else {
+                crate::ringgen::generate_ring(&self.gen_ns, iface, &frame, &spec, flood, cpu, stop)
+            };
         }
         if flood > 0 {
-            bail!("a flood needs the live-frames generator (--generator live)");
+            bail!("a flood needs a frame generator (--generator frames, live or ring)");
         }
         if let Some((generator, _)) = &self.endpoints {
             return generator.generate(self.gen_to, spec, cpu, stop);

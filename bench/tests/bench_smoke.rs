@@ -4,7 +4,8 @@
 //! charts, and report sane numbers (nothing delivered that was not sent,
 //! rates positive, percentiles in order). Run twice: with the socket
 //! generator and sink (xorlay's being the benchmark's own overlay
-//! endpoints), and with the live-frames generator and the XDP sink.
+//! endpoints), and with the frame generator the machine allows (live frames
+//! or the AF_PACKET ring) and the XDP sink.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -24,10 +25,12 @@ fn compare_smoke_run_with_socket_traffic() {
     });
 }
 
+/// `--generator frames`: live frames where the machine allows them, the
+/// AF_PACKET ring elsewhere.
 #[test]
-fn compare_smoke_run_with_live_frames_and_xdp_sink() {
+fn compare_smoke_run_with_the_frame_generator_and_xdp_sink() {
     smoke(TrafficMode {
-        generator: GenMode::Live,
+        generator: GenMode::Frames,
         sink: SinkMode::Xdp,
         sink_poll: None,
         flows: 1,
@@ -42,16 +45,16 @@ fn smoke(traffic: TrafficMode) {
         trial: Duration::from_millis(150),
         search_steps: 1,
         sweep: Vec::new(),
-        // Two steered workers (flows need the live generator): the set-up,
+        // Two steered workers (flows need a frame generator): the set-up,
         // the worker pinning and the report's section run.
-        scaling: if traffic.generator == GenMode::Live {
+        scaling: if traffic.generator.sends_frames() {
             vec![2]
         } else {
             Vec::new()
         },
         // The mesh (two sites, routers discovered through a seed, the
-        // endpoints joining like nodes) with the live generator only.
-        mesh: if traffic.generator == GenMode::Live {
+        // endpoints joining like nodes) with a frame generator only.
+        mesh: if traffic.generator.sends_frames() {
             2
         } else {
             0
@@ -90,9 +93,9 @@ fn smoke(traffic: TrafficMode) {
     }
     assert_eq!(
         run.sweep.len(),
-        usize::from(traffic.generator == GenMode::Live)
+        usize::from(traffic.generator.sends_frames())
     );
-    if traffic.generator == GenMode::Live {
+    if traffic.generator.sends_frames() {
         let [point] = run.scaling.as_slice() else {
             panic!("one scaling point: {:?}", run.scaling);
         };
@@ -122,6 +125,27 @@ fn smoke(traffic: TrafficMode) {
     }
     let markdown = std::fs::read_to_string(&written.markdown).expect("report.md written");
     assert!(markdown.contains("## Summary"), "{markdown}");
+    // The generator that ran is named; a fallback says why.
+    let generator = run.options.traffic.generator;
+    assert!(
+        markdown.contains(&format!("Generator: `{}`", generator.name())),
+        "{markdown}"
+    );
+    if traffic.generator == GenMode::Frames {
+        assert!(
+            matches!(generator, GenMode::Live | GenMode::Ring),
+            "{generator:?}"
+        );
+        assert_eq!(
+            run.generator_fallback.is_some(),
+            generator == GenMode::Ring,
+            "{:?}",
+            run.generator_fallback
+        );
+        if let Some(why) = &run.generator_fallback {
+            assert!(markdown.contains(why.as_str()), "{markdown}");
+        }
+    }
     assert!(markdown.contains("| xorlay |"), "{markdown}");
     assert!(markdown.contains("| udp-relay |"), "{markdown}");
     assert_eq!(written.charts.len(), 3);
@@ -145,7 +169,7 @@ fn smoke(traffic: TrafficMode) {
         );
         assert!(!frame.trials.is_empty());
         // The flood trials run for xorlay whenever the generator can flood.
-        if system.system == SystemKind::Xorlay && traffic.generator == GenMode::Live {
+        if system.system == SystemKind::Xorlay && traffic.generator.sends_frames() {
             let flood = frame
                 .flood
                 .as_ref()

@@ -1,6 +1,7 @@
 //! Load shedding end to end: a relay with the route cache off (every packet
 //! for its io_uring workers) offered far more than its workers serve, by
-//! the live-frames generator from an authenticated neighbor (the bench
+//! the frame generator (live frames where the machine allows them, the
+//! AF_PACKET ring elsewhere) from an authenticated neighbor (the bench
 //! endpoint). XDP must pass the worker no more than its window of unread
 //! packets and drop the excess itself (`xdp.drop_shed`), so the kernel
 //! drops (almost) nothing at the socket queue; the relay keeps forwarding,
@@ -44,7 +45,7 @@ fn overload(workers: usize, flows: u32) {
         workers,
         "native",
         TrafficMode {
-            generator: GenMode::Live,
+            generator: GenMode::Frames,
             sink: SinkMode::Xdp,
             sink_poll: None,
             flows,

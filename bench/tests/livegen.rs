@@ -1,6 +1,8 @@
-//! The live-frames generator (root): its program run once on a dirty page,
-//! and two namespaces joined by a veth pair, generator in one, the batched
-//! sink in the other, paced and unpaced.
+//! The frame generators (root): the live-frames program run once on a dirty
+//! page (plain BPF_PROG_TEST_RUN), and two namespaces joined by a veth pair,
+//! generator in one, the batched sink in the other, paced and unpaced: the
+//! AF_PACKET ring on every machine, live frames where the machine allows
+//! them (and the probe that decides).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use xorlay::core::NodeId;
 use xorlay_bench::livegen::{self, LIVE_HEADER_LEN, LiveFrame};
 use xorlay_bench::loadgen::{GenSpec, SinkThread};
 use xorlay_bench::netns::{self, ip};
+use xorlay_bench::ringgen;
+use xorlay_bench::systems::GenMode;
 use xorlay_bench::traffic::monotonic_ns;
 use xorlay_bench::wait_until;
 
@@ -225,25 +229,31 @@ fn flows_cycle_the_overlay_source_and_touch_nothing_else() {
     assert_eq!(&out[SRC_AT..SRC_AT + 32], &[0x5a; 32][..]);
 }
 
-#[test]
-fn live_frames_reach_the_sink_paced_and_unpaced() {
+/// Sends with `generator` (live or ring), paced then unpaced, and checks
+/// what the sink got.
+fn frames_reach_the_sink_paced_and_unpaced(generator: GenMode) {
     let pair = Pair::new();
     let frame = pair.frame(64);
+    let run = |spec: &GenSpec| {
+        let stop = Arc::new(AtomicBool::new(false));
+        match generator {
+            GenMode::Live => {
+                livegen::generate_live(&pair.gen_ns, GEN_DEV, &frame, spec, gen_cpu(), stop)
+            }
+            GenMode::Ring => {
+                ringgen::generate_ring(&pair.gen_ns, GEN_DEV, &frame, spec, None, gen_cpu(), stop)
+            }
+            other => panic!("{other:?} is no frame generator"),
+        }
+    };
 
-    // Paced: every packet the program transmitted arrives, once.
+    // Paced: every packet the generator sent arrives, once.
     let trial = 11;
     let sink_paced = sink(&pair, &frame, trial, 1 << 20);
-    let report = livegen::generate_live(
-        &pair.gen_ns,
-        GEN_DEV,
-        &frame,
-        &spec(&frame, PACED_PPS, trial),
-        gen_cpu(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap_or_else(|e| panic!("paced run: {e:#}"));
+    let report = run(&spec(&frame, PACED_PPS, trial))
+        .unwrap_or_else(|e| panic!("{generator:?} paced run: {e:#}"));
     eprintln!(
-        "paced: sent {} in {:.3} s ({:.0} pps), {} errors",
+        "{generator:?} paced: sent {} in {:.3} s ({:.0} pps), {} errors",
         report.sent,
         report.elapsed_s,
         report.offered_pps(),
@@ -266,21 +276,14 @@ fn live_frames_reach_the_sink_paced_and_unpaced() {
     assert_eq!(seen.stale, 0, "stale");
     assert_eq!(seen.latency.len(), report.sent, "one latency sample each");
 
-    // Unpaced: as fast as the program runs; the veth drops what it cannot
+    // Unpaced: as fast as the generator goes; the veth drops what it cannot
     // take, so the sink sees some of it.
     let trial = 12;
     let sink_unpaced = sink(&pair, &frame, trial, 1 << 26);
-    let report = livegen::generate_live(
-        &pair.gen_ns,
-        GEN_DEV,
-        &frame,
-        &spec(&frame, 0, trial),
-        gen_cpu(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap_or_else(|e| panic!("unpaced run: {e:#}"));
+    let report =
+        run(&spec(&frame, 0, trial)).unwrap_or_else(|e| panic!("{generator:?} unpaced run: {e:#}"));
     eprintln!(
-        "unpaced: sent {} in {:.3} s ({:.0} pps), {} errors",
+        "{generator:?} unpaced: sent {} in {:.3} s ({:.0} pps), {} errors",
         report.sent,
         report.elapsed_s,
         report.offered_pps(),
@@ -300,11 +303,58 @@ fn live_frames_reach_the_sink_paced_and_unpaced() {
         .finish()
         .unwrap_or_else(|e| panic!("unpaced sink: {e:#}"));
     eprintln!(
-        "unpaced: sink got {} valid ({:.1}% of sent)",
+        "{generator:?} unpaced: sink got {} valid ({:.1}% of sent)",
         seen.valid,
         100.0 * seen.valid as f64 / report.sent as f64
     );
     assert!(seen.valid > 0, "the sink got nothing: {seen:?}");
     assert!(seen.valid <= report.sent, "more than sent: {seen:?}");
     assert_eq!(seen.duplicates, 0, "duplicates");
+    assert_eq!(seen.malformed, 0, "malformed");
+}
+
+/// The ring generator needs no live frames: it runs on every machine.
+#[test]
+fn ring_frames_reach_the_sink_paced_and_unpaced() {
+    frames_reach_the_sink_paced_and_unpaced(GenMode::Ring);
+}
+
+/// `--generator frames`: live frames where the machine allows them, the
+/// ring elsewhere; either way the frames arrive.
+#[test]
+fn the_probed_generator_reaches_the_sink_paced_and_unpaced() {
+    let (generator, fallback) = GenMode::Frames.resolve();
+    eprintln!("probed: {generator:?} ({fallback:?})");
+    assert!(matches!(generator, GenMode::Live | GenMode::Ring));
+    assert_eq!(
+        fallback.is_some(),
+        generator == GenMode::Ring,
+        "a fallback says why, and only a fallback"
+    );
+    frames_reach_the_sink_paced_and_unpaced(generator);
+}
+
+/// The probe tells the truth: where it says live frames are refused, a live
+/// run is refused too; where it allows them, a live run sends.
+#[test]
+fn the_live_frames_probe_agrees_with_a_live_run() {
+    let pair = Pair::new();
+    let frame = pair.frame(64);
+    let probe = livegen::probe_live_frames();
+    let run = livegen::generate_live(
+        &pair.gen_ns,
+        GEN_DEV,
+        &frame,
+        &GenSpec {
+            duration: Duration::from_millis(50),
+            ..spec(&frame, PACED_PPS, 3)
+        },
+        None,
+        Arc::new(AtomicBool::new(false)),
+    );
+    match (&probe, &run) {
+        (Ok(()), Ok(report)) => assert!(report.sent > 0, "allowed, yet nothing sent"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("the probe said {probe:?}, a live run gave {run:?}"),
+    }
 }
