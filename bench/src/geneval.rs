@@ -130,8 +130,9 @@ const _: () = assert!(size_of::<CgStats>() == 32);
 // SAFETY: repr(C), four u64, every bit pattern valid.
 unsafe impl aya::Pod for CgStats {}
 
-/// A generator under evaluation. Adding one is one variant here and one
-/// arm in [`Candidate::generate`].
+/// A generator under evaluation. Adding one is one variant here (its
+/// command-line name is the variant's in kebab case) and one arm in
+/// [`Candidate::generate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Candidate {
     /// AF_XDP in copy mode, transmit ring only.
@@ -145,22 +146,15 @@ pub enum Candidate {
 }
 
 impl Candidate {
-    /// Every candidate, in the order they are measured by default.
-    pub const ALL: [Candidate; 4] = [
-        Candidate::Afxdp,
-        Candidate::TcClone,
-        Candidate::TcCloneDistinct,
-        Candidate::Socket,
-    ];
+    /// Every candidate, in declaration order (the default list).
+    pub fn all() -> Vec<Candidate> {
+        <Candidate as clap::ValueEnum>::value_variants().to_vec()
+    }
 
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Candidate::Afxdp => "afxdp",
-            Candidate::TcClone => "tc-clone",
-            Candidate::TcCloneDistinct => "tc-clone-distinct",
-            Candidate::Socket => "socket",
-        }
+    /// The name on the command line (the variant's in kebab case).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_string())
     }
 
     /// Runs this generator out of the pair's generator interface.
@@ -1131,7 +1125,7 @@ pub fn print(results: &[(Candidate, Vec<RunFigures>)]) {
     }
 }
 
-/// `xorlay-bench gen-eval`: every candidate `runs` times for `seconds`
+/// `xorlay-bench gen-eval`: every candidate (all when none are given) `runs` times for `seconds`
 /// each, the generator on CPU 0 and the sink's NAPI thread on CPU 1 (when
 /// there is one, at real-time priority); prints the runs and a table of
 /// medians.
@@ -1146,7 +1140,11 @@ pub fn gen_eval(
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = EvalOptions {
-        candidates,
+        candidates: if candidates.is_empty() {
+            Candidate::all()
+        } else {
+            candidates
+        },
         duration: Duration::from_secs_f64(seconds),
         runs: runs.clamp(1, 100),
         gen_cpu: Some(0),
@@ -1185,8 +1183,14 @@ mod tests {
     #[test]
     fn every_candidate_has_its_command_line_name() {
         use clap::ValueEnum;
-        for candidate in Candidate::ALL {
-            let parsed = Candidate::from_str(candidate.name(), false).expect("a known name");
+        let names: Vec<String> = Candidate::all().into_iter().map(Candidate::name).collect();
+        assert_eq!(
+            names,
+            ["afxdp", "tc-clone", "tc-clone-distinct", "socket"],
+            "the names docs/benchmarks.md uses"
+        );
+        for candidate in Candidate::all() {
+            let parsed = Candidate::from_str(&candidate.name(), false).expect("a known name");
             assert_eq!(parsed, candidate);
         }
     }

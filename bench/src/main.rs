@@ -127,13 +127,8 @@ enum Cmd {
     /// Measure candidate generators side by side (docs/benchmarks.md,
     /// "Generator candidates"): 134-byte frames, unpaced, into an XDP sink.
     GenEval {
-        /// Candidates, comma-separated.
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "afxdp,tc-clone,tc-clone-distinct,socket"
-        )]
+        /// Candidates, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
         candidates: Vec<xorlay_bench::geneval::Candidate>,
         /// Seconds per run.
         #[arg(long, default_value_t = 3.0)]

@@ -13,7 +13,7 @@ use xorlay_bench::netns;
 fn every_candidate_reaches_the_sink() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = EvalOptions {
-        candidates: Candidate::ALL.to_vec(),
+        candidates: Candidate::all(),
         duration: Duration::from_millis(300),
         runs: 1,
         gen_cpu: Some(0),
@@ -21,7 +21,7 @@ fn every_candidate_reaches_the_sink() {
     };
     let results = geneval::evaluate(&options, &Arc::new(AtomicBool::new(false)))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(results.len(), Candidate::ALL.len());
+    assert_eq!(results.len(), Candidate::all().len());
     for (candidate, runs) in &results {
         let name = candidate.name();
         assert_eq!(runs.len(), 1, "{name}");
