@@ -988,7 +988,7 @@ pub struct EvalOptions {
     pub sink_cpu: Option<usize>,
 }
 
-/// Runs every candidate `options.runs` times on a fresh [`Pair`] (removed
+/// Runs every candidate `options.runs` times, round robin, on a fresh [`Pair`] (removed
 /// before returning, also on error) with the XDP sink on its far end.
 pub fn evaluate(
     options: &EvalOptions,
@@ -1007,10 +1007,16 @@ pub fn evaluate(
         pair.pin_sink_napi(cpu)?;
     }
     let mut trial = 0u32;
-    let mut results = Vec::new();
-    for &candidate in &options.candidates {
-        let mut runs = Vec::new();
-        for _ in 0..options.runs {
+    let mut results: Vec<(Candidate, Vec<RunFigures>)> = options
+        .candidates
+        .iter()
+        .map(|&c| (c, Vec::new()))
+        .collect();
+    // Round robin (run 1 of every candidate, then run 2, ...): load from
+    // other tasks that comes and goes then spreads over all candidates.
+    for _ in 0..options.runs {
+        for (candidate, runs) in &mut results {
+            let candidate = *candidate;
             if stop.load(Ordering::Relaxed) {
                 bail!("interrupted");
             }
@@ -1048,7 +1054,6 @@ pub fn evaluate(
                 gen_cpu_s,
             });
         }
-        results.push((candidate, runs));
     }
     drop(sink);
     drop(pair);
