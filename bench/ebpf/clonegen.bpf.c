@@ -5,11 +5,12 @@
  * that multiplies every seed frame sent through it with bpf_clone_redirect.
  *
  * Userspace sends seed frames with an AF_PACKET socket (through the qdisc
- * layer, so this hook runs). A seed is marked, cloned cg_cfg.copies times to
- * the egress of cg_cfg.ifindex (the same interface), and then consumed
- * (TC_ACT_STOLEN: the sender sees success, the seed itself never leaves).
- * A clone comes back through this hook carrying the mark and leaves
- * untouched (TC_ACT_OK), so the recursion is one level deep.
+ * layer, so this hook runs) whose SO_MARK is CG_SEED_MARK; every other
+ * frame (the kernel's ARP and neighbor discovery) passes untouched. A seed
+ * is re-marked, cloned cg_cfg.copies times to the egress of cg_cfg.ifindex
+ * (the same interface), and then consumed (TC_ACT_STOLEN: the sender sees
+ * success, the seed itself never leaves). A clone comes back through this
+ * hook with the new mark and passes, so the recursion is one level deep.
  *
  * Clones share the seed's data. Plain mode sends copies bytes-for-bytes:
  * every clone of a seed carries the seed's sequence number. Distinct mode
@@ -29,8 +30,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-/* skb->mark of a clone ("xlcg"). */
-#define CG_MARK 0x786c6367
+/* skb->mark of a seed ("xlcs", the sender's SO_MARK) and of a clone
+ * ("xlcg"). */
+#define CG_SEED_MARK 0x786c6373
+#define CG_CLONE_MARK 0x786c6367
 /* Most clones per seed. */
 #define CG_COPIES_MAX 256
 /* Sequence number and send time. */
@@ -80,14 +83,14 @@ int xl_clonegen(struct __sk_buff *skb)
 	__u64 *next;
 	__u32 copies = cg_cfg.copies;
 
-	if (skb->mark == CG_MARK)
+	if (skb->mark != CG_SEED_MARK)
 		return TC_ACT_OK;
 	s = bpf_map_lookup_elem(&cg_stats, &key);
 	next = bpf_map_lookup_elem(&cg_seq, &key);
 	if (!s || !next)
 		return TC_ACT_OK;
 	s->counters[CG_SEEDS]++;
-	skb->mark = CG_MARK;
+	skb->mark = CG_CLONE_MARK;
 	if (copies > CG_COPIES_MAX)
 		copies = CG_COPIES_MAX;
 	for (__u32 i = 0; i < copies; i++) {

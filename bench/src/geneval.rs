@@ -60,6 +60,9 @@ pub const FRAME_LEN: usize = 134;
 pub const CLONES_PER_SEED: u32 = 64;
 /// Most clones per seed the program makes (`CG_COPIES_MAX`).
 const CLONES_MAX: u32 = 256;
+/// SO_MARK of the seed frames (`CG_SEED_MARK`, "xlcs"): the program
+/// multiplies only these.
+const SEED_MARK: u32 = 0x786c_6373;
 /// Seed frames per `sendmmsg` of the tc candidates.
 const SEEDS_PER_CALL: usize = 16;
 /// Bits of the sequence number that count packets (see `loadgen`).
@@ -744,7 +747,8 @@ pub enum CloneMode {
 }
 
 /// An AF_PACKET socket bound to `ifindex` that sends whole frames through
-/// the qdisc layer (so tc egress runs) and receives nothing.
+/// the qdisc layer (so tc egress runs), marked [`SEED_MARK`], and receives
+/// nothing.
 fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
     // Protocol 0: no frame is delivered to this socket.
     // SAFETY: plain socket(2).
@@ -754,6 +758,19 @@ fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
     }
     // SAFETY: raw is a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: setsockopt with a u32 value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&SEED_MARK as *const u32).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_MARK on the seed socket");
+    }
     // SAFETY: sockaddr_ll is plain data; all-zero is valid.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
@@ -776,8 +793,9 @@ fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
 /// AF_PACKET socket, each cloned [`CLONES_PER_SEED`] times at the
 /// interface's tc egress (`bench/ebpf/clonegen.bpf.c`), the seed itself
 /// consumed; for `spec.duration` or until `stop`, pinned to `cpu` when
-/// given. `sent` counts `bpf_clone_redirect` calls, `errors` those that
-/// failed (the veth refused the clone).
+/// given. `sent` counts `bpf_clone_redirect` calls and failed stamp writes
+/// (none expected), `errors` the failed calls (the veth refused the clone)
+/// and writes.
 pub fn generate_tc_clone(
     netns: &str,
     ifname: &str,
@@ -885,14 +903,15 @@ pub fn generate_tc_clone(
             counters[CG_SEEDS]
         );
         if counters[CG_STORE_FAILED] > 0 {
-            bail!(
-                "bpf_skb_store_bytes failed {} times",
+            log::warn!(
+                "tc-clone: bpf_skb_store_bytes failed {} times",
                 counters[CG_STORE_FAILED]
             );
         }
+        let failed = counters[CG_FAILED] + counters[CG_STORE_FAILED];
         Ok(GenReport {
-            sent: counters[CG_CLONED] + counters[CG_FAILED],
-            errors: counters[CG_FAILED],
+            sent: counters[CG_CLONED] + failed,
+            errors: failed,
             elapsed_s,
             flood_sent: 0,
         })
