@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod endpoint;
+pub mod geneval;
 pub mod lab;
 pub mod livegen;
 pub mod loadgen;

@@ -126,6 +126,19 @@ enum Cmd {
         #[arg(long)]
         sink_napi_defer: Option<xorlay_bench::systems::SinkPoll>,
     },
+    /// Measure candidate generators side by side (docs/benchmarks.md,
+    /// "Generator candidates"): 134-byte frames, unpaced, into an XDP sink.
+    GenEval {
+        /// Candidates, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        candidates: Vec<xorlay_bench::geneval::Candidate>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Runs per candidate (the table shows the median).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// A plain recvmmsg/sendmmsg UDP relay (the udp-relay baseline), in the
     /// current network namespace, until Ctrl-C.
     Relay {
@@ -208,6 +221,11 @@ fn main() -> ExitCode {
             },
             &interrupted,
         ),
+        Cmd::GenEval {
+            candidates,
+            seconds,
+            runs,
+        } => xorlay_bench::geneval::gen_eval(candidates, seconds, runs, &interrupted),
         Cmd::Relay { listen, to } => relay(listen, to, &interrupted),
         Cmd::Clean => {
             let removed = xorlay_bench::lab::clean_stale();
