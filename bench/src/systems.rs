@@ -677,6 +677,8 @@ impl Env {
                 // the XDP sink takes its place.
                 self.xdp.pop();
             }
+            // So does the lab's pass-through program (start_relays).
+            self.lab.remove_passthrough(sink);
             let xdp_sink = XdpSink::attach(
                 &self.sink_ns,
                 self.path.sink_iface,
@@ -1148,6 +1150,18 @@ pub fn yggdrasil_skip_reason() -> String {
     format!(
         "yggdrasil skipped: {package} yggdrasil 0.4 puts its TUN addresses in 200::/7, derived from its key and not configurable; this lab may only use 198.18.0.0/15 and fd00::/8, so traffic through yggdrasil's TUN addresses cannot be measured here"
     )
+}
+
+/// Attaches a pass-through XDP program (native mode) to interface `dev` of
+/// namespace `ns`: the redirect program with a zero config, which passes
+/// every frame (its port is 0, which no UDP traffic of the lab uses). A veth
+/// that receives XDP_TX or XDP_REDIRECT frames from its peer needs NAPI, and
+/// GRO alone is not enough for XDP_TX (docs/xdp.md). Detached when the
+/// returned object is dropped.
+pub(crate) fn attach_passthrough(ns: &str, dev: &str) -> anyhow::Result<aya::Ebpf> {
+    let (ifindex, _) = link_info(ns, dev)?;
+    load_redirect(ns, [0u8; 20], ifindex)
+        .with_context(|| format!("pass-through XDP on {dev} in namespace {ns}"))
 }
 
 /// Loads the redirect program with `cfg` and attaches it (native mode) to
