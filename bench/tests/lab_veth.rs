@@ -7,8 +7,10 @@
 //!   (`UdpInCsumErrors` in its namespace stays 0) and get every packet.
 //! - A hairpin burst: thousands of frames the relay's fast path sends back
 //!   out of the interface they came in on (XDP_TX into a veth whose peer is
-//!   a bridge port). Afterwards the link must still carry the relay's own
-//!   traffic: a datagram from its namespace reaches the sender's.
+//!   a bridge port). Afterwards the link must still carry the fast path's
+//!   XDP_TX frames (every one of a paced batch is delivered) and the relay's
+//!   own traffic (a datagram from its namespace reaches the sender's, the
+//!   sessions stay up).
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
@@ -280,7 +282,28 @@ fn hairpin_burst_leaves_the_link_usable() {
         BURST / 2
     );
 
-    // After: the relay's own sends on that veth still get through, both a
+    // After: the fast path's XDP_TX still reaches gen. A peer with NAPI
+    // only through GRO takes 256 XDP_TX frames into its ring and never
+    // drains it; every later XDP_TX frame is lost (xdp_tx_errors), and
+    // stack sends that take the peer's NAPI path are dropped (tx_dropped).
+    let gen_before = lab.stats(0).expect("gen stats");
+    let paced = 200u64;
+    let one = vec![data_to(&src, &gen_id, b"after")];
+    traffic::send_raw_in(&gen_ns, bind, r1_a, one, paced).expect("paced");
+    let delivered = wait_until(Duration::from_secs(10), || {
+        lab.stats(0).is_ok_and(|s| {
+            counter(&s, "/total/delivered") >= counter(&gen_before, "/total/delivered") + paced
+        })
+    });
+    assert!(
+        delivered,
+        "after an XDP_TX burst of {BURST}, r1's XDP_TX frames no longer reach gen: \
+         gen before {gen_before}, after {:?}; r1 {:?}",
+        lab.stats(0),
+        lab.stats(1)
+    );
+
+    // And the relay's own sends on that veth still get through, both a
     // plain datagram and its overlay sessions.
     let probes = probe(
         &r1_ns,
