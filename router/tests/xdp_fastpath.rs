@@ -1591,7 +1591,9 @@ fn udp_checksum_fixtures_inside() {
 /// checksum (summed) and without one (0: not summed), by frame size; the
 /// kernel's mean ns per run. Prints the table (`--nocapture`); asserts
 /// only that every run was a forward. Run it alone:
-/// `cargo test --release --locked -p xorlay --test xdp_fastpath -- udp_checksum_cost --nocapture`
+/// `cargo test --locked -p xorlay --test xdp_fastpath -- udp_checksum_cost --nocapture`
+/// (the kernel times the JIT-compiled program: the build profile does not
+/// matter).
 #[test]
 fn udp_checksum_cost() {
     let netns = Netns::create("cc");
