@@ -933,6 +933,21 @@ impl Env {
         // Same routes as Linux forwarding at gen and the sink (frames go to
         // r1's MAC); the relays never look at them: XDP redirects first.
         self.route_endpoints_across_the_chain()?;
+        // This baseline is the cheapest relay XDP can be: it never touches a
+        // checksum. A socket sender with TX checksum offload (veth's
+        // default) leaves UDP checksums unfinished, and a frame redirected
+        // in XDP loses the metadata that would finish them, so the sink's
+        // stack would drop every datagram (UdpInCsumErrors). Offload off on
+        // gen's interface, for this baseline only: its sender then finishes
+        // each checksum itself (xorlay's fast path completes them instead,
+        // docs/xdp.md).
+        let gen_ns = self.lab.nodes[0].netns.clone();
+        netns::run(
+            "ip",
+            &[
+                "netns", "exec", &gen_ns, "ethtool", "-K", "east", "tx", "off",
+            ],
+        )?;
         let n = self.lab.sink_index();
         for i in self.relay_indices() {
             let ns = self.lab.nodes[i].netns.clone();
