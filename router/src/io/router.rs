@@ -24,7 +24,7 @@ use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
 use crate::io::topology::SharedTable;
 use crate::io::topology::{Topology, canonical, share};
-use crate::io::txwatch::{TxDropMonitor, TxDropped};
+use crate::io::txwatch::{TxLoss, TxLossMonitor};
 use crate::io::worker::{Worker, WorkerError, WorkerLinks};
 
 /// Longest the control loop waits for input before it serves the admin
@@ -97,9 +97,10 @@ pub struct RouterStats {
     /// XDP counters summed over CPUs (absent without XDP). `fwd_tx` and
     /// `fwd_redirect` count verdicts, not frames the driver accepted.
     pub xdp: Option<XdpCounters>,
-    /// Transmit drops (`tx_dropped`) of each interface with XDP, as last
-    /// read (every second); growth is logged as a warning.
-    pub tx_dropped: Vec<TxDropped>,
+    /// Transmit losses of each interface with XDP, as last read (every
+    /// second): `tx_dropped` and the driver's XDP transmit errors; growth is
+    /// logged as a warning.
+    pub tx_loss: Vec<TxLoss>,
     /// The workers' shedding budget in XDP, packets per second (absent:
     /// none in force).
     pub shed_budget_pps: Option<u32>,
@@ -127,8 +128,8 @@ pub struct Router {
     shed: Option<(Shedder, ShedBudget)>,
     /// Load shedding by queue: the workers' credits in XDP.
     backlog: Option<BacklogMap>,
-    /// Transmit drops of the interfaces with XDP.
-    tx_watch: Option<TxDropMonitor>,
+    /// Transmit losses of the interfaces with XDP.
+    tx_watch: Option<TxLossMonitor>,
 }
 
 impl Router {
@@ -180,7 +181,7 @@ impl Router {
         }
         router.tx_watch = router.xdp.as_ref().map(|x| {
             let names: Vec<String> = x.attached().into_iter().map(|(name, _)| name).collect();
-            TxDropMonitor::new(&names)
+            TxLossMonitor::new(&names)
         });
         let pinned_start = router.xdp.as_ref().and_then(|x| x.pinned_start().cloned());
         let route_cache = match router.xdp.as_mut() {
@@ -364,10 +365,10 @@ impl Router {
             control_io: self.control.as_ref().map(|c| c.counters()),
             xdp_attached: self.xdp.as_ref().map(|x| x.attached()).unwrap_or_default(),
             xdp,
-            tx_dropped: self
+            tx_loss: self
                 .tx_watch
                 .as_ref()
-                .map_or_else(Vec::new, TxDropMonitor::figures),
+                .map_or_else(Vec::new, TxLossMonitor::figures),
             shed_credits: self
                 .backlog
                 .as_ref()
