@@ -622,7 +622,7 @@ impl Env {
             sink - 1
         ));
         self.notes.push(if self.lab.options.relay_route_cache {
-            "relays' XDP route cache on (default config): cached destinations are forwarded in XDP (counters xdp.fwd_tx / xdp.fwd_redirect); IP forwarding is on on the relays' interfaces (bpf_fib_lookup needs it), GRO on every receiving veth".to_string()
+            "relays' XDP route cache on (default config): cached destinations are forwarded in XDP (counters xdp.fwd_tx / xdp.fwd_redirect); IP forwarding is on on the relays' interfaces (bpf_fib_lookup needs it), GRO on every receiving veth, a pass-through XDP program on the endpoints' veths (NAPI for the relays' XDP_TX and XDP_REDIRECT frames; the XDP sink takes its place where used), TX checksum offload on (the fast path completes partial checksums)".to_string()
         } else {
             "relays' config has `[xdp] route_cache = false`: XDP only validates and filters, every packet goes through the io_uring workers".to_string()
         });
