@@ -40,7 +40,7 @@
 #define XORLAY_XDP_DROP_HOP_LIMIT_EXCEEDED 13
 /* Passed to the workers: data for another node without a valid xorlay_routes entry. */
 #define XORLAY_XDP_PASS_CACHE_MISS 14
-/* Passed to the workers, untouched: a valid entry the fast path cannot finish (no FIB route or neighbor entry, MTU, VLAN tag, IPv4 options or bad header checksum, UDP checksum 0 over IPv6, egress not in xorlay_tx_ports). */
+/* Passed to the workers, untouched: a valid entry the fast path cannot finish (no FIB route or neighbor entry, MTU, VLAN tag, IPv4 options or bad header checksum, UDP checksum 0 over IPv6, a UDP checksum that neither verifies nor is a partial one to complete (docs/xdp.md), egress not in xorlay_tx_ports). */
 #define XORLAY_XDP_PASS_UNRESOLVED 15
 /* Forwarded by the fast path with XDP_TX (egress = ingress interface). */
 #define XORLAY_XDP_FWD_TX 16

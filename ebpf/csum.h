@@ -47,4 +47,12 @@ static __always_inline __u16 csum_replace(__u16 check, __be32 *from, __be32 *to,
 	return csum_fold32((__u32)sum);
 }
 
+/* Folds a 64-bit one's complement sum to 16 bits, not complemented. */
+static __always_inline __u16 csum_fold64_raw(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return (__u16)~csum_fold32((__u32)sum);
+}
+
 #endif /* XORLAY_CSUM_H */

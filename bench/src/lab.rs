@@ -147,6 +147,10 @@ pub struct Lab {
     xorlay_bin: PathBuf,
     /// Nodes whose config lists no seeds (restarted to rejoin from kept peers).
     seedless: BTreeSet<usize>,
+    /// Pass-through XDP programs on veths that receive XDP_TX or
+    /// XDP_REDIRECT frames but run no router (the switch's bridge ports:
+    /// None; the benchmark endpoints' interfaces: their node index).
+    passthrough: Vec<(Option<usize>, aya::Ebpf)>,
 }
 
 impl Lab {
@@ -201,6 +205,7 @@ impl Lab {
             processes: Vec::new(),
             xorlay_bin,
             seedless: BTreeSet::new(),
+            passthrough: Vec::new(),
         };
         lab.build(&tag)?; // on error, Drop removes what was made
         Ok(lab)
@@ -262,14 +267,19 @@ impl Lab {
                         let bridge = if iface.segment == 0 { "bra" } else { "brb" };
                         ip(&["-n", &switch, "link", "set", &port, "master", bridge])?;
                         ip(&["-n", &switch, "link", "set", &port, "up"])?;
-                        // XDP_REDIRECT into a veth needs NAPI on its peer:
-                        // the bridge port has no XDP program, so GRO.
+                        // XDP_TX and XDP_REDIRECT into a veth need NAPI on
+                        // its peer, the bridge port: GRO is not enough for
+                        // XDP_TX (a burst of 256 frames or more can wedge
+                        // the router's veth for good), so an XDP_PASS
+                        // program, and GRO for the stack's own traffic.
                         netns::run(
                             "ip",
                             &[
                                 "netns", "exec", &switch, "ethtool", "-K", &port, "gro", "on",
                             ],
                         )?;
+                        self.passthrough
+                            .push((None, crate::systems::attach_passthrough(&switch, &port)?));
                     }
                 }
             }
@@ -287,11 +297,12 @@ impl Lab {
                     &iface.name,
                 ])?;
                 ip(&["-n", ns, "link", "set", "dev", &iface.name, "up"])?;
-                // TX checksum offload off: UDP sent from a socket over veth
-                // with it reaches an XDP-enabled peer with an unfinished
-                // checksum. GRO on: XDP_REDIRECT into a veth needs NAPI on
-                // the receiving end (an XDP program there, or GRO), and the
-                // benchmark's endpoints are no routers with XDP.
+                // TX checksum offload stays as veth sets it (on): the fast
+                // path completes the partial checksums it brings. GRO on:
+                // the stack's own sends into a veth whose peer forwards in
+                // XDP; XDP_TX and XDP_REDIRECT frames need an XDP program
+                // on the receiving end, a router's or the pass-through one
+                // (start_relays, the bridge ports above).
                 netns::run(
                     "ip",
                     &[
@@ -301,8 +312,6 @@ impl Lab {
                         "ethtool",
                         "-K",
                         &iface.name,
-                        "tx",
-                        "off",
                         "gro",
                         "on",
                     ],
@@ -441,7 +450,21 @@ impl Lab {
     /// Starts the relays' routers only (r1..rN, not gen's and the sink's:
     /// the benchmark's own endpoints take their place) and waits until each
     /// admin socket answers.
+    ///
+    /// The endpoints' interfaces get a pass-through XDP program (NAPI for the
+    /// frames r1 and rN send them with XDP_TX or XDP_REDIRECT), unless they
+    /// have one; `remove_passthrough` takes it off for another program.
     pub fn start_relays(&mut self) -> anyhow::Result<()> {
+        for i in [0, self.sink_index()] {
+            if self.passthrough.iter().any(|(node, _)| *node == Some(i)) {
+                continue;
+            }
+            let node = &self.nodes[i];
+            for iface in &node.ifaces {
+                let ebpf = crate::systems::attach_passthrough(&node.netns, &iface.name)?;
+                self.passthrough.push((Some(i), ebpf));
+            }
+        }
         for i in 1..self.sink_index() {
             self.start_node(i)?;
         }
@@ -771,8 +794,14 @@ impl Lab {
         results
     }
 
+    /// Detaches the pass-through XDP programs of node `i` (start_relays).
+    pub fn remove_passthrough(&mut self, i: usize) {
+        self.passthrough.retain(|(node, _)| *node != Some(i));
+    }
+
     fn teardown(&mut self) {
         self.stop_routers();
+        self.passthrough.clear();
         for ns in self.namespaces.drain(..).rev() {
             if let Err(e) = ip(&["netns", "del", &ns]) {
                 eprintln!("lab cleanup: {e:#}");

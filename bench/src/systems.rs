@@ -667,7 +667,7 @@ impl Env {
             sink - 1
         ));
         self.notes.push(if self.lab.options.relay_route_cache {
-            "relays' XDP route cache on (default config): cached destinations are forwarded in XDP (counters xdp.fwd_tx / xdp.fwd_redirect); IP forwarding is on on the relays' interfaces (bpf_fib_lookup needs it), GRO on every receiving veth".to_string()
+            "relays' XDP route cache on (default config): cached destinations are forwarded in XDP (counters xdp.fwd_tx / xdp.fwd_redirect); IP forwarding is on on the relays' interfaces (bpf_fib_lookup needs it), GRO on every receiving veth, a pass-through XDP program on the endpoints' veths (NAPI for the relays' XDP_TX and XDP_REDIRECT frames; the XDP sink takes its place where used), TX checksum offload on (the fast path completes partial checksums)".to_string()
         } else {
             "relays' config has `[xdp] route_cache = false`: XDP only validates and filters, every packet goes through the io_uring workers".to_string()
         });
@@ -732,6 +732,8 @@ impl Env {
                 // the XDP sink takes its place.
                 self.xdp.pop();
             }
+            // So does the lab's pass-through program (start_relays).
+            self.lab.remove_passthrough(sink);
             let xdp_sink = XdpSink::attach(
                 &self.sink_ns,
                 self.path.sink_iface,
@@ -998,6 +1000,21 @@ impl Env {
         // Same routes as Linux forwarding at gen and the sink (frames go to
         // r1's MAC); the relays never look at them: XDP redirects first.
         self.route_endpoints_across_the_chain()?;
+        // This baseline is the cheapest relay XDP can be: it never touches a
+        // checksum. A socket sender with TX checksum offload (veth's
+        // default) leaves UDP checksums unfinished, and a frame redirected
+        // in XDP loses the metadata that would finish them, so the sink's
+        // stack would drop every datagram (UdpInCsumErrors). Offload off on
+        // gen's interface, for this baseline only: its sender then finishes
+        // each checksum itself (xorlay's fast path completes them instead,
+        // docs/xdp.md).
+        let gen_ns = self.lab.nodes[0].netns.clone();
+        netns::run(
+            "ip",
+            &[
+                "netns", "exec", &gen_ns, "ethtool", "-K", "east", "tx", "off",
+            ],
+        )?;
         let n = self.lab.sink_index();
         for i in self.relay_indices() {
             let ns = self.lab.nodes[i].netns.clone();
@@ -1215,6 +1232,18 @@ pub fn yggdrasil_skip_reason() -> String {
     format!(
         "yggdrasil skipped: {package} yggdrasil 0.4 puts its TUN addresses in 200::/7, derived from its key and not configurable; this lab may only use 198.18.0.0/15 and fd00::/8, so traffic through yggdrasil's TUN addresses cannot be measured here"
     )
+}
+
+/// Attaches a pass-through XDP program (native mode) to interface `dev` of
+/// namespace `ns`: the redirect program with a zero config, which passes
+/// every frame (its port is 0, which no UDP traffic of the lab uses). A veth
+/// that receives XDP_TX or XDP_REDIRECT frames from its peer needs NAPI, and
+/// GRO alone is not enough for XDP_TX (docs/xdp.md). Detached when the
+/// returned object is dropped.
+pub(crate) fn attach_passthrough(ns: &str, dev: &str) -> anyhow::Result<aya::Ebpf> {
+    let (ifindex, _) = link_info(ns, dev)?;
+    load_redirect(ns, [0u8; 20], ifindex)
+        .with_context(|| format!("pass-through XDP on {dev} in namespace {ns}"))
 }
 
 /// Loads the redirect program with `cfg` and attaches it (native mode) to

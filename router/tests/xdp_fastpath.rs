@@ -1439,6 +1439,244 @@ fn route_cache_fixtures_inside() {
     }
 }
 
+/// The UDP checksum field a sender with TX checksum offload leaves in a
+/// CHECKSUM_PARTIAL frame (Linux `udp4_hwcsum`, `udp6_hwcsum_outgoing`):
+/// the pseudo-header sum, folded, not complemented.
+fn partial_check(src: IpAddr, dst: IpAddr, udp_len: usize) -> u16 {
+    !inet_checksum(&[&pseudo_header(src, dst, udp_len)])
+}
+
+/// `frame` (from `inbound`) with its UDP checksum field set to `check`.
+fn with_udp_check(frame: &[u8], v6: bool, check: u16) -> Vec<u8> {
+    let at = 14 + if v6 { 40 } else { 20 } + 6;
+    let mut out = frame.to_vec();
+    out[at..at + 2].copy_from_slice(&check.to_be_bytes());
+    out
+}
+
+/// The frame a sender with TX checksum offload hands to its veth: `inbound`
+/// with the partial checksum in place of the full one.
+fn inbound_partial(from: Host, v6: bool, payload: &[u8]) -> Vec<u8> {
+    let frame = inbound(from, v6, PLAIN, payload);
+    let check = partial_check(sender(from, v6).ip(), ours(XF0, v6).ip(), 8 + payload.len());
+    with_udp_check(&frame, v6, check)
+}
+
+/// The fast path's UDP checksum on input: a partial checksum (TX offload on
+/// a veth sender) is completed, a valid one and IPv4's 0 ("none") are
+/// carried over incrementally, one that is neither is left to the stack.
+/// Every output's checksum is verified independently (`verify_checksums`)
+/// and equal to the frame the worker would send; sizes cover every step of
+/// the summing (512-byte chunks, each power of two below, an odd byte).
+#[test]
+fn udp_checksum_fixtures() {
+    let netns = Netns::create("ck");
+    netns.run_inside(udp_checksum_fixtures_inside);
+}
+
+fn udp_checksum_fixtures_inside() {
+    let mut h = Harness::with_local_id(&id(0x01));
+    let dst_tx = id(0xb1);
+    let dst_redirect = id(0xb2);
+    let mut rng = Rng(0x0c5e_c4ec_4a11_0001);
+    for v6 in [false, true] {
+        let fam = if v6 { "IPv6" } else { "IPv4" };
+        h.install(&dst_tx, HOP_TX, v6);
+        h.install(&dst_redirect, HOP_REDIRECT, v6);
+        // UDP lengths from the overlay header alone to near the MTU.
+        for body_len in [0usize, 1, 2, 3, 5, 63, 200, 467, 468, 469, 511, 1024, 1380] {
+            let body: Vec<u8> = (0..body_len).map(|_| rng.next() as u8).collect();
+            for (dst, hop, verdict, counter, how) in [
+                (
+                    &dst_redirect,
+                    HOP_REDIRECT,
+                    XDP_REDIRECT,
+                    FWD_REDIRECT,
+                    "redirect",
+                ),
+                (&dst_tx, HOP_TX, XDP_TX, FWD_TX, "XDP_TX"),
+            ] {
+                let payload = data(dst, 64, &body);
+                let expected = forwarded(hop, v6, PLAIN, &payload);
+                let what = format!("{fam} {how}, {body_len}-byte body");
+                let out = h.check(
+                    &format!("{what}: partial checksum in, valid out"),
+                    &inbound_partial(SENDER, v6, &payload),
+                    verdict,
+                    counter,
+                    Some(&expected),
+                );
+                verify_checksums(&what, &out);
+                let out = h.check(
+                    &format!("{what}: valid checksum in, valid out"),
+                    &inbound(SENDER, v6, PLAIN, &payload),
+                    verdict,
+                    counter,
+                    Some(&expected),
+                );
+                verify_checksums(&what, &out);
+                let good = inbound(SENDER, v6, PLAIN, &payload);
+                let at = 14 + if v6 { 40 } else { 20 } + 6;
+                let check = u16::from_be_bytes([good[at], good[at + 1]]);
+                h.check(
+                    &format!("{what}: checksum neither valid nor partial: the stack's"),
+                    &with_udp_check(&good, v6, check ^ 0x0100),
+                    XDP_PASS,
+                    PASS_UNRESOLVED,
+                    None,
+                );
+                let mut damaged = good.clone();
+                let last = damaged.len() - 1;
+                damaged[last] ^= 0x40;
+                h.check(
+                    &format!("{what}: payload damaged in transit: the stack's"),
+                    &damaged,
+                    XDP_PASS,
+                    PASS_UNRESOLVED,
+                    None,
+                );
+            }
+        }
+    }
+    // IPv4 only: 0 is "no checksum", valid, and stays 0 (no sum is taken).
+    h.install(&dst_redirect, HOP_REDIRECT, false);
+    let no_check = Shape {
+        no_udp_checksum: true,
+        ..PLAIN
+    };
+    for body_len in [0usize, 1, 700] {
+        let payload = data(&dst_redirect, 64, &vec![0x5a; body_len]);
+        let out = h.check(
+            &format!("IPv4 {body_len}-byte body, UDP checksum 0 in: 0 out"),
+            &inbound(SENDER, false, no_check, &payload),
+            XDP_REDIRECT,
+            FWD_REDIRECT,
+            Some(&forwarded(HOP_REDIRECT, false, no_check, &payload)),
+        );
+        assert_eq!(&out[40..42], &[0, 0], "UDP checksum stays 0");
+        verify_checksums("IPv4 no checksum", &out);
+    }
+    // A partial checksum whose completed value is 0 is sent as 0xffff (0
+    // would mean "none" over IPv4). Two body bytes equal to the output
+    // checksum of a zero body make the output's sum 0xffff, its checksum 0.
+    let zero_body = forwarded(
+        HOP_REDIRECT,
+        false,
+        PLAIN,
+        &data(&dst_redirect, 64, &[0, 0]),
+    );
+    let c = [zero_body[40], zero_body[41]];
+    let mut found = false;
+    for body in [c, [c[1], c[0]]] {
+        let payload = data(&dst_redirect, 64, &body);
+        let expected = forwarded(HOP_REDIRECT, false, PLAIN, &payload);
+        if expected[40..42] != [0xff, 0xff] {
+            continue;
+        }
+        let out = h.check(
+            "IPv4 partial checksum completing to 0: 0xffff",
+            &inbound_partial(SENDER, false, &payload),
+            XDP_REDIRECT,
+            FWD_REDIRECT,
+            Some(&expected),
+        );
+        verify_checksums("IPv4 0xffff", &out);
+        found = true;
+    }
+    assert!(found, "no body makes the output checksum 0xffff");
+}
+
+/// The cost of summing the datagram, for docs/xdp.md: BPF_PROG_TEST_RUN
+/// with `repeat` on IPv4 frames forwarded by XDP_REDIRECT, with a UDP
+/// checksum (summed) and without one (0: not summed), by frame size; the
+/// kernel's mean ns per run. Prints the table (`--nocapture`); asserts
+/// only that every run was a forward. Run it alone:
+/// `cargo test --locked -p xorlay --test xdp_fastpath -- udp_checksum_cost --nocapture`
+/// (the kernel times the JIT-compiled program: the build profile does not
+/// matter).
+#[test]
+fn udp_checksum_cost() {
+    let netns = Netns::create("cc");
+    netns.run_inside(udp_checksum_cost_inside);
+}
+
+fn udp_checksum_cost_inside() {
+    // Each run decrements the hop limit of the same buffer: 250 forwards.
+    const REPEAT: u32 = 250;
+    const CALLS: u32 = 20;
+    let mut h = Harness::with_local_id(&id(0x01));
+    // The neighbor's bucket would meter a tight loop of test runs.
+    ok(
+        h.cache.set_limits(&RateLimits {
+            neighbor_data: RateLimit::UNLIMITED,
+            ..RateLimits::default()
+        }),
+        "set_limits",
+    );
+    // After the first run the frame comes from our own XF1 address (the
+    // program rewrote it in place): allow that source too.
+    let allowed: HashSet<SocketAddr> = [sender(SENDER, false), ours(XF1, false)]
+        .into_iter()
+        .collect();
+    ok(h.neighbors.sync(&allowed), "sync");
+    let dst = id(0xb3);
+    h.install(&dst, HOP_REDIRECT, false);
+    let program: &Xdp = match h.ebpf.program(bpf::PROGRAM_NAME) {
+        Some(program) => match program.try_into() {
+            Ok(xdp) => xdp,
+            Err(e) => panic!("{} is not an XDP program: {e}", bpf::PROGRAM_NAME),
+        },
+        None => panic!("no program {}", bpf::PROGRAM_NAME),
+    };
+    println!("frame bytes | ns/run, checksum 0 (no sum) | ns/run, checksum summed");
+    for frame_len in [14 + 20 + 8 + HEADER_LEN, 512, 1514] {
+        let body_len = frame_len - 14 - 20 - 8 - HEADER_LEN;
+        let payload = data(&dst, 255, &vec![0x77; body_len]);
+        let mut ns = [0f64; 2];
+        for (slot, shape) in [
+            Shape {
+                no_udp_checksum: true,
+                ..PLAIN
+            },
+            PLAIN,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let frame = inbound(SENDER, false, shape, &payload);
+            assert_eq!(frame.len(), frame_len);
+            let len = u32::try_from(frame.len()).expect("frame fits u32");
+            let ctx: Vec<u8> = [0, len, 0, h.ingress, 0, 0]
+                .iter()
+                .flat_map(|v: &u32| v.to_ne_bytes())
+                .collect();
+            let mut total = Duration::ZERO;
+            for _ in 0..CALLS {
+                let before = h.counters().fwd_redirect;
+                let options = TestRunOptions {
+                    data_in: Some(&frame),
+                    ctx_in: Some(&ctx),
+                    repeat: REPEAT,
+                    ..TestRunOptions::default()
+                };
+                let result = match program.test_run(options) {
+                    Ok(result) => result,
+                    Err(e) => panic!("BPF_PROG_TEST_RUN failed: {e:?}"),
+                };
+                assert_eq!(result.return_value, XDP_REDIRECT, "{:?}", h.counters());
+                assert_eq!(
+                    h.counters().fwd_redirect - before,
+                    u64::from(REPEAT),
+                    "every run forwarded"
+                );
+                total += result.duration;
+            }
+            ns[slot] = total.as_nanos() as f64 / f64::from(CALLS);
+        }
+        println!("{frame_len:>11} | {:>26.0} | {:>23.0}", ns[0], ns[1]);
+    }
+}
+
 #[test]
 fn fast_path_needs_forwarding_on_the_ingress_interface() {
     let netns = Netns::create("fwd");

@@ -932,7 +932,76 @@ fn fixtures() -> Vec<Fixture> {
             counter,
         ));
     }
+    // UDP checksums: XDP passes a packet it does not forward untouched,
+    // whatever its checksum says (the stack judges it). tests/xdp_fastpath.rs
+    // has the forwarded cases: partial in, valid out; valid in, valid out;
+    // IPv4 0 stays 0; neither valid nor partial left to the stack.
+    for (fam, frame) in [
+        ("IPv4", udp4_frame(PORT, &ping)),
+        ("IPv6", udp6_frame(PORT, &ping)),
+    ] {
+        let partial = partial_checksum(&frame);
+        table.push(fixture(
+            format!("{fam}, partial UDP checksum (TX offload): passes untouched"),
+            with_udp_check(&frame, partial),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ));
+        let check = udp_check(&frame);
+        table.push(fixture(
+            format!("{fam}, wrong UDP checksum: passes untouched"),
+            with_udp_check(&frame, check ^ 0x0100),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ));
+    }
+    table.push(fixture(
+        "IPv4, UDP checksum 0 (none): passes untouched",
+        with_udp_check(&udp4_frame(PORT, &ping), 0),
+        XDP_PASS,
+        PASS_OVERLAY,
+    ));
     table
+}
+
+/// Where the UDP checksum of a plain IPv4 or IPv6 frame is.
+fn udp_check_at(frame: &[u8]) -> usize {
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_IP => 14 + 20 + 6,
+        ETH_P_IPV6 => 14 + 40 + 6,
+        other => panic!("ethertype {other:#06x}"),
+    }
+}
+
+fn udp_check(frame: &[u8]) -> u16 {
+    let at = udp_check_at(frame);
+    u16::from_be_bytes([frame[at], frame[at + 1]])
+}
+
+fn with_udp_check(frame: &[u8], check: u16) -> Vec<u8> {
+    let at = udp_check_at(frame);
+    let mut out = frame.to_vec();
+    out[at..at + 2].copy_from_slice(&check.to_be_bytes());
+    out
+}
+
+/// The checksum field a sender with TX checksum offload leaves: the
+/// pseudo-header sum, folded, not complemented.
+fn partial_checksum(frame: &[u8]) -> u16 {
+    let at = udp_check_at(frame);
+    let udp_len = &frame[at - 2..at];
+    let mut pseudo = Vec::new();
+    if at == 14 + 20 + 6 {
+        pseudo.extend_from_slice(&frame[26..34]);
+        pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
+        pseudo.extend_from_slice(udp_len);
+    } else {
+        pseudo.extend_from_slice(&frame[22..54]);
+        pseudo.extend_from_slice(&[0, 0]);
+        pseudo.extend_from_slice(udp_len);
+        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
+    }
+    !inet_checksum(&[&pseudo])
 }
 
 #[test]

@@ -11,4 +11,5 @@ pub mod router;
 pub mod stats;
 pub mod steer;
 pub mod topology;
+pub mod txwatch;
 pub mod worker;

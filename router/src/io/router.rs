@@ -24,6 +24,7 @@ use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
 use crate::io::topology::SharedTable;
 use crate::io::topology::{Topology, canonical, share};
+use crate::io::txwatch::{TxLoss, TxLossMonitor};
 use crate::io::worker::{Worker, WorkerError, WorkerLinks};
 
 /// Longest the control loop waits for input before it serves the admin
@@ -93,8 +94,13 @@ pub struct RouterStats {
     pub steering: bool,
     /// Interfaces with XDP and the mode used.
     pub xdp_attached: Vec<(String, &'static str)>,
-    /// XDP counters summed over CPUs (absent without XDP).
+    /// XDP counters summed over CPUs (absent without XDP). `fwd_tx` and
+    /// `fwd_redirect` count verdicts, not frames the driver accepted.
     pub xdp: Option<XdpCounters>,
+    /// Transmit losses of each interface with XDP, as last read (every
+    /// second): `tx_dropped` and the driver's XDP transmit errors; growth is
+    /// logged as a warning.
+    pub tx_loss: Vec<TxLoss>,
     /// The workers' shedding budget in XDP, packets per second (absent:
     /// none in force).
     pub shed_budget_pps: Option<u32>,
@@ -122,6 +128,8 @@ pub struct Router {
     shed: Option<(Shedder, ShedBudget)>,
     /// Load shedding by queue: the workers' credits in XDP.
     backlog: Option<BacklogMap>,
+    /// Transmit losses of the interfaces with XDP.
+    tx_watch: Option<TxLossMonitor>,
 }
 
 impl Router {
@@ -150,6 +158,7 @@ impl Router {
             admin: None,
             shed: None,
             backlog: None,
+            tx_watch: None,
         };
         // From here on, an early return drops `router`, which stops what runs.
         if !config.interfaces.is_empty() {
@@ -170,6 +179,10 @@ impl Router {
                 "no [underlay] interfaces configured: XDP is off, every packet takes the userspace path"
             );
         }
+        router.tx_watch = router.xdp.as_ref().map(|x| {
+            let names: Vec<String> = x.attached().into_iter().map(|(name, _)| name).collect();
+            TxLossMonitor::new(&names)
+        });
         let pinned_start = router.xdp.as_ref().and_then(|x| x.pinned_start().cloned());
         let route_cache = match router.xdp.as_mut() {
             Some(xdp) => prepare_route_cache(xdp, config, &identity)?,
@@ -352,6 +365,10 @@ impl Router {
             control_io: self.control.as_ref().map(|c| c.counters()),
             xdp_attached: self.xdp.as_ref().map(|x| x.attached()).unwrap_or_default(),
             xdp,
+            tx_loss: self
+                .tx_watch
+                .as_ref()
+                .map_or_else(Vec::new, TxLossMonitor::figures),
             shed_credits: self
                 .backlog
                 .as_ref()
@@ -436,6 +453,9 @@ impl Router {
                 None => std::thread::sleep(CONTROL_TICK),
             }
             self.shed_tick();
+            if let Some(watch) = &mut self.tx_watch {
+                watch.tick(std::time::Instant::now());
+            }
             // A newer instance that took over the pinned XDP state is its
             // only writer from then on.
             let now = std::time::Instant::now();
