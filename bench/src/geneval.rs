@@ -138,6 +138,11 @@ unsafe impl aya::Pod for CgStats {}
 /// [`Candidate::generate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Candidate {
+    /// AF_PACKET transmit ring with qdisc bypass (`ringgen`, the
+    /// benchmark's generator where live frames are refused).
+    Ring,
+    /// AF_PACKET `sendmmsg` with qdisc bypass (`ringgen`'s other backend).
+    PacketMmsg,
     /// AF_XDP in copy mode, transmit ring only.
     Afxdp,
     /// tc egress program cloning each seed frame (identical copies).
@@ -171,6 +176,19 @@ impl Candidate {
     ) -> anyhow::Result<GenReport> {
         let ns = &pair.gen_ns;
         match self {
+            Candidate::Ring => {
+                crate::ringgen::generate_ring(ns, GEN_DEV, frame, spec, None, cpu, stop)
+            }
+            Candidate::PacketMmsg => crate::ringgen::generate_packet(
+                crate::ringgen::Backend::Mmsg,
+                ns,
+                GEN_DEV,
+                frame,
+                spec,
+                None,
+                cpu,
+                stop,
+            ),
             Candidate::Afxdp => generate_afxdp(ns, GEN_DEV, frame, spec, cpu, stop),
             Candidate::TcClone => {
                 generate_tc_clone(ns, GEN_DEV, frame, spec, CloneMode::Plain, cpu, stop)
