@@ -48,6 +48,7 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use serde::{Deserialize, Serialize};
 
 use crate::core::NodeId;
+use crate::io::privilege::{CapSet, whoami};
 use crate::wire::consts;
 
 /// The compiled XDP object (ELF), 8-byte aligned as aya needs it.
@@ -127,11 +128,28 @@ pub enum BpfError {
         /// The interface name as configured.
         interface: String,
     },
+    /// This process lacks a capability XDP needs (read from its effective
+    /// set before anything is loaded).
+    #[error(
+        "XDP needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (root has all three); this process \
+         ({user}) lacks {missing} (effective set CapEff {effective}): run xorlay as root, or \
+         grant all three (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN; \
+         otherwise `setcap cap_bpf,cap_perfmon,cap_net_admin+ep` on the binary)"
+    )]
+    MissingCapabilities {
+        /// The missing capabilities, comma-separated.
+        missing: String,
+        /// The effective set as read.
+        effective: String,
+        /// Who runs this process.
+        user: String,
+    },
     /// The kernel refused for lack of privileges.
     #[error(
-        "{action} was refused ({detail}): xorlay needs root or CAP_BPF + CAP_NET_ADMIN for XDP; \
-         run it as root, or grant them (systemd: AmbientCapabilities=CAP_BPF CAP_NET_ADMIN; \
-         otherwise `setcap cap_bpf,cap_net_admin+ep` on the binary)"
+        "{action} was refused ({detail}): xorlay needs root or CAP_BPF, CAP_PERFMON and \
+         CAP_NET_ADMIN for XDP; run it as root, or grant them (systemd: \
+         AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN; otherwise \
+         `setcap cap_bpf,cap_perfmon,cap_net_admin+ep` on the binary)"
     )]
     PermissionDenied {
         /// What was refused.
@@ -1897,6 +1915,7 @@ impl XdpRouter {
         options: LoadOptions,
     ) -> Result<XdpRouter, BpfError> {
         let targets = resolve_targets(interfaces)?;
+        check_capabilities()?;
         let ebpf = load_with(port, options)?;
         let mut router = XdpRouter {
             ebpf,
@@ -1932,6 +1951,7 @@ impl XdpRouter {
         pin_dir: &Path,
     ) -> Result<XdpRouter, BpfError> {
         let targets = resolve_targets(interfaces)?;
+        check_capabilities()?;
         prepare_pin_dir(pin_dir)?;
         let survey = survey_pin_dir(pin_dir)?;
         let previous = survey.owner;
@@ -2383,6 +2403,24 @@ impl XdpRouter {
 
 /// Resolves interface names to indexes (in the calling thread's network
 /// namespace), each index once.
+/// Fails, naming them, if this process lacks a capability that loading or
+/// attaching XDP needs. An unreadable effective set checks nothing (the
+/// kernel's own error then speaks).
+pub fn check_capabilities() -> Result<(), BpfError> {
+    let Some(effective) = CapSet::effective() else {
+        return Ok(());
+    };
+    let missing = effective.missing_for_xdp();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(BpfError::MissingCapabilities {
+        missing: missing.join(", "),
+        effective: effective.to_string(),
+        user: whoami(),
+    })
+}
+
 fn resolve_targets(interfaces: &[String]) -> Result<Vec<(&str, u32)>, BpfError> {
     let mut targets: Vec<(&str, u32)> = Vec::with_capacity(interfaces.len());
     for interface in interfaces {

@@ -7,6 +7,7 @@ pub mod backlog;
 pub mod bpf;
 pub mod control;
 pub mod keyfile;
+pub mod privilege;
 pub mod router;
 pub mod stats;
 pub mod steer;
