@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the router until SIGINT or SIGTERM.
+    /// Run the router until SIGINT or SIGTERM (SIGHUP, SIGUSR1 and SIGUSR2
+    /// are logged and ignored).
     Run {
         /// The router's TOML config (see deploy/xorlay.example.toml).
         #[arg(long, short)]
@@ -156,8 +157,46 @@ fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, shutdown.clone())
             .context("installing the SIGINT/SIGTERM handler")?;
     }
-    let mut router = Router::start(&config)?;
-    match router.run_until(&shutdown) {
+    // Signals an operator or logrotate may send: never fatal. Reloading is
+    // not implemented; SIGHUP and SIGUSR1/2 are logged and ignored (SIGPIPE
+    // is ignored by the Rust runtime: a closed pipe is an error on write).
+    let mut ignored = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGUSR2,
+    ])
+    .context("installing the SIGHUP/SIGUSR1/SIGUSR2 handler")?;
+    let ignored_handle = ignored.handle();
+    let ignored_thread = std::thread::Builder::new()
+        .name("xorlay-signals".into())
+        .spawn(move || {
+            for signal in ignored.forever() {
+                let name = match signal {
+                    signal_hook::consts::SIGHUP => "SIGHUP",
+                    signal_hook::consts::SIGUSR1 => "SIGUSR1",
+                    _ => "SIGUSR2",
+                };
+                log::info!(
+                    "{name} received and ignored: xorlay does not reload its config; restart it \
+                     to apply changes (with [xdp] pin_dir a restart keeps XDP running), SIGTERM \
+                     stops it"
+                );
+            }
+        })
+        .context("starting the signal thread")?;
+    let started = Router::start(&config);
+    let mut router = match started {
+        Ok(router) => router,
+        Err(e) => {
+            ignored_handle.close();
+            let _ = ignored_thread.join();
+            return Err(e.into());
+        }
+    };
+    let end = router.run_until(&shutdown);
+    ignored_handle.close();
+    let _ = ignored_thread.join();
+    match end {
         xorlay::io::router::RunEnd::Shutdown => {
             log::info!("signal received: stopping workers and detaching XDP")
         }

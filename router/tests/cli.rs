@@ -7,10 +7,13 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::TestNetns;
+use common::{Daemon, TestNetns};
 
 const XORLAY: &str = env!("CARGO_BIN_EXE_xorlay");
+/// Longest a router may take to start, or to stop after a signal.
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 struct TempDir(PathBuf);
 
@@ -45,11 +48,12 @@ fn stderr(out: &Output) -> String {
 
 /// The run failed with exactly one `xorlay: error:` line containing `needle`.
 fn assert_one_line_error(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
+    assert_error_text(out.status.success(), &stderr(out), needle);
+}
+
+/// [`assert_one_line_error`] on an exit status and a log; returns the line.
+fn assert_error_text(success: bool, err: &str, needle: &str) -> String {
+    assert!(!success, "expected failure, got success; stderr: {err}");
     assert!(
         !err.contains("panicked"),
         "panic instead of an error: {err}"
@@ -64,6 +68,7 @@ fn assert_one_line_error(out: &Output, needle: &str) {
         "error {:?} does not mention {needle:?}",
         lines[0]
     );
+    lines[0].to_string()
 }
 
 fn keygen(path: &Path) -> String {
@@ -292,4 +297,153 @@ fn keygen_difficulty_makes_keys_that_meet_the_puzzle() {
         !huge.status.success(),
         "difficulty over the limit is refused"
     );
+}
+
+/// `xorlay run --config CONFIG` in `ns` behind `prefix` (setpriv, ...),
+/// logging to `log`.
+fn start_in(ns: &TestNetns, tag: &str, prefix: &[&str], config: &Path, log: PathBuf) -> Daemon {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &ns.name])
+        .args(prefix)
+        .args([XORLAY, "run", "--config", config.to_str().expect("utf-8")])
+        .env("RUST_LOG", "info");
+    Daemon::spawn(tag, command, log)
+}
+
+/// A config in `dir` with key `node.key` (made here), XDP in generic mode on
+/// `interfaces` of the test namespace, one small worker, the admin socket
+/// and peers file in `dir`, and `extra` appended.
+fn lab_config(dir: &TempDir, name: &str, interfaces: &str, extra: &str) -> PathBuf {
+    if !dir.path("node.key").exists() {
+        keygen(&dir.path("node.key"));
+    }
+    let config = dir.path(name);
+    std::fs::write(
+        &config,
+        format!(
+            "key_file = \"node.key\"\n\
+             [underlay]\nlisten = \"0.0.0.0:4799\"\ninterfaces = [{interfaces}]\nxdp_mode = \"generic\"\n\
+             [dataplane]\nworkers = 1\nbuffer_count = 64\n\
+             [admin]\nsocket = \"{}\"\n\
+             [control]\npeers_file = \"peers\"\n{extra}",
+            dir.path(&format!("{name}.sock")).display()
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// XDP program on `dev` in `ns`, as `ip link` shows it.
+fn has_xdp(ns: &TestNetns, dev: &str) -> bool {
+    ns.ip(&["-d", "link", "show", "dev", dev]).contains("xdp")
+}
+
+#[test]
+fn missing_perfmon_is_named_not_blamed_on_the_verifier() {
+    let ns = TestNetns::new("cli-cap");
+    let dir = TempDir::new("cap");
+    let config = lab_config(&dir, "cap.toml", "\"lo\"", "");
+    // Root with CAP_BPF and CAP_NET_ADMIN only, as an older error advised.
+    let mut router = start_in(
+        &ns,
+        "capless",
+        &["setpriv", "--bounding-set=-all,+bpf,+net_admin"],
+        &config,
+        dir.path("cap.log"),
+    );
+    let status = router.wait_exit(TIMEOUT);
+    let line = assert_error_text(status.success(), &router.log(), "lacks CAP_PERFMON");
+    assert!(!line.contains("verifier"), "{line}");
+    assert!(
+        line.contains("CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"),
+        "{line}"
+    );
+    assert!(!has_xdp(&ns, "lo"), "nothing attached");
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_and_sigterm_stops_cleanly() {
+    let ns = TestNetns::new("cli-hup");
+    let dir = TempDir::new("hup");
+    let config = lab_config(&dir, "hup.toml", "\"lo\"", "");
+    let mut router = start_in(&ns, "router", &[], &config, dir.path("hup.log"));
+    router.wait_for(" up: ", TIMEOUT);
+    assert!(has_xdp(&ns, "lo"), "XDP attached");
+    for (signal, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGUSR2, "SIGUSR2"),
+    ] {
+        router.signal(signal);
+        router.wait_for(&format!("{name} received and ignored"), TIMEOUT);
+    }
+    // Still serving: the admin socket answers.
+    let stats = xorlay(&[
+        "stats",
+        "--socket",
+        dir.path("hup.toml.sock").to_str().expect("utf-8"),
+    ]);
+    assert!(
+        stats.status.success(),
+        "{}\n{}",
+        stderr(&stats),
+        router.log()
+    );
+    assert!(
+        router.exited().is_none(),
+        "died on a signal:\n{}",
+        router.log()
+    );
+    router.signal(libc::SIGTERM);
+    let status = router.wait_exit(TIMEOUT);
+    assert!(status.success(), "{status}\n{}", router.log());
+    assert!(router.log().contains("stopped cleanly"), "{}", router.log());
+    assert!(!has_xdp(&ns, "lo"), "XDP detached at exit");
+    assert!(dir.path("peers").exists(), "peers saved at exit");
+}
+
+#[test]
+fn unreadable_key_names_ownership_never_a_new_key() {
+    let dir = TempDir::new("eacces");
+    let key = dir.path("node.key");
+    keygen(&key); // root's, mode 0600
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let config = dir.path("eacces.toml");
+    std::fs::write(&config, "key_file = \"node.key\"\n").expect("write");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    for command in ["check", "run"] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args([XORLAY, command, "--config", config.to_str().expect("utf-8")])
+            .output()
+            .expect("run setpriv");
+        let line = assert_error_text(out.status.success(), &stderr(&out), "Permission denied");
+        for needle in [
+            key.to_str().expect("utf-8"),
+            "owned by uid 0 (root)",
+            "mode 0600",
+            "runs as uid 65534",
+            "chown 65534",
+        ] {
+            assert!(
+                line.contains(needle),
+                "{command}: {needle:?} missing: {line}"
+            );
+        }
+        assert!(!line.contains("keygen"), "{command}: {line}");
+    }
+    // A directory where the key should be.
+    std::fs::create_dir(dir.path("dir.key")).expect("mkdir");
+    std::fs::write(&config, "key_file = \"dir.key\"\n").expect("write");
+    let line = assert_error_text(
+        false,
+        &stderr(&xorlay(&[
+            "check",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ])),
+        "is not a regular file (a directory)",
+    );
+    assert!(!line.contains("create one"), "{line}");
 }
