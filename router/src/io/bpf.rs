@@ -48,6 +48,7 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use serde::{Deserialize, Serialize};
 
 use crate::core::NodeId;
+use crate::io::holder::xdp_link_holders;
 use crate::io::privilege::{CapSet, whoami};
 use crate::wire::consts;
 
@@ -215,6 +216,21 @@ pub enum BpfError {
         /// The kernel's error.
         detail: String,
     },
+    /// Another xorlay holds the interface's XDP link.
+    #[error(
+        "XDP on {interface} is held by another xorlay router, {holder}; two routers cannot \
+         share an interface: stop that one first (`kill {pid}`, or `systemctl stop xorlay`), \
+         or, to replace it without losing packets, give both the same [xdp] pin_dir (a hot \
+         restart)"
+    )]
+    InterfaceHeld {
+        /// The interface.
+        interface: String,
+        /// The holder, "xorlay (pid N)".
+        holder: String,
+        /// Its pid.
+        pid: u32,
+    },
     /// Attaching failed otherwise.
     #[error(
         "cannot attach XDP in {mode} mode to {interface}: {detail}; `ip -d link show \
@@ -361,17 +377,32 @@ impl BpfError {
     }
 
     /// Classifies an error of `Xdp::attach_to_if_index`.
-    fn from_attach(error: &ProgramError, interface: &str, mode: AttachedMode) -> BpfError {
+    fn from_attach(
+        error: &ProgramError,
+        interface: &str,
+        if_index: u32,
+        mode: AttachedMode,
+    ) -> BpfError {
         let detail = chain(error);
         let interface = interface.to_string();
         match chain_errno(error) {
+            Some(libc::EBUSY | libc::EEXIST) => {
+                let holders = xdp_link_holders(if_index);
+                if let Some(router) = holders.iter().find(|h| h.is_xorlay()) {
+                    return BpfError::InterfaceHeld {
+                        interface,
+                        holder: router.to_string(),
+                        pid: router.pid,
+                    };
+                }
+                BpfError::InterfaceBusy {
+                    interface,
+                    mode: mode.name(),
+                    detail,
+                }
+            }
             Some(libc::EPERM) => BpfError::PermissionDenied {
                 action: "attaching the XDP program",
-                detail,
-            },
-            Some(libc::EBUSY | libc::EEXIST) => BpfError::InterfaceBusy {
-                interface,
-                mode: mode.name(),
                 detail,
             },
             _ if mode == AttachedMode::Native => BpfError::NativeAttach { interface, detail },
@@ -2199,7 +2230,7 @@ impl XdpRouter {
             program
                 .attach_to_if_index(if_index, mode.aya())
                 .map(|link| (link, mode))
-                .map_err(|e| BpfError::from_attach(&e, interface, mode))
+                .map_err(|e| BpfError::from_attach(&e, interface, if_index, mode))
         };
         let done = match mode {
             XdpAttachMode::Native => attempt(program, AttachedMode::Native)?,
@@ -2562,6 +2593,14 @@ fn process_start_time(pid: u32) -> Option<u64> {
     // after it start behind the last ')'. Field 3 is the first one there.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// The pid of the live process that owns the XDP state pinned in
+/// `pin_dir` (its owner record names it and it still runs), if any.
+pub fn pinned_owner(pin_dir: &Path) -> Option<u32> {
+    read_owner(pin_dir)
+        .filter(OwnerValue::is_alive)
+        .map(|owner| owner.pid)
 }
 
 /// The owner record pinned in `dir`, if readable.

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backlog;
 pub mod bpf;
 pub mod control;
+pub mod holder;
 pub mod keyfile;
 pub mod privilege;
 pub mod router;

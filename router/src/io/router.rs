@@ -19,6 +19,7 @@ use crate::io::bpf::{
     BpfError, LoadOptions, PinnedStart, RouteCache, ShedBudget, XdpCounters, XdpRouter,
 };
 use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters, WarmStart};
+use crate::io::holder;
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
@@ -70,6 +71,22 @@ pub enum RouterError {
         bits: u32,
         /// Required bits.
         difficulty: u32,
+    },
+    /// The overlay port is in use (another router, or another program).
+    #[error("{0}")]
+    PortInUse(String),
+    /// The listen address cannot be bound here.
+    #[error(
+        "cannot bind underlay.listen = {listen}: {source}; use an address of this host, or \
+         \"[::]:{port}\" for all of them"
+    )]
+    Listen {
+        /// The address.
+        listen: std::net::SocketAddr,
+        /// Its port.
+        port: u16,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// No OS randomness for session keys.
     #[error("cannot get random bytes from the OS for session keys: {0}")]
@@ -136,6 +153,7 @@ impl Router {
                 difficulty: config.control.difficulty,
             });
         }
+        check_port(config)?;
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| RouterError::Random(e.to_string()))?;
         let table = share(Topology::empty(identity.node_id()));
@@ -506,6 +524,67 @@ impl Drop for Router {
             log::error!("stopping router: {e}");
         }
     }
+}
+
+/// Refuses an overlay port another process already has: the workers' sockets
+/// use SO_REUSEPORT, so a second router on the port would otherwise start
+/// and silently split the traffic with the first. A probe socket without
+/// SO_REUSEPORT is bound to `underlay.listen`: it fails with EADDRINUSE
+/// whenever any socket has that port. The holders are named from /proc
+/// ([`holder::udp_port_holders`]). The one sharing allowed is a hot restart:
+/// `[xdp] pin_dir` is set and its live owner holds the port.
+pub fn check_port(config: &Config) -> Result<(), RouterError> {
+    let listen = config.listen;
+    let error = match std::net::UdpSocket::bind(listen) {
+        Ok(_probe) => return Ok(()),
+        Err(e) => e,
+    };
+    if error.raw_os_error() != Some(libc::EADDRINUSE) {
+        return Err(RouterError::Listen {
+            listen,
+            port: listen.port(),
+            source: error,
+        });
+    }
+    let holders = holder::udp_port_holders(listen.port());
+    if let Some(pin_dir) = &config.xdp.pin_dir
+        && !config.interfaces.is_empty()
+        && let Some(owner) = crate::io::bpf::pinned_owner(pin_dir)
+        && holders.iter().any(|h| h.pid == owner)
+    {
+        return Ok(()); // a hot restart: the owner hands over
+    }
+    Err(RouterError::PortInUse(port_in_use_message(
+        listen, &holders,
+    )))
+}
+
+/// What to say when `listen`'s port is held by `holders` (maybe none seen).
+pub fn port_in_use_message(listen: std::net::SocketAddr, holders: &[holder::Holder]) -> String {
+    let port = listen.port();
+    if let Some(router) = holders.iter().find(|h| h.is_xorlay()) {
+        return format!(
+            "UDP port {port} (underlay.listen = {listen}) is in use by another xorlay router, {}; \
+             a second router on the port would silently split its traffic: stop that one first \
+             (`kill {}`, or `systemctl stop xorlay`), or give this one another port; to replace \
+             a running router without losing packets, give both the same [xdp] pin_dir (a hot \
+             restart)",
+            holder::describe(holders),
+            router.pid
+        );
+    }
+    if holders.is_empty() {
+        return format!(
+            "UDP port {port} (underlay.listen = {listen}) is in use by another socket (`ss -ulpn \
+             'sport = :{port}'` names its process): stop it, or set another port in \
+             underlay.listen"
+        );
+    }
+    format!(
+        "UDP port {port} (underlay.listen = {listen}) is in use by {}: stop it, or set another \
+         port in underlay.listen",
+        holder::describe(holders)
+    )
 }
 
 /// The control plane's settings from the config.
