@@ -447,3 +447,46 @@ fn unreadable_key_names_ownership_never_a_new_key() {
     );
     assert!(!line.contains("create one"), "{line}");
 }
+
+/// Runs `xorlay run` in `ns` to its exit (bounded) and returns its
+/// one error line, which must contain `needle`.
+fn run_error(ns: &TestNetns, dir: &TempDir, config: &Path, needle: &str) -> String {
+    let name = config.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    let mut run = start_in(ns, name, &[], config, dir.path(&format!("{name}.log")));
+    let status = run.wait_exit(TIMEOUT);
+    assert_error_text(status.success(), &run.log(), needle)
+}
+
+#[test]
+fn a_second_router_is_refused_naming_the_first() {
+    let ns = TestNetns::new("cli-two");
+    let dir = TempDir::new("two");
+    let config = lab_config(&dir, "one.toml", "\"lo\"", "");
+    let mut first = start_in(&ns, "first", &[], &config, dir.path("first.log"));
+    first.wait_for(" up: ", TIMEOUT);
+    let pid = first.pid();
+    let holder = format!("xorlay (pid {pid})");
+
+    // The same config: the port is taken (checked before XDP is touched).
+    let line = run_error(&ns, &dir, &config, &holder);
+    assert!(line.contains("another xorlay router"), "{line}");
+    assert!(line.contains(&format!("kill {pid}")), "{line}");
+    assert!(line.contains("pin_dir"), "names the hot restart: {line}");
+    assert!(!line.contains("xdp off"), "{line}");
+    // Without XDP, SO_REUSEPORT would have let it share the port silently.
+    let no_xdp = lab_config(&dir, "noxdp.toml", "", "");
+    run_error(&ns, &dir, &no_xdp, &holder);
+    // Another port, the same interface: the XDP link's holder is named.
+    let other_port = lab_config(&dir, "port.toml", "\"lo\"", "");
+    let text = std::fs::read_to_string(&other_port).expect("read");
+    std::fs::write(&other_port, text.replace(":4799", ":4800")).expect("write");
+    let line = run_error(&ns, &dir, &other_port, &holder);
+    assert!(line.contains("XDP on lo is held by another xorlay"), "{line}");
+    assert!(!line.contains("xdp off"), "{line}");
+
+    assert!(first.exited().is_none(), "the first died:\n{}", first.log());
+    assert!(has_xdp(&ns, "lo"), "the first router's XDP stays");
+    first.signal(libc::SIGTERM);
+    let status = first.wait_exit(TIMEOUT);
+    assert!(status.success(), "{status}\n{}", first.log());
+}
