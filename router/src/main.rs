@@ -9,9 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use xorlay::config::Config;
-use xorlay::core::NextHopTable;
 use xorlay::core::identity::{DIFFICULTY_MAX, puzzle_bits};
-use xorlay::io::{admin, keyfile, router::Router};
+use xorlay::io::{admin, keyfile, preflight, router::Router};
 
 #[derive(Parser)]
 #[command(
@@ -52,7 +51,8 @@ enum Command {
         #[arg(long, short)]
         key: PathBuf,
     },
-    /// Validate a config and its key file without starting anything.
+    /// Validate a config and check that this host has what `run` needs
+    /// (key, interfaces, capabilities, paths, the port), starting nothing.
     Check {
         /// The router's TOML config.
         #[arg(long, short)]
@@ -109,24 +109,28 @@ fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}", keyfile::read(&key)?.node_id());
             Ok(())
         }
-        Command::Check { config } => {
-            let config = Config::load(&config)?;
-            let identity = keyfile::read(&config.key_file)?;
-            let bits = puzzle_bits(&identity.node_id());
+        Command::Check {
+            config: config_path,
+        } => {
+            let config = Config::load(&config_path)?;
+            let report = preflight::check(&config);
+            if let [problem] = report.problems.as_slice() {
+                anyhow::bail!("{problem}");
+            }
+            for problem in &report.problems {
+                eprintln!("xorlay: problem: {problem}");
+            }
             anyhow::ensure!(
-                bits >= config.control.difficulty,
-                "this node's key solves the puzzle at {bits} bits but control.difficulty is {}; make a key with `xorlay keygen --difficulty {} --out FILE`",
-                config.control.difficulty,
-                config.control.difficulty
+                report.problems.is_empty(),
+                "config {}: {} problem(s) on this host, each listed above with its fix; `xorlay run` would fail",
+                config_path.display(),
+                report.problems.len()
             );
-            NextHopTable::new(
-                identity.node_id(),
-                config.neighbors.iter().map(|n| (n.id, ())),
-            )
-            .context("[[neighbor]] entries")?;
             println!(
-                "config ok: node {} listening on {}, {} seed(s), {} known peer(s), XDP on {:?} ({:?})",
-                identity.node_id(),
+                "config ok: node {} listening on {}, {} seed(s), {} known peer(s), XDP on {:?} ({:?}); this host has what `run` needs",
+                report
+                    .node_id
+                    .map_or_else(|| "?".to_string(), |id| id.to_string()),
                 config.listen,
                 config.control.seeds.len(),
                 config.neighbors.len(),

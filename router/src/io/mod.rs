@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod control;
 pub mod holder;
 pub mod keyfile;
+pub mod preflight;
 pub mod privilege;
 pub mod router;
 pub mod stats;
