@@ -156,9 +156,58 @@ fn check_accepts_a_good_config() {
         "key_file = \"node.key\"\n[[neighbor]]\nid = \"1111111111111111111111111111111111111111111111111111111111111111\"\naddress = \"198.18.0.2:4799\"\n",
     )
     .expect("write");
-    let out = xorlay(&["check", "--config", config.to_str().expect("utf-8")]);
+    let out = check_in_netns(&config);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+}
+
+/// `xorlay check --config CONFIG` in a namespace of its own (it binds a
+/// probe socket to the overlay port and looks up interfaces).
+fn check_in_netns(config: &Path) -> Output {
+    let ns = TestNetns::new("cli-check");
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args([XORLAY, "check", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("run xorlay check")
+}
+
+#[test]
+fn check_reports_every_problem_run_would_meet_on_this_host() {
+    let dir = TempDir::new("hostcheck");
+    keygen(&dir.path("node.key"));
+    let config = dir.path("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "key_file = \"node.key\"\n\
+             [underlay]\ninterfaces = [\"xlnope0\"]\n\
+             [admin]\nsocket = \"{}\"\n\
+             [control]\npeers_file = \"/nonexistent-xorlay/peers\"\n\
+             [xdp]\npin_dir = \"{}\"\n",
+            dir.path("a.sock").display(),
+            dir.path("pins").display()
+        ),
+    )
+    .expect("write");
+    let out = check_in_netns(&config);
+    let err = stderr(&out);
+    assert_one_line_error(&out, "3 problem(s) on this host");
+    let problems: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("xorlay: problem:"))
+        .collect();
+    assert_eq!(problems.len(), 3, "{err}");
+    for needle in [
+        "xlnope0 does not exist in this network namespace",
+        "mkdir -p /nonexistent-xorlay",
+        "is not on a bpf filesystem",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "no problem mentions {needle:?}: {err}"
+        );
+    }
 }
 
 fn netns_run(ns: &TestNetns, prefix: &[&str], config: &Path) -> Output {
@@ -259,7 +308,7 @@ fn keygen_difficulty_makes_keys_that_meet_the_puzzle() {
         "key_file = \"hard.key\"\n[control]\ndifficulty = 8\n",
     )
     .expect("write");
-    let ok = xorlay(&["check", "--config", config.to_str().expect("utf-8")]);
+    let ok = check_in_netns(&config);
     assert!(ok.status.success(), "{}", stderr(&ok));
 
     // A key below the network's difficulty is refused, and the error says how to make one.
@@ -282,10 +331,7 @@ fn keygen_difficulty_makes_keys_that_meet_the_puzzle() {
         "key_file = \"weak.key\"\n[control]\ndifficulty = 8\n",
     )
     .expect("write");
-    assert_one_line_error(
-        &xorlay(&["check", "--config", config.to_str().expect("utf-8")]),
-        "--difficulty 8",
-    );
+    assert_one_line_error(&check_in_netns(&config), "--difficulty 8");
     let huge = xorlay(&[
         "keygen",
         "--out",
@@ -418,7 +464,13 @@ fn unreadable_key_names_ownership_never_a_new_key() {
             .args([XORLAY, command, "--config", config.to_str().expect("utf-8")])
             .output()
             .expect("run setpriv");
-        let line = assert_error_text(out.status.success(), &stderr(&out), "Permission denied");
+        // As nobody, `check` finds more (e.g. no admin socket directory).
+        assert!(!out.status.success(), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        let Some(line) = err.lines().find(|l| l.contains("cannot read key file")) else {
+            panic!("{command}: the key file is not named: {err}");
+        };
+        assert!(line.contains("Permission denied"), "{command}: {line}");
         for needle in [
             key.to_str().expect("utf-8"),
             "owned by uid 0 (root)",
@@ -473,6 +525,13 @@ fn a_second_router_is_refused_naming_the_first() {
     assert!(line.contains(&format!("kill {pid}")), "{line}");
     assert!(line.contains("pin_dir"), "names the hot restart: {line}");
     assert!(!line.contains("xdp off"), "{line}");
+    // `check` says so too.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args([XORLAY, "check", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("run xorlay check");
+    assert_one_line_error(&out, &holder);
     // Without XDP, SO_REUSEPORT would have let it share the port silently.
     let no_xdp = lab_config(&dir, "noxdp.toml", "", "");
     run_error(&ns, &dir, &no_xdp, &holder);
@@ -481,7 +540,10 @@ fn a_second_router_is_refused_naming_the_first() {
     let text = std::fs::read_to_string(&other_port).expect("read");
     std::fs::write(&other_port, text.replace(":4799", ":4800")).expect("write");
     let line = run_error(&ns, &dir, &other_port, &holder);
-    assert!(line.contains("XDP on lo is held by another xorlay"), "{line}");
+    assert!(
+        line.contains("XDP on lo is held by another xorlay"),
+        "{line}"
+    );
     assert!(!line.contains("xdp off"), "{line}");
 
     assert!(first.exited().is_none(), "the first died:\n{}", first.log());
