@@ -10,6 +10,7 @@ pub mod holder;
 pub mod keyfile;
 pub mod preflight;
 pub mod privilege;
+pub mod ratelog;
 pub mod router;
 pub mod stats;
 pub mod steer;
