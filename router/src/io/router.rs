@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::core::NodeId;
 use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
@@ -18,7 +18,9 @@ use crate::io::backlog::{BacklogMap, CreditState};
 use crate::io::bpf::{
     BpfError, LoadOptions, PinnedStart, RouteCache, ShedBudget, XdpCounters, XdpRouter,
 };
-use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters, WarmStart};
+use crate::io::control::{
+    CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, NamedPeer, ShellCounters, WarmStart,
+};
 use crate::io::holder;
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
@@ -281,11 +283,28 @@ impl Router {
         };
         let mut node = Node::new(identity, node_config(config), seed);
         let now = std::time::Instant::now();
+        // Host names are resolved by the control plane, at start and on
+        // every re-bootstrap.
+        let mut named = Vec::new();
         for seed in &config.control.seeds {
-            node.add_seed(now, *seed);
+            match seed {
+                Endpoint::Addr(addr) => node.add_seed(now, *addr),
+                Endpoint::Host { host, port } => named.push(NamedPeer {
+                    host: host.clone(),
+                    port: *port,
+                    id: None,
+                }),
+            }
         }
         for neighbor in &config.neighbors {
-            node.add_known(now, neighbor.id, neighbor.address);
+            match &neighbor.address {
+                Endpoint::Addr(addr) => node.add_known(now, neighbor.id, *addr),
+                Endpoint::Host { host, port } => named.push(NamedPeer {
+                    host: host.clone(),
+                    port: *port,
+                    id: Some(neighbor.id),
+                }),
+            }
         }
         let io = ControlIo {
             packets: control_rx,
@@ -295,6 +314,8 @@ impl Router {
             xdp_neighbors,
             route_cache,
             warm_start,
+            named,
+            resolve_interval: node_config(config).kad.rebootstrap_interval,
         };
         router.control = Some(ControlPlane::start(
             node,
