@@ -552,3 +552,87 @@ fn a_second_router_is_refused_naming_the_first() {
     let status = first.wait_exit(TIMEOUT);
     assert!(status.success(), "{status}\n{}", first.log());
 }
+
+/// A router without XDP in `ns` listening on `port`, its key in `dir`
+/// (made here), `control` appended to its [control] table; returns the
+/// config and the node ID.
+fn plain_router(dir: &TempDir, port: u16, control: &str) -> (PathBuf, String) {
+    let id = keygen(&dir.path("node.key"));
+    let config = dir.path("plain.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "key_file = \"node.key\"\n\
+             [underlay]\nlisten = \"0.0.0.0:{port}\"\n\
+             [dataplane]\nworkers = 1\nbuffer_count = 64\n\
+             [admin]\nsocket = \"{}\"\n\
+             [control]\n{control}\n",
+            dir.path("admin.sock").display()
+        ),
+    )
+    .expect("write config");
+    (config, id)
+}
+
+#[test]
+fn named_seeds_resolve_and_peers_are_logged_by_name() {
+    let ns = TestNetns::new("cli-log");
+    let dir_b = TempDir::new("log-b");
+    let (config_b, id_b) = plain_router(&dir_b, 4800, "");
+    let short_b = &id_b[..16];
+    let mut b = start_in(&ns, "b", &[], &config_b, dir_b.path("b.log"));
+    b.wait_for(" up: ", TIMEOUT);
+
+    // A seed by host name (resolved through /etc/hosts), and one that
+    // cannot resolve: the namespace has no route to any name server, so
+    // nothing leaves it.
+    let dir_a = TempDir::new("log-a");
+    let (config_a, _) = plain_router(
+        &dir_a,
+        4799,
+        "seeds = [\"localhost:4800\", \"nonexistent-seed.invalid:4799\"]",
+    );
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &ns.name])
+        .args([XORLAY, "run", "--config", config_a.to_str().expect("utf-8")])
+        .env("RUST_LOG", "debug");
+    let mut a = Daemon::spawn("a", command, dir_a.path("a.log"));
+    a.wait_for("seed localhost:4800 resolves to 127.0.0.1:4800", TIMEOUT);
+    a.wait_for("cannot resolve seed nonexistent-seed.invalid:4799", TIMEOUT);
+    a.wait_for(&format!("peer up: {short_b} at 127.0.0.1:4800"), TIMEOUT);
+    a.wait_for(&format!("next hops + {short_b} at 127.0.0.1:4800"), TIMEOUT);
+    // Debug shows lookups and route decisions.
+    a.wait_for("lookup ", TIMEOUT);
+
+    b.signal(libc::SIGTERM);
+    let status = b.wait_exit(TIMEOUT);
+    assert!(status.success(), "{status}\n{}", b.log());
+    a.wait_for(&format!("peer down: {short_b} at 127.0.0.1:4800"), TIMEOUT);
+    a.wait_for(
+        &format!("dial of {short_b} at 127.0.0.1:4800 failed: no answer to the handshake"),
+        TIMEOUT,
+    );
+    assert!(a.exited().is_none(), "a died:\n{}", a.log());
+    a.signal(libc::SIGTERM);
+    let status = a.wait_exit(TIMEOUT);
+    assert!(status.success(), "{status}\n{}", a.log());
+
+    let log = a.log();
+    // The failing name is warned about once (rate-limited), not per round.
+    assert_eq!(
+        log.matches("cannot resolve seed nonexistent-seed.invalid")
+            .count(),
+        1,
+        "{log}"
+    );
+    // A topology line only for a change: never the same line twice in a row.
+    let topology: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("topology: ").map(|(_, rest)| rest))
+        .collect();
+    assert!(!topology.is_empty(), "{log}");
+    for pair in topology.windows(2) {
+        assert_ne!(pair[0], pair[1], "a topology line without a change:\n{log}");
+    }
+}
