@@ -20,10 +20,14 @@ pub const CAP_BPF: u32 = 39;
 pub struct CapSet(pub u64);
 
 impl CapSet {
-    /// This process's effective set, from `CapEff` in `/proc/self/status`;
-    /// `None` if it cannot be read (then nothing is checked in advance).
+    /// The calling thread's effective set (capabilities are per thread),
+    /// from `CapEff` in `/proc/thread-self/status`, else
+    /// `/proc/self/status`; `None` if neither can be read (then nothing is
+    /// checked in advance).
     pub fn effective() -> Option<CapSet> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let status = std::fs::read_to_string("/proc/thread-self/status")
+            .or_else(|_| std::fs::read_to_string("/proc/self/status"))
+            .ok()?;
         CapSet::parse_status(&status, "CapEff")
     }
 
