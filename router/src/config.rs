@@ -514,6 +514,19 @@ impl Config {
             }
         }
 
+        let named = c
+            .seeds
+            .iter()
+            .chain(raw.neighbors.iter().map(|n| &n.address))
+            .filter(|e| e.addr().is_none())
+            .count();
+        if named > crate::io::control::NAMED_PEERS_MAX {
+            return Err(invalid(format!(
+                "{named} seeds and neighbors are given by host name; at most {} are resolved: write IP addresses for the others",
+                crate::io::control::NAMED_PEERS_MAX
+            )));
+        }
+
         if raw.xdp.route_idle_timeout_ms == 0 || raw.xdp.route_idle_timeout_ms > 3_600_000 {
             return Err(invalid(format!(
                 "xdp.route_idle_timeout_ms = {} must be 1 to 3600000 (30000 is usual)",
