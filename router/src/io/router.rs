@@ -33,8 +33,13 @@ use crate::io::worker::{Worker, WorkerError, WorkerLinks};
 /// socket and checks for shutdown.
 const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// How often a router with pinned XDP state checks whether a newer instance
-/// took it over.
-const TAKEOVER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// took it over: before every control step, so it stops writing the shared
+/// maps within a tick of the takeover. Its sessions die `dead_after_ms`
+/// later (the peers moved to the new instance), and a publish of that by
+/// the old instance would remove live peers from the new one's allowlist
+/// (a check once a second lost traffic that way, depending on its phase).
+/// The check is an owner-record read: a few syscalls.
+const TAKEOVER_CHECK_INTERVAL: Duration = CONTROL_TICK;
 /// How long an instance whose XDP state was taken over keeps forwarding
 /// what still reaches its socket before it exits on its own.
 const HANDOVER_DRAIN: Duration = Duration::from_secs(1);
@@ -470,13 +475,9 @@ impl Router {
             if exit_at.is_some_and(|at| std::time::Instant::now() >= at) {
                 return RunEnd::TakenOver;
             }
-            match &mut self.control {
-                Some(control) => control.step(CONTROL_TICK),
-                None => std::thread::sleep(CONTROL_TICK),
-            }
-            self.shed_tick();
             // A newer instance that took over the pinned XDP state is its
-            // only writer from then on.
+            // only writer from then on: checked before the step that could
+            // publish.
             let now = std::time::Instant::now();
             if !taken_over && now >= next_takeover_check {
                 next_takeover_check = now + TAKEOVER_CHECK_INTERVAL;
@@ -492,6 +493,11 @@ impl Router {
                     exit_at = Some(now + HANDOVER_DRAIN);
                 }
             }
+            match &mut self.control {
+                Some(control) => control.step(CONTROL_TICK),
+                None => std::thread::sleep(CONTROL_TICK),
+            }
+            self.shed_tick();
             if let Some(admin) = &self.admin {
                 admin.serve_for(Duration::ZERO, |request| match request {
                     // Read at request time: counters are never older than the last batch.
