@@ -38,23 +38,37 @@ impl fmt::Display for Holder {
 /// Processes other than this one with a UDP socket bound to `port` in this
 /// network namespace.
 pub fn udp_port_holders(port: u16) -> Vec<Holder> {
+    let inodes = udp_port_inodes(port);
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    processes_with(|pid| holds_any(pid, &inodes))
+}
+
+/// Whether process `pid` has a UDP socket bound to `port` in this network
+/// namespace (one process's descriptors: cheap, for the hot-restart check).
+pub fn pid_holds_udp_port(pid: u32, port: u16) -> bool {
+    let inodes = udp_port_inodes(port);
+    !inodes.is_empty() && holds_any(pid, &inodes)
+}
+
+fn udp_port_inodes(port: u16) -> HashSet<u64> {
     let mut inodes = HashSet::new();
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
         if let Ok(text) = std::fs::read_to_string(table) {
             inodes.extend(udp_inodes(&text, port));
         }
     }
-    if inodes.is_empty() {
-        return Vec::new();
-    }
-    processes_with(|pid| {
-        fd_targets(pid).any(|target| {
-            target
-                .strip_prefix("socket:[")
-                .and_then(|rest| rest.strip_suffix(']'))
-                .and_then(|inode| inode.parse::<u64>().ok())
-                .is_some_and(|inode| inodes.contains(&inode))
-        })
+    inodes
+}
+
+fn holds_any(pid: u32, inodes: &HashSet<u64>) -> bool {
+    fd_targets(pid).any(|target| {
+        target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|inode| inode.parse::<u64>().ok())
+            .is_some_and(|inode| inodes.contains(&inode))
     })
 }
 

@@ -573,14 +573,16 @@ pub fn check_port(config: &Config) -> Result<(), RouterError> {
             source: error,
         });
     }
-    let holders = holder::udp_port_holders(listen.port());
+    // A hot restart: the owner hands over. Its descriptors alone are read
+    // (not every process's), so the takeover is not slowed down.
     if let Some(pin_dir) = &config.xdp.pin_dir
         && !config.interfaces.is_empty()
         && let Some(owner) = crate::io::bpf::pinned_owner(pin_dir)
-        && holders.iter().any(|h| h.pid == owner)
+        && holder::pid_holds_udp_port(owner, listen.port())
     {
-        return Ok(()); // a hot restart: the owner hands over
+        return Ok(());
     }
+    let holders = holder::udp_port_holders(listen.port());
     Err(RouterError::PortInUse(port_in_use_message(
         listen, &holders,
     )))
