@@ -47,8 +47,8 @@ fn stderr(out: &Output) -> String {
 }
 
 /// The run failed with exactly one `xorlay: error:` line containing `needle`.
-fn assert_one_line_error(out: &Output, needle: &str) {
-    assert_error_text(out.status.success(), &stderr(out), needle);
+fn assert_one_line_error(out: &Output, needle: &str) -> String {
+    assert_error_text(out.status.success(), &stderr(out), needle)
 }
 
 /// [`assert_one_line_error`] on an exit status and a log; returns the line.
@@ -119,6 +119,18 @@ fn config_errors_are_one_line_and_name_the_fix() {
         &xorlay(&["check", "--config", unknown.to_str().expect("utf-8")]),
         "neighbours",
     );
+
+    let portless = dir.path("portless.toml");
+    std::fs::write(
+        &portless,
+        "key_file = \"k\"\n[control]\nseeds = [\"1.2.3.4\"]\n",
+    )
+    .expect("write");
+    let line = assert_one_line_error(
+        &xorlay(&["check", "--config", portless.to_str().expect("utf-8")]),
+        "seed \"1.2.3.4\": missing port; write 1.2.3.4:PORT",
+    );
+    assert!(!line.contains("invalid socket address syntax"), "{line}");
 
     let nokey = dir.path("nokey.toml");
     std::fs::write(&nokey, "key_file = \"absent.key\"\n").expect("write");
@@ -488,13 +500,8 @@ fn unreadable_key_names_ownership_never_a_new_key() {
     // A directory where the key should be.
     std::fs::create_dir(dir.path("dir.key")).expect("mkdir");
     std::fs::write(&config, "key_file = \"dir.key\"\n").expect("write");
-    let line = assert_error_text(
-        false,
-        &stderr(&xorlay(&[
-            "check",
-            "--config",
-            config.to_str().expect("utf-8"),
-        ])),
+    let line = assert_one_line_error(
+        &xorlay(&["check", "--config", config.to_str().expect("utf-8")]),
         "is not a regular file (a directory)",
     );
     assert!(!line.contains("create one"), "{line}");
