@@ -85,8 +85,11 @@ impl Default for XdpSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Control {
-    /// Underlay addresses of seed nodes to bootstrap from (their IDs need not be known).
-    pub seeds: Vec<SocketAddr>,
+    /// Underlay addresses of seed nodes to bootstrap from (their IDs need
+    /// not be known): `IP:PORT`, or `HOST:PORT` resolved at start and on
+    /// every re-bootstrap.
+    #[serde(deserialize_with = "seeds")]
+    pub seeds: Vec<Endpoint>,
     /// Kademlia bucket size.
     pub k: usize,
     /// S/Kademlia puzzle: leading zero bits every node ID (this one included) must show.
@@ -176,13 +179,127 @@ fn worker_config(dataplane: &Dataplane, listen: SocketAddr) -> WorkerConfig {
 }
 
 /// A statically configured neighbor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Neighbor {
     /// Its node ID (64 hex digits).
     pub id: NodeId,
-    /// Its underlay address and overlay port.
-    pub address: SocketAddr,
+    /// Its underlay address and overlay port (`IP:PORT` or `HOST:PORT`).
+    #[serde(deserialize_with = "neighbor_address")]
+    pub address: Endpoint,
+}
+
+/// An underlay address as configured: a socket address, or a host name and
+/// a port, resolved by the control plane at start and on every
+/// re-bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `IP:PORT` (`[IPv6]:PORT`).
+    Addr(SocketAddr),
+    /// `HOST:PORT`.
+    Host {
+        /// The host name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl Endpoint {
+    /// Parses `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`; the error says what
+    /// is wrong and how to write it.
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Endpoint::Addr(addr));
+        }
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return Err(match ip {
+                std::net::IpAddr::V4(_) => format!("missing port; write {ip}:PORT"),
+                std::net::IpAddr::V6(_) => format!("missing port; write [{ip}]:PORT"),
+            });
+        }
+        let bare = text.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(format!("missing port; write [{bare}]:PORT"));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return if valid_host(text) {
+                Err(format!("missing port; write {text}:PORT"))
+            } else {
+                Err("not an address; write IP:PORT, [IPv6]:PORT or HOST:PORT".into())
+            };
+        };
+        if host.contains(':') || host.starts_with('[') {
+            return Err("not an address; an IPv6 address goes in brackets: [IPv6]:PORT".into());
+        }
+        let port: u16 = match port.parse() {
+            Ok(0) | Err(_) => {
+                return Err(format!(
+                    "port {port:?} is not a port number (1 to 65535); write {host}:PORT"
+                ));
+            }
+            Ok(port) => port,
+        };
+        if !valid_host(host) {
+            return Err(format!(
+                "{host:?} is neither an IP address nor a host name (letters, digits, '-' and '.')"
+            ));
+        }
+        Ok(Endpoint::Host {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// The socket address, if written as one.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Addr(addr) => Some(*addr),
+            Endpoint::Host { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Addr(addr) => write!(f, "{addr}"),
+            Endpoint::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// A DNS host name: labels of letters, digits and '-' (not at either end),
+/// 1 to 63 characters each, 253 in all.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn seeds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Endpoint>, D::Error> {
+    let texts: Vec<String> = Deserialize::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| {
+            Endpoint::parse(text)
+                .map_err(|e| serde::de::Error::custom(format!("seed {text:?}: {e}")))
+        })
+        .collect()
+}
+
+fn neighbor_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Endpoint, D::Error> {
+    let text: String = Deserialize::deserialize(deserializer)?;
+    Endpoint::parse(&text)
+        .map_err(|e| serde::de::Error::custom(format!("neighbor address {text:?}: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,15 +447,18 @@ impl Config {
             )));
         }
         for n in &raw.neighbors {
-            if listen.is_ipv4() && n.address.is_ipv6() {
+            let Some(address) = n.address.addr() else {
+                continue; // a host name: resolved at start, by family
+            };
+            if listen.is_ipv4() && address.is_ipv6() {
                 return Err(invalid(format!(
                     "neighbor {} has IPv6 address {} but underlay.listen is IPv4; listen on \"[::]:{}\" to reach both families",
                     n.id,
-                    n.address,
+                    address,
                     listen.port()
                 )));
             }
-            if n.address.port() == 0 || n.address.ip().is_unspecified() {
+            if address.port() == 0 || address.ip().is_unspecified() {
                 return Err(invalid(format!(
                     "neighbor {} has address {}, which cannot be sent to; give its underlay IP and overlay port",
                     n.id, n.address
@@ -378,7 +498,7 @@ impl Config {
                 c.seeds.len()
             )));
         }
-        for seed in &c.seeds {
+        for seed in c.seeds.iter().filter_map(Endpoint::addr) {
             if seed.port() == 0
                 || seed.ip().is_unspecified()
                 || (listen.is_ipv4() && seed.is_ipv6())
@@ -392,6 +512,19 @@ impl Config {
                     }
                 )));
             }
+        }
+
+        let named = c
+            .seeds
+            .iter()
+            .chain(raw.neighbors.iter().map(|n| &n.address))
+            .filter(|e| e.addr().is_none())
+            .count();
+        if named > crate::io::control::NAMED_PEERS_MAX {
+            return Err(invalid(format!(
+                "{named} seeds and neighbors are given by host name; at most {} are resolved: write IP addresses for the others",
+                crate::io::control::NAMED_PEERS_MAX
+            )));
         }
 
         if raw.xdp.route_idle_timeout_ms == 0 || raw.xdp.route_idle_timeout_ms > 3_600_000 {
@@ -505,7 +638,7 @@ address = "198.18.0.2:4799"
         assert_eq!(config.neighbors[0].id.to_string(), ID);
         assert_eq!(
             config.control.seeds,
-            vec!["198.18.0.1:4799".parse().expect("literal")]
+            vec![Endpoint::Addr("198.18.0.1:4799".parse().expect("literal"))]
         );
         assert_eq!(config.control.k, 8);
         assert_eq!(config.control.difficulty, 4);
@@ -581,6 +714,56 @@ address = "198.18.0.2:4799"
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn seeds_and_neighbors_take_host_names_and_say_what_is_wrong() {
+        let config = parse(&format!(
+            "key_file = \"/k\"\n[control]\nseeds = [\"seed.example.net:4799\", \"[fd00::1]:4799\"]\n\
+             [[neighbor]]\nid = \"{ID}\"\naddress = \"peer-1.example.net:4800\"\n"
+        ))
+        .expect("host names");
+        assert_eq!(
+            config.control.seeds[0],
+            Endpoint::Host {
+                host: "seed.example.net".into(),
+                port: 4799
+            }
+        );
+        assert_eq!(
+            config.neighbors[0].address.to_string(),
+            "peer-1.example.net:4800"
+        );
+        for (seed, needle) in [
+            ("1.2.3.4", "missing port; write 1.2.3.4:PORT"),
+            ("fd00::1", "missing port; write [fd00::1]:PORT"),
+            ("[fd00::1]", "missing port; write [fd00::1]:PORT"),
+            (
+                "seed.example.net",
+                "missing port; write seed.example.net:PORT",
+            ),
+            ("seed.example.net:http", "not a port number"),
+            ("seed.example.net:0", "not a port number"),
+            ("bad_host!:4799", "neither an IP address nor a host name"),
+            ("fd00::1:4799:x", "IPv6 address goes in brackets"),
+        ] {
+            let err = parse(&format!(
+                "key_file = \"/k\"\n[control]\nseeds = [\"{seed}\"]\n"
+            ))
+            .expect_err(seed)
+            .to_string();
+            assert!(err.contains(needle), "{seed}: {err}");
+            assert!(!err.contains("invalid socket address syntax"), "{err}");
+        }
+        let err = parse(&format!(
+            "key_file = \"/k\"\n[[neighbor]]\nid = \"{ID}\"\naddress = \"198.18.0.2\"\n"
+        ))
+        .expect_err("no port")
+        .to_string();
+        assert!(
+            err.contains("neighbor address") && err.contains("missing port; write 198.18.0.2:PORT"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,9 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use xorlay::config::Config;
-use xorlay::core::NextHopTable;
 use xorlay::core::identity::{DIFFICULTY_MAX, puzzle_bits};
-use xorlay::io::{admin, keyfile, router::Router};
+use xorlay::io::{admin, keyfile, preflight, router::Router};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the router until SIGINT or SIGTERM.
+    /// Run the router until SIGINT or SIGTERM (SIGHUP, SIGUSR1 and SIGUSR2
+    /// are logged and ignored).
     Run {
         /// The router's TOML config (see deploy/xorlay.example.toml).
         #[arg(long, short)]
@@ -51,7 +51,8 @@ enum Command {
         #[arg(long, short)]
         key: PathBuf,
     },
-    /// Validate a config and its key file without starting anything.
+    /// Validate a config and check that this host has what `run` needs
+    /// (key, interfaces, capabilities, paths, the port), starting nothing.
     Check {
         /// The router's TOML config.
         #[arg(long, short)]
@@ -108,24 +109,28 @@ fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}", keyfile::read(&key)?.node_id());
             Ok(())
         }
-        Command::Check { config } => {
-            let config = Config::load(&config)?;
-            let identity = keyfile::read(&config.key_file)?;
-            let bits = puzzle_bits(&identity.node_id());
+        Command::Check {
+            config: config_path,
+        } => {
+            let config = Config::load(&config_path)?;
+            let report = preflight::check(&config);
+            if let [problem] = report.problems.as_slice() {
+                anyhow::bail!("{problem}");
+            }
+            for problem in &report.problems {
+                eprintln!("xorlay: problem: {problem}");
+            }
             anyhow::ensure!(
-                bits >= config.control.difficulty,
-                "this node's key solves the puzzle at {bits} bits but control.difficulty is {}; make a key with `xorlay keygen --difficulty {} --out FILE`",
-                config.control.difficulty,
-                config.control.difficulty
+                report.problems.is_empty(),
+                "config {}: {} problem(s) on this host, each listed above with its fix; `xorlay run` would fail",
+                config_path.display(),
+                report.problems.len()
             );
-            NextHopTable::new(
-                identity.node_id(),
-                config.neighbors.iter().map(|n| (n.id, ())),
-            )
-            .context("[[neighbor]] entries")?;
             println!(
-                "config ok: node {} listening on {}, {} seed(s), {} known peer(s), XDP on {:?} ({:?})",
-                identity.node_id(),
+                "config ok: node {} listening on {}, {} seed(s), {} known peer(s), XDP on {:?} ({:?}); this host has what `run` needs",
+                report
+                    .node_id
+                    .map_or_else(|| "?".to_string(), |id| id.to_string()),
                 config.listen,
                 config.control.seeds.len(),
                 config.neighbors.len(),
@@ -156,8 +161,46 @@ fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, shutdown.clone())
             .context("installing the SIGINT/SIGTERM handler")?;
     }
-    let mut router = Router::start(&config)?;
-    match router.run_until(&shutdown) {
+    // Signals an operator or logrotate may send: never fatal. Reloading is
+    // not implemented; SIGHUP and SIGUSR1/2 are logged and ignored (SIGPIPE
+    // is ignored by the Rust runtime: a closed pipe is an error on write).
+    let mut ignored = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGUSR2,
+    ])
+    .context("installing the SIGHUP/SIGUSR1/SIGUSR2 handler")?;
+    let ignored_handle = ignored.handle();
+    let ignored_thread = std::thread::Builder::new()
+        .name("xorlay-signals".into())
+        .spawn(move || {
+            for signal in ignored.forever() {
+                let name = match signal {
+                    signal_hook::consts::SIGHUP => "SIGHUP",
+                    signal_hook::consts::SIGUSR1 => "SIGUSR1",
+                    _ => "SIGUSR2",
+                };
+                log::info!(
+                    "{name} received and ignored: xorlay does not reload its config; restart it \
+                     to apply changes (with [xdp] pin_dir a restart keeps XDP running), SIGTERM \
+                     stops it"
+                );
+            }
+        })
+        .context("starting the signal thread")?;
+    let started = Router::start(&config);
+    let mut router = match started {
+        Ok(router) => router,
+        Err(e) => {
+            ignored_handle.close();
+            let _ = ignored_thread.join();
+            return Err(e.into());
+        }
+    };
+    let end = router.run_until(&shutdown);
+    ignored_handle.close();
+    let _ = ignored_thread.join();
+    match end {
         xorlay::io::router::RunEnd::Shutdown => {
             log::info!("signal received: stopping workers and detaching XDP")
         }

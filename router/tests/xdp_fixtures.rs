@@ -1682,7 +1682,7 @@ fn missing_privileges_error_names_the_capabilities() {
             );
             let message = error.to_string();
             assert!(
-                message.contains("needs root or CAP_BPF + CAP_NET_ADMIN"),
+                message.contains("needs root or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"),
                 "{message}"
             );
             assert!(
@@ -1691,6 +1691,35 @@ fn missing_privileges_error_names_the_capabilities() {
             );
         }
     }
+}
+
+/// Without CAP_PERFMON (and CAP_SYS_ADMIN, which stands in for it) the
+/// verifier refuses the program with EACCES; the check before loading
+/// names the capability instead, read from this thread's effective set.
+#[test]
+fn missing_perfmon_is_named_before_loading() {
+    let outcome = std::thread::spawn(|| {
+        drop_thread_capabilities(&[CAP_SYS_ADMIN, CAP_PERFMON]);
+        bpf::check_capabilities()
+    })
+    .join();
+    let result = match outcome {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    match result {
+        Ok(()) => panic!("the check passed without CAP_PERFMON"),
+        Err(error) => {
+            assert!(
+                matches!(error, BpfError::MissingCapabilities { .. }),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("lacks CAP_PERFMON ("), "{message}");
+            assert!(!message.contains("verifier"), "{message}");
+        }
+    }
+    bpf::check_capabilities().expect("this thread kept its capabilities");
 }
 
 // ---------------------------------------------------------------------------

@@ -1055,6 +1055,13 @@ impl Kademlia {
         let id = LookupId(self.next_lookup_id);
         self.next_lookup_id += 1;
         self.counters.lookups_started += 1;
+        // The log facade only: no I/O here unless the shell installs a logger.
+        log::debug!(
+            "lookup {} of {} started ({purpose:?}, {} contact(s) in the table)",
+            id.0,
+            target.short(),
+            self.table.len()
+        );
         let k = self.config.k;
         // 4k + alpha candidates: room for k closest plus failures, and
         // always more than the alpha requests in flight plus one forced.
@@ -1173,6 +1180,13 @@ impl Kademlia {
             }
             let lookup = self.lookups.remove(i);
             self.counters.lookups_done += 1;
+            log::debug!(
+                "lookup {} of {} done: {} node(s) queried in {} round(s)",
+                lookup.id.0,
+                lookup.target.short(),
+                lookup.queried,
+                lookup.rounds()
+            );
             if lookup.target == self.local {
                 self.self_lookup_done(now, lookup.kth_live(k));
             }

@@ -21,7 +21,9 @@ use serde::Serialize;
 use super::identity::Identity;
 use super::kademlia::{KadAction, KadConfig, KadCounters, Kademlia};
 use super::node_id::NodeId;
-use super::session::{SessionConfig, SessionCounters, SessionEvent, Sessions, Transmit};
+use super::session::{
+    CloseReason, ConnectFailure, SessionConfig, SessionCounters, SessionEvent, Sessions, Transmit,
+};
 
 /// Messages queued per peer while its session is being set up.
 pub const PENDING_PER_PEER_MAX: usize = 8;
@@ -69,8 +71,41 @@ pub struct NodeCounters {
 }
 
 /// One node's control plane.
+/// What happened to sessions and dials, for the shell to log (drained with
+/// [`Node::poll_event`]; at most [`NODE_EVENTS_MAX`] are kept, the oldest
+/// dropped first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A session with `peer` ended.
+    PeerDown {
+        /// The peer.
+        peer: NodeId,
+        /// Where it was, if known.
+        addr: Option<SocketAddr>,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A connect to `addr` gave up.
+    DialFailed {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The node expected there, if known.
+        expect: Option<NodeId>,
+        /// Why.
+        reason: ConnectFailure,
+    },
+}
+
+/// Most [`NodeEvent`]s kept until the shell drains them.
+pub const NODE_EVENTS_MAX: usize = 1024;
+
 pub struct Node {
     sessions: Sessions,
+    /// Events for the shell's log, oldest first.
+    events: VecDeque<NodeEvent>,
+    /// Where each established peer is, for [`NodeEvent::PeerDown`]
+    /// (bounded like `established`).
+    addrs: HashMap<NodeId, SocketAddr>,
     kad: Kademlia,
     /// Messages for peers whose session is not up yet.
     pending: HashMap<NodeId, VecDeque<Vec<u8>>>,
@@ -99,6 +134,8 @@ impl Node {
         session_seed[0] ^= 0x5a; // distinct streams from one seed
         Node {
             sessions: Sessions::new(identity, config.session, session_seed),
+            events: VecDeque::new(),
+            addrs: HashMap::new(),
             kad: Kademlia::new(local, config.kad, u64::from_le_bytes(kad_seed)),
             pending: HashMap::new(),
             established: HashMap::new(),
@@ -174,6 +211,18 @@ impl Node {
     /// Every peer with an authenticated session: whose data is accepted.
     pub fn session_peers(&self) -> Vec<(NodeId, SocketAddr)> {
         self.sessions.peers().collect()
+    }
+
+    /// The next event for the log (sessions that ended, dials that failed).
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, event: NodeEvent) {
+        if self.events.len() >= NODE_EVENTS_MAX {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 
     /// Changes whenever [`Node::neighbors`] or [`Node::session_peers`] may have.
@@ -312,6 +361,7 @@ impl Node {
         match event {
             SessionEvent::Established { peer, addr } => {
                 self.established.insert(peer, now);
+                self.addrs.insert(peer, addr);
                 self.generation += 1;
                 self.kad.handle_connected(now, peer, addr);
                 for bytes in self.pending.remove(&peer).unwrap_or_default() {
@@ -323,14 +373,27 @@ impl Node {
             SessionEvent::Message { peer, addr, bytes } => {
                 self.kad.handle_message(now, peer, addr, &bytes);
             }
-            SessionEvent::Closed { peer, .. } => {
+            SessionEvent::Closed { peer, reason } => {
                 self.established.remove(&peer);
+                let addr = self.addrs.remove(&peer);
+                if reason != CloseReason::Replaced {
+                    self.push_event(NodeEvent::PeerDown { peer, addr, reason });
+                }
                 self.pending.remove(&peer);
                 self.initiated.remove(&peer);
                 self.generation += 1;
                 self.kad.handle_disconnected(now, peer);
             }
-            SessionEvent::ConnectFailed { addr, expect, .. } => {
+            SessionEvent::ConnectFailed {
+                addr,
+                expect,
+                reason,
+            } => {
+                self.push_event(NodeEvent::DialFailed {
+                    addr,
+                    expect,
+                    reason,
+                });
                 if let Some(peer) = expect {
                     self.pending.remove(&peer);
                     self.initiated.remove(&peer);

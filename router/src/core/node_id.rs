@@ -15,6 +15,12 @@ pub struct NodeId([u8; NODE_ID_LEN]);
 pub struct Distance([u8; NODE_ID_LEN]);
 
 impl NodeId {
+    /// The first 8 bytes in hex (16 digits): enough to tell nodes apart in
+    /// a log line.
+    pub fn short(&self) -> String {
+        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// An ID from its bytes.
     pub const fn from_bytes(bytes: [u8; NODE_ID_LEN]) -> NodeId {
         NodeId(bytes)

@@ -48,6 +48,8 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use serde::{Deserialize, Serialize};
 
 use crate::core::NodeId;
+use crate::io::holder::xdp_link_holders;
+use crate::io::privilege::{CapSet, whoami};
 use crate::wire::consts;
 
 /// The compiled XDP object (ELF), 8-byte aligned as aya needs it.
@@ -127,11 +129,28 @@ pub enum BpfError {
         /// The interface name as configured.
         interface: String,
     },
+    /// This process lacks a capability XDP needs (read from its effective
+    /// set before anything is loaded).
+    #[error(
+        "XDP needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (root has all three); this process \
+         ({user}) lacks {missing} (effective set CapEff {effective}): run xorlay as root, or \
+         grant all three (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN; \
+         otherwise `setcap cap_bpf,cap_perfmon,cap_net_admin+ep` on the binary)"
+    )]
+    MissingCapabilities {
+        /// The missing capabilities, comma-separated.
+        missing: String,
+        /// The effective set as read.
+        effective: String,
+        /// Who runs this process.
+        user: String,
+    },
     /// The kernel refused for lack of privileges.
     #[error(
-        "{action} was refused ({detail}): xorlay needs root or CAP_BPF + CAP_NET_ADMIN for XDP; \
-         run it as root, or grant them (systemd: AmbientCapabilities=CAP_BPF CAP_NET_ADMIN; \
-         otherwise `setcap cap_bpf,cap_net_admin+ep` on the binary)"
+        "{action} was refused ({detail}): xorlay needs root or CAP_BPF, CAP_PERFMON and \
+         CAP_NET_ADMIN for XDP; run it as root, or grant them (systemd: \
+         AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN; otherwise \
+         `setcap cap_bpf,cap_perfmon,cap_net_admin+ep` on the binary)"
     )]
     PermissionDenied {
         /// What was refused.
@@ -196,6 +215,21 @@ pub enum BpfError {
         mode: &'static str,
         /// The kernel's error.
         detail: String,
+    },
+    /// Another xorlay holds the interface's XDP link.
+    #[error(
+        "XDP on {interface} is held by another xorlay router, {holder}; two routers cannot \
+         share an interface: stop that one first (`kill {pid}`, or `systemctl stop xorlay`), \
+         or, to replace it without losing packets, give both the same [xdp] pin_dir (a hot \
+         restart)"
+    )]
+    InterfaceHeld {
+        /// The interface.
+        interface: String,
+        /// The holder, "xorlay (pid N)".
+        holder: String,
+        /// Its pid.
+        pid: u32,
     },
     /// Attaching failed otherwise.
     #[error(
@@ -343,17 +377,32 @@ impl BpfError {
     }
 
     /// Classifies an error of `Xdp::attach_to_if_index`.
-    fn from_attach(error: &ProgramError, interface: &str, mode: AttachedMode) -> BpfError {
+    fn from_attach(
+        error: &ProgramError,
+        interface: &str,
+        if_index: u32,
+        mode: AttachedMode,
+    ) -> BpfError {
         let detail = chain(error);
         let interface = interface.to_string();
         match chain_errno(error) {
+            Some(libc::EBUSY | libc::EEXIST) => {
+                let holders = xdp_link_holders(if_index);
+                if let Some(router) = holders.iter().find(|h| h.is_xorlay()) {
+                    return BpfError::InterfaceHeld {
+                        interface,
+                        holder: router.to_string(),
+                        pid: router.pid,
+                    };
+                }
+                BpfError::InterfaceBusy {
+                    interface,
+                    mode: mode.name(),
+                    detail,
+                }
+            }
             Some(libc::EPERM) => BpfError::PermissionDenied {
                 action: "attaching the XDP program",
-                detail,
-            },
-            Some(libc::EBUSY | libc::EEXIST) => BpfError::InterfaceBusy {
-                interface,
-                mode: mode.name(),
                 detail,
             },
             _ if mode == AttachedMode::Native => BpfError::NativeAttach { interface, detail },
@@ -1897,6 +1946,7 @@ impl XdpRouter {
         options: LoadOptions,
     ) -> Result<XdpRouter, BpfError> {
         let targets = resolve_targets(interfaces)?;
+        check_capabilities()?;
         let ebpf = load_with(port, options)?;
         let mut router = XdpRouter {
             ebpf,
@@ -1932,6 +1982,7 @@ impl XdpRouter {
         pin_dir: &Path,
     ) -> Result<XdpRouter, BpfError> {
         let targets = resolve_targets(interfaces)?;
+        check_capabilities()?;
         prepare_pin_dir(pin_dir)?;
         let survey = survey_pin_dir(pin_dir)?;
         let previous = survey.owner;
@@ -2179,7 +2230,7 @@ impl XdpRouter {
             program
                 .attach_to_if_index(if_index, mode.aya())
                 .map(|link| (link, mode))
-                .map_err(|e| BpfError::from_attach(&e, interface, mode))
+                .map_err(|e| BpfError::from_attach(&e, interface, if_index, mode))
         };
         let done = match mode {
             XdpAttachMode::Native => attempt(program, AttachedMode::Native)?,
@@ -2383,6 +2434,24 @@ impl XdpRouter {
 
 /// Resolves interface names to indexes (in the calling thread's network
 /// namespace), each index once.
+/// Fails, naming them, if this process lacks a capability that loading or
+/// attaching XDP needs. An unreadable effective set checks nothing (the
+/// kernel's own error then speaks).
+pub fn check_capabilities() -> Result<(), BpfError> {
+    let Some(effective) = CapSet::effective() else {
+        return Ok(());
+    };
+    let missing = effective.missing_for_xdp();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(BpfError::MissingCapabilities {
+        missing: missing.join(", "),
+        effective: effective.to_string(),
+        user: whoami(),
+    })
+}
+
 fn resolve_targets(interfaces: &[String]) -> Result<Vec<(&str, u32)>, BpfError> {
     let mut targets: Vec<(&str, u32)> = Vec::with_capacity(interfaces.len());
     for interface in interfaces {
@@ -2524,6 +2593,14 @@ fn process_start_time(pid: u32) -> Option<u64> {
     // after it start behind the last ')'. Field 3 is the first one there.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// The pid of the live process that owns the XDP state pinned in
+/// `pin_dir` (its owner record names it and it still runs), if any.
+pub fn pinned_owner(pin_dir: &Path) -> Option<u32> {
+    read_owner(pin_dir)
+        .filter(OwnerValue::is_alive)
+        .map(|owner| owner.pid)
 }
 
 /// The owner record pinned in `dir`, if readable.

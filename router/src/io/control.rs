@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use socket2::{SockAddr, Socket};
 
-use crate::core::node::Node;
+use crate::core::node::{NODE_EVENTS_MAX, Node, NodeEvent};
+use crate::core::session::ConnectFailure;
 use crate::core::{DropReason, Verdict, decide};
 use crate::core::{NextHopTable, NodeId};
 use crate::io::bpf::{NeighborMap, RouteCache, RouteEntry};
+use crate::io::ratelog::{LogLimit, held_back};
 use crate::io::topology::{SharedTable, Topology, canonical, hop_for, socket_form};
 use crate::io::worker::Upcall;
 
@@ -27,6 +29,19 @@ const PERSIST_INTERVAL: Duration = Duration::from_secs(30);
 pub const PERSISTED_PEERS_MAX: usize = 256;
 /// Shortest interval between two logs of rejected-input counts.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest interval between two warnings that one host name failed to
+/// resolve.
+const RESOLVE_WARN_INTERVAL: Duration = Duration::from_secs(300);
+/// Window of the log rate limits.
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Most lines about peers and the topology per [`LOG_WINDOW`].
+const PEER_LOG_BURST: u32 = 30;
+/// Most lines about failed dials and sends per [`LOG_WINDOW`].
+const DIAL_LOG_BURST: u32 = 10;
+/// Most peers or next hops named in one log line.
+const NAMED_IN_LINE_MAX: usize = 8;
+/// Most seeds and neighbors configured by host name.
+pub const NAMED_PEERS_MAX: usize = 256;
 
 /// Counters of the shell itself.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -69,6 +84,111 @@ pub struct ControlIo {
     /// Set when the XDP state was taken over from an earlier instance
     /// (hot restart or crash recovery): see [`WarmStart`].
     pub warm_start: Option<WarmStart>,
+    /// Seeds and neighbors configured by host name, resolved on a thread
+    /// of their own at start and every `resolve_interval`.
+    pub named: Vec<NamedPeer>,
+    /// How often host names are resolved again (the re-bootstrap period).
+    pub resolve_interval: Duration,
+}
+
+/// A seed (no ID) or a neighbor (ID known) configured by host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPeer {
+    /// The host name.
+    pub host: String,
+    /// The overlay port.
+    pub port: u16,
+    /// The neighbor's ID; `None` for a seed.
+    pub id: Option<NodeId>,
+}
+
+impl NamedPeer {
+    fn kind(&self) -> &'static str {
+        if self.id.is_some() {
+            "neighbor"
+        } else {
+            "seed"
+        }
+    }
+}
+
+/// Resolves `host:port` to one address this node can send to: IPv4 only
+/// when `ipv4_only` (an IPv4 listen address), else IPv4 or IPv6.
+pub fn resolve(host: &str, port: u16, ipv4_only: bool) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs = (host, port).to_socket_addrs().map_err(|e| e.to_string())?;
+    let mut found = false;
+    for addr in addrs.take(64) {
+        found = true;
+        if !ipv4_only || addr.is_ipv4() {
+            return Ok(addr);
+        }
+    }
+    Err(if found {
+        "it has IPv6 addresses only, and underlay.listen is IPv4 (listen on \"[::]\" to reach IPv6)"
+            .into()
+    } else {
+        "no address".into()
+    })
+}
+
+/// The resolver thread's side in the control plane: results, what each
+/// name resolved to last, when a failure may be logged again.
+struct Resolver {
+    peers: Vec<NamedPeer>,
+    results: Receiver<(usize, Result<SocketAddr, String>)>,
+    /// Dropped with the control plane: the thread ends at its next wake-up.
+    _stop: crossbeam_channel::Sender<()>,
+    current: Vec<Option<SocketAddr>>,
+    next_warn: Vec<Instant>,
+    interval: Duration,
+}
+
+impl Resolver {
+    /// Starts resolving `peers` now and every `interval`; `None` if there
+    /// are none (or the thread cannot start, which is logged).
+    fn spawn(peers: Vec<NamedPeer>, ipv4_only: bool, interval: Duration) -> Option<Resolver> {
+        if peers.is_empty() {
+            return None;
+        }
+        let (tx, results) = crossbeam_channel::bounded(peers.len() * 2);
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let names: Vec<(String, u16)> = peers.iter().map(|p| (p.host.clone(), p.port)).collect();
+        let spawned = std::thread::Builder::new()
+            .name("xorlay-resolve".into())
+            .spawn(move || {
+                loop {
+                    for (index, (host, port)) in names.iter().enumerate() {
+                        let result = resolve(host, *port, ipv4_only);
+                        if let Err(crossbeam_channel::TrySendError::Disconnected(_)) =
+                            tx.try_send((index, result))
+                        {
+                            return;
+                        }
+                    }
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!(
+                "cannot start the thread that resolves seed and neighbor host names ({e}): \
+                 they are not contacted; write their IP addresses instead"
+            );
+            return None;
+        }
+        let now = Instant::now();
+        Some(Resolver {
+            current: vec![None; peers.len()],
+            next_warn: vec![now; peers.len()],
+            peers,
+            results,
+            _stop: stop,
+            interval,
+        })
+    }
 }
 
 /// A warm start: the XDP maps hold an earlier instance's allowlist and
@@ -106,6 +226,13 @@ pub struct ControlPlane {
     /// The warm start ended: the next publish invalidates the route cache.
     invalidate_pending: bool,
     peers_file: Option<PathBuf>,
+    resolver: Option<Resolver>,
+    /// The authenticated peers of the last publish, to log who came and went.
+    logged_peers: HashMap<NodeId, SocketAddr>,
+    /// Lines about peers and the topology (a churning network).
+    peer_log: LogLimit,
+    /// Lines about failed dials and sends (addresses anyone can feed us).
+    dial_log: LogLimit,
     next_persist: Instant,
     rejected_logged: u64,
     next_reject_log: Instant,
@@ -131,8 +258,17 @@ impl ControlPlane {
                 node.add_known(now, id, addr);
             }
         }
+        let resolver = Resolver::spawn(
+            io.named.into_iter().take(NAMED_PEERS_MAX).collect(),
+            io.listen.is_ipv4(),
+            io.resolve_interval,
+        );
         let mut plane = ControlPlane {
             node,
+            resolver,
+            logged_peers: HashMap::new(),
+            peer_log: LogLimit::new(LOG_WINDOW, PEER_LOG_BURST),
+            dial_log: LogLimit::new(LOG_WINDOW, DIAL_LOG_BURST),
             packets: io.packets,
             socket: io.socket,
             listen: io.listen,
@@ -177,16 +313,120 @@ impl ControlPlane {
             Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
         }
         let now = Instant::now();
+        self.take_resolved(now);
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.node.handle_timeout(now);
         }
         self.end_warm_start(now);
+        self.log_events(now);
         self.flush();
         if now >= self.next_persist {
             self.persist();
             self.next_persist = now + PERSIST_INTERVAL;
         }
         self.log_rejections(now);
+    }
+
+    /// Hands the node the addresses host names resolved to, when new; a
+    /// failure is logged at most every [`RESOLVE_WARN_INTERVAL`] per name
+    /// and touches no other seed or neighbor.
+    fn take_resolved(&mut self, now: Instant) {
+        let Some(resolver) = &mut self.resolver else {
+            return;
+        };
+        for _ in 0..resolver.peers.len() * 2 {
+            let Ok((index, result)) = resolver.results.try_recv() else {
+                break;
+            };
+            let Some(peer) = resolver.peers.get(index) else {
+                continue;
+            };
+            match result {
+                Ok(addr) if resolver.current[index] != Some(addr) => {
+                    log::info!(
+                        "{} {}:{} resolves to {addr}{}",
+                        peer.kind(),
+                        peer.host,
+                        peer.port,
+                        match resolver.current[index] {
+                            Some(old) => format!(" (was {old})"),
+                            None => String::new(),
+                        }
+                    );
+                    resolver.current[index] = Some(addr);
+                    match peer.id {
+                        Some(id) => self.node.add_known(now, id, addr),
+                        None => self.node.add_seed(now, addr),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if now >= resolver.next_warn[index] {
+                        resolver.next_warn[index] = now + RESOLVE_WARN_INTERVAL;
+                        log::warn!(
+                            "cannot resolve {} {}:{}: {e}; trying again every {} s (other seeds \
+                             and neighbors are not affected; this warning repeats at most every \
+                             {} s)",
+                            peer.kind(),
+                            peer.host,
+                            peer.port,
+                            resolver.interval.as_secs(),
+                            RESOLVE_WARN_INTERVAL.as_secs()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs what the node reports: failed dials (rate-limited, with the
+    /// address), sessions that ended (debug; peer down is logged by
+    /// `publish` with the address).
+    fn log_events(&mut self, now: Instant) {
+        for _ in 0..NODE_EVENTS_MAX {
+            let Some(event) = self.node.poll_event() else {
+                break;
+            };
+            match event {
+                NodeEvent::PeerDown { peer, addr, reason } => log::debug!(
+                    "session with {} at {} closed: {}",
+                    peer.short(),
+                    addr.map_or_else(|| "?".into(), |a| canonical(a).to_string()),
+                    reason.name()
+                ),
+                NodeEvent::DialFailed {
+                    addr,
+                    expect,
+                    reason,
+                } => {
+                    let who = expect.map_or_else(|| "a seed".to_string(), |id| id.short());
+                    let why = match reason {
+                        ConnectFailure::Timeout => "no answer to the handshake",
+                        ConnectFailure::BadKey => "its keys and node ID disagree",
+                        ConnectFailure::Puzzle => "its node ID fails control.difficulty",
+                        ConnectFailure::UnexpectedPeer => "another node answered",
+                        // Local limits, not the peer's fault.
+                        ConnectFailure::SelfConnect
+                        | ConnectFailure::SessionsFull
+                        | ConnectFailure::HalfOpenFull
+                        | ConnectFailure::Internal => {
+                            log::debug!(
+                                "dial of {who} at {} not made: {reason:?}",
+                                canonical(addr)
+                            );
+                            continue;
+                        }
+                    };
+                    if let Some(held) = self.dial_log.admit(now) {
+                        log::warn!(
+                            "dial of {who} at {} failed: {why}{}",
+                            canonical(addr),
+                            held_back(held)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn handle_upcall(&mut self, upcall: Upcall) {
@@ -237,9 +477,15 @@ impl ControlPlane {
             // Never cached: delivered locally, or not a route question.
             Verdict::Deliver | Verdict::Drop(_) => Ok(()),
         };
-        if let Err(e) = result {
-            self.counters.install_errors += 1;
-            log::debug!("route cache install for {dst}: {e}");
+        match result {
+            Ok(()) => log::debug!(
+                "route cache: installed the current decision for {}",
+                dst.short()
+            ),
+            Err(e) => {
+                self.counters.install_errors += 1;
+                log::debug!("route cache install for {dst}: {e}");
+            }
         }
     }
 
@@ -270,7 +516,13 @@ impl ControlPlane {
                 Ok(_) => self.counters.tx_packets += 1,
                 Err(e) => {
                     self.counters.tx_errors += 1;
-                    log::debug!("control packet to {}: {e}", transmit.to);
+                    if let Some(held) = self.dial_log.admit(Instant::now()) {
+                        log::warn!(
+                            "cannot send a control packet to {}: {e}{}",
+                            canonical(transmit.to),
+                            held_back(held)
+                        );
+                    }
                 }
             }
         }
@@ -338,11 +590,6 @@ impl ControlPlane {
             .into_iter()
             .map(|(_, addr)| socket_form(&self.listen, addr))
             .collect();
-        log::info!(
-            "topology: {} next hop(s), {} authenticated peer(s)",
-            table.len(),
-            allowed.len()
-        );
         let holding = self.warm_start.is_some();
         // The kernel filter first admits new peers, then the workers do.
         if let Some(map) = &mut self.xdp_neighbors {
@@ -368,6 +615,7 @@ impl ControlPlane {
             .collect();
         hops.sort_unstable();
         let changed = self.published_hops.as_ref() != Some(&hops);
+        self.log_changes(&hops, table.len());
         if !holding && (changed || self.invalidate_pending) {
             // Before the workers see the new table: no entry computed from
             // the old one stays valid.
@@ -389,6 +637,82 @@ impl ControlPlane {
             .store(std::sync::Arc::new(Topology::new(table, allowed)));
         self.published = Some(self.node.generation());
         self.counters.publishes += 1;
+    }
+
+    /// Logs peers that came up or went down and next hops that changed,
+    /// each named by short ID and address; nothing when nothing changed.
+    /// `hops` is the new sorted next-hop list.
+    fn log_changes(&mut self, hops: &[(NodeId, SocketAddr)], table_len: usize) {
+        let now = Instant::now();
+        let peers: HashMap<NodeId, SocketAddr> = self
+            .node
+            .session_peers()
+            .into_iter()
+            .map(|(id, addr)| (id, canonical(addr)))
+            .collect();
+        let mut up: Vec<(NodeId, SocketAddr)> = peers
+            .iter()
+            .filter(|(id, addr)| self.logged_peers.get(id) != Some(addr))
+            .map(|(id, addr)| (*id, *addr))
+            .collect();
+        let mut down: Vec<(NodeId, SocketAddr)> = self
+            .logged_peers
+            .iter()
+            .filter(|(id, _)| !peers.contains_key(id))
+            .map(|(id, addr)| (*id, *addr))
+            .collect();
+        up.sort_unstable();
+        down.sort_unstable();
+        let before: &[(NodeId, SocketAddr)] = self.published_hops.as_deref().unwrap_or(&[]);
+        let added: Vec<(NodeId, SocketAddr)> = hops
+            .iter()
+            .filter(|h| !before.contains(h))
+            .copied()
+            .collect();
+        let removed: Vec<(NodeId, SocketAddr)> = before
+            .iter()
+            .filter(|h| !hops.contains(h))
+            .copied()
+            .collect();
+        self.logged_peers = peers;
+        for (list, what) in [(&up, "peer up"), (&down, "peer down")] {
+            if list.is_empty() {
+                continue;
+            }
+            if let Some(held) = self.peer_log.admit(now) {
+                log::info!("{what}: {}{}", name_list(list), held_back(held));
+            }
+        }
+        if added.is_empty() && removed.is_empty() && up.is_empty() && down.is_empty() {
+            return;
+        }
+        if let Some(held) = self.peer_log.admit(now) {
+            let mut change = Vec::new();
+            if !added.is_empty() {
+                change.push(format!("+ {}", name_list(&added)));
+            }
+            if !removed.is_empty() {
+                change.push(format!("- {}", name_list(&removed)));
+            }
+            log::info!(
+                "topology: {table_len} next hop(s), {} authenticated peer(s){}{}",
+                self.logged_peers.len(),
+                if change.is_empty() {
+                    String::new()
+                } else {
+                    format!("; next hops {}", change.join(", "))
+                },
+                held_back(held)
+            );
+        }
+        log::debug!(
+            "next hops now: {}",
+            if hops.is_empty() {
+                "none".to_string()
+            } else {
+                name_list(hops)
+            }
+        );
     }
 
     /// Writes the routing table's contacts to `peers_file`.
@@ -445,6 +769,20 @@ impl ControlPlane {
     }
 }
 
+/// "0123456789abcdef at 198.18.0.2:4799, ..." for at most
+/// [`NAMED_IN_LINE_MAX`] entries, then "and N more".
+fn name_list(list: &[(NodeId, SocketAddr)]) -> String {
+    let mut text: Vec<String> = list
+        .iter()
+        .take(NAMED_IN_LINE_MAX)
+        .map(|(id, addr)| format!("{} at {addr}", id.short()))
+        .collect();
+    if list.len() > NAMED_IN_LINE_MAX {
+        text.push(format!("and {} more", list.len() - NAMED_IN_LINE_MAX));
+    }
+    text.join(", ")
+}
+
 /// Reads `id address` lines; bad lines are skipped with a warning.
 pub fn read_peers(path: &Path) -> Vec<(NodeId, SocketAddr)> {
     let text = match std::fs::read_to_string(path) {
@@ -491,6 +829,17 @@ pub fn write_peers(path: &Path, peers: &[(NodeId, SocketAddr)]) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_resolve_by_family() {
+        let v4 = resolve("localhost", 4799, true).expect("localhost is in /etc/hosts");
+        assert_eq!(v4, SocketAddr::from(([127, 0, 0, 1], 4799)));
+        resolve("localhost", 4799, false).expect("any family");
+        assert!(
+            resolve("127.0.0.1", 1, true).is_ok(),
+            "a literal resolves to itself"
+        );
+    }
 
     #[test]
     fn peers_file_roundtrip_skips_bad_lines() {

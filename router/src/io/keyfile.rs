@@ -7,12 +7,43 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::core::identity::{Identity, KeyFileError, search_puzzle};
+use crate::io::privilege::{user_name, whoami};
 
 /// Why the key file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// Reading failed.
+    /// The file does not exist.
     #[error("cannot read key file {path}: {source}; create one with `xorlay keygen --out {path}`")]
+    Missing {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file exists but this process may not read it: ownership or
+    /// permissions, never a reason for a new identity.
+    #[error("cannot read key file {path}: {source}; {detail}")]
+    Access {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+        /// Owner, mode, who we run as, and the fix.
+        detail: String,
+    },
+    /// The path names something other than a regular file.
+    #[error(
+        "key file {path} is not a regular file ({kind}); key_file must name the file `xorlay \
+         keygen --out FILE` wrote"
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// "a directory", ...
+        kind: &'static str,
+    },
+    /// Reading failed otherwise.
+    #[error("cannot read key file {path}: {source}")]
     Read {
         /// The path.
         path: PathBuf,
@@ -54,14 +85,21 @@ pub enum KeyError {
 
 /// Reads the identity at `path`, refusing group- or world-accessible files.
 pub fn read(path: &Path) -> Result<Identity, KeyError> {
-    let file = std::fs::File::open(path).map_err(|source| KeyError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let file = std::fs::File::open(path).map_err(|source| open_error(path, source))?;
     let meta = file.metadata().map_err(|source| KeyError::Read {
         path: path.into(),
         source,
     })?;
+    if !meta.is_file() {
+        return Err(KeyError::NotAFile {
+            path: path.into(),
+            kind: if meta.is_dir() {
+                "a directory"
+            } else {
+                "a device, socket or pipe"
+            },
+        });
+    }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions {
@@ -77,6 +115,58 @@ pub fn read(path: &Path) -> Result<Identity, KeyError> {
         path: path.into(),
         source,
     })
+}
+
+/// Classifies an error of opening the key file: only a missing file calls
+/// for `xorlay keygen`; a file we may not read is a matter of ownership or
+/// permissions, said with the owner, the mode and who we run as.
+pub fn open_error(path: &Path, source: std::io::Error) -> KeyError {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => KeyError::Missing {
+            path: path.into(),
+            source,
+        },
+        std::io::ErrorKind::PermissionDenied => KeyError::Access {
+            path: path.into(),
+            source,
+            detail: access_detail(path, std::fs::metadata(path).ok()),
+        },
+        _ => KeyError::Read {
+            path: path.into(),
+            source,
+        },
+    }
+}
+
+/// Why `path` cannot be read by this process and what to do, from its
+/// metadata if `stat` worked (else a directory above it is closed to us).
+/// Never suggests a new key: the identity is there, only out of reach.
+fn access_detail(path: &Path, meta: Option<std::fs::Metadata>) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let me = whoami();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    let Some(meta) = meta else {
+        return format!(
+            "a directory on its path is not searchable by xorlay, which runs as {me}; \
+             `namei -l {}` shows each one's owner and mode: open them to this user, or run \
+             xorlay as the user that owns them (do not make a new key: the node's identity is \
+             that file)",
+            path.display()
+        );
+    };
+    let owner = match user_name(meta.uid()) {
+        Some(name) => format!("uid {} ({name})", meta.uid()),
+        None => format!("uid {}", meta.uid()),
+    };
+    format!(
+        "it is owned by {owner}, group {}, mode {:04o}, and xorlay runs as {me}: run xorlay as \
+         its owner, or give the file to this user (`chown {euid} {}`, keeping mode 0600); do \
+         not make a new key: the node's identity is that file",
+        meta.gid(),
+        meta.mode() & 0o7777,
+        path.display()
+    )
 }
 
 /// Creates a new identity and writes it to `path` with mode 0600. Refuses to
@@ -196,6 +286,35 @@ mod tests {
         let err = read(&path).expect_err("0644 refused").to_string();
         assert!(err.contains("chmod 600"), "{err}");
         std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn unreadable_file_names_ownership_not_keygen() {
+        let path = temp_path("eacces");
+        generate(&path, false).expect("writable");
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        let err = open_error(&path, denied).to_string();
+        assert!(err.contains("Permission denied"), "{err}");
+        assert!(err.contains("mode 0600"), "{err}");
+        assert!(err.contains("owned by uid"), "{err}");
+        assert!(err.contains("xorlay runs as uid"), "{err}");
+        assert!(err.contains("chown"), "{err}");
+        assert!(!err.contains("xorlay keygen"), "{err}");
+        // A closed directory above the file: stat fails too.
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        let err = open_error(Path::new("/nonexistent/dir/xorlay.key"), denied).to_string();
+        assert!(err.contains("namei -l"), "{err}");
+        assert!(!err.contains("xorlay keygen"), "{err}");
+        std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn a_directory_is_not_a_key_file() {
+        let err = read(&std::env::temp_dir())
+            .expect_err("a directory")
+            .to_string();
+        assert!(err.contains("is not a regular file (a directory)"), "{err}");
+        assert!(!err.contains("keygen --out /"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::core::NodeId;
 use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
@@ -18,7 +18,10 @@ use crate::io::backlog::{BacklogMap, CreditState};
 use crate::io::bpf::{
     BpfError, LoadOptions, PinnedStart, RouteCache, ShedBudget, XdpCounters, XdpRouter,
 };
-use crate::io::control::{CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, ShellCounters, WarmStart};
+use crate::io::control::{
+    CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, NamedPeer, ShellCounters, WarmStart,
+};
+use crate::io::holder;
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
@@ -31,8 +34,13 @@ use crate::io::worker::{Worker, WorkerError, WorkerLinks};
 /// socket and checks for shutdown.
 const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// How often a router with pinned XDP state checks whether a newer instance
-/// took it over.
-const TAKEOVER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// took it over: before every control step, so it stops writing the shared
+/// maps within a tick of the takeover. Its sessions die `dead_after_ms`
+/// later (the peers moved to the new instance), and a publish of that by
+/// the old instance would remove live peers from the new one's allowlist
+/// (a check once a second lost traffic that way, depending on its phase).
+/// The check is an owner-record read: a few syscalls.
+const TAKEOVER_CHECK_INTERVAL: Duration = CONTROL_TICK;
 /// How long an instance whose XDP state was taken over keeps forwarding
 /// what still reaches its socket before it exits on its own.
 const HANDOVER_DRAIN: Duration = Duration::from_secs(1);
@@ -71,6 +79,22 @@ pub enum RouterError {
         bits: u32,
         /// Required bits.
         difficulty: u32,
+    },
+    /// The overlay port is in use (another router, or another program).
+    #[error("{0}")]
+    PortInUse(String),
+    /// The listen address cannot be bound here.
+    #[error(
+        "cannot bind underlay.listen = {listen}: {source}; use an address of this host, or \
+         \"[::]:{port}\" for all of them"
+    )]
+    Listen {
+        /// The address.
+        listen: std::net::SocketAddr,
+        /// Its port.
+        port: u16,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// No OS randomness for session keys.
     #[error("cannot get random bytes from the OS for session keys: {0}")]
@@ -144,6 +168,7 @@ impl Router {
                 difficulty: config.control.difficulty,
             });
         }
+        check_port(config)?;
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| RouterError::Random(e.to_string()))?;
         let table = share(Topology::empty(identity.node_id()));
@@ -276,11 +301,28 @@ impl Router {
         };
         let mut node = Node::new(identity, node_config(config), seed);
         let now = std::time::Instant::now();
+        // Host names are resolved by the control plane, at start and on
+        // every re-bootstrap.
+        let mut named = Vec::new();
         for seed in &config.control.seeds {
-            node.add_seed(now, *seed);
+            match seed {
+                Endpoint::Addr(addr) => node.add_seed(now, *addr),
+                Endpoint::Host { host, port } => named.push(NamedPeer {
+                    host: host.clone(),
+                    port: *port,
+                    id: None,
+                }),
+            }
         }
         for neighbor in &config.neighbors {
-            node.add_known(now, neighbor.id, neighbor.address);
+            match &neighbor.address {
+                Endpoint::Addr(addr) => node.add_known(now, neighbor.id, *addr),
+                Endpoint::Host { host, port } => named.push(NamedPeer {
+                    host: host.clone(),
+                    port: *port,
+                    id: Some(neighbor.id),
+                }),
+            }
         }
         let io = ControlIo {
             packets: control_rx,
@@ -290,6 +332,8 @@ impl Router {
             xdp_neighbors,
             route_cache,
             warm_start,
+            named,
+            resolve_interval: node_config(config).kad.rebootstrap_interval,
         };
         router.control = Some(ControlPlane::start(
             node,
@@ -448,16 +492,9 @@ impl Router {
             if exit_at.is_some_and(|at| std::time::Instant::now() >= at) {
                 return RunEnd::TakenOver;
             }
-            match &mut self.control {
-                Some(control) => control.step(CONTROL_TICK),
-                None => std::thread::sleep(CONTROL_TICK),
-            }
-            self.shed_tick();
-            if let Some(watch) = &mut self.tx_watch {
-                watch.tick(std::time::Instant::now());
-            }
             // A newer instance that took over the pinned XDP state is its
-            // only writer from then on.
+            // only writer from then on: checked before the step that could
+            // publish.
             let now = std::time::Instant::now();
             if !taken_over && now >= next_takeover_check {
                 next_takeover_check = now + TAKEOVER_CHECK_INTERVAL;
@@ -472,6 +509,14 @@ impl Router {
                     );
                     exit_at = Some(now + HANDOVER_DRAIN);
                 }
+            }
+            match &mut self.control {
+                Some(control) => control.step(CONTROL_TICK),
+                None => std::thread::sleep(CONTROL_TICK),
+            }
+            self.shed_tick();
+            if let Some(watch) = &mut self.tx_watch {
+                watch.tick(std::time::Instant::now());
             }
             if let Some(admin) = &self.admin {
                 admin.serve_for(Duration::ZERO, |request| match request {
@@ -526,6 +571,69 @@ impl Drop for Router {
             log::error!("stopping router: {e}");
         }
     }
+}
+
+/// Refuses an overlay port another process already has: the workers' sockets
+/// use SO_REUSEPORT, so a second router on the port would otherwise start
+/// and silently split the traffic with the first. A probe socket without
+/// SO_REUSEPORT is bound to `underlay.listen`: it fails with EADDRINUSE
+/// whenever any socket has that port. The holders are named from /proc
+/// ([`holder::udp_port_holders`]). The one sharing allowed is a hot restart:
+/// `[xdp] pin_dir` is set and its live owner holds the port.
+pub fn check_port(config: &Config) -> Result<(), RouterError> {
+    let listen = config.listen;
+    let error = match std::net::UdpSocket::bind(listen) {
+        Ok(_probe) => return Ok(()),
+        Err(e) => e,
+    };
+    if error.raw_os_error() != Some(libc::EADDRINUSE) {
+        return Err(RouterError::Listen {
+            listen,
+            port: listen.port(),
+            source: error,
+        });
+    }
+    // A hot restart: the owner hands over. Its descriptors alone are read
+    // (not every process's), so the takeover is not slowed down.
+    if let Some(pin_dir) = &config.xdp.pin_dir
+        && !config.interfaces.is_empty()
+        && let Some(owner) = crate::io::bpf::pinned_owner(pin_dir)
+        && holder::pid_holds_udp_port(owner, listen.port())
+    {
+        return Ok(());
+    }
+    let holders = holder::udp_port_holders(listen.port());
+    Err(RouterError::PortInUse(port_in_use_message(
+        listen, &holders,
+    )))
+}
+
+/// What to say when `listen`'s port is held by `holders` (maybe none seen).
+pub fn port_in_use_message(listen: std::net::SocketAddr, holders: &[holder::Holder]) -> String {
+    let port = listen.port();
+    if let Some(router) = holders.iter().find(|h| h.is_xorlay()) {
+        return format!(
+            "UDP port {port} (underlay.listen = {listen}) is in use by another xorlay router, {}; \
+             a second router on the port would silently split its traffic: stop that one first \
+             (`kill {}`, or `systemctl stop xorlay`), or give this one another port; to replace \
+             a running router without losing packets, give both the same [xdp] pin_dir (a hot \
+             restart)",
+            holder::describe(holders),
+            router.pid
+        );
+    }
+    if holders.is_empty() {
+        return format!(
+            "UDP port {port} (underlay.listen = {listen}) is in use by another socket (`ss -ulpn \
+             'sport = :{port}'` names its process): stop it, or set another port in \
+             underlay.listen"
+        );
+    }
+    format!(
+        "UDP port {port} (underlay.listen = {listen}) is in use by {}: stop it, or set another \
+         port in underlay.listen",
+        holder::describe(holders)
+    )
 }
 
 /// The control plane's settings from the config.

@@ -42,6 +42,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::core::shed::{CreditConfig, Credits};
 use crate::core::{DropReason, NodeId, Verdict, decide};
 use crate::io::backlog::{WorkerCredits, socket_queue};
+use crate::io::ratelog::{LogLimit, held_back};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::topology::{SharedTable, Topology, hop_for, socket_form};
 use crate::wire::{OverlayPacket, PacketType};
@@ -62,6 +63,10 @@ pub const WAIT_SLICE: Duration = Duration::from_millis(100);
 pub const WAIT_SLICE_CLOSED: Duration = Duration::from_millis(1);
 /// Longest the worker waits for cancelled operations to complete on stop.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Window of the log limit on dropped packets.
+const DROP_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Most lines about dropped packets per worker and window.
+const DROP_LOG_BURST: u32 = 5;
 /// GSO sends in flight per worker at most (a group waits for a slot by
 /// going out one datagram at a time).
 const GSO_SLOTS: u16 = 256;
@@ -769,6 +774,8 @@ struct State {
     install_routes: bool,
     /// The time of the current completion batch.
     batch_now: Instant,
+    /// Lines about dropped packets (anyone can send them).
+    drop_log: LogLimit,
     /// The multishot receive is queued or in flight.
     recv_armed: bool,
     /// Sends queued or in flight (each pins one buffer and one slot).
@@ -844,6 +851,7 @@ impl Engine {
             ),
             install_routes: config.install_rate > 0,
             batch_now: Instant::now(),
+            drop_log: LogLimit::new(DROP_LOG_WINDOW, DROP_LOG_BURST),
             recv_armed: false,
             sends_in_flight: 0,
             sends_queued: 0,
@@ -1289,6 +1297,15 @@ impl State {
             Verdict::Drop(reason) => {
                 if reason == DropReason::NoRoute {
                     self.request_install(&dst, None);
+                    if let Some(held) = self.drop_log.admit(self.batch_now) {
+                        log::warn!(
+                            "worker {}: no route to {} (no neighbor is closer to it than this \
+                             node): dropped; `xorlay stats` counts these in drop_no_route{}",
+                            self.index,
+                            dst.short(),
+                            held_back(held)
+                        );
+                    }
                 }
                 self.counters.count_drop(reason);
                 self.bufs.give_back(bid);

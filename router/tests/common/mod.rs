@@ -134,3 +134,131 @@ impl Rng {
         xorlay::core::NodeId::from_bytes(bytes)
     }
 }
+
+/// A process started by a test, its stderr in a file; on drop it gets
+/// SIGTERM, then SIGKILL after 5 s (by its own pid only), also on panic.
+pub struct Daemon {
+    /// For messages.
+    pub tag: String,
+    /// `None` once it exited and was reaped.
+    pub child: Option<std::process::Child>,
+    /// Where its stderr goes.
+    pub log: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// Spawns `command` with stdin and stdout closed, stderr into `log`.
+    pub fn spawn(tag: &str, mut command: Command, log: std::path::PathBuf) -> Daemon {
+        let file =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {tag}: {e}"));
+        Daemon {
+            tag: tag.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Its pid (0 once reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Its exit status if it has exited (reaped then).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Waits until its log contains `needle`; panics with the log if it
+    /// exits first or `timeout` passes.
+    pub fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.exited() {
+                // It may have logged the needle just before exiting.
+                assert!(
+                    self.log().contains(needle),
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.tag,
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not log {needle:?} in {timeout:?}:\n{}",
+                self.tag,
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for its exit; panics (after killing it) if `timeout` passes.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "{} did not exit within {timeout:?}:\n{}",
+                    self.tag,
+                    self.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to it (nothing once reaped).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+            // SAFETY: signalling our own, not yet reaped child.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        for _ in 0..250 {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.kill();
+    }
+}
