@@ -1228,7 +1228,14 @@ mod tests {
         let names: Vec<String> = Candidate::all().into_iter().map(Candidate::name).collect();
         assert_eq!(
             names,
-            ["afxdp", "tc-clone", "tc-clone-distinct", "socket"],
+            [
+                "ring",
+                "packet-mmsg",
+                "afxdp",
+                "tc-clone",
+                "tc-clone-distinct",
+                "socket"
+            ],
             "the names docs/benchmarks.md uses"
         );
         for candidate in Candidate::all() {
