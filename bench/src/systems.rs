@@ -361,6 +361,24 @@ impl Drop for Env {
 }
 
 impl Env {
+    /// Are the chain's sessions all up: each benchmark endpoint (when they
+    /// are nodes) with at least one session, each relay with two neighbors
+    /// (the nodes before and after it)?
+    pub fn sessions_up(&self) -> bool {
+        if let Some((generator, sink)) = &self.endpoints
+            && (generator.sessions().is_empty() || sink.sessions().is_empty())
+        {
+            return false;
+        }
+        self.relay_indices().all(|i| {
+            self.lab.stats(i).is_ok_and(|stats| {
+                stats["neighbors"]
+                    .as_array()
+                    .is_some_and(|neighbors| neighbors.len() >= 2)
+            })
+        })
+    }
+
     /// Who holds a session with whom, and what each router dropped in XDP
     /// and in its workers: to explain a trial in which nothing arrived.
     pub fn session_summary(&self) -> String {

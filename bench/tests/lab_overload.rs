@@ -72,6 +72,7 @@ fn overload(workers: usize, flows: u32) {
     };
     // As fast as the generator goes: far beyond the workers.
     let (sent, result) = send(1, 0, Duration::from_secs(2));
+    eprintln!("after the overload: {}", env.session_summary());
     let stats = env
         .lab
         .stats(1)
@@ -136,6 +137,16 @@ fn overload(workers: usize, flows: u32) {
             "worker {w}: XDP charged it {admitted} packets, it read {read}\n{stats}"
         );
     }
+    // Sessions may have timed out during the overload: the saturated veth
+    // rings of the lab drop control packets with the data, before any XDP
+    // program sees them. The router must have them back within seconds.
+    let sessions = xorlay_bench::wait_until(Duration::from_secs(5), || env.sessions_up());
+    assert!(
+        sessions,
+        "the sessions did not come back after the overload: {}\n{}",
+        env.session_summary(),
+        env.lab.log_tail(1)
+    );
     let (sent, result) = send(2, 20_000, Duration::from_millis(500));
     assert!(
         result.unique * 100 >= sent.sent * 99,
