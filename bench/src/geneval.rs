@@ -31,7 +31,6 @@
 //! (its `errors` are failed calls). `sent - errors` is what the veth took,
 //! and the sink's count is the truth about delivery.
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -290,12 +289,12 @@ impl Pair {
     /// gives the sink's), so that other work on that CPU does not make the
     /// veth refuse frames. Returns the threads pinned.
     pub fn pin_sink_napi(&self, cpu: usize) -> anyhow::Result<usize> {
-        let before = napi_threads();
+        let before = crate::netns::napi_threads();
         let script = format!("echo 1 > /sys/class/net/{SINK_DEV}/threaded");
         netns::run("ip", &["netns", "exec", &self.sink_ns, "sh", "-c", &script])
             .context("threaded NAPI on the sink's veth")?;
         let mut pinned = 0;
-        for (tid, _) in napi_threads().difference(&before) {
+        for (tid, _) in crate::netns::napi_threads().difference(&before) {
             loadgen::pin_task(*tid, cpu)
                 .with_context(|| format!("pinning NAPI thread {tid} to CPU {cpu}"))?;
             let param = libc::sched_param {
@@ -324,38 +323,9 @@ impl Drop for Pair {
     }
 }
 
-/// (tid, comm) of every NAPI kernel thread.
-fn napi_threads() -> BTreeSet<(i32, String)> {
-    let mut set = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return set;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            && comm.starts_with("napi/")
-        {
-            set.insert((pid, comm.trim().to_string()));
-        }
-    }
-    set
-}
-
 /// The ifindex of `ifname` in the calling thread's namespace.
 fn ifindex_here(ifname: &str) -> anyhow::Result<u32> {
-    let name = std::ffi::CString::new(ifname).context("interface name")?;
-    // SAFETY: name is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        bail!("interface {ifname}: {}", std::io::Error::last_os_error());
-    }
-    Ok(index)
+    netns::ifindex_here(ifname).with_context(|| format!("interface {ifname} not found here"))
 }
 
 /// The stamp of packet `n` of trial `trial` sent at `now_ns`: sequence

@@ -335,12 +335,20 @@ fn xdp_md(len: usize, ifindex: u32) -> anyhow::Result<[u8; 24]> {
     Ok(bytes)
 }
 
-/// The ifindex of `ifname` in the calling thread's namespace.
-fn ifindex_here(ifname: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(ifname).ok()?;
-    // SAFETY: name is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+/// Checks that `spec` asks for the frames `frame` makes: the same overlay
+/// source and destination, the same payload length.
+pub(crate) fn check_spec(frame: &LiveFrame, spec: &GenSpec) -> anyhow::Result<()> {
+    if spec.src != frame.overlay_src || spec.dst != frame.overlay_dst {
+        bail!("the spec's overlay src/dst differ from the frame's");
+    }
+    if spec.payload_len.clamp(STAMP_LEN, PAYLOAD_MAX) != frame.effective_payload_len() {
+        bail!(
+            "the spec's payload length {} differs from the frame's {}",
+            spec.payload_len,
+            frame.payload_len
+        );
+    }
+    Ok(())
 }
 
 /// Runs `spec` in namespace `netns`, transmitting out of interface
@@ -388,16 +396,7 @@ pub fn generate_live_flooded(
     cpu: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<GenReport> {
-    if spec.src != frame.overlay_src || spec.dst != frame.overlay_dst {
-        bail!("the spec's overlay src/dst differ from the frame's");
-    }
-    if spec.payload_len.clamp(STAMP_LEN, PAYLOAD_MAX) != frame.effective_payload_len() {
-        bail!(
-            "the spec's payload length {} differs from the frame's {}",
-            spec.payload_len,
-            frame.payload_len
-        );
-    }
+    check_spec(frame, spec)?;
     let bytes = frame.build();
     if bytes.len() > LIVE_FRAME_MAX {
         bail!(
@@ -434,7 +433,7 @@ pub fn generate_live_flooded(
             crate::loadgen::pin_current_thread(cpu)
                 .with_context(|| format!("pinning the generator to CPU {cpu}"))?;
         }
-        let ifindex = ifindex_here(&ifname_owned).with_context(|| {
+        let ifindex = crate::netns::ifindex_here(&ifname_owned).with_context(|| {
             format!("interface {ifname_owned} not found in namespace {netns_owned}")
         })?;
         let mut loaded = Loaded::load()?;
@@ -642,7 +641,7 @@ pub fn probe_live_frames() -> anyhow::Result<()> {
             ..LgState::default()
         },
     )?;
-    let lo = ifindex_here("lo").context("no loopback interface here")?;
+    let lo = crate::netns::ifindex_here("lo").context("no loopback interface here")?;
     let ctx = xdp_md(bytes.len(), lo)?;
     loaded
         .program()?

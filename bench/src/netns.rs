@@ -168,3 +168,34 @@ pub fn parse_mac(text: &str) -> anyhow::Result<[u8; 6]> {
     }
     Ok(mac)
 }
+
+/// The ifindex of `ifname` in the calling thread's namespace.
+pub fn ifindex_here(ifname: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(ifname).ok()?;
+    // SAFETY: name is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// (tid, comm) of every NAPI kernel thread.
+pub fn napi_threads() -> std::collections::BTreeSet<(i32, String)> {
+    let mut set = std::collections::BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return set;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            && comm.starts_with("napi/")
+        {
+            set.insert((pid, comm.trim().to_string()));
+        }
+    }
+    set
+}

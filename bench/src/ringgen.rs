@@ -41,9 +41,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::livegen::{Flood, LIVE_HEADER_LEN, LiveFrame, PAYLOAD_MAX};
+use crate::livegen::{Flood, LIVE_HEADER_LEN, LiveFrame};
 use crate::loadgen::{GenReport, GenSpec};
-use crate::traffic::{STAMP_LEN, monotonic_ns};
+use crate::traffic::monotonic_ns;
 use xorlay::wire::consts::OFF_SRC;
 
 /// Slots in the transmit ring.
@@ -336,14 +336,6 @@ fn mtu_here(ifname: &str) -> anyhow::Result<usize> {
     usize::try_from(mtu).with_context(|| format!("interface {ifname}: MTU {mtu}"))
 }
 
-/// The ifindex of `ifname` in the calling thread's namespace.
-fn ifindex_here(ifname: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(ifname).ok()?;
-    // SAFETY: name is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
 /// Runs `spec` in namespace `netns`, sending out of interface `ifname` from
 /// an `AF_PACKET` transmit ring, the thread pinned to `cpu` when given;
 /// blocks until `spec.duration` passes, `stop` is set or the stream's
@@ -385,16 +377,7 @@ pub fn generate_packet(
     cpu: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<GenReport> {
-    if spec.src != frame.overlay_src || spec.dst != frame.overlay_dst {
-        bail!("the spec's overlay src/dst differ from the frame's");
-    }
-    if spec.payload_len.clamp(STAMP_LEN, PAYLOAD_MAX) != frame.effective_payload_len() {
-        bail!(
-            "the spec's payload length {} differs from the frame's {}",
-            spec.payload_len,
-            frame.payload_len
-        );
-    }
+    crate::livegen::check_spec(frame, spec)?;
     let plan = Plan::new(frame, spec, flood);
     let (netns_owned, ifname_owned) = (netns.to_string(), ifname.to_string());
     crate::netns::in_netns(netns, move || {
@@ -402,7 +385,7 @@ pub fn generate_packet(
             crate::loadgen::pin_current_thread(cpu)
                 .with_context(|| format!("pinning the generator to CPU {cpu}"))?;
         }
-        let ifindex = ifindex_here(&ifname_owned).with_context(|| {
+        let ifindex = crate::netns::ifindex_here(&ifname_owned).with_context(|| {
             format!("interface {ifname_owned} not found in namespace {netns_owned}")
         })?;
         let mtu = mtu_here(&ifname_owned)?;

@@ -8,7 +8,6 @@
 //! the relays' and the sink's interfaces, and the NAPI threads pinned with
 //! the processes: relays on one CPU, generator and sink on the other.
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1088,7 +1087,7 @@ impl Env {
                         "on",
                     ],
                 );
-                let before = napi_threads();
+                let before = crate::netns::napi_threads();
                 let path = format!("/sys/class/net/{}/threaded", iface.name);
                 netns::run(
                     "ip",
@@ -1118,7 +1117,7 @@ impl Env {
                         iface.name, poll.defer, poll.timeout_ns
                     ));
                 }
-                let new: Vec<(i32, String)> = napi_threads()
+                let new: Vec<(i32, String)> = crate::netns::napi_threads()
                     .into_iter()
                     .filter(|t| !before.contains(t))
                     .collect();
@@ -1285,29 +1284,6 @@ fn load_redirect(ns: &str, cfg: [u8; 20], ifindex: u32) -> anyhow::Result<aya::E
     })?
     .join()
     .map_err(|_| anyhow::anyhow!("XDP loader panicked"))?
-}
-
-/// (tid, comm) of every NAPI kernel thread.
-fn napi_threads() -> BTreeSet<(i32, String)> {
-    let mut set = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return set;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            && comm.starts_with("napi/")
-        {
-            set.insert((pid, comm.trim().to_string()));
-        }
-    }
-    set
 }
 
 /// Real-time priority of the sink's NAPI threads.
