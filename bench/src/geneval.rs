@@ -137,9 +137,12 @@ unsafe impl aya::Pod for CgStats {}
 /// [`Candidate::generate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Candidate {
-    /// AF_PACKET transmit ring with qdisc bypass (`ringgen`, the
-    /// benchmark's generator where live frames are refused).
+    /// AF_PACKET transmit ring, up to 64 frames a slot as one UDP GSO
+    /// super-frame (`ringgen`, the benchmark's generator where live frames
+    /// are refused).
     Ring,
+    /// The same ring, one frame a slot, qdisc bypassed.
+    RingSingle,
     /// AF_PACKET `sendmmsg` with qdisc bypass (`ringgen`'s other backend).
     PacketMmsg,
     /// AF_XDP in copy mode, transmit ring only.
@@ -178,6 +181,16 @@ impl Candidate {
             Candidate::Ring => {
                 crate::ringgen::generate_ring(ns, GEN_DEV, frame, spec, None, cpu, stop)
             }
+            Candidate::RingSingle => crate::ringgen::generate_packet(
+                crate::ringgen::Backend::RingSingle,
+                ns,
+                GEN_DEV,
+                frame,
+                spec,
+                None,
+                cpu,
+                stop,
+            ),
             Candidate::PacketMmsg => crate::ringgen::generate_packet(
                 crate::ringgen::Backend::Mmsg,
                 ns,
@@ -1200,6 +1213,7 @@ mod tests {
             names,
             [
                 "ring",
+                "ring-single",
                 "packet-mmsg",
                 "afxdp",
                 "tc-clone",
