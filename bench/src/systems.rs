@@ -738,8 +738,8 @@ impl Env {
                 )
             } else {
                 format!(
-                    "generator: an AF_PACKET transmit ring (TPACKET_V2, PACKET_QDISC_BYPASS) out of gen's interface from {src} to {dst} (one thread writes each frame's headers, sequence number and timestamp into the ring and hands batches of up to {} frames to the kernel per send; pacing by that thread on the generator CPU)",
-                    crate::ringgen::BATCH_FRAMES
+                    "generator: an AF_PACKET transmit ring (TPACKET_V2) out of gen's interface from {src} to {dst} (one thread writes up to {} overlay packets a slot, each with its own sequence number and timestamp, as one UDP GSO super-frame that the kernel segments on the generator CPU, tx-udp-segmentation off on gen's interface; pacing by that thread, frames that are due alone go alone)",
+                    crate::ringgen::SEGMENTS_MAX
                 )
             });
         }
