@@ -34,6 +34,12 @@
 //!   refuses an skb that needs segmenting). Where that setting fails, and
 //!   with a flood (whose frames come from another address), each slot
 //!   carries one frame and the socket bypasses the qdisc.
+//! - [`generate_ring`] turns TSO off on that interface too: veth hands an
+//!   skb to its peer's NAPI (the peer's CPU, in the lab the relay's) only
+//!   when it deems the skb eligible for GRO, which an skb not sent by a
+//!   socket is only from an interface without TSO; otherwise the peer's
+//!   whole receive path (a relay's forwarding, for a relay without XDP)
+//!   runs in the generator's softirq and is charged to the generator.
 //! - A slot is the kernel's while its status is not `TP_STATUS_AVAILABLE`:
 //!   from the moment this thread sets `TP_STATUS_SEND_REQUEST` until the
 //!   kernel frees the slot's skb. Slots are filled in ring order, the order
@@ -396,7 +402,8 @@ fn mtu_here(ifname: &str) -> anyhow::Result<usize> {
 
 /// Turns the UDP segmentation offload of `ifname` in `netns` off, so that
 /// the kernel cuts the generator's super-frames into frames before the
-/// interface (`ethtool -K`), and checks that it is off.
+/// interface, and TSO, so that veth hands the frames to its peer's NAPI
+/// (`ethtool -K`; see the module's doc); checks that USO is off.
 fn segment_before(netns: &str, ifname: &str) -> anyhow::Result<()> {
     let ethtool = |args: &[&str]| -> anyhow::Result<String> {
         let mut all = vec!["netns", "exec", netns, "ethtool"];
@@ -411,7 +418,7 @@ fn segment_before(netns: &str, ifname: &str) -> anyhow::Result<()> {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    ethtool(&["-K", ifname, "tx-udp-segmentation", "off"])?;
+    ethtool(&["-K", ifname, "tx-udp-segmentation", "off", "tso", "off"])?;
     let features = ethtool(&["-k", ifname])?;
     if features
         .lines()
