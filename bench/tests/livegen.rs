@@ -32,14 +32,26 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 struct Pair {
     gen_ns: String,
     sink_ns: String,
+    /// One pair at a time: the generators spin on CPU 0 and the paced runs
+    /// and CPU readings must not share it with another test's generator.
+    _one: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Held by the live [`Pair`].
+static ONE_PAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Pair {
     fn new() -> Pair {
+        // Tests of this binary run in parallel: one name per pair.
+        static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         let pair = Pair {
-            gen_ns: format!("xlg{pid}a"),
-            sink_ns: format!("xlg{pid}b"),
+            gen_ns: format!("xlg{pid}p{k}a"),
+            sink_ns: format!("xlg{pid}p{k}b"),
+            _one: ONE_PAIR
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         };
         for ns in [&pair.gen_ns, &pair.sink_ns] {
             ip(&["netns", "add", ns]).unwrap_or_else(|e| panic!("{e:#}"));
