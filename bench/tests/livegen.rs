@@ -241,6 +241,18 @@ fn flows_cycle_the_overlay_source_and_touch_nothing_else() {
     assert_eq!(&out[SRC_AT..SRC_AT + 32], &[0x5a; 32][..]);
 }
 
+/// Waits until `sink` has all `sent` frames or its count has stood still
+/// for 100 ms (the veth may drop some: it may never have them all).
+fn settle(sink: &SinkThread, sent: u64) {
+    let (mut last, mut still_polls) = (u64::MAX, 0);
+    wait_until(DRAIN_TIMEOUT, || {
+        let valid = sink.valid();
+        still_polls = if valid == last { still_polls + 1 } else { 0 };
+        last = valid;
+        valid >= sent || still_polls >= 10
+    });
+}
+
 /// Sends with `generator` (live or ring), paced then unpaced, and checks
 /// what the sink got.
 fn frames_reach_the_sink_paced_and_unpaced(generator: GenMode) {
@@ -302,15 +314,7 @@ fn frames_reach_the_sink_paced_and_unpaced(generator: GenMode) {
         report.errors
     );
     assert!(report.sent > 0, "unpaced sent nothing");
-    // The sink may never reach `sent` (the veth drops): wait until it has
-    // all of it or its count has stood still for 100 ms.
-    let (mut last, mut still_polls) = (u64::MAX, 0);
-    wait_until(DRAIN_TIMEOUT, || {
-        let valid = sink_unpaced.valid();
-        still_polls = if valid == last { still_polls + 1 } else { 0 };
-        last = valid;
-        valid >= report.sent || still_polls >= 10
-    });
+    settle(&sink_unpaced, report.sent);
     let seen = sink_unpaced
         .finish()
         .unwrap_or_else(|e| panic!("unpaced sink: {e:#}"));
@@ -426,13 +430,7 @@ fn ring_super_frames_carry_valid_udp_checksums() {
     )
     .unwrap_or_else(|e| panic!("ring: {e:#}"));
     assert!(report.sent > 0, "nothing sent");
-    let (mut last, mut still_polls) = (u64::MAX, 0);
-    wait_until(DRAIN_TIMEOUT, || {
-        let valid = sink.valid();
-        still_polls = if valid == last { still_polls + 1 } else { 0 };
-        last = valid;
-        valid >= report.sent || still_polls >= 10
-    });
+    settle(&sink, report.sent);
     let seen = sink.finish().unwrap_or_else(|e| panic!("sink: {e:#}"));
     let bad = udp_csum_errors(&pair.sink_ns) - before;
     eprintln!(
@@ -495,13 +493,7 @@ fn ring_frames_are_received_in_the_peers_napi_thread() {
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap_or_else(|e| panic!("ring: {e:#}"));
-    let (mut last, mut still_polls) = (u64::MAX, 0);
-    wait_until(DRAIN_TIMEOUT, || {
-        let valid = sink.valid();
-        still_polls = if valid == last { still_polls + 1 } else { 0 };
-        last = valid;
-        valid >= report.sent || still_polls >= 10
-    });
+    settle(&sink, report.sent);
     let napi_ns = cpu() - napi_before;
     let seen = sink.finish().unwrap_or_else(|e| panic!("sink: {e:#}"));
     eprintln!(
