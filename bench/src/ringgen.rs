@@ -25,8 +25,9 @@
 //!   segments it on the generator's CPU into frames that differ from the
 //!   single-packet ones only in the UDP checksum (the kernel's, complete or
 //!   left to the interface's TX checksum offload, where a single frame has
-//!   none) and the IPv4 identification. One skb to allocate, parse and free
-//!   per slot instead of per frame: about half the CPU per frame.
+//!   none) and the IPv4 identification. The socket's path (ring walk, header
+//!   parsing, accounting, the slot's completion) runs once per slot instead
+//!   of per frame: about half the CPU per frame.
 //! - Segmenting needs the interface's own UDP segmentation off
 //!   (`ethtool -K IF tx-udp-segmentation off`, which [`generate_ring`] sets
 //!   on the generator's interface; otherwise veth would hand the whole
