@@ -44,6 +44,7 @@ test: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps
 
 # Benchmarks (not tests; `make test` runs only a short smoke run of them).
 # bench: xorlay against the baselines in one run (about 10 minutes), results in

@@ -298,7 +298,7 @@ impl Pair {
     }
 
     /// Threaded NAPI on the sink's veth, its thread pinned to `cpu` at
-    /// real-time priority (SCHED_FIFO [`SINK_NAPI_PRIORITY`], as `compare`
+    /// real-time priority (SCHED_FIFO `SINK_NAPI_PRIORITY`, as `compare`
     /// gives the sink's), so that other work on that CPU does not make the
     /// veth refuse frames. Returns the threads pinned.
     pub fn pin_sink_napi(&self, cpu: usize) -> anyhow::Result<usize> {

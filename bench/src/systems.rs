@@ -479,7 +479,7 @@ impl Env {
     /// sink as `traffic` says.
     /// `workers` is the relays' `dataplane.workers` (xorlay systems); with
     /// more than one, worker i is pinned to the i-th CPU counting down from
-    /// the relay CPU (wrapping), see [`Env::tune_and_pin`].
+    /// the relay CPU (wrapping), see `Env::tune_and_pin`.
     pub fn chain(
         kind: SystemKind,
         relays: usize,
@@ -1313,7 +1313,7 @@ fn process_tasks(pid: u32) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// Nanoseconds `tasks` have run on a CPU, from /proc/<tid>/schedstat (the
+/// Nanoseconds `tasks` have run on a CPU, from `/proc/<tid>/schedstat` (the
 /// scheduler's own accounting; tick-based figures are wrong in these VMs).
 /// None when the kernel does not provide it.
 pub fn tasks_run_ns(tasks: &[i32]) -> Option<u64> {

@@ -54,7 +54,7 @@ const COUNTER_UNCHECKED: usize = 7;
 const COUNTERS: usize = 8;
 
 /// Latency histogram buckets (XLS_BUCKETS); [`bucket_of`] uses the first
-/// [`BUCKETS_USED`].
+/// `BUCKETS_USED`.
 pub const LATENCY_BUCKETS: usize = 1024;
 /// Buckets that values up to `u64::MAX` fall into.
 const BUCKETS_USED: usize = 976;
