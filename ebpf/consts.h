@@ -51,8 +51,10 @@
 /* Number of counters. */
 #define XORLAY_XDP_STAT_COUNT 19
 
-/* Workers whose backlog xorlay_backlog can hold (the router's workers limit, as the steering program's sockets). */
-#define XORLAY_BACKLOG_WORKERS_MAX 64
+/* The router's limit on io_uring workers: the workers xorlay_backlog holds
+ * credits for, the sockets the steering program (steer.bpf.c) chooses from,
+ * and `dataplane.workers` at most (router/src/config.rs). */
+#define XORLAY_WORKERS_MAX 64
 /* struct xorlay_backlog (maps.h): size and field offsets, and those of its per-worker struct xorlay_credit. */
 #define XORLAY_BACKLOG_LEN 4160
 #define XORLAY_BACKLOG_OFF_WORKERS 0

@@ -199,7 +199,7 @@ struct xorlay_credit {
 struct xorlay_backlog {
 	__u32 workers; /* 0 = off */
 	__u32 pad[15];
-	struct xorlay_credit worker[XORLAY_BACKLOG_WORKERS_MAX];
+	struct xorlay_credit worker[XORLAY_WORKERS_MAX];
 };
 
 _Static_assert(sizeof(struct xorlay_credit) == XORLAY_CREDIT_LEN, "credit length");

@@ -15,16 +15,15 @@
 #include <bpf/bpf_helpers.h>
 
 #include "wire.h"
+#include "consts.h"
 
-/* Most worker sockets in one group (the router's workers limit). */
-#define XORLAY_STEER_SOCKETS_MAX 64
 #define UDP_HEADER_LEN 8
 
 struct {
 	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);
 	__type(key, __u32);
 	__type(value, __u32); /* a socket fd on update (aya's ReusePortSockArray) */
-	__uint(max_entries, XORLAY_STEER_SOCKETS_MAX);
+	__uint(max_entries, XORLAY_WORKERS_MAX);
 } xorlay_workers SEC(".maps");
 
 /* Sockets in xorlay_workers (indices 0..n-1); set by the loader. */
@@ -36,7 +35,7 @@ int xorlay_steer(struct sk_reuseport_md *ctx)
 	__u64 dst = 0, src = 0;
 	__u32 index, count = xorlay_worker_count;
 
-	if (count == 0 || count > XORLAY_STEER_SOCKETS_MAX)
+	if (count == 0 || count > XORLAY_WORKERS_MAX)
 		return SK_PASS;
 	if (bpf_skb_load_bytes(ctx, UDP_HEADER_LEN + XORLAY_OFF_DST, &dst, sizeof(dst)) < 0)
 		return SK_PASS;

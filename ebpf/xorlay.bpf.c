@@ -704,7 +704,7 @@ static __always_inline __u32 shed(const struct cursor *c, __u32 stat, __u64 now)
 	__builtin_memcpy(&dst8, hdr->dst, sizeof(dst8));
 	__builtin_memcpy(&src8, hdr->src, sizeof(src8));
 	index = xorlay_worker_of(dst8, src8, workers);
-	if (index >= XORLAY_BACKLOG_WORKERS_MAX)
+	if (index >= XORLAY_WORKERS_MAX)
 		return stat;
 	credit = &backlog->worker[index];
 	window = *(volatile __u32 *)&credit->window;

@@ -13,8 +13,9 @@ use crate::wire::overlay::DEFAULT_PORT;
 
 /// Most neighbors a static list may hold (the table bound until Kademlia).
 pub const NEIGHBORS_MAX: usize = 4096;
-/// Most worker threads.
-pub const WORKERS_MAX: usize = 64;
+/// Most worker threads (`XORLAY_WORKERS_MAX` of ebpf/consts.h: the
+/// workers the XDP credits and the steering program have room for).
+pub const WORKERS_MAX: usize = crate::wire::consts::WORKERS_MAX as usize;
 
 /// The router configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,8 +23,9 @@ use crate::wire::consts;
 /// The map's name in the object.
 pub const BACKLOG_MAP_NAME: &str = "xorlay_backlog";
 
-/// Workers the map has credits for (`XORLAY_BACKLOG_WORKERS_MAX`).
-pub const BACKLOG_WORKERS_MAX: usize = consts::BACKLOG_WORKERS_MAX as usize;
+/// Workers the map has credits for (`XORLAY_WORKERS_MAX`, the router's
+/// workers limit).
+pub const BACKLOG_WORKERS_MAX: usize = consts::WORKERS_MAX as usize;
 
 const VALUE_LEN: usize = consts::BACKLOG_LEN as usize;
 const OFF_WORKERS: usize = consts::BACKLOG_OFF_WORKERS as usize;

@@ -13,8 +13,9 @@ use socket2::Socket;
 /// The compiled steering program.
 static STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 
-/// Most sockets the program can choose from (`XORLAY_STEER_SOCKETS_MAX`).
-pub const SOCKETS_MAX: usize = 64;
+/// Most sockets the program can choose from (`XORLAY_WORKERS_MAX`, the
+/// router's workers limit).
+pub const SOCKETS_MAX: usize = crate::wire::consts::WORKERS_MAX as usize;
 
 /// Why steering could not be set up.
 #[derive(Debug, thiserror::Error)]
