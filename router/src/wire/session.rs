@@ -140,8 +140,9 @@ impl std::error::Error for Error {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
-    /// Noise XX message 1, initiator to responder.
-    Handshake1 = 1,
+    /// Noise XX message 1, initiator to responder (the kind XDP rate-limits:
+    /// `XORLAY_SESSION_KIND_HANDSHAKE_1` of ebpf/consts.h).
+    Handshake1 = HANDSHAKE_1,
     /// Noise XX message 2, responder to initiator.
     Handshake2 = 2,
     /// Noise XX message 3, initiator to responder.
@@ -150,11 +151,15 @@ pub enum Kind {
     Transport = 4,
 }
 
+/// The wire value of [`Kind::Handshake1`], from the C side.
+const HANDSHAKE_1: u8 = super::consts::SESSION_KIND_HANDSHAKE_1 as u8;
+const _: () = assert!(super::consts::SESSION_KIND_HANDSHAKE_1 <= u8::MAX as u64);
+
 impl Kind {
     /// The kind with this wire value, if any.
     pub const fn from_u8(value: u8) -> Option<Kind> {
         match value {
-            1 => Some(Kind::Handshake1),
+            HANDSHAKE_1 => Some(Kind::Handshake1),
             2 => Some(Kind::Handshake2),
             3 => Some(Kind::Handshake3),
             4 => Some(Kind::Transport),
