@@ -46,6 +46,7 @@ use xorlay::core::NodeId;
 use crate::livegen::{LIVE_HEADER_LEN, LiveFrame};
 use crate::loadgen::{self, GenReport, GenSpec};
 use crate::netns::{self, ip};
+use crate::systems::SINK_NAPI_PRIORITY;
 use crate::traffic::{STAMP_LEN, monotonic_ns};
 use crate::xdpsink::XdpSink;
 
@@ -97,8 +98,6 @@ pub const GEN_DEV: &str = "ge0";
 pub const SINK_DEV: &str = "ge1";
 /// Packet numbers the sink checks for duplicates.
 const SINK_CAPACITY: u64 = 1 << 26;
-/// Real-time priority of the sink's NAPI thread.
-const SINK_NAPI_PRIORITY: i32 = 50;
 /// How long the sink may take to count what is still in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The sink's count has settled when it stands still this long.
@@ -178,29 +177,14 @@ impl Candidate {
     ) -> anyhow::Result<GenReport> {
         let ns = &pair.gen_ns;
         match self {
-            Candidate::Ring => {
-                crate::ringgen::generate_ring(ns, GEN_DEV, frame, spec, None, cpu, stop)
+            Candidate::Ring | Candidate::RingSingle | Candidate::PacketMmsg => {
+                let backend = match self {
+                    Candidate::RingSingle => crate::ringgen::Backend::RingSingle,
+                    Candidate::PacketMmsg => crate::ringgen::Backend::Mmsg,
+                    _ => crate::ringgen::Backend::Ring,
+                };
+                crate::ringgen::generate_packet(backend, ns, GEN_DEV, frame, spec, None, cpu, stop)
             }
-            Candidate::RingSingle => crate::ringgen::generate_packet(
-                crate::ringgen::Backend::RingSingle,
-                ns,
-                GEN_DEV,
-                frame,
-                spec,
-                None,
-                cpu,
-                stop,
-            ),
-            Candidate::PacketMmsg => crate::ringgen::generate_packet(
-                crate::ringgen::Backend::Mmsg,
-                ns,
-                GEN_DEV,
-                frame,
-                spec,
-                None,
-                cpu,
-                stop,
-            ),
             Candidate::Afxdp => generate_afxdp(ns, GEN_DEV, frame, spec, cpu, stop),
             Candidate::TcClone => {
                 generate_tc_clone(ns, GEN_DEV, frame, spec, CloneMode::Plain, cpu, stop)
@@ -285,16 +269,41 @@ impl Pair {
     pub fn frame(&self) -> anyhow::Result<LiveFrame> {
         let (payload_len, frame_len) = loadgen::payload_for_frame(0);
         debug_assert_eq!(frame_len, FRAME_LEN);
+        self.frame_with(payload_len)
+    }
+
+    /// A frame from the generator's address to the sink's port with
+    /// `payload_len` bytes of overlay payload, between two random node IDs.
+    pub fn frame_with(&self, payload_len: usize) -> anyhow::Result<LiveFrame> {
+        let random_id = || -> anyhow::Result<NodeId> {
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("the OS gave no random bytes: {e}"))?;
+            Ok(NodeId::from_bytes(bytes))
+        };
         Ok(LiveFrame {
             src_mac: crate::livegen::mac_of(&self.gen_ns, GEN_DEV)?,
             dst_mac: crate::livegen::mac_of(&self.sink_ns, SINK_DEV)?,
             src: SocketAddrV4::new(GEN_ADDR, SINK_PORT + 1),
             dst: SocketAddrV4::new(SINK_ADDR, SINK_PORT),
-            overlay_src: NodeId::from_bytes([0x5a; 32]),
-            overlay_dst: NodeId::from_bytes([0xa5; 32]),
+            overlay_src: random_id()?,
+            overlay_dst: random_id()?,
             payload_len,
             flows: 1,
         })
+    }
+
+    /// Turns on threaded NAPI on the sink's veth; returns the NAPI threads
+    /// that appeared.
+    pub fn threaded_sink_napi(&self) -> anyhow::Result<Vec<i32>> {
+        let before = crate::netns::napi_threads();
+        let script = format!("echo 1 > /sys/class/net/{SINK_DEV}/threaded");
+        netns::run("ip", &["netns", "exec", &self.sink_ns, "sh", "-c", &script])
+            .context("threaded NAPI on the sink's veth")?;
+        Ok(crate::netns::napi_threads()
+            .difference(&before)
+            .map(|(tid, _)| *tid)
+            .collect())
     }
 
     /// Threaded NAPI on the sink's veth, its thread pinned to `cpu` at
@@ -302,22 +311,12 @@ impl Pair {
     /// gives the sink's), so that other work on that CPU does not make the
     /// veth refuse frames. Returns the threads pinned.
     pub fn pin_sink_napi(&self, cpu: usize) -> anyhow::Result<usize> {
-        let before = crate::netns::napi_threads();
-        let script = format!("echo 1 > /sys/class/net/{SINK_DEV}/threaded");
-        netns::run("ip", &["netns", "exec", &self.sink_ns, "sh", "-c", &script])
-            .context("threaded NAPI on the sink's veth")?;
         let mut pinned = 0;
-        for (tid, _) in crate::netns::napi_threads().difference(&before) {
-            loadgen::pin_task(*tid, cpu)
+        for tid in self.threaded_sink_napi()? {
+            loadgen::pin_task(tid, cpu)
                 .with_context(|| format!("pinning NAPI thread {tid} to CPU {cpu}"))?;
-            let param = libc::sched_param {
-                sched_priority: SINK_NAPI_PRIORITY,
-            };
-            // SAFETY: sched_setscheduler with a valid sched_param.
-            if unsafe { libc::sched_setscheduler(*tid, libc::SCHED_FIFO, &param) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context(format!("SCHED_FIFO for NAPI thread {tid}"));
-            }
+            crate::systems::set_fifo(tid, SINK_NAPI_PRIORITY)
+                .with_context(|| format!("SCHED_FIFO for NAPI thread {tid}"))?;
             pinned += 1;
         }
         Ok(pinned)

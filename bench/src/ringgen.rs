@@ -72,7 +72,7 @@ use xorlay::wire::overlay::HEADER_LEN;
 
 use crate::livegen::{Flood, LiveFrame};
 use crate::loadgen::{GenReport, GenSpec};
-use crate::traffic::monotonic_ns;
+use crate::traffic::{clock_ns, monotonic_ns};
 
 /// Most overlay packets (frames) per ring slot.
 pub const SEGMENTS_MAX: usize = 64;
@@ -486,7 +486,7 @@ pub fn generate_packet(
                 plan.stream.len()
             );
         }
-        let cpu_before_ns = thread_cpu_ns();
+        let cpu_before_ns = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
         let report = match backend {
             Backend::Ring | Backend::RingSingle => {
                 let ring = Ring::open(
@@ -508,7 +508,7 @@ pub fn generate_packet(
         log::debug!(
             "ringgen ({backend:?}, up to {} frames a slot): {:.0} ns of generator CPU per frame",
             plan.segments_max,
-            (thread_cpu_ns() - cpu_before_ns) as f64 / frames as f64
+            (clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu_before_ns) as f64 / frames as f64
         );
         Ok(report)
     })?
@@ -1023,19 +1023,6 @@ fn wait_until_ns(due_ns: u64) {
             std::hint::spin_loop();
         }
     }
-}
-
-/// CPU time of the calling thread, nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
 }
 
 #[cfg(test)]

@@ -1287,10 +1287,10 @@ fn load_redirect(ns: &str, cfg: [u8; 20], ifindex: u32) -> anyhow::Result<aya::E
 }
 
 /// Real-time priority of the sink's NAPI threads.
-const SINK_NAPI_PRIORITY: i32 = 50;
+pub(crate) const SINK_NAPI_PRIORITY: i32 = 50;
 
 /// Gives task `tid` SCHED_FIFO at `priority`.
-fn set_fifo(tid: i32, priority: i32) -> std::io::Result<()> {
+pub(crate) fn set_fifo(tid: i32, priority: i32) -> std::io::Result<()> {
     let param = libc::sched_param {
         sched_priority: priority,
     };

@@ -4,36 +4,41 @@
 //! AF_PACKET ring on every machine, live frames where the machine allows
 //! them (and the probe that decides).
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use xorlay::core::NodeId;
+use xorlay_bench::geneval::{self, GEN_DEV, SINK_DEV};
 use xorlay_bench::livegen::{self, LIVE_HEADER_LEN, LiveFrame};
-use xorlay_bench::loadgen::{GenSpec, SinkThread};
-use xorlay_bench::netns::{self, ip};
+use xorlay_bench::loadgen::{GenReport, GenSpec, SinkResult, SinkThread};
+use xorlay_bench::netns;
 use xorlay_bench::ringgen;
-use xorlay_bench::systems::GenMode;
+use xorlay_bench::systems::{GenMode, tasks_run_ns};
+
+use common::udp_counter;
 use xorlay_bench::traffic::monotonic_ns;
 use xorlay_bench::wait_until;
 
+/// Addresses of the frames the plain test runs render (no namespace).
 const GEN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
 const SINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
-const SINK_PORT: u16 = 9000;
-const GEN_DEV: &str = "lg0";
-const SINK_DEV: &str = "lg1";
 const PACED_PPS: u64 = 20_000;
 const RUN: Duration = Duration::from_millis(200);
 /// How long the sink may take to receive what was sent.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Two namespaces joined by a veth pair; removed on drop (also on panic).
+/// `gen-eval`'s two namespaces joined by a veth pair ([`GEN_DEV`] to
+/// [`SINK_DEV`]), GRO on at the sink's end (frames XDP transmits into a veth
+/// need NAPI on its peer); removed on drop, also on panic.
 struct Pair {
-    gen_ns: String,
-    sink_ns: String,
-    /// One pair at a time: the generators spin on CPU 0 and the paced runs
-    /// and CPU readings must not share it with another test's generator.
+    pair: geneval::Pair,
+    /// One pair at a time (the namespaces' names are the process's), and
+    /// the generators spin on CPU 0: paced runs and CPU readings must not
+    /// share it with another test's generator. Released after `pair`.
     _one: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -42,46 +47,10 @@ static ONE_PAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Pair {
     fn new() -> Pair {
-        // Tests of this binary run in parallel: one name per pair.
-        static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let k = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let pid = std::process::id();
-        let pair = Pair {
-            gen_ns: format!("xlg{pid}p{k}a"),
-            sink_ns: format!("xlg{pid}p{k}b"),
-            _one: ONE_PAIR
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        };
-        for ns in [&pair.gen_ns, &pair.sink_ns] {
-            ip(&["netns", "add", ns]).unwrap_or_else(|e| panic!("{e:#}"));
-            ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap_or_else(|e| panic!("{e:#}"));
-        }
-        // Created inside the namespaces: the host never sees these links.
-        ip(&[
-            "-n",
-            &pair.gen_ns,
-            "link",
-            "add",
-            GEN_DEV,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            SINK_DEV,
-            "netns",
-            &pair.sink_ns,
-        ])
-        .unwrap_or_else(|e| panic!("{e:#}"));
-        for (ns, dev, addr) in [
-            (&pair.gen_ns, GEN_DEV, GEN_ADDR),
-            (&pair.sink_ns, SINK_DEV, SINK_ADDR),
-        ] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])
-                .unwrap_or_else(|e| panic!("{e:#}"));
-            ip(&["-n", ns, "link", "set", "dev", dev, "up"]).unwrap_or_else(|e| panic!("{e:#}"));
-        }
-        // Frames XDP transmits into a veth need NAPI on its peer.
+        let one = ONE_PAIR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pair = geneval::Pair::new().unwrap_or_else(|e| panic!("{e:#}"));
         netns::run(
             "ip",
             &[
@@ -96,39 +65,22 @@ impl Pair {
             ],
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
-        let up = wait_until(Duration::from_secs(5), || {
-            [(&pair.gen_ns, GEN_DEV), (&pair.sink_ns, SINK_DEV)]
-                .iter()
-                .all(|(ns, dev)| {
-                    ip(&["-n", ns, "-br", "link", "show", "dev", dev])
-                        .is_ok_and(|out| out.contains(" UP "))
-                })
-        });
-        assert!(up, "the veth pair did not come up within 5 s");
-        pair
+        Pair { pair, _one: one }
     }
 
+    /// A frame with `payload_len` bytes of payload between random node IDs.
     fn frame(&self, payload_len: usize) -> LiveFrame {
-        LiveFrame {
-            src_mac: livegen::mac_of(&self.gen_ns, GEN_DEV).unwrap_or_else(|e| panic!("{e:#}")),
-            dst_mac: livegen::mac_of(&self.sink_ns, SINK_DEV).unwrap_or_else(|e| panic!("{e:#}")),
-            src: SocketAddrV4::new(GEN_ADDR, SINK_PORT + 1),
-            dst: SocketAddrV4::new(SINK_ADDR, SINK_PORT),
-            overlay_src: NodeId::from_bytes([0x5a; 32]),
-            overlay_dst: NodeId::from_bytes([0xa5; 32]),
-            payload_len,
-            flows: 1,
-        }
+        self.pair
+            .frame_with(payload_len)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 }
 
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.gen_ns, &self.sink_ns] {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("removing namespace {ns}: {e:#}");
-            }
-        }
+impl std::ops::Deref for Pair {
+    type Target = geneval::Pair;
+
+    fn deref(&self) -> &geneval::Pair {
+        &self.pair
     }
 }
 
@@ -153,7 +105,7 @@ fn spec(frame: &LiveFrame, rate_pps: u64, trial: u32) -> GenSpec {
 fn sink(pair: &Pair, frame: &LiveFrame, trial: u32, capacity: u64) -> SinkThread {
     SinkThread::start(
         &pair.sink_ns,
-        SocketAddr::from((SINK_ADDR, SINK_PORT)),
+        SocketAddr::V4(frame.dst),
         frame.overlay_dst,
         trial,
         capacity,
@@ -375,22 +327,25 @@ fn the_live_frames_probe_agrees_with_a_live_run() {
     }
 }
 
-/// `UdpInCsumErrors` of namespace `ns` (/proc/net/snmp, read inside it).
-fn udp_csum_errors(ns: &str) -> u64 {
-    let out = netns::run("ip", &["netns", "exec", ns, "cat", "/proc/net/snmp"])
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (
-        udp.next().expect("Udp names"),
-        udp.next().expect("Udp values"),
-    );
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "InCsumErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("InCsumErrors")
+/// Runs the ring generator unpaced for [`RUN`] as trial `trial` into a
+/// sink; returns its report and, once the sink has settled, what the sink
+/// saw.
+fn ring_unpaced(pair: &Pair, frame: &LiveFrame, trial: u32) -> (GenReport, SinkResult) {
+    let sink = sink(pair, frame, trial, 1 << 26);
+    let report = ringgen::generate_ring(
+        &pair.gen_ns,
+        GEN_DEV,
+        frame,
+        &spec(frame, 0, trial),
+        None,
+        gen_cpu(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_or_else(|e| panic!("ring: {e:#}"));
+    assert!(report.sent > 0, "nothing sent");
+    settle(&sink, report.sent);
+    let seen = sink.finish().unwrap_or_else(|e| panic!("sink: {e:#}"));
+    (report, seen)
 }
 
 /// Unpaced, every ring slot is a UDP GSO super-frame that the kernel cuts
@@ -416,23 +371,9 @@ fn ring_super_frames_carry_valid_udp_checksums() {
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     let frame = pair.frame(64);
-    let trial = 21;
-    let sink = sink(&pair, &frame, trial, 1 << 26);
-    let before = udp_csum_errors(&pair.sink_ns);
-    let report = ringgen::generate_ring(
-        &pair.gen_ns,
-        GEN_DEV,
-        &frame,
-        &spec(&frame, 0, trial),
-        None,
-        gen_cpu(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap_or_else(|e| panic!("ring: {e:#}"));
-    assert!(report.sent > 0, "nothing sent");
-    settle(&sink, report.sent);
-    let seen = sink.finish().unwrap_or_else(|e| panic!("sink: {e:#}"));
-    let bad = udp_csum_errors(&pair.sink_ns) - before;
+    let before = udp_counter(&pair.sink_ns, "InCsumErrors");
+    let (report, seen) = ring_unpaced(&pair, &frame, 21);
+    let bad = udp_counter(&pair.sink_ns, "InCsumErrors") - before;
     eprintln!(
         "ring, checksums by the kernel: sent {}, sink got {} valid, {bad} checksum errors",
         report.sent, seen.valid
@@ -444,14 +385,6 @@ fn ring_super_frames_carry_valid_udp_checksums() {
     assert_eq!(seen.malformed, 0, "malformed");
 }
 
-/// CPU time (ns) task `tid` has run, from /proc/<tid>/schedstat.
-fn task_cpu_ns(tid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no schedstat for task {tid}"))
-}
-
 /// The receiving veth processes the ring's frames in its own NAPI thread
 /// (veth takes that path only for skbs it deems eligible for GRO, which
 /// the ring's are with TSO off on the sending interface), not in the
@@ -460,42 +393,15 @@ fn task_cpu_ns(tid: i32) -> u64 {
 #[test]
 fn ring_frames_are_received_in_the_peers_napi_thread() {
     let pair = Pair::new();
-    let before = netns::napi_threads();
-    netns::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &pair.sink_ns,
-            "sh",
-            "-c",
-            &format!("echo 1 > /sys/class/net/{SINK_DEV}/threaded"),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let napi: Vec<i32> = netns::napi_threads()
-        .difference(&before)
-        .map(|(tid, _)| *tid)
-        .collect();
+    let napi = pair
+        .threaded_sink_napi()
+        .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!napi.is_empty(), "no NAPI thread appeared for {SINK_DEV}");
-    let cpu = || napi.iter().map(|tid| task_cpu_ns(*tid)).sum::<u64>();
+    let cpu = || tasks_run_ns(&napi).expect("schedstat of the NAPI threads");
     let frame = pair.frame(64);
-    let trial = 31;
-    let sink = sink(&pair, &frame, trial, 1 << 26);
     let napi_before = cpu();
-    let report = ringgen::generate_ring(
-        &pair.gen_ns,
-        GEN_DEV,
-        &frame,
-        &spec(&frame, 0, trial),
-        None,
-        gen_cpu(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap_or_else(|e| panic!("ring: {e:#}"));
-    settle(&sink, report.sent);
+    let (report, seen) = ring_unpaced(&pair, &frame, 31);
     let napi_ns = cpu() - napi_before;
-    let seen = sink.finish().unwrap_or_else(|e| panic!("sink: {e:#}"));
     eprintln!(
         "ring: sent {}, sink got {}, the sink's NAPI thread ran {:.1} ms ({:.0} ns a frame)",
         report.sent,

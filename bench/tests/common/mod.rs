@@ -75,3 +75,43 @@ pub fn converged_chain(routers: usize) -> Lab {
         .unwrap_or_else(|e| panic!("{e:#}"));
     lab
 }
+
+/// The `Udp:`/`Udp6:` counter `name` summed from /proc/net/snmp and
+/// /proc/net/snmp6 of namespace `ns`.
+pub fn udp_counter(ns: &str, name: &str) -> u64 {
+    let mut total = 0;
+    for (file, prefix) in [("/proc/net/snmp", "Udp:"), ("/proc/net/snmp6", "Udp6")] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "cat", file])
+            .output()
+            .unwrap_or_else(|e| panic!("reading {file} in {ns}: {e}"));
+        assert!(out.status.success(), "reading {file} in {ns}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if prefix == "Udp:" {
+            // Two lines: the names, then the values.
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+            assert_eq!(lines.len(), 2, "{file}: {text}");
+            let names: Vec<&str> = lines[0].split_whitespace().collect();
+            let values: Vec<&str> = lines[1].split_whitespace().collect();
+            let at = names
+                .iter()
+                .position(|n| *n == name)
+                .unwrap_or_else(|| panic!("no {name} in {file}: {text}"));
+            total += values[at]
+                .parse::<u64>()
+                .unwrap_or_else(|e| panic!("{name} in {file}: {e}"));
+        } else {
+            let key = format!("{prefix}{name}");
+            let line = text
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(key.as_str()))
+                .unwrap_or_else(|| panic!("no {key} in {file}: {text}"));
+            total += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{key} in {file}: {line}"));
+        }
+    }
+    total
+}
