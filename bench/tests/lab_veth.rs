@@ -220,7 +220,10 @@ fn hairpin_burst_leaves_the_link_usable() {
     );
 
     let gen_id = lab.generator().id();
-    let src = NodeId::from_bytes([0x5e; 32]);
+    // Any source will do: a random one.
+    let mut src = [0u8; 32];
+    getrandom::getrandom(&mut src).expect("random bytes");
+    let src = NodeId::from_bytes(src);
     let frames: Vec<Vec<u8>> = (0..BURST)
         .map(|i| data_to(&src, &gen_id, &(i as u32).to_be_bytes()))
         .collect();

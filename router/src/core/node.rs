@@ -70,7 +70,6 @@ pub struct NodeCounters {
     pub glue: GlueCounters,
 }
 
-/// One node's control plane.
 /// What happened to sessions and dials, for the shell to log (drained with
 /// [`Node::poll_event`]; at most [`NODE_EVENTS_MAX`] are kept, the oldest
 /// dropped first).
@@ -99,6 +98,7 @@ pub enum NodeEvent {
 /// Most [`NodeEvent`]s kept until the shell drains them.
 pub const NODE_EVENTS_MAX: usize = 1024;
 
+/// One node's control plane.
 pub struct Node {
     sessions: Sessions,
     /// Events for the shell's log, oldest first.

@@ -2432,8 +2432,6 @@ impl XdpRouter {
     }
 }
 
-/// Resolves interface names to indexes (in the calling thread's network
-/// namespace), each index once.
 /// Fails, naming them, if this process lacks a capability that loading or
 /// attaching XDP needs. An unreadable effective set checks nothing (the
 /// kernel's own error then speaks).
@@ -2452,6 +2450,8 @@ pub fn check_capabilities() -> Result<(), BpfError> {
     })
 }
 
+/// Resolves interface names to indexes (in the calling thread's network
+/// namespace), each index once.
 fn resolve_targets(interfaces: &[String]) -> Result<Vec<(&str, u32)>, BpfError> {
     let mut targets: Vec<(&str, u32)> = Vec::with_capacity(interfaces.len());
     for interface in interfaces {
@@ -2659,21 +2659,8 @@ fn prepare_pin_dir(dir: &Path) -> Result<(), BpfError> {
              /sys/fs/bpf`)"
         ))
     })?;
-    let path = CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| error("has a NUL byte".into()))?;
-    // SAFETY: an all-zero statfs is a valid value for the call to fill.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `fs` is valid for writing; both
-    // outlive the call.
-    let rc = unsafe { libc::statfs(path.as_ptr(), &mut fs) };
-    if rc != 0 {
-        return Err(error(format!("statfs: {}", io::Error::last_os_error())));
-    }
-    const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
-    // `f_type`'s integer type differs across targets; the magic fits 32 bits.
-    #[allow(clippy::unnecessary_cast)]
-    let magic = fs.f_type as u32;
-    if magic != BPF_FS_MAGIC {
+    let magic = crate::io::preflight::fs_magic(dir).map_err(|e| error(format!("statfs: {e}")))?;
+    if magic != crate::io::preflight::BPF_FS_MAGIC {
         return Err(error(
             "is not on a bpf filesystem: mount one (`mount -t bpf bpf /sys/fs/bpf`) and put \
              pin_dir under it, e.g. /sys/fs/bpf/xorlay/<name>"
@@ -2837,7 +2824,7 @@ fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, BpfError> {
 }
 
 /// The index of `interface` in the calling thread's network namespace.
-fn if_index(interface: &str) -> Result<u32, BpfError> {
+pub(crate) fn if_index(interface: &str) -> Result<u32, BpfError> {
     let missing = || BpfError::NoSuchInterface {
         interface: interface.to_string(),
     };

@@ -663,15 +663,17 @@ impl ControlPlane {
             .collect();
         up.sort_unstable();
         down.sort_unstable();
+        // Both lists are sorted: binary searches, not a scan per hop.
         let before: &[(NodeId, SocketAddr)] = self.published_hops.as_deref().unwrap_or(&[]);
+        debug_assert!(before.is_sorted() && hops.is_sorted());
         let added: Vec<(NodeId, SocketAddr)> = hops
             .iter()
-            .filter(|h| !before.contains(h))
+            .filter(|h| before.binary_search(h).is_err())
             .copied()
             .collect();
         let removed: Vec<(NodeId, SocketAddr)> = before
             .iter()
-            .filter(|h| !hops.contains(h))
+            .filter(|h| hops.binary_search(h).is_err())
             .copied()
             .collect();
         self.logged_peers = peers;

@@ -52,7 +52,7 @@ pub fn check(config: &Config) -> Report {
         Err(e) => problems.push(e.to_string()),
     }
     for interface in &config.interfaces {
-        if if_index(interface).is_none() {
+        if crate::io::bpf::if_index(interface).is_err() {
             problems.push(format!(
                 "underlay.interfaces: {interface} does not exist in this network namespace; \
                  `ip link` lists the interfaces: fix the name, or create the interface first"
@@ -83,15 +83,8 @@ pub fn check(config: &Config) -> Report {
     report
 }
 
-fn if_index(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: `name` is NUL-terminated and outlives the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
 /// The filesystem magic of the filesystem `path` is on.
-fn fs_magic(path: &Path) -> std::io::Result<u32> {
+pub(crate) fn fs_magic(path: &Path) -> std::io::Result<u32> {
     let c_path = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: an all-zero statfs is a valid value for the call to fill.
@@ -114,6 +107,12 @@ fn nearest_existing(path: &Path) -> Option<PathBuf> {
 
 /// `xdp.pin_dir` is on a bpf filesystem, or can be created on one.
 pub fn pin_dir_usable(pin_dir: &Path) -> Result<(), String> {
+    if !pin_dir.is_absolute() {
+        return Err(format!(
+            "xdp.pin_dir = {}: must be an absolute path",
+            pin_dir.display()
+        ));
+    }
     let Some(existing) = nearest_existing(pin_dir) else {
         return Err(format!(
             "xdp.pin_dir = {}: no directory above it exists",
