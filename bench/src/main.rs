@@ -110,8 +110,9 @@ enum Cmd {
         /// Generator: `frames` (the fastest frame generator this machine
         /// allows: `live` where BPF_PROG_TEST_RUN may run in live-frames
         /// mode, else `ring`), `live` (live frames, XDP-transmitted out of
-        /// gen's interface), `ring` (an AF_PACKET transmit ring with qdisc
-        /// bypass) or `socket` (sendmmsg; one flow, no flood).
+        /// gen's interface), `ring` (an AF_PACKET transmit ring, UDP GSO
+        /// super-frames segmented by the kernel) or `socket` (sendmmsg; one
+        /// flow, no flood).
         #[arg(long, value_enum, default_value = "frames")]
         generator: xorlay_bench::systems::GenMode,
         /// Sink: `xdp` (an XDP program counts and drops data packets at the
@@ -127,7 +128,7 @@ enum Cmd {
         sink_napi_defer: Option<xorlay_bench::systems::SinkPoll>,
     },
     /// Measure candidate generators side by side (docs/benchmarks.md,
-    /// "Generator candidates"): 134-byte frames, unpaced, into an XDP sink.
+    /// "Generators without live frames"): 134-byte frames, unpaced, into an XDP sink.
     GenEval {
         /// Candidates, comma-separated (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]

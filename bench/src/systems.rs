@@ -121,9 +121,10 @@ pub enum GenMode {
     /// BPF_PROG_TEST_RUN live frames: an XDP program transmits prepared
     /// frames out of gen's interface (`livegen`), paced in the program.
     Live,
-    /// An AF_PACKET transmit ring with PACKET_QDISC_BYPASS sends prepared
-    /// frames out of gen's interface (`ringgen`), paced by the sending
-    /// thread. Needs no live frames.
+    /// An AF_PACKET transmit ring sends prepared frames out of gen's
+    /// interface, up to 64 a slot as one UDP GSO super-frame the kernel
+    /// segments (`ringgen`), paced by the sending thread. Needs no live
+    /// frames.
     Ring,
 }
 
