@@ -79,8 +79,8 @@ pub enum NodeEvent {
     PeerDown {
         /// The peer.
         peer: NodeId,
-        /// Where it was, if known.
-        addr: Option<SocketAddr>,
+        /// Where it was.
+        addr: SocketAddr,
         /// Why.
         reason: CloseReason,
     },
@@ -103,9 +103,6 @@ pub struct Node {
     sessions: Sessions,
     /// Events for the shell's log, oldest first.
     events: VecDeque<NodeEvent>,
-    /// Where each established peer is, for [`NodeEvent::PeerDown`]
-    /// (bounded like `established`).
-    addrs: HashMap<NodeId, SocketAddr>,
     kad: Kademlia,
     /// Messages for peers whose session is not up yet.
     pending: HashMap<NodeId, VecDeque<Vec<u8>>>,
@@ -135,7 +132,6 @@ impl Node {
         Node {
             sessions: Sessions::new(identity, config.session, session_seed),
             events: VecDeque::new(),
-            addrs: HashMap::new(),
             kad: Kademlia::new(local, config.kad, u64::from_le_bytes(kad_seed)),
             pending: HashMap::new(),
             established: HashMap::new(),
@@ -361,7 +357,6 @@ impl Node {
         match event {
             SessionEvent::Established { peer, addr } => {
                 self.established.insert(peer, now);
-                self.addrs.insert(peer, addr);
                 self.generation += 1;
                 self.kad.handle_connected(now, peer, addr);
                 for bytes in self.pending.remove(&peer).unwrap_or_default() {
@@ -373,9 +368,8 @@ impl Node {
             SessionEvent::Message { peer, addr, bytes } => {
                 self.kad.handle_message(now, peer, addr, &bytes);
             }
-            SessionEvent::Closed { peer, reason } => {
+            SessionEvent::Closed { peer, addr, reason } => {
                 self.established.remove(&peer);
-                let addr = self.addrs.remove(&peer);
                 if reason != CloseReason::Replaced {
                     self.push_event(NodeEvent::PeerDown { peer, addr, reason });
                 }

@@ -391,7 +391,7 @@ impl ControlPlane {
                 NodeEvent::PeerDown { peer, addr, reason } => log::debug!(
                     "session with {} at {} closed: {}",
                     peer.short(),
-                    addr.map_or_else(|| "?".into(), |a| canonical(a).to_string()),
+                    canonical(addr),
                     reason.name()
                 ),
                 NodeEvent::DialFailed {

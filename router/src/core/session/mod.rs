@@ -273,6 +273,8 @@ pub enum SessionEvent {
     Closed {
         /// The peer.
         peer: NodeId,
+        /// Where the session had it.
+        addr: SocketAddr,
         /// Why.
         reason: CloseReason,
     },
@@ -801,11 +803,13 @@ impl Sessions {
     /// Drops the session with `peer` (if any) and emits
     /// `Closed { reason: Local }`. The peer is not told; it times out.
     pub fn close(&mut self, peer: &NodeId) {
-        if let Some(index) = self.by_peer.remove(peer) {
-            self.sessions.remove(&index);
+        if let Some(index) = self.by_peer.remove(peer)
+            && let Some(session) = self.sessions.remove(&index)
+        {
             self.counters.sessions_closed += 1;
             self.push_event(SessionEvent::Closed {
                 peer: *peer,
+                addr: session.addr,
                 reason: CloseReason::Local,
             });
         }
@@ -842,12 +846,13 @@ impl Sessions {
                 continue;
             };
             if later(session.last_received, self.config.dead_after) <= now {
-                let peer = session.peer;
+                let (peer, addr) = (session.peer, session.addr);
                 self.sessions.remove(&index);
                 self.by_peer.remove(&peer);
                 self.counters.sessions_timed_out += 1;
                 self.push_event(SessionEvent::Closed {
                     peer,
+                    addr,
                     reason: CloseReason::Timeout,
                 });
             } else {
@@ -1336,11 +1341,13 @@ impl Sessions {
             self.counters.rejected_sessions_full += 1;
             return Err(Refused::SessionsFull);
         }
-        if let Some(old) = self.by_peer.remove(&peer) {
-            self.sessions.remove(&old);
+        if let Some(old) = self.by_peer.remove(&peer)
+            && let Some(replaced) = self.sessions.remove(&old)
+        {
             self.counters.sessions_replaced += 1;
             self.push_event(SessionEvent::Closed {
                 peer,
+                addr: replaced.addr,
                 reason: CloseReason::Replaced,
             });
         }

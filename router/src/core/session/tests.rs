@@ -1367,6 +1367,7 @@ fn keepalives_hold_an_idle_session_and_silence_closes_it() {
         *event,
         SessionEvent::Closed {
             peer: id1,
+            addr: net.addr(1),
             reason: CloseReason::Timeout
         }
     );
@@ -1389,6 +1390,7 @@ fn close_is_local_and_the_peer_times_out() {
         net.take_events(0),
         vec![SessionEvent::Closed {
             peer: id1,
+            addr: net.addr(1),
             reason: CloseReason::Local
         }]
     );
@@ -1398,6 +1400,7 @@ fn close_is_local_and_the_peer_times_out() {
         net.take_events(1),
         vec![SessionEvent::Closed {
             peer: id0,
+            addr: net.addr(0),
             reason: CloseReason::Timeout
         }]
     );
@@ -1440,6 +1443,7 @@ fn restarted_peer_replaces_its_old_session() {
             vec![
                 SessionEvent::Closed {
                     peer: id_r,
+                    addr: net.addr(restarted),
                     reason: CloseReason::Replaced
                 },
                 SessionEvent::Established {
