@@ -1,7 +1,7 @@
 //! The forwarding decision, a pure function of the table and the header.
 
-use super::node_id::NodeId;
 use super::table::NextHopTable;
+use crate::id::NodeId;
 use crate::wire::OverlayError;
 
 /// What to do with a valid overlay packet.

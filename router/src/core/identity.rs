@@ -4,7 +4,7 @@
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use super::node_id::NodeId;
+use crate::id::NodeId;
 
 /// First word of a key file, naming its format.
 pub const KEY_FILE_TAG: &str = "xorlay-ed25519-secret-v1";

@@ -20,10 +20,10 @@ use serde::Serialize;
 
 use super::identity::Identity;
 use super::kademlia::{KadAction, KadConfig, KadCounters, Kademlia};
-use super::node_id::NodeId;
 use super::session::{
     CloseReason, ConnectFailure, SessionConfig, SessionCounters, SessionEvent, Sessions, Transmit,
 };
+use crate::id::NodeId;
 
 /// Messages queued per peer while its session is being set up.
 pub const PENDING_PER_PEER_MAX: usize = 8;

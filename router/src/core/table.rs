@@ -7,7 +7,7 @@
 //! range in two; the half whose bit equals the destination's holds the
 //! closer IDs. The cost is O(depth * log n), no allocation.
 
-use super::node_id::NodeId;
+use crate::id::NodeId;
 
 /// Neighbors and what the data plane needs to reach each (`A`: an address).
 #[derive(Debug, Clone)]

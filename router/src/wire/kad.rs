@@ -34,8 +34,8 @@
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::core::NodeId;
-use crate::core::node_id::NODE_ID_LEN;
+use crate::id::NODE_ID_LEN;
+use crate::id::NodeId;
 
 mod field {
     use crate::wire::Field;

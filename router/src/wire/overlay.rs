@@ -18,7 +18,7 @@
 use core::fmt;
 
 use super::consts;
-use crate::core::NodeId;
+use crate::id::NodeId;
 
 mod field {
     use crate::wire::Field;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::lookup::distance_key;
 use crate::core::NodeId;
-use crate::core::node_id::NODE_ID_LEN;
+use crate::id::NODE_ID_LEN;
 
 /// Number of buckets: one per possible common-prefix length.
 pub(crate) const BUCKETS: usize = NODE_ID_LEN * 8;

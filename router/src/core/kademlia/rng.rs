@@ -2,7 +2,7 @@
 //! Not for cryptography: the session layer authenticates everything.
 
 use crate::core::NodeId;
-use crate::core::node_id::NODE_ID_LEN;
+use crate::id::NODE_ID_LEN;
 
 /// SplitMix64 (Steele, Lea, Flood 2014): one u64 of state, full period.
 #[derive(Debug, Clone)]

@@ -159,7 +159,7 @@ use snow::{HandshakeState, StatelessTransportState};
 use self::noise::KeystreamRng;
 use self::replay::ReplayWindow;
 use super::identity::{Identity, solves_puzzle};
-use super::node_id::NodeId;
+use crate::id::NodeId;
 use crate::wire::overlay::HEADER_LEN as OVERLAY_HEADER_LEN;
 use crate::wire::session::{
     self as wire, HANDSHAKE_1_NOISE_LEN, HANDSHAKE_1_PADDING_LEN, HANDSHAKE_2_NOISE_LEN,
