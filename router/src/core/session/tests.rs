@@ -9,7 +9,12 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::core::identity::{puzzle_bits, search_puzzle};
-use crate::wire::session::{HANDSHAKE_1_LEN, HANDSHAKE_2_LEN, HANDSHAKE_3_LEN, Kind};
+use snow::HandshakeState;
+
+use crate::wire::session::{
+    HANDSHAKE_1_LEN, HANDSHAKE_1_NOISE_LEN, HANDSHAKE_1_PADDING_LEN, HANDSHAKE_2_LEN,
+    HANDSHAKE_2_NOISE_LEN, HANDSHAKE_3_LEN, HANDSHAKE_3_NOISE_LEN, Kind, TAG_LEN,
+};
 
 /// Steps a single `run_until` may take before the test fails (a livelock).
 const STEPS_MAX: usize = 200_000;
