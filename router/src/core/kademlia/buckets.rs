@@ -2,7 +2,7 @@
 //! the local ID, each with a replacement cache, under per-subnet limits.
 //!
 //! Pure data structure: no messages, no timers. The state machine in
-//! `kademlia.rs` decides when to ping and when to evict.
+//! `kademlia/mod.rs` decides when to ping and when to evict.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
