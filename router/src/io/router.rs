@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
 use serde::Serialize;
 
 use crate::config::{Config, Endpoint};
@@ -16,7 +17,7 @@ use crate::core::shed::{ShedConfig, Shedder};
 use crate::io::admin::{AdminError, AdminServer};
 use crate::io::backlog::{BacklogMap, CreditState};
 use crate::io::bpf::{
-    BpfError, LoadOptions, PinnedStart, RouteCache, ShedBudget, XdpCounters, XdpRouter,
+    BpfError, LoadOptions, NeighborMap, PinnedStart, RouteCache, ShedBudget, XdpCounters, XdpRouter,
 };
 use crate::io::control::{
     CONTROL_QUEUE_DEPTH, ControlIo, ControlPlane, NamedPeer, ShellCounters, WarmStart,
@@ -28,7 +29,7 @@ use crate::io::steer::Steering;
 use crate::io::topology::SharedTable;
 use crate::io::topology::{Topology, canonical, share};
 use crate::io::txwatch::{TxLoss, TxLossMonitor};
-use crate::io::worker::{Worker, WorkerError, WorkerLinks};
+use crate::io::worker::{Upcall, Worker, WorkerError, WorkerLinks};
 
 /// Longest the control loop waits for input before it serves the admin
 /// socket and checks for shutdown.
@@ -160,21 +161,10 @@ impl Router {
     /// Starts every plane. On error, whatever was started is stopped again
     /// (workers joined, XDP detached) before returning.
     pub fn start(config: &Config) -> Result<Router, RouterError> {
-        let identity = keyfile::read(&config.key_file)?;
-        let bits = puzzle_bits(&identity.node_id());
-        if bits < config.control.difficulty {
-            return Err(RouterError::Puzzle {
-                bits,
-                difficulty: config.control.difficulty,
-            });
-        }
-        check_port(config)?;
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| RouterError::Random(e.to_string()))?;
-        let table = share(Topology::empty(identity.node_id()));
+        let (identity, seed) = own_identity(config)?;
         let mut router = Router {
             identity: identity.clone(),
-            table,
+            table: share(Topology::empty(identity.node_id())),
             control: None,
             steering: None,
             stop: Arc::new(AtomicBool::new(false)),
@@ -186,8 +176,51 @@ impl Router {
             tx_watch: None,
         };
         // From here on, an early return drops `router`, which stops what runs.
+        let xdp = router.start_xdp(config, &identity)?;
+        let warm_start = warm_start(config, &xdp);
+        let control_rx = router.start_workers(config, xdp.route_cache.is_none())?;
+        let socket = router.control_socket(config)?;
+        let (node, named) = start_node(config, identity, seed);
+        let io = ControlIo {
+            packets: control_rx,
+            socket,
+            listen: config.listen,
+            shared: router.table.clone(),
+            xdp_neighbors: xdp.neighbors,
+            route_cache: xdp.route_cache,
+            warm_start,
+            named,
+            resolve_interval: node_config(config).kad.rebootstrap_interval,
+        };
+        router.control = Some(ControlPlane::start(
+            node,
+            io,
+            config.control.peers_file.clone(),
+        ));
+        router.start_admin(config, xdp.pinned_start.as_ref())?;
+        log::info!(
+            "xorlay {} up: {} worker(s) on {}, {} seed(s), {} known peer(s), XDP on {:?}",
+            router.identity.node_id(),
+            router.workers.len(),
+            config.listen,
+            config.control.seeds.len(),
+            config.neighbors.len(),
+            router
+                .xdp
+                .as_ref()
+                .map(|x| x.attached())
+                .unwrap_or_default(),
+        );
+        Ok(router)
+    }
+
+    /// Loads and attaches XDP on the configured interfaces (taking pinned
+    /// state over where `[xdp] pin_dir` says), and takes the maps the other
+    /// planes write: the route cache, the neighbor allowlist, the shedding
+    /// budget and credits.
+    fn start_xdp(&mut self, config: &Config, identity: &Identity) -> Result<XdpStart, RouterError> {
         if !config.interfaces.is_empty() {
-            router.xdp = Some(match &config.xdp.pin_dir {
+            self.xdp = Some(match &config.xdp.pin_dir {
                 Some(pin_dir) => XdpRouter::attach_pinned(
                     &config.interfaces,
                     config.listen.port(),
@@ -204,75 +237,81 @@ impl Router {
                 "no [underlay] interfaces configured: XDP is off, every packet takes the userspace path"
             );
         }
-        router.tx_watch = router.xdp.as_ref().map(|x| {
+        self.tx_watch = self.xdp.as_ref().map(|x| {
             let names: Vec<String> = x.attached().into_iter().map(|(name, _)| name).collect();
             TxLossMonitor::new(&names)
         });
-        let pinned_start = router.xdp.as_ref().and_then(|x| x.pinned_start().cloned());
-        let route_cache = match router.xdp.as_mut() {
-            Some(xdp) => prepare_route_cache(xdp, config, &identity)?,
+        let pinned_start = self.xdp.as_ref().and_then(|x| x.pinned_start().cloned());
+        let route_cache = match self.xdp.as_mut() {
+            Some(xdp) => prepare_route_cache(xdp, config, identity)?,
             None => None,
         };
-        let xdp_neighbors = router.xdp.as_mut().and_then(XdpRouter::take_neighbor_map);
+        let neighbors = self.xdp.as_mut().and_then(XdpRouter::take_neighbor_map);
         if config.xdp.shed {
             // Two ways, both on: the workers' credits keep their socket
             // queues from overflowing; the budget is the fallback where the
             // credits cannot work (no mapping, workers not steered) and sets
             // in only once the sockets drop.
-            router.shed = router
+            self.shed = self
                 .xdp
                 .as_mut()
                 .and_then(XdpRouter::take_shed_budget)
                 .map(|map| (Shedder::new(ShedConfig::default()), map));
-            router.backlog = router.xdp.as_mut().and_then(XdpRouter::take_backlog);
+            self.backlog = self.xdp.as_mut().and_then(XdpRouter::take_backlog);
         }
-        // Taking over pinned state: the control plane starts warm, keeping
-        // the allowlist and the cached routes while its sessions come back.
-        let warm_start = match &pinned_start {
-            Some(start) if start.is_takeover() && config.xdp.warm_start_ms > 0 => {
-                let peers = xdp_neighbors
-                    .as_ref()
-                    .and_then(|map| map.keys().ok())
-                    .map_or(0, |keys| keys.len());
-                Some(WarmStart {
-                    until: std::time::Instant::now()
-                        + Duration::from_millis(config.xdp.warm_start_ms),
-                    peers,
-                })
-            }
-            _ => None,
-        };
+        Ok(XdpStart {
+            pinned_start,
+            route_cache,
+            neighbors,
+        })
+    }
+
+    /// Spawns the workers (without a route cache to fill, they install no
+    /// routes), steers them by overlay flow and tells XDP how many there
+    /// are; returns the receiving end of their upcalls.
+    fn start_workers(
+        &mut self,
+        config: &Config,
+        no_route_cache: bool,
+    ) -> Result<Receiver<Upcall>, RouterError> {
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE_DEPTH);
         let mut worker_config = config.worker_config();
-        if route_cache.is_none() {
+        if no_route_cache {
             worker_config.install_rate = 0; // no route cache to fill
         }
         for index in 0..config.worker_count() {
             let stats = Arc::new(WorkerStats::default());
             let links = WorkerLinks {
-                table: router.table.clone(),
+                table: self.table.clone(),
                 stats: stats.clone(),
-                stop: router.stop.clone(),
+                stop: self.stop.clone(),
                 upcalls: Some(control_tx.clone()),
-                credits: router.backlog.as_ref().and_then(|map| map.credits(index)),
+                credits: self.backlog.as_ref().and_then(|map| map.credits(index)),
             };
             let worker = Worker::spawn(index, &worker_config, links)?;
-            router.workers.push((worker, stats));
+            self.workers.push((worker, stats));
         }
         drop(control_tx); // the workers hold the senders
-        if router.workers.len() > 1 {
+        self.steer_workers();
+        Ok(control_rx)
+    }
+
+    /// Attaches the steering program over several workers' sockets and
+    /// sets the workers XDP sheds for by queue (none when not steered).
+    fn steer_workers(&mut self) {
+        if self.workers.len() > 1 {
             let sockets: Vec<&socket2::Socket> =
-                router.workers.iter().map(|(w, _)| w.socket()).collect();
+                self.workers.iter().map(|(w, _)| w.socket()).collect();
             match Steering::attach(&sockets) {
-                Ok(steering) => router.steering = Some(steering),
+                Ok(steering) => self.steering = Some(steering),
                 Err(e) => log::warn!("{e}"),
             }
         }
-        if let Some(backlog) = &router.backlog {
+        if let Some(backlog) = &self.backlog {
             // XDP finds a packet's worker as the steering program picks it;
             // under the kernel's own choice it cannot, so it sheds nothing.
-            let workers = router.workers.len();
-            let workers = if workers == 1 || router.steering.is_some() {
+            let workers = self.workers.len();
+            let workers = if workers == 1 || self.steering.is_some() {
                 workers
             } else {
                 log::warn!(
@@ -284,66 +323,37 @@ impl Router {
                 log::warn!("load shedding by queue is off: {e}");
             }
         }
-        let socket = match router.workers.first() {
+    }
+
+    /// A handle on the first worker's socket for the control plane to send
+    /// from.
+    fn control_socket(&self, config: &Config) -> Result<socket2::Socket, RouterError> {
+        match self.workers.first() {
             Some((worker, _)) => worker.socket().try_clone().map_err(|source| {
                 RouterError::Worker(WorkerError::Socket {
                     listen: config.listen,
                     step: "dup",
                     source,
                 })
-            })?,
-            None => {
-                return Err(RouterError::Worker(WorkerError::Config {
-                    key: "workers",
-                    message: "no worker started".into(),
-                }));
-            }
-        };
-        let mut node = Node::new(identity, node_config(config), seed);
-        let now = std::time::Instant::now();
-        // Host names are resolved by the control plane, at start and on
-        // every re-bootstrap.
-        let mut named = Vec::new();
-        for seed in &config.control.seeds {
-            match seed {
-                Endpoint::Addr(addr) => node.add_seed(now, *addr),
-                Endpoint::Host { host, port } => named.push(NamedPeer {
-                    host: host.clone(),
-                    port: *port,
-                    id: None,
-                }),
-            }
+            }),
+            None => Err(RouterError::Worker(WorkerError::Config {
+                key: "workers",
+                message: "no worker started".into(),
+            })),
         }
-        for neighbor in &config.neighbors {
-            match &neighbor.address {
-                Endpoint::Addr(addr) => node.add_known(now, neighbor.id, *addr),
-                Endpoint::Host { host, port } => named.push(NamedPeer {
-                    host: host.clone(),
-                    port: *port,
-                    id: Some(neighbor.id),
-                }),
-            }
-        }
-        let io = ControlIo {
-            packets: control_rx,
-            socket,
-            listen: config.listen,
-            shared: router.table.clone(),
-            xdp_neighbors,
-            route_cache,
-            warm_start,
-            named,
-            resolve_interval: node_config(config).kad.rebootstrap_interval,
-        };
-        router.control = Some(ControlPlane::start(
-            node,
-            io,
-            config.control.peers_file.clone(),
-        ));
-        // Last: a reachable admin socket means the router is fully up. In a
-        // hot restart the old instance still serves it: the new one takes the
-        // path over (the old one then leaves it alone at exit).
-        if let Some(PinnedStart::HotRestart { pid }) = &pinned_start
+    }
+
+    /// Binds the admin socket (taking its path over in a hot restart) and
+    /// claims the pinned XDP state. Last: a reachable admin socket means
+    /// the router is fully up.
+    fn start_admin(
+        &mut self,
+        config: &Config,
+        pinned_start: Option<&PinnedStart>,
+    ) -> Result<(), RouterError> {
+        // In a hot restart the old instance still serves it: the new one
+        // takes the path over (the old one then leaves it alone at exit).
+        if let Some(PinnedStart::HotRestart { pid }) = pinned_start
             && config.admin_socket.exists()
         {
             log::info!(
@@ -354,26 +364,13 @@ impl Router {
                 log::warn!("removing {}: {e}", config.admin_socket.display());
             }
         }
-        router.admin = Some(AdminServer::bind(&config.admin_socket)?);
+        self.admin = Some(AdminServer::bind(&config.admin_socket)?);
         // Only a fully started router owns the pinned XDP state: a takeover
         // that fails before here leaves it to the running instance.
-        if let Some(xdp) = router.xdp.as_mut() {
+        if let Some(xdp) = self.xdp.as_mut() {
             xdp.claim_pins()?;
         }
-        log::info!(
-            "xorlay {} up: {} worker(s) on {}, {} seed(s), {} known peer(s), XDP on {:?}",
-            router.identity.node_id(),
-            router.workers.len(),
-            config.listen,
-            config.control.seeds.len(),
-            config.neighbors.len(),
-            router
-                .xdp
-                .as_ref()
-                .map(|x| x.attached())
-                .unwrap_or_default(),
-        );
-        Ok(router)
+        Ok(())
     }
 
     /// This node's ID.
@@ -647,6 +644,83 @@ pub fn node_config(config: &Config) -> NodeConfig {
     node.kad.subnet_bucket_max = c.subnet_bucket_max;
     node.kad.subnet_table_max = c.subnet_table_max;
     node
+}
+
+/// What [`Router::start_xdp`] hands the later steps.
+struct XdpStart {
+    /// How the XDP state was found (fresh, taken over, hot restart).
+    pinned_start: Option<PinnedStart>,
+    /// The route cache, when the fast path is on.
+    route_cache: Option<RouteCache>,
+    /// The neighbor allowlist.
+    neighbors: Option<NeighborMap>,
+}
+
+/// This node's identity, checked against the configured puzzle, the overlay
+/// port checked free (or held by the instance a hot restart replaces), and
+/// the session seed from the OS.
+fn own_identity(config: &Config) -> Result<(Identity, [u8; 32]), RouterError> {
+    let identity = keyfile::read(&config.key_file)?;
+    let bits = puzzle_bits(&identity.node_id());
+    if bits < config.control.difficulty {
+        return Err(RouterError::Puzzle {
+            bits,
+            difficulty: config.control.difficulty,
+        });
+    }
+    check_port(config)?;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| RouterError::Random(e.to_string()))?;
+    Ok((identity, seed))
+}
+
+/// Taking over pinned state: the control plane starts warm, keeping the
+/// allowlist and the cached routes while its sessions come back.
+fn warm_start(config: &Config, xdp: &XdpStart) -> Option<WarmStart> {
+    match &xdp.pinned_start {
+        Some(start) if start.is_takeover() && config.xdp.warm_start_ms > 0 => {
+            let peers = xdp
+                .neighbors
+                .as_ref()
+                .and_then(|map| map.keys().ok())
+                .map_or(0, |keys| keys.len());
+            Some(WarmStart {
+                until: std::time::Instant::now() + Duration::from_millis(config.xdp.warm_start_ms),
+                peers,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The control plane's node with the configured seeds and known neighbors;
+/// those given by host name are returned for the control plane to resolve
+/// (at start and on every re-bootstrap).
+fn start_node(config: &Config, identity: Identity, seed: [u8; 32]) -> (Node, Vec<NamedPeer>) {
+    let mut node = Node::new(identity, node_config(config), seed);
+    let now = std::time::Instant::now();
+    let mut named = Vec::new();
+    for seed in &config.control.seeds {
+        match seed {
+            Endpoint::Addr(addr) => node.add_seed(now, *addr),
+            Endpoint::Host { host, port } => named.push(NamedPeer {
+                host: host.clone(),
+                port: *port,
+                id: None,
+            }),
+        }
+    }
+    for neighbor in &config.neighbors {
+        match &neighbor.address {
+            Endpoint::Addr(addr) => node.add_known(now, neighbor.id, *addr),
+            Endpoint::Host { host, port } => named.push(NamedPeer {
+                host: host.clone(),
+                port: *port,
+                id: Some(neighbor.id),
+            }),
+        }
+    }
+    (node, named)
 }
 
 /// Takes the XDP route cache and configures it from `config`: local ID (which
