@@ -660,144 +660,14 @@ pub fn run(
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let measured = options
-        .systems
-        .iter()
-        .filter(|k| **k != SystemKind::Yggdrasil)
-        .count() as u64;
-    let sweep_points =
-        (options.sweep.len() + usize::from(options.mesh > 0) + options.scaling.len()) as u64;
-    let total =
-        measured * options.frames.len() as u64 * trials_per_frame(options.search_steps, true)
-            + sweep_points * trials_per_frame(options.search_steps, false);
-    let progress = ProgressBar::new(total);
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} trials (at most) {wide_msg}",
-        )
-        .context("progress template")?
-        .progress_chars("=> "),
-    );
+    let progress = progress_bar(options)?;
     let mut runner = Runner::new(options.trial, &progress, interrupted);
     let mut systems = Vec::new();
     for &kind in &options.systems {
-        if kind == SystemKind::Yggdrasil {
-            let reason = crate::systems::yggdrasil_skip_reason();
-            say(&progress, &reason);
-            systems.push(SystemResult {
-                system: kind,
-                description: kind.describe().into(),
-                topology: format!("chain-{}", options.relays),
-                skipped: Some(reason),
-                frames: Vec::new(),
-                notes: Vec::new(),
-                pinning: None,
-                relay_stats: Vec::new(),
-            });
-            continue;
-        }
-        progress.set_message(format!("setting up {}", kind.name()));
-        let env = match Env::chain(kind, options.relays, 1, &options.xdp_mode, options.traffic) {
-            Ok(env) => env,
-            Err(e) => {
-                let reason = format!("{} could not be set up: {e:#}", kind.name());
-                say(&progress, &reason);
-                progress.inc(
-                    options.frames.len() as u64 * trials_per_frame(options.search_steps, true),
-                );
-                systems.push(SystemResult {
-                    system: kind,
-                    description: kind.describe().into(),
-                    topology: format!("chain-{}", options.relays),
-                    skipped: Some(reason),
-                    frames: Vec::new(),
-                    notes: Vec::new(),
-                    pinning: None,
-                    relay_stats: Vec::new(),
-                });
-                continue;
-            }
-        };
-        let mut frames = Vec::new();
-        for &frame in &options.frames {
-            let result = runner.frame(&env, frame, options.search_steps, true)?;
-            say(
-                &progress,
-                format!(
-                    "{:<14} {:>5} B: NDR {:>9.0} pps, PDR {:>9.0} pps{}, peak goodput {:>9.0} pps",
-                    kind.name(),
-                    result.frame_len,
-                    result.ndr_pps,
-                    result.pdr_pps,
-                    if result.generator_limited {
-                        " (generator limit)"
-                    } else {
-                        ""
-                    },
-                    result.peak_goodput_pps
-                ),
-            );
-            frames.push(result);
-        }
-        systems.push(SystemResult {
-            system: kind,
-            description: kind.describe().into(),
-            topology: env.topology.clone(),
-            skipped: None,
-            frames,
-            notes: env.notes.clone(),
-            pinning: Some(env.pinning.clone()),
-            relay_stats: env.relay_stats(),
-        });
+        systems.push(measure_system(&mut runner, &progress, options, kind)?);
     }
-    let mut sweep = Vec::new();
     let sweep_frame = options.frames.first().copied().unwrap_or(512);
-    let mut points: Vec<(String, usize)> = options
-        .sweep
-        .iter()
-        .map(|n| (format!("chain-{n}"), *n))
-        .collect();
-    if options.mesh > 0 {
-        points.push((format!("mesh-{}", options.mesh), options.mesh));
-    }
-    for (topology, routers) in points {
-        progress.set_message(format!("setting up xorlay {topology}"));
-        let env = if topology.starts_with("mesh") {
-            Env::mesh(routers, &options.xdp_mode, options.traffic)
-        } else {
-            Env::chain(
-                SystemKind::Xorlay,
-                routers,
-                1,
-                &options.xdp_mode,
-                options.traffic,
-            )
-        };
-        let point = match env {
-            Ok(env) => match runner.frame(&env, sweep_frame, options.search_steps, false) {
-                Ok(result) => SweepPoint {
-                    topology,
-                    routers,
-                    result: Some(result),
-                    error: None,
-                },
-                Err(e) if interrupted.load(Ordering::Relaxed) => return Err(e),
-                Err(e) => SweepPoint {
-                    topology,
-                    routers,
-                    result: None,
-                    error: Some(format!("{e:#}")),
-                },
-            },
-            Err(e) => SweepPoint {
-                topology,
-                routers,
-                result: None,
-                error: Some(format!("{e:#}")),
-            },
-        };
-        sweep.push(point);
-    }
+    let sweep = measure_sweep(&mut runner, &progress, options, sweep_frame, interrupted)?;
     let mut scaling = Vec::new();
     for &workers in &options.scaling {
         progress.set_message(format!("setting up xorlay-uring with {workers} workers"));
@@ -821,6 +691,158 @@ pub fn run(
         scaling,
         generator_fallback,
     })
+}
+
+/// The progress bar of a run, sized for the most trials it may take.
+fn progress_bar(options: &CompareOptions) -> anyhow::Result<ProgressBar> {
+    let measured = options
+        .systems
+        .iter()
+        .filter(|k| **k != SystemKind::Yggdrasil)
+        .count() as u64;
+    let sweep_points =
+        (options.sweep.len() + usize::from(options.mesh > 0) + options.scaling.len()) as u64;
+    let total =
+        measured * options.frames.len() as u64 * trials_per_frame(options.search_steps, true)
+            + sweep_points * trials_per_frame(options.search_steps, false);
+    let progress = ProgressBar::new(total);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} trials (at most) {wide_msg}",
+        )
+        .context("progress template")?
+        .progress_chars("=> "),
+    );
+    Ok(progress)
+}
+
+/// A system that was not measured, and why.
+fn skipped_system(kind: SystemKind, options: &CompareOptions, reason: String) -> SystemResult {
+    SystemResult {
+        system: kind,
+        description: kind.describe().into(),
+        topology: format!("chain-{}", options.relays),
+        skipped: Some(reason),
+        frames: Vec::new(),
+        notes: Vec::new(),
+        pinning: None,
+        relay_stats: Vec::new(),
+    }
+}
+
+/// System `kind` on the chain: every frame class, or why it was skipped.
+fn measure_system(
+    runner: &mut Runner<'_>,
+    progress: &ProgressBar,
+    options: &CompareOptions,
+    kind: SystemKind,
+) -> anyhow::Result<SystemResult> {
+    if kind == SystemKind::Yggdrasil {
+        let reason = crate::systems::yggdrasil_skip_reason();
+        say(progress, &reason);
+        return Ok(skipped_system(kind, options, reason));
+    }
+    progress.set_message(format!("setting up {}", kind.name()));
+    let env = match Env::chain(kind, options.relays, 1, &options.xdp_mode, options.traffic) {
+        Ok(env) => env,
+        Err(e) => {
+            let reason = format!("{} could not be set up: {e:#}", kind.name());
+            say(progress, &reason);
+            progress
+                .inc(options.frames.len() as u64 * trials_per_frame(options.search_steps, true));
+            return Ok(skipped_system(kind, options, reason));
+        }
+    };
+    let mut frames = Vec::new();
+    for &frame in &options.frames {
+        let result = runner.frame(&env, frame, options.search_steps, true)?;
+        say(
+            progress,
+            format!(
+                "{:<14} {:>5} B: NDR {:>9.0} pps, PDR {:>9.0} pps{}, peak goodput {:>9.0} pps",
+                kind.name(),
+                result.frame_len,
+                result.ndr_pps,
+                result.pdr_pps,
+                if result.generator_limited {
+                    " (generator limit)"
+                } else {
+                    ""
+                },
+                result.peak_goodput_pps
+            ),
+        );
+        frames.push(result);
+    }
+    Ok(SystemResult {
+        system: kind,
+        description: kind.describe().into(),
+        topology: env.topology.clone(),
+        skipped: None,
+        frames,
+        notes: env.notes.clone(),
+        pinning: Some(env.pinning.clone()),
+        relay_stats: env.relay_stats(),
+    })
+}
+
+/// xorlay on the longer chains and the mesh: a PDR search at `frame` for
+/// each; a point that cannot be set up or measured records the error.
+fn measure_sweep(
+    runner: &mut Runner<'_>,
+    progress: &ProgressBar,
+    options: &CompareOptions,
+    frame: usize,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<Vec<SweepPoint>> {
+    let mut sweep = Vec::new();
+    let mut points: Vec<(String, usize)> = options
+        .sweep
+        .iter()
+        .map(|n| (format!("chain-{n}"), *n))
+        .collect();
+    if options.mesh > 0 {
+        points.push((format!("mesh-{}", options.mesh), options.mesh));
+    }
+    for (topology, routers) in points {
+        progress.set_message(format!("setting up xorlay {topology}"));
+        let env = if topology.starts_with("mesh") {
+            Env::mesh(routers, &options.xdp_mode, options.traffic)
+        } else {
+            Env::chain(
+                SystemKind::Xorlay,
+                routers,
+                1,
+                &options.xdp_mode,
+                options.traffic,
+            )
+        };
+        let point = match env {
+            Ok(env) => match runner.frame(&env, frame, options.search_steps, false) {
+                Ok(result) => SweepPoint {
+                    topology,
+                    routers,
+                    result: Some(result),
+                    error: None,
+                },
+                Err(e) if interrupted.load(Ordering::Relaxed) => return Err(e),
+                Err(e) => SweepPoint {
+                    topology,
+                    routers,
+                    result: None,
+                    error: Some(format!("{e:#}")),
+                },
+            },
+            Err(e) => SweepPoint {
+                topology,
+                routers,
+                result: None,
+                error: Some(format!("{e:#}")),
+            },
+        };
+        sweep.push(point);
+    }
+    Ok(sweep)
 }
 
 /// The io_uring path on one relay with `workers` workers and

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::{find, kpps, search_cells, summary_table, targets};
-use crate::compare::{CompareRun, FrameResult, OVERLOAD, PDR_LOSS, Trial};
+use crate::compare::{CompareRun, FrameResult, OVERLOAD, PDR_LOSS, SystemResult, Trial};
 use crate::systems::SystemKind;
 
 /// The worker-scaling section of the report.
@@ -167,6 +167,34 @@ pub(super) fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
 /// Facts that explain the numbers, computed from the run.
 fn explain(run: &CompareRun) -> String {
     let mut md = String::from("\n### What the numbers say\n\n");
+    relay_cpu_lines(&mut md, run);
+    input_loss_lines(&mut md, run);
+    for kind in [SystemKind::Xorlay, SystemKind::XorlayUring] {
+        if let Some(x) = find(run, kind) {
+            relay_counter_lines(&mut md, kind, x);
+        }
+    }
+    // Trials in which nothing arrived: a broken path, not a rate.
+    let main = run.systems.iter().flat_map(|s| {
+        s.frames.iter().map(move |f| {
+            (
+                format!("{} chain-{}", s.system.name(), run.options.relays),
+                f,
+            )
+        })
+    });
+    let sweep = run.sweep.iter().filter_map(|p| {
+        p.result
+            .as_ref()
+            .map(|f| (format!("xorlay {}", p.topology), f))
+    });
+    md.push_str(&broken_paths(main.chain(sweep)));
+    md
+}
+
+/// The relay CPU time per delivered packet of each system's first frame
+/// class: at 90% of PDR, and unpaced.
+fn relay_cpu_lines(md: &mut String, run: &CompareRun) {
     for s in &run.systems {
         let Some(f) = s.frames.first() else { continue };
         let cpu = f
@@ -207,8 +235,11 @@ fn explain(run: &CompareRun) -> String {
             );
         }
     }
-    // Where the loss of the paced trials happened, when the generator can
-    // tell: frames the first relay's receive ring refused.
+}
+
+/// Where the loss of the paced trials happened, when the generator can
+/// tell: frames the first relay's receive ring refused.
+fn input_loss_lines(md: &mut String, run: &CompareRun) {
     for s in &run.systems {
         let (mut lost, mut at_input) = (0u64, 0u64);
         for t in s.frames.iter().flat_map(|f| f.trials.iter()) {
@@ -230,80 +261,66 @@ fn explain(run: &CompareRun) -> String {
             );
         }
     }
-    for kind in [SystemKind::Xorlay, SystemKind::XorlayUring] {
-        let Some(x) = find(run, kind) else { continue };
-        let mut pass = 0u64;
-        let mut miss = 0u64;
-        let mut fast = 0u64;
-        let mut drops = 0u64;
-        let mut worker_rx = 0u64;
-        let mut forwarded = 0u64;
-        let mut shed = 0u64;
-        for stats in &x.relay_stats {
-            let get = |p: &str| {
-                stats
-                    .pointer(p)
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0)
-            };
-            // Disjoint counters: PASS_OVERLAY is for this node or not
-            // cacheable; misses and unresolved entries are passed too.
-            pass += get("/xdp/pass_overlay");
-            miss += get("/xdp/pass_cache_miss") + get("/xdp/pass_unresolved");
-            fast += get("/xdp/fwd_tx") + get("/xdp/fwd_redirect");
-            worker_rx += get("/total/rx_packets");
-            shed += get("/xdp/drop_shed");
-            forwarded += get("/total/forwarded");
-            if let Some(t) = stats.pointer("/xdp").and_then(|t| t.as_object()) {
-                drops += t
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("drop_"))
-                    .filter_map(|(_, v)| v.as_u64())
-                    .sum::<u64>();
-            }
-        }
-        let _ = writeln!(
-            md,
-            "- {} relay counters over the whole run: XDP forwarded {fast} packets itself (fwd_tx + fwd_redirect), passed {} overlay packets to the stack ({pass} for the relay itself or not cacheable, {miss} cache misses or unresolved) and dropped {drops}; the io_uring workers received {worker_rx} and forwarded {forwarded}.",
-            kind.name(),
-            pass + miss
-        );
-        let pass = pass + miss;
-        let lost_in_stack = pass.saturating_sub(worker_rx);
-        if shed > 0 {
-            let _ = writeln!(
-                md,
-                "  Load shedding: {shed} data packets for the workers were dropped in XDP, their worker's window of unread packets being full (or over the fallback budget) (drop_shed; docs/xdp.md, \"Load shedding\")."
-            );
-        }
-        if lost_in_stack * 100 > pass {
-            let _ = writeln!(
-                md,
-                "  {lost_in_stack} packets passed by XDP never reached the workers: the kernel dropped them (socket queue full, or bad checksums) after spending CPU on them (shedding off, or a worker without credits)."
-            );
-        } else {
-            let _ = writeln!(
-                md,
-                "  The relays lost (almost) nothing between XDP and their workers: where trials lost packets, they were lost on the generator's or sink's side (their routers, veth rings and sockets share the endpoints' CPU)."
-            );
+}
+
+/// What an xorlay system's relay counters say over the whole run: where
+/// XDP sent the packets, and whether the workers got what XDP passed.
+fn relay_counter_lines(md: &mut String, kind: SystemKind, x: &SystemResult) {
+    let mut pass = 0u64;
+    let mut miss = 0u64;
+    let mut fast = 0u64;
+    let mut drops = 0u64;
+    let mut worker_rx = 0u64;
+    let mut forwarded = 0u64;
+    let mut shed = 0u64;
+    for stats in &x.relay_stats {
+        let get = |p: &str| {
+            stats
+                .pointer(p)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        // Disjoint counters: PASS_OVERLAY is for this node or not
+        // cacheable; misses and unresolved entries are passed too.
+        pass += get("/xdp/pass_overlay");
+        miss += get("/xdp/pass_cache_miss") + get("/xdp/pass_unresolved");
+        fast += get("/xdp/fwd_tx") + get("/xdp/fwd_redirect");
+        worker_rx += get("/total/rx_packets");
+        shed += get("/xdp/drop_shed");
+        forwarded += get("/total/forwarded");
+        if let Some(t) = stats.pointer("/xdp").and_then(|t| t.as_object()) {
+            drops += t
+                .iter()
+                .filter(|(k, _)| k.starts_with("drop_"))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum::<u64>();
         }
     }
-    // Trials in which nothing arrived: a broken path, not a rate.
-    let main = run.systems.iter().flat_map(|s| {
-        s.frames.iter().map(move |f| {
-            (
-                format!("{} chain-{}", s.system.name(), run.options.relays),
-                f,
-            )
-        })
-    });
-    let sweep = run.sweep.iter().filter_map(|p| {
-        p.result
-            .as_ref()
-            .map(|f| (format!("xorlay {}", p.topology), f))
-    });
-    md.push_str(&broken_paths(main.chain(sweep)));
-    md
+    let _ = writeln!(
+        md,
+        "- {} relay counters over the whole run: XDP forwarded {fast} packets itself (fwd_tx + fwd_redirect), passed {} overlay packets to the stack ({pass} for the relay itself or not cacheable, {miss} cache misses or unresolved) and dropped {drops}; the io_uring workers received {worker_rx} and forwarded {forwarded}.",
+        kind.name(),
+        pass + miss
+    );
+    let pass = pass + miss;
+    let lost_in_stack = pass.saturating_sub(worker_rx);
+    if shed > 0 {
+        let _ = writeln!(
+            md,
+            "  Load shedding: {shed} data packets for the workers were dropped in XDP, their worker's window of unread packets being full (or over the fallback budget) (drop_shed; docs/xdp.md, \"Load shedding\")."
+        );
+    }
+    if lost_in_stack * 100 > pass {
+        let _ = writeln!(
+            md,
+            "  {lost_in_stack} packets passed by XDP never reached the workers: the kernel dropped them (socket queue full, or bad checksums) after spending CPU on them (shedding off, or a worker without credits)."
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "  The relays lost (almost) nothing between XDP and their workers: where trials lost packets, they were lost on the generator's or sink's side (their routers, veth rings and sockets share the endpoints' CPU)."
+        );
+    }
 }
 
 /// A line per measured point with trials in which nothing arrived (a broken

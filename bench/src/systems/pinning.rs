@@ -57,85 +57,118 @@ impl Env {
         for (i, cpu) in plan {
             let node = self.lab.nodes[i].clone();
             for iface in &node.ifaces {
-                let _ = netns::run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &node.netns,
-                        "ethtool",
-                        "-K",
-                        &iface.name,
-                        "gro",
-                        "on",
-                    ],
-                );
-                let before = crate::netns::napi_threads();
-                let path = format!("/sys/class/net/{}/threaded", iface.name);
-                netns::run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &node.netns,
-                        "sh",
-                        "-c",
-                        &format!("echo 1 > {path}"),
-                    ],
-                )
-                .with_context(|| format!("threaded NAPI on {} {}", node.role, iface.name))?;
-                if i == sink
-                    && let Some(poll) = self.traffic.sink_poll
-                {
-                    let script = format!(
-                        "echo {} > /sys/class/net/{name}/napi_defer_hard_irqs && echo {} > /sys/class/net/{name}/gro_flush_timeout",
-                        poll.defer,
-                        poll.timeout_ns,
-                        name = iface.name
-                    );
-                    netns::run("ip", &["netns", "exec", &node.netns, "sh", "-c", &script])
-                        .with_context(|| format!("timer polling on the sink's {}", iface.name))?;
+                self.tune_iface(&node, iface, i == sink, cpu)?;
+            }
+        }
+        self.pin_processes()
+    }
+
+    /// GRO and threaded NAPI on interface `iface` of `node` (timer polling
+    /// too on the sink's when asked for), its new NAPI threads counted as
+    /// the relays' (unless `node` is the sink) and pinned to `cpu`; the
+    /// sink's get real-time priority.
+    fn tune_iface(
+        &mut self,
+        node: &crate::lab::Node,
+        iface: &crate::lab::Iface,
+        is_sink: bool,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<()> {
+        let _ = netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &node.netns,
+                "ethtool",
+                "-K",
+                &iface.name,
+                "gro",
+                "on",
+            ],
+        );
+        let before = crate::netns::napi_threads();
+        let path = format!("/sys/class/net/{}/threaded", iface.name);
+        netns::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &node.netns,
+                "sh",
+                "-c",
+                &format!("echo 1 > {path}"),
+            ],
+        )
+        .with_context(|| format!("threaded NAPI on {} {}", node.role, iface.name))?;
+        if is_sink && let Some(poll) = self.traffic.sink_poll {
+            let script = format!(
+                "echo {} > /sys/class/net/{name}/napi_defer_hard_irqs && echo {} > /sys/class/net/{name}/gro_flush_timeout",
+                poll.defer,
+                poll.timeout_ns,
+                name = iface.name
+            );
+            netns::run("ip", &["netns", "exec", &node.netns, "sh", "-c", &script])
+                .with_context(|| format!("timer polling on the sink's {}", iface.name))?;
+            self.pinning.pinned.push(format!(
+                "sink {} polled by timer: napi_defer_hard_irqs {}, gro_flush_timeout {} ns",
+                iface.name, poll.defer, poll.timeout_ns
+            ));
+        }
+        let new: Vec<(i32, String)> = crate::netns::napi_threads()
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        self.place_napi_threads(node, iface, &new, is_sink, cpu);
+        Ok(())
+    }
+
+    /// Counts the NAPI threads `new` of `iface` as the relays' (unless
+    /// `node` is the sink), pins them to `cpu` and gives the sink's
+    /// real-time priority.
+    fn place_napi_threads(
+        &mut self,
+        node: &crate::lab::Node,
+        iface: &crate::lab::Iface,
+        new: &[(i32, String)],
+        is_sink: bool,
+        cpu: Option<usize>,
+    ) {
+        if !is_sink {
+            self.relay_tasks.extend(new.iter().map(|(tid, _)| *tid));
+        }
+        if let Some(cpu) = cpu {
+            for (tid, comm) in new {
+                if pin_task(*tid, cpu).is_ok() {
                     self.pinning.pinned.push(format!(
-                        "sink {} polled by timer: napi_defer_hard_irqs {}, gro_flush_timeout {} ns",
-                        iface.name, poll.defer, poll.timeout_ns
+                        "{} {} NAPI thread {comm} -> CPU {cpu}",
+                        node.role, iface.name
                     ));
-                }
-                let new: Vec<(i32, String)> = crate::netns::napi_threads()
-                    .into_iter()
-                    .filter(|t| !before.contains(t))
-                    .collect();
-                if i != sink {
-                    self.relay_tasks.extend(new.iter().map(|(tid, _)| *tid));
-                }
-                if let Some(cpu) = cpu {
-                    for (tid, comm) in &new {
-                        if pin_task(*tid, cpu).is_ok() {
-                            self.pinning.pinned.push(format!(
-                                "{} {} NAPI thread {comm} -> CPU {cpu}",
-                                node.role, iface.name
-                            ));
-                        }
-                    }
-                }
-                // The sink's receive path shares its CPU with a generator
-                // that spins (live frames, pacing): at normal priority the
-                // NAPI thread waits for a scheduler slice while its veth
-                // ring (256 frames) overflows, and that loss would be
-                // charged to the system under test. Real-time priority lets
-                // it run as soon as frames arrive.
-                if i == sink {
-                    for (tid, comm) in &new {
-                        if set_fifo(*tid, SINK_NAPI_PRIORITY).is_ok() {
-                            self.pinning.pinned.push(format!(
-                                "{} {} NAPI thread {comm}: SCHED_FIFO {SINK_NAPI_PRIORITY}",
-                                node.role, iface.name
-                            ));
-                        }
-                    }
                 }
             }
         }
-        // Processes: routers (xorlay), pinned by role.
+        // The sink's receive path shares its CPU with a generator
+        // that spins (live frames, pacing): at normal priority the
+        // NAPI thread waits for a scheduler slice while its veth
+        // ring (256 frames) overflows, and that loss would be
+        // charged to the system under test. Real-time priority lets
+        // it run as soon as frames arrive.
+        if is_sink {
+            for (tid, comm) in new {
+                if set_fifo(*tid, SINK_NAPI_PRIORITY).is_ok() {
+                    self.pinning.pinned.push(format!(
+                        "{} {} NAPI thread {comm}: SCHED_FIFO {SINK_NAPI_PRIORITY}",
+                        node.role, iface.name
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The routers' processes (xorlay), pinned by role; relay workers
+    /// spread over the CPUs when there are several.
+    fn pin_processes(&mut self) -> anyhow::Result<()> {
+        let sink = self.lab.sink_index();
         for i in 0..=sink {
             let Some(pid) = self.lab.pid(i) else { continue };
             let cpu = if i == 0 || i == sink {
