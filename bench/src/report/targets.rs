@@ -233,6 +233,24 @@ pub fn targets(run: &CompareRun) -> String {
     }
     ratio_rows(&mut md, run, 4, (fast, SystemKind::XdpRedirect), 0.8, true);
     scaling_row(&mut md, &run.scaling);
+    flood_rows(&mut md, run);
+    // Issue 5: the io_uring path alone.
+    ratio_rows(
+        &mut md,
+        run,
+        5,
+        (SystemKind::XorlayUring, SystemKind::UdpRelay),
+        1.5,
+        false,
+    );
+    overload_rows(&mut md, uring);
+    yggdrasil_rows(&mut md, run, uring);
+    md
+}
+
+/// Issue 4's flood target: xorlay's legitimate goodput under a flood from
+/// non-neighbors, per frame class.
+fn flood_rows(md: &mut String, run: &CompareRun) {
     match find(run, SystemKind::Xorlay) {
         Some(x) => {
             for f in &x.frames {
@@ -267,15 +285,11 @@ pub fn targets(run: &CompareRun) -> String {
         }
         None => md.push_str("| 4 | xorlay legitimate goodput under a 10x non-neighbor flood >= 90% of unflooded | - | xorlay not measured | not shown |\n"),
     }
-    // Issue 5: the io_uring path alone.
-    ratio_rows(
-        &mut md,
-        run,
-        5,
-        (SystemKind::XorlayUring, SystemKind::UdpRelay),
-        1.5,
-        false,
-    );
+}
+
+/// Issue 5's overload target: xorlay-uring's goodput at the largest
+/// overload multiple of PDR, per frame class.
+fn overload_rows(md: &mut String, uring: Option<&SystemResult>) {
     let mult = OVERLOAD[OVERLOAD.len() - 1];
     match uring {
         Some(x) => {
@@ -308,6 +322,11 @@ pub fn targets(run: &CompareRun) -> String {
             );
         }
     }
+}
+
+/// Issue 5's yggdrasil target, measured or (yggdrasil skipped) with the
+/// reference rate for scale.
+fn yggdrasil_rows(md: &mut String, run: &CompareRun, uring: Option<&SystemResult>) {
     match (uring, find(run, SystemKind::Yggdrasil)) {
         (Some(x), Some(y)) => {
             for (xf, yf) in x.frames.iter().zip(y.frames.iter()) {
@@ -338,7 +357,6 @@ pub fn targets(run: &CompareRun) -> String {
             );
         }
     }
-    md
 }
 
 /// yggdrasil 0.4.7's relayed packet rate in the team's baseline
