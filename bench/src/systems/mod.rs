@@ -3,8 +3,8 @@
 //! xorlay only, the two-site mesh). The generator and sink are the same for
 //! every system (`loadgen`); only what relays between them changes.
 //!
-//! Every system gets the same veth tuning, per the lab pitfalls in
-//! ARCHITECTURE.md: GRO on (NAPI on every receiving veth), threaded NAPI on
+//! Every system gets the same veth tuning (docs/benchmarks.md, "Method"):
+//! GRO on (NAPI on every receiving veth), threaded NAPI on
 //! the relays' and the sink's interfaces, and the NAPI threads pinned with
 //! the processes: relays on one CPU, generator and sink on the other.
 //!
