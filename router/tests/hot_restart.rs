@@ -618,13 +618,9 @@ fn no_packet_misses_xdp_during_a_hot_restart() {
     let flood = {
         let stop = stop.clone();
         let started = started.clone();
-        let netns = format!("/run/netns/{}", sender.name);
+        let netns = sender.name.clone();
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&netns).unwrap_or_else(|e| panic!("{netns}: {e}"));
-            // SAFETY: a valid namespace fd; CLONE_NEWNET affects this thread.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            common::enter_netns(&netns);
             let socket = std::net::UdpSocket::bind("198.18.0.2:0")
                 .unwrap_or_else(|e| panic!("bind sender: {e}"));
             let to: std::net::SocketAddr = "198.18.0.1:4799".parse().expect("literal");

@@ -14,8 +14,8 @@ use xorlay::io::stats::{WorkerCounters, WorkerStats};
 use xorlay::io::topology::{Hop, SharedTable, Topology, hop_for};
 #[path = "common/mod.rs"]
 mod common;
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use common::inet_checksum;
+use common::frames;
+use common::xdp::test_run;
 use xorlay::core::shed::{CreditConfig, Credits};
 use xorlay::io::backlog::{BacklogMap, CreditState, WorkerCredits};
 use xorlay::io::worker::{Upcall, UpcallSender, Worker, WorkerConfig, WorkerError, WorkerLinks};
@@ -993,26 +993,20 @@ fn no_install_requests_when_the_rate_is_zero() {
     assert!(rx.try_recv().is_err());
 }
 
-/// An Ethernet/IPv4/UDP frame to the overlay port carrying `overlay`.
+/// An Ethernet/IPv4/UDP frame to the overlay port carrying `overlay`
+/// (no UDP checksum).
 fn xdp_frame(overlay: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0u8; 14 + 20 + 8];
-    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = u16::try_from(20 + 8 + overlay.len()).expect("fits");
-    let ip = &mut frame[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
-    ip[16..20].copy_from_slice(&[198, 18, 0, 2]);
-    let sum = !inet_checksum(&[&ip[..]]);
-    ip[10..12].copy_from_slice(&(!sum).to_be_bytes());
-    let udp = &mut frame[34..42];
-    udp[0..2].copy_from_slice(&4799u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&4799u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    frame.extend_from_slice(overlay);
-    frame
+    frames::udp_frame(
+        ([0; 6], [0; 6]),
+        "198.18.0.1:4799".parse().expect("literal"),
+        "198.18.0.2:4799".parse().expect("literal"),
+        frames::Shape {
+            ttl: 64,
+            no_udp_checksum: true,
+            ..frames::PLAIN
+        },
+        overlay,
+    )
 }
 
 #[test]
@@ -1062,23 +1056,8 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
     // XDP passes 16 data packets that never reach the socket (run through
     // BPF_PROG_TEST_RUN, whose XDP_PASS goes nowhere): lost credits, the
     // whole window. XDP now sheds everything for this worker.
-    let program: &Xdp = ebpf
-        .program(xorlay::io::bpf::PROGRAM_NAME)
-        .expect("the XDP program")
-        .try_into()
-        .expect("an XDP program");
     let frame = xdp_frame(&packet(TOWARD_NEIGHBOR, 64, b"lost"));
-    let run = || {
-        let mut out = vec![0u8; frame.len() + 256];
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"))
-            .return_value
-    };
+    let run = || test_run(&ebpf, "a data frame", &frame, 0).0;
     for _ in 0..16 {
         assert_eq!(run(), 2, "XDP_PASS");
     }

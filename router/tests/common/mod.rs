@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests: a network namespace that removes
-//! itself, and a thread that runs inside it.
+//! itself, a thread that runs inside it, the commands run there, and
+//! (submodules) the XDP tests' frames and program runs.
 
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod frames;
+pub mod xdp;
 
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -36,6 +40,33 @@ impl TestNetns {
         ip(&full)
     }
 
+    /// `ip -n NAME -batch -` on `commands`, one a line: many changes in one
+    /// process. Panics with stderr on failure.
+    pub fn ip_batch(&self, commands: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run ip: {e} (install iproute2)"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(commands.as_bytes())
+                .unwrap_or_else(|e| panic!("writing to ip -batch: {e}"));
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for ip -batch: {e}"));
+        assert!(
+            out.status.success(),
+            "ip -batch in {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs `f` on a thread of its own inside this namespace (setns moves
     /// only the calling thread) and returns its result; a panic in `f`
     /// continues here, so the test fails with its message and the guard
@@ -67,17 +98,42 @@ impl Drop for TestNetns {
 
 /// `ip ARGS...`, panicking with stderr on failure.
 pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run ip: {e}"));
+    run("ip", args)
+}
+
+/// Runs `program ARGS...` and returns its stdout, panicking with its stderr
+/// if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = match Command::new(program).args(args).output() {
+        Ok(output) => output,
+        Err(e) => panic!("cannot run {program} {args:?}: {e} (install iproute2)"),
+    };
     assert!(
-        out.status.success(),
-        "ip {}: {}",
+        output.status.success(),
+        "{program} {} failed ({}): {}",
         args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The ifindex of interface `name` in the calling thread's namespace;
+/// panics if there is none.
+pub fn if_index(name: &str) -> u32 {
+    let c_name = std::ffi::CString::new(name).expect("interface name without NUL");
+    // SAFETY: valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    assert_ne!(index, 0, "no interface {name}");
+    index
+}
+
+/// "02:00:00:00:00:01" for `ip`.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Moves the calling thread into network namespace `name` (only this
