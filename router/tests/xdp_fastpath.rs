@@ -31,7 +31,7 @@ mod common;
 use common::frames::{
     PLAIN, Shape, partial_checksum, udp_check, udp_frame, verify_checksums, with_udp_check,
 };
-use common::xdp::test_run;
+use common::xdp::{RawNeighbors, RawRoutes, test_run};
 use common::{Rng, TestNetns, if_index, mac_text, run};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -349,6 +349,10 @@ struct Harness {
     ebpf: Ebpf,
     neighbors: NeighborMap,
     cache: RouteCache,
+    /// A second handle on the route cache, to age entries.
+    raw_routes: RawRoutes,
+    /// A second handle on the allowlist, to age the neighbors' buckets.
+    raw_neighbors: RawNeighbors,
     ingress: u32,
 }
 
@@ -366,6 +370,8 @@ impl Harness {
                 panic!("adding {} to the tx ports: {e}", port.name);
             }
         }
+        let raw_routes = RawRoutes::open(&ebpf);
+        let raw_neighbors = RawNeighbors::open(&ebpf);
         let mut neighbors = match bpf::take_neighbor_map(&mut ebpf) {
             Ok(map) => map,
             Err(e) => panic!("taking the neighbor map: {e}"),
@@ -389,6 +395,8 @@ impl Harness {
             ebpf,
             neighbors,
             cache,
+            raw_routes,
+            raw_neighbors,
             ingress: if_index(XF0.name),
         }
     }
@@ -661,8 +669,11 @@ fn data_is_limited_per_neighbor_and_refills() {
             PASS_OVERLAY,
             None,
         );
-        // 2 per second: one token back after 500 ms.
-        std::thread::sleep(Duration::from_millis(700));
+        // 2 per second: one token back after 500 ms, as if 500 ms passed.
+        h.raw_neighbors.backdate_bucket(
+            &bpf::neighbor_key(&sender(SENDER, false)),
+            Duration::from_millis(500),
+        );
         h.check(
             "refilled: one more",
             &inbound(SENDER, false, PLAIN, &ping),
@@ -1155,16 +1166,21 @@ fn route_cache_fixtures_inside() {
         Some(&forwarded(HOP_REDIRECT, false, PLAIN, &payload)),
     );
 
-    // Idle timeout.
-    ok(
-        h.cache.set_idle_timeout(Duration::from_millis(100)),
-        "set_idle_timeout",
-    );
+    // Idle timeout: entries are aged by writing them older (RawRoutes),
+    // not by waiting.
+    let idle = Duration::from_secs(1);
+    ok(h.cache.set_idle_timeout(idle), "set_idle_timeout");
     h.install(&dst_redirect, HOP_REDIRECT, false);
+    let fresh = ok(h.cache.get(&dst_redirect), "get").unwrap_or_else(|| panic!("no entry"));
+    h.raw_routes.backdate(&dst_redirect, idle * 3 / 10);
     let installed = ok(h.cache.get(&dst_redirect), "get").unwrap_or_else(|| panic!("no entry"));
-    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(
+        fresh.last_used_ns - installed.last_used_ns,
+        (idle * 3 / 10).as_nanos() as u64,
+        "backdated: {fresh:?} -> {installed:?}"
+    );
     h.check(
-        "used 30 ms after install: a hit",
+        "used 0.3 idle timeouts after install: a hit",
         &inbound(SENDER, false, PLAIN, &payload),
         XDP_REDIRECT,
         FWD_REDIRECT,
@@ -1176,7 +1192,7 @@ fn route_cache_fixtures_inside() {
         "a hit refreshes last_used_ns: {installed:?} -> {used:?}"
     );
     assert_eq!(used.installed_ns, installed.installed_ns);
-    std::thread::sleep(Duration::from_millis(250));
+    h.raw_routes.backdate(&dst_redirect, idle * 5 / 2);
     h.check(
         "unused for longer than the idle timeout: a miss",
         &inbound(SENDER, false, PLAIN, &payload),
@@ -1185,7 +1201,7 @@ fn route_cache_fixtures_inside() {
         None,
     );
     ok(h.cache.install_no_route(&dst_none), "install_no_route");
-    std::thread::sleep(Duration::from_millis(250));
+    h.raw_routes.backdate(&dst_none, idle * 5 / 2);
     h.check(
         "expired negative entry: a miss",
         &inbound(SENDER, false, PLAIN, &data(&dst_none, 64, body)),
@@ -1550,21 +1566,14 @@ fn the_next_hop_resolution_is_cached_briefly() {
                 cached_seen,
                 "three attempts each stalled past half of {ttl:?}"
             );
-            // After the TTL the FIB is asked again and the new MAC is used.
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            loop {
-                let (action, out) = h.run("after the neighbor moved", &small);
-                assert_eq!(action, XDP_REDIRECT);
-                if out == to_moved {
-                    break;
-                }
-                assert_eq!(out, to_old, "either MAC, never a mix");
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the moved neighbor was not picked up within 2 s (TTL {ttl:?})"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            // After the TTL the FIB is asked again and the new MAC is used:
+            // the resolution made a TTL older, as if that long had passed.
+            h.raw_routes.backdate(&dst, ttl);
+            redirect(
+                &h,
+                "a TTL after the neighbor moved: resolved again",
+                &to_moved,
+            );
             // An install resolves afresh, at once.
             set_mac(v6, HOP_REDIRECT.mac());
             h.install(&dst, HOP_REDIRECT, v6);

@@ -66,15 +66,17 @@ pub fn test_run(ebpf: &Ebpf, description: &str, frame: &[u8], ingress: u32) -> (
     (result.return_value, output)
 }
 
-/// A second handle on map `name` of `ebpf` (opened by its ID, so it works
-/// before or after the loader's handle is taken), with its info checked by
-/// `check`.
+/// A second handle on map `name` of `ebpf`, opened by its ID (call it
+/// before the map is taken out of `ebpf`), its info checked by `check`.
 pub fn reopen(ebpf: &Ebpf, name: &str, check: impl FnOnce(&aya::maps::MapInfo)) -> Map {
     let map = ebpf
         .map(name)
         .unwrap_or_else(|| panic!("no map {name} in the object (taken already?)"));
     let data = match map {
-        Map::HashMap(data) | Map::PerCpuHashMap(data) | Map::Array(data) => data,
+        Map::HashMap(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuHashMap(data)
+        | Map::Array(data) => data,
         other => panic!("map {name} has an unexpected type: {other:?}"),
     };
     let info = data
