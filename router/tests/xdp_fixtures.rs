@@ -29,11 +29,11 @@ use common::frames::{
     IPPROTO_TCP, IPPROTO_UDP, Ipv4, partial_checksum, udp_check, with_udp_check,
 };
 use common::xdp::{RawNeighbors, test_run};
-use common::{Rng, TestNetns, if_index};
+use common::{Rng, TestNetns, if_index, wait_until};
 use std::collections::HashSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aya::Ebpf;
 use aya::maps::PerCpuValues;
@@ -1508,14 +1508,12 @@ impl Netns {
     /// until its exec closes it (every BPF fd is close-on-exec), so the
     /// kernel may drop the link a moment after the router is gone.
     fn link_show_after_detach(&self, interface: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let link = self.link_show(interface);
-            if !has_any_xdp(&link) || Instant::now() > deadline {
-                return link;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut link = self.link_show(interface);
+        wait_until(Duration::from_secs(2), || {
+            link = self.link_show(interface);
+            !has_any_xdp(&link)
+        });
+        link
     }
 
     /// Runs `body` inside the namespace (`TestNetns::run`), given its name.
@@ -1595,14 +1593,12 @@ fn router_counters(router: &XdpRouter) -> XdpCounters {
 
 /// Reads the counters until `done` holds, for at most two seconds.
 fn wait_for(router: &XdpRouter, done: impl Fn(&XdpCounters) -> bool) -> XdpCounters {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let counters = router_counters(router);
-        if done(&counters) || Instant::now() > deadline {
-            return counters;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut counters = router_counters(router);
+    wait_until(Duration::from_secs(2), || {
+        counters = router_counters(router);
+        done(&counters)
+    });
+    counters
 }
 
 #[test]

@@ -10,6 +10,12 @@ pub mod xdp;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The tests' one bounded wait: polls a condition until it holds or a
+/// timeout passes, and says which (the caller's assert names what it
+/// waited for).
+pub use xorlay_bench::wait_until;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -241,40 +247,43 @@ impl Daemon {
 
     /// Waits until its log contains `needle`; panics with the log if it
     /// exits first or `timeout` passes.
-    pub fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let mut exit = None;
+        wait_until(timeout, || {
             if self.log().contains(needle) {
-                return;
+                return true;
             }
-            if let Some(status) = self.exited() {
-                // It may have logged the needle just before exiting.
-                assert!(
-                    self.log().contains(needle),
-                    "{} exited ({status}) before logging {needle:?}:\n{}",
-                    self.tag,
-                    self.log()
-                );
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
+            exit = self.exited();
+            exit.is_some()
+        });
+        // It may have logged the needle just before exiting.
+        if self.log().contains(needle) {
+            return;
+        }
+        match exit {
+            Some(status) => panic!(
+                "{} exited ({status}) before logging {needle:?}:\n{}",
+                self.tag,
+                self.log()
+            ),
+            None => panic!(
                 "{} did not log {needle:?} in {timeout:?}:\n{}",
                 self.tag,
                 self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            ),
         }
     }
 
     /// Waits for its exit; panics (after killing it) if `timeout` passes.
-    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            if std::time::Instant::now() >= deadline {
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut exit = None;
+        wait_until(timeout, || {
+            exit = self.exited();
+            exit.is_some()
+        });
+        match exit {
+            Some(status) => status,
+            None => {
                 self.kill();
                 panic!(
                     "{} did not exit within {timeout:?}:\n{}",
@@ -282,8 +291,15 @@ impl Daemon {
                     self.log()
                 );
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` and waits for its exit (`wait_exit`); panics if it
+    /// was reaped already.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> std::process::ExitStatus {
+        assert!(self.child.is_some(), "{} already stopped", self.tag);
+        self.signal(signal);
+        self.wait_exit(timeout)
     }
 
     /// Sends `signal` to it (nothing once reaped).
@@ -309,12 +325,8 @@ impl Drop for Daemon {
             return;
         }
         self.signal(libc::SIGTERM);
-        for _ in 0..250 {
-            if self.exited().is_some() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if !wait_until(Duration::from_secs(5), || self.exited().is_some()) {
+            self.kill();
         }
-        self.kill();
     }
 }
