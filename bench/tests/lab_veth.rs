@@ -16,7 +16,7 @@ use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xorlay::core::NodeId;
 use xorlay::wire::OverlayPacket;
@@ -142,34 +142,27 @@ fn probe(
     let receiver = netns::in_netns(to_ns, move || {
         let socket = UdpSocket::bind(to)?;
         socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let deadline = Instant::now() + timeout + Duration::from_millis(200);
         let mut buf = [0u8; 64];
-        while Instant::now() < deadline {
-            if let Ok((n, _)) = socket.recv_from(&mut buf)
-                && &buf[..n] == b"probe"
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(wait_until(
+            timeout + Duration::from_millis(200),
+            || matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == b"probe"),
+        ))
     })
     .unwrap_or_else(|e| panic!("receiver thread: {e:#}"));
     // The receiver binds first: give it a moment (bounded, and a probe
     // lost to the race is resent).
     let sender = netns::in_netns(from_ns, move || {
         let socket = UdpSocket::bind(from)?;
-        let deadline = Instant::now() + timeout;
         let mut sent = 0u32;
-        while Instant::now() < deadline {
+        // A probe, then up to 100 ms for the receiver to have it; the
+        // receiver's answer (joined below) says whether one arrived.
+        wait_until(timeout, || {
             // Errors count as lost probes (a wedged link may refuse sends).
             if socket.send_to(b"probe", to).is_ok() {
                 sent += 1;
             }
-            std::thread::sleep(Duration::from_millis(100));
-            if receiver.is_finished() {
-                break;
-            }
-        }
+            wait_until(Duration::from_millis(100), || receiver.is_finished())
+        });
         Ok((sent, receiver))
     })
     .unwrap_or_else(|e| panic!("sender thread: {e:#}"));

@@ -12,17 +12,16 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aya::maps::{DevMapHash, Map, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
-use common::TestNetns;
+use common::{Daemon, TestNetns, wait_until};
 use xorlay::core::NodeId;
 use xorlay::io::bpf::{self, NeighborMap, RouteCache, RouteEntry, XdpCounters};
 
@@ -31,7 +30,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A namespace with a veth pair, a private bpffs and a temp dir with a key
 /// and a config. Dropped in reverse: processes are killed first (by the
-/// [`Instance`] guards the test holds), then the mount and the namespace.
+/// [`Daemon`] guards the test holds), then the mount and the namespace.
 struct Lab {
     dir: PathBuf,
     bpffs: PathBuf,
@@ -89,7 +88,7 @@ impl Lab {
         lab
     }
 
-    fn start(&self, tag: &str) -> Instance {
+    fn start(&self, tag: &str) -> Daemon {
         self.start_with(tag, &self.config)
     }
 
@@ -102,23 +101,15 @@ impl Lab {
         path
     }
 
-    fn start_with(&self, tag: &str, config: &Path) -> Instance {
-        let log = self.dir.join(format!("{tag}.log"));
-        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
-        let child = Command::new("ip")
+    /// `xorlay run` with `config` in the namespace, its log in the lab's
+    /// directory; stopped on drop (`Daemon`).
+    fn start_with(&self, tag: &str, config: &Path) -> Daemon {
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.ns.name, XORLAY, "run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn xorlay: {e}"));
-        Instance {
-            tag: tag.to_string(),
-            child: Some(child),
-            log,
-        }
+            .env("RUST_LOG", "info");
+        Daemon::spawn(tag, command, self.dir.join(format!("{tag}.log")))
     }
 
     /// The program id in the pinned XDP link of xv0.
@@ -190,98 +181,6 @@ impl Drop for Lab {
     }
 }
 
-/// A running `xorlay run`, killed on drop if still running.
-struct Instance {
-    tag: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Instance {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(&self.log) {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// Waits until the log contains `needle`; panics with the log if the
-    /// process exits or time runs out.
-    fn wait_for(&mut self, needle: &str) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "{} exited ({status}) before logging {needle:?}:\n{}",
-                    self.tag,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not log {needle:?} in {START_TIMEOUT:?}:\n{}",
-                self.tag,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `signal` and waits for the exit.
-    fn stop(&mut self, signal: i32) -> std::process::ExitStatus {
-        let Some(mut child) = self.child.take() else {
-            panic!("{} already stopped", self.tag);
-        };
-        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, signal) };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{} did not exit on signal {signal}:\n{}",
-                    self.tag,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-            // SAFETY: signalling our own child; SIGTERM first so it unpins.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            for _ in 0..250 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn dst() -> NodeId {
     NodeId::from_bytes([0x77; 32])
 }
@@ -321,7 +220,7 @@ fn route_valid(pin_dir: &Path) -> Result<u64, String> {
 fn hot_restart_keeps_xdp_and_the_route_cache() {
     let lab = Lab::new(3000);
     let mut a = lab.start("a");
-    a.wait_for(" up: ");
+    a.wait_for(" up: ", START_TIMEOUT);
     assert!(a.log().contains("XDP state pinned in"), "{}", a.log());
     let program_a = lab.link_program_id();
     assert_eq!(lab.attached_program_id(), Some(program_a));
@@ -370,11 +269,11 @@ fn hot_restart_keeps_xdp_and_the_route_cache() {
     };
 
     let mut b = lab.start("b");
-    b.wait_for(&format!(
-        "hot restart: taking over XDP from pid {}",
-        a.pid()
-    ));
-    b.wait_for(" up: ");
+    b.wait_for(
+        &format!("hot restart: taking over XDP from pid {}", a.pid()),
+        START_TIMEOUT,
+    );
+    b.wait_for(" up: ", START_TIMEOUT);
     let program_b = lab.link_program_id();
     assert_ne!(
         program_b, program_a,
@@ -390,8 +289,11 @@ fn hot_restart_keeps_xdp_and_the_route_cache() {
 
     // The old instance sees the takeover, stops writing the maps, exits and
     // leaves everything to the new one.
-    a.wait_for("XDP taken over by a newer instance: no longer writing its maps");
-    let status = a.stop(libc::SIGTERM);
+    a.wait_for(
+        "XDP taken over by a newer instance: no longer writing its maps",
+        START_TIMEOUT,
+    );
+    let status = a.stop(libc::SIGTERM, START_TIMEOUT);
     assert!(status.success(), "a: {status}\n{}", a.log());
     assert!(
         a.log()
@@ -413,21 +315,19 @@ fn hot_restart_keeps_xdp_and_the_route_cache() {
 
     // The warm start ends (the peer never authenticates with b): the
     // allowlist follows b's sessions, the cache is invalidated.
-    b.wait_for("warm start over");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while lab.neighbors().contains(&peer()).unwrap_or(true) {
-        assert!(
-            Instant::now() < deadline,
-            "allowlist not synced:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    b.wait_for("warm start over", START_TIMEOUT);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            !lab.neighbors().contains(&peer()).unwrap_or(true)
+        }),
+        "the allowlist did not drop the earlier peer within 5 s:\n{}",
+        b.log()
+    );
     assert!(route_valid(&lab.pin_dir).is_err(), "cache not invalidated");
 
     drop(cache);
     drop(allowlist);
-    let status = b.stop(libc::SIGTERM);
+    let status = b.stop(libc::SIGTERM, START_TIMEOUT);
     assert!(status.success(), "b: {status}\n{}", b.log());
     lab.assert_clean();
 }
@@ -436,7 +336,7 @@ fn hot_restart_keeps_xdp_and_the_route_cache() {
 fn crash_leaves_state_the_next_run_reclaims() {
     let lab = Lab::new(1000);
     let mut a = lab.start("a");
-    a.wait_for(" up: ");
+    a.wait_for(" up: ", START_TIMEOUT);
     let program_a = lab.link_program_id();
     let pid_a = a.pid();
     lab.cache()
@@ -462,19 +362,22 @@ fn crash_leaves_state_the_next_run_reclaims() {
             .unwrap_or_else(|e| panic!("{e}"));
         if_index
     });
-    let status = a.stop(libc::SIGKILL);
+    let status = a.stop(libc::SIGKILL, START_TIMEOUT);
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     // Nothing ran at exit: the pinned link keeps a's program on the wire.
     assert_eq!(lab.attached_program_id(), Some(program_a));
     route_valid(&lab.pin_dir).unwrap_or_else(|e| panic!("after the crash: {e}"));
 
     let mut b = lab.start("b");
-    b.wait_for(&format!(
-        "reclaiming pinned XDP state left by pid {} (crashed): keeping 1 cached routes and 1 \
+    b.wait_for(
+        &format!(
+            "reclaiming pinned XDP state left by pid {} (crashed): keeping 1 cached routes and 1 \
          neighbors",
-        pid_a
-    ));
-    b.wait_for(" up: ");
+            pid_a
+        ),
+        START_TIMEOUT,
+    );
+    b.wait_for(" up: ", START_TIMEOUT);
     let program_b = lab.link_program_id();
     assert_ne!(program_b, program_a);
     assert_eq!(lab.attached_program_id(), Some(program_b));
@@ -486,7 +389,7 @@ fn crash_leaves_state_the_next_run_reclaims() {
         "{}",
         b.log()
     );
-    let status = b.stop(libc::SIGTERM);
+    let status = b.stop(libc::SIGTERM, START_TIMEOUT);
     assert!(status.success(), "b: {status}\n{}", b.log());
     lab.assert_clean();
 }
@@ -534,7 +437,7 @@ fn untrustworthy_pins_are_cleared_and_foreign_ones_refused() {
     pin_raw_array(&lab.pin_dir.join("xorlay_retired"), 8);
     pin_raw_array(&lab.pin_dir.join("link-xv0"), 8);
     let mut a = lab.start("a");
-    a.wait_for(" up: ");
+    a.wait_for(" up: ", START_TIMEOUT);
     let log = a.log();
     assert!(
         log.contains("clearing the pinned XDP maps in")
@@ -548,7 +451,7 @@ fn untrustworthy_pins_are_cleared_and_foreign_ones_refused() {
     assert!(log.contains("link-xv0: not a pinned XDP link"), "{log}");
     assert!(log.contains("XDP state pinned in"), "a fresh start: {log}");
     assert!(lab.attached_program_id().is_some());
-    let status = a.stop(libc::SIGTERM);
+    let status = a.stop(libc::SIGTERM, START_TIMEOUT);
     assert!(status.success(), "a: {status}\n{log}");
     lab.assert_clean();
 
@@ -556,17 +459,7 @@ fn untrustworthy_pins_are_cleared_and_foreign_ones_refused() {
     std::fs::create_dir_all(&lab.pin_dir).unwrap_or_else(|e| panic!("mkdir pin_dir: {e}"));
     pin_raw_array(&lab.pin_dir.join("someone_else"), 8);
     let mut b = lab.start("b");
-    let deadline = Instant::now() + START_TIMEOUT;
-    let status = loop {
-        if let Some(child) = &mut b.child
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "b did not refuse:\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    b.child = None;
+    let status = b.wait_exit(START_TIMEOUT);
     assert!(!status.success());
     assert!(
         b.log().contains("xorlay did not make this entry"),
@@ -610,7 +503,7 @@ fn no_packet_misses_xdp_during_a_hot_restart() {
     sender.ip(&["addr", "add", "198.18.0.2/24", "dev", "xv1"]);
     sender.ip(&["link", "set", "xv1", "up"]);
     let mut a = lab.start("a");
-    a.wait_for(" up: ");
+    a.wait_for(" up: ", START_TIMEOUT);
     let before = pinned_drops(&lab.pin_dir);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -618,13 +511,9 @@ fn no_packet_misses_xdp_during_a_hot_restart() {
     let flood = {
         let stop = stop.clone();
         let started = started.clone();
-        let netns = format!("/run/netns/{}", sender.name);
+        let netns = sender.name.clone();
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&netns).unwrap_or_else(|e| panic!("{netns}: {e}"));
-            // SAFETY: a valid namespace fd; CLONE_NEWNET affects this thread.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            common::enter_netns(&netns);
             let socket = std::net::UdpSocket::bind("198.18.0.2:0")
                 .unwrap_or_else(|e| panic!("bind sender: {e}"));
             let to: std::net::SocketAddr = "198.18.0.1:4799".parse().expect("literal");
@@ -649,22 +538,23 @@ fn no_packet_misses_xdp_during_a_hot_restart() {
             sent
         })
     };
-    while !started.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || started.load(Ordering::Relaxed)),
+        "the sender did not start within 5 s"
+    );
     let mut b = lab.start("b");
-    b.wait_for(" up: ");
-    b.wait_for("hot restart: taking over XDP");
-    let status = a.stop(libc::SIGTERM);
+    b.wait_for(" up: ", START_TIMEOUT);
+    b.wait_for("hot restart: taking over XDP", START_TIMEOUT);
+    let status = a.stop(libc::SIGTERM, START_TIMEOUT);
     assert!(status.success(), "a: {status}\n{}", a.log());
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let sent = flood.join().unwrap_or_else(|_| panic!("sender panicked"));
     // The last packets may still be on the veth: wait for them, bounded.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while pinned_drops(&lab.pin_dir) - before < sent && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // (The assert below says what was missing.)
+    wait_until(Duration::from_secs(5), || {
+        pinned_drops(&lab.pin_dir) - before >= sent
+    });
     let seen = pinned_drops(&lab.pin_dir) - before;
     assert!(sent > 1000, "only {sent} packets sent");
     assert_eq!(
@@ -674,7 +564,7 @@ fn no_packet_misses_xdp_during_a_hot_restart() {
         lab.ns.ip(&["-s", "link", "show", "dev", "xv0"]),
         sender.ip(&["-s", "link", "show", "dev", "xv1"])
     );
-    let status = b.stop(libc::SIGTERM);
+    let status = b.stop(libc::SIGTERM, START_TIMEOUT);
     assert!(status.success(), "b: {status}\n{}", b.log());
     lab.assert_clean();
 }
@@ -686,29 +576,19 @@ fn no_packet_misses_xdp_during_a_hot_restart() {
 fn failed_takeover_leaves_the_running_instance_in_charge() {
     let lab = Lab::new(1000);
     let mut a = lab.start("a");
-    a.wait_for(" up: ");
+    a.wait_for(" up: ", START_TIMEOUT);
     let admin = lab.dir.join("admin.sock").display().to_string();
     let broken = lab.config_variant("broken.toml", &admin, "/proc/xorlay-hr-test.sock");
     let mut b = lab.start_with("b", &broken);
-    b.wait_for("hot restart: taking over XDP");
-    let deadline = Instant::now() + START_TIMEOUT;
-    let status = loop {
-        if let Some(child) = &mut b.child
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "b did not fail:\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    b.child = None;
+    b.wait_for("hot restart: taking over XDP", START_TIMEOUT);
+    let status = b.wait_exit(START_TIMEOUT);
     assert!(!status.success(), "b: {status}\n{}", b.log());
     // XDP stays (the link holds b's program now), the pins stay, a owns them.
     let program = lab.link_program_id();
     assert_eq!(lab.attached_program_id(), Some(program));
     assert!(lab.pin_dir.join("xorlay_routes").exists(), "{}", b.log());
     assert!(!a.log().contains("taken over"), "{}", a.log());
-    let status = a.stop(libc::SIGTERM);
+    let status = a.stop(libc::SIGTERM, START_TIMEOUT);
     assert!(status.success(), "a: {status}\n{}", a.log());
     assert!(a.log().contains("removed the XDP pins in"), "{}", a.log());
     lab.assert_clean();

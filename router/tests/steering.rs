@@ -4,7 +4,8 @@
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use xorlay_bench::wait_until;
 
 use arc_swap::ArcSwap;
 use xorlay::core::{NextHopTable, NodeId};
@@ -95,15 +96,15 @@ impl Workers {
         self.stats.iter().map(|s| s.snapshot().rx_packets).collect()
     }
 
+    /// What each worker received once they took `total` together, or
+    /// after 10 s (the caller's asserts say what was missing).
     fn wait_total(&self, total: u64) -> Vec<u64> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.received();
-            if got.iter().sum::<u64>() >= total || Instant::now() >= deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mut got = self.received();
+        wait_until(Duration::from_secs(10), || {
+            got = self.received();
+            got.iter().sum::<u64>() >= total
+        });
+        got
     }
 }
 

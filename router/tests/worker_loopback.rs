@@ -14,8 +14,8 @@ use xorlay::io::stats::{WorkerCounters, WorkerStats};
 use xorlay::io::topology::{Hop, SharedTable, Topology, hop_for};
 #[path = "common/mod.rs"]
 mod common;
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use common::inet_checksum;
+use common::xdp::test_run;
+use common::{frames, wait_until};
 use xorlay::core::shed::{CreditConfig, Credits};
 use xorlay::io::backlog::{BacklogMap, CreditState, WorkerCredits};
 use xorlay::io::worker::{Upcall, UpcallSender, Worker, WorkerConfig, WorkerError, WorkerLinks};
@@ -84,24 +84,24 @@ fn sink(addr: &str) -> UdpSocket {
 
 /// The next datagram on `socket`, or a panic after `TIMEOUT`.
 fn recv_within(socket: &UdpSocket, what: &str) -> Vec<u8> {
-    let deadline = Instant::now() + TIMEOUT;
     let mut buf = [0u8; 4096];
-    loop {
-        match socket.recv(&mut buf) {
-            Ok(n) => return buf[..n].to_vec(),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if Instant::now() >= deadline {
-                    panic!("{what}: nothing arrived within {TIMEOUT:?}");
-                }
-            }
-            Err(e) => panic!("{what}: recv failed: {e}"),
+    let mut got = None;
+    wait_until(TIMEOUT, || match socket.recv(&mut buf) {
+        Ok(n) => {
+            got = Some(buf[..n].to_vec());
+            true
         }
-    }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(e) => panic!("{what}: recv failed: {e}"),
+    });
+    got.unwrap_or_else(|| panic!("{what}: nothing arrived within {TIMEOUT:?}"))
 }
 
 /// Asserts that nothing is queued on `socket` right now.
@@ -206,17 +206,14 @@ impl Harness {
     /// Waits until the published counters satisfy `done`; panics with them
     /// after `TIMEOUT`.
     fn wait_for(&self, what: &str, done: impl Fn(&WorkerCounters) -> bool) -> WorkerCounters {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let c = self.counters();
-            if done(&c) {
-                return c;
-            }
-            if Instant::now() >= deadline {
-                panic!("{what}: not reached within {TIMEOUT:?}; counters: {c:#?}");
-            }
-            thread::sleep(Duration::from_millis(2));
+        let mut c = self.counters();
+        if !wait_until(TIMEOUT, || {
+            c = self.counters();
+            done(&c)
+        }) {
+            panic!("{what}: not reached within {TIMEOUT:?}; counters: {c:#?}");
         }
+        c
     }
 
     /// Sets stop and joins; panics if the worker failed.
@@ -493,20 +490,18 @@ fn burst_is_fully_accounted_for_and_does_not_deadlock() {
     // has been forwarded, the worker has taken every burst packet the
     // kernel kept. Probes repeat in case one is lost to a full queue.
     let probe = packet(TOWARD_NEIGHBOR, 64, b"probe");
-    let deadline = Instant::now() + TIMEOUT;
-    while !probe_seen.load(Ordering::Relaxed) {
-        assert!(
-            Instant::now() < deadline,
-            "no probe came through after the burst: {:#?}",
-            harness.counters()
-        );
+    let seen = wait_until(TIMEOUT, || {
         harness.send(&probe);
         sent += 1;
-        let wait = Instant::now() + Duration::from_millis(50);
-        while !probe_seen.load(Ordering::Relaxed) && Instant::now() < wait {
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
+        wait_until(Duration::from_millis(50), || {
+            probe_seen.load(Ordering::Relaxed)
+        })
+    });
+    assert!(
+        seen,
+        "no probe came through within {TIMEOUT:?} after the burst: {:#?}",
+        harness.counters()
+    );
     // Every datagram sent was either taken by the worker or dropped by the
     // kernel on the worker's socket, and every one taken has one outcome.
     let worker_addr = harness.addr();
@@ -993,26 +988,20 @@ fn no_install_requests_when_the_rate_is_zero() {
     assert!(rx.try_recv().is_err());
 }
 
-/// An Ethernet/IPv4/UDP frame to the overlay port carrying `overlay`.
+/// An Ethernet/IPv4/UDP frame to the overlay port carrying `overlay`
+/// (no UDP checksum).
 fn xdp_frame(overlay: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0u8; 14 + 20 + 8];
-    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = u16::try_from(20 + 8 + overlay.len()).expect("fits");
-    let ip = &mut frame[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
-    ip[16..20].copy_from_slice(&[198, 18, 0, 2]);
-    let sum = !inet_checksum(&[&ip[..]]);
-    ip[10..12].copy_from_slice(&(!sum).to_be_bytes());
-    let udp = &mut frame[34..42];
-    udp[0..2].copy_from_slice(&4799u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&4799u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    frame.extend_from_slice(overlay);
-    frame
+    frames::udp_frame(
+        ([0; 6], [0; 6]),
+        "198.18.0.1:4799".parse().expect("literal"),
+        "198.18.0.2:4799".parse().expect("literal"),
+        frames::Shape {
+            ttl: 64,
+            no_udp_checksum: true,
+            ..frames::PLAIN
+        },
+        overlay,
+    )
 }
 
 #[test]
@@ -1052,33 +1041,18 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
     assert_eq!(expected, 16);
     let state = || backlog.peek(0).expect("worker 0");
     let settle = |what: &str, done: &dyn Fn(CreditState) -> bool| {
-        let deadline = Instant::now() + TIMEOUT;
-        while !done(state()) {
-            assert!(Instant::now() < deadline, "{what}: {:?}", state());
-            thread::sleep(Duration::from_millis(2));
-        }
+        assert!(
+            wait_until(TIMEOUT, || done(state())),
+            "{what}: not within {TIMEOUT:?}: {:?}",
+            state()
+        );
     };
     settle("window set", &|c| c.window == expected);
     // XDP passes 16 data packets that never reach the socket (run through
     // BPF_PROG_TEST_RUN, whose XDP_PASS goes nowhere): lost credits, the
     // whole window. XDP now sheds everything for this worker.
-    let program: &Xdp = ebpf
-        .program(xorlay::io::bpf::PROGRAM_NAME)
-        .expect("the XDP program")
-        .try_into()
-        .expect("an XDP program");
     let frame = xdp_frame(&packet(TOWARD_NEIGHBOR, 64, b"lost"));
-    let run = || {
-        let mut out = vec![0u8; frame.len() + 256];
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"))
-            .return_value
-    };
+    let run = || test_run(&ebpf, "a data frame", &frame, 0).0;
     for _ in 0..16 {
         assert_eq!(run(), 2, "XDP_PASS");
     }

@@ -24,16 +24,19 @@
 
 mod common;
 
-use common::{Rng, TestNetns, inet_checksum};
+use common::frames::{
+    self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT,
+    IPPROTO_TCP, IPPROTO_UDP, Ipv4, partial_checksum, udp_check, with_udp_check,
+};
+use common::xdp::{RawNeighbors, test_run};
+use common::{Rng, TestNetns, if_index, wait_until};
 use std::collections::HashSet;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aya::Ebpf;
-use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::maps::PerCpuValues;
 use xorlay::io::bpf::{
     self, BpfError, LoadOptions, NEIGHBORS_MAX, NeighborKey, NeighborMap, STAT_COUNT, SyncReport,
     XdpAttachMode, XdpCounters, XdpRouter, neighbor_key,
@@ -54,15 +57,6 @@ const PASS_OTHER: u32 = consts::XDP_PASS_OTHER as u32;
 const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY as u32;
 const DROP_TRUNCATED: u32 = consts::XDP_DROP_TRUNCATED as u32;
 const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR as u32;
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_FRAGMENT: u8 = 44;
 
 const MAC_DST: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
 const MAC_SRC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -101,6 +95,14 @@ impl Source {
             Source::V6(ip, port) => SocketAddr::from((ip, port)),
         }
     }
+
+    /// Our address of its family, on `port`.
+    fn to(self, port: u16) -> SocketAddr {
+        match self {
+            Source::V4(..) => SocketAddr::from((IPV4_DST, port)),
+            Source::V6(..) => SocketAddr::from((IPV6_DST, port)),
+        }
+    }
 }
 
 /// The allowlist of `Harness::new`: the fixtures' sender over both families.
@@ -111,95 +113,24 @@ fn neighbors() -> HashSet<SocketAddr> {
 // ---------------------------------------------------------------------------
 // Frame builders.
 
+/// Ethernet from the fixtures' sender to us.
 fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(14 + payload.len());
-    frame.extend_from_slice(&MAC_DST);
-    frame.extend_from_slice(&MAC_SRC);
-    frame.extend_from_slice(&ethertype.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
+    frames::ethernet((MAC_DST, MAC_SRC), None, ethertype, payload)
 }
 
 /// Ethernet with one VLAN tag (`tpid` 802.1Q or 802.1AD), VLAN ID 42.
 fn ethernet_vlan(tpid: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut inner = Vec::with_capacity(4 + payload.len());
-    inner.extend_from_slice(&42u16.to_be_bytes());
-    inner.extend_from_slice(&ethertype.to_be_bytes());
-    inner.extend_from_slice(payload);
-    ethernet(tpid, &inner)
+    frames::ethernet((MAC_DST, MAC_SRC), Some(tpid), ethertype, payload)
 }
-
-/// IPv4 header fields a fixture varies.
-#[derive(Clone, Copy)]
-struct Ipv4 {
-    protocol: u8,
-    /// Flags and fragment offset, host order (0x2000 = more fragments).
-    frag_off: u16,
-    /// Options (a multiple of 4 bytes, at most 40).
-    options: &'static [u8],
-    /// Overrides the IHL field if set.
-    ihl: Option<u8>,
-}
-
-const UDP4: Ipv4 = Ipv4 {
-    protocol: IPPROTO_UDP,
-    frag_off: 0x4000, // don't fragment
-    options: &[],
-    ihl: None,
-};
 
 /// An IPv4 packet from the fixtures' sender with a correct header checksum.
 fn ipv4(fields: Ipv4, payload: &[u8]) -> Vec<u8> {
-    ipv4_from(fields, IPV4_SRC, payload)
+    frames::ipv4(fields, IPV4_SRC.into(), IPV4_DST.into(), payload)
 }
 
-/// An IPv4 packet from `src` with a correct header checksum.
-fn ipv4_from(fields: Ipv4, src: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let header_len = 20 + fields.options.len();
-    assert!(
-        header_len.is_multiple_of(4) && header_len <= 60,
-        "bad options length"
-    );
-    let ihl = fields.ihl.unwrap_or((header_len / 4) as u8);
-    let total_len = u16::try_from(header_len + payload.len()).expect("IPv4 packet fits 64 KiB");
-    let mut header = Vec::with_capacity(header_len);
-    header.push(0x40 | ihl);
-    header.push(0); // DSCP/ECN
-    header.extend_from_slice(&total_len.to_be_bytes());
-    header.extend_from_slice(&0x1234u16.to_be_bytes()); // identification
-    header.extend_from_slice(&fields.frag_off.to_be_bytes());
-    header.push(64); // TTL
-    header.push(fields.protocol);
-    header.extend_from_slice(&[0, 0]); // checksum, below
-    header.extend_from_slice(&src);
-    header.extend_from_slice(&IPV4_DST);
-    header.extend_from_slice(fields.options);
-    let checksum = inet_checksum(&[&header]);
-    header[10..12].copy_from_slice(&checksum.to_be_bytes());
-    assert_eq!(
-        inet_checksum(&[&header]),
-        0,
-        "IPv4 header checksum verifies"
-    );
-    header.extend_from_slice(payload);
-    header
-}
-
+/// An IPv6 packet from the fixtures' sender.
 fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
-    ipv6_from(next_header, IPV6_SRC, payload)
-}
-
-fn ipv6_from(next_header: u8, src: [u8; 16], payload: &[u8]) -> Vec<u8> {
-    let payload_len = u16::try_from(payload.len()).expect("IPv6 payload fits 64 KiB");
-    let mut packet = Vec::with_capacity(40 + payload.len());
-    packet.extend_from_slice(&[0x60, 0, 0, 0]); // version 6, no traffic class/flow label
-    packet.extend_from_slice(&payload_len.to_be_bytes());
-    packet.push(next_header);
-    packet.push(64); // hop limit
-    packet.extend_from_slice(&src);
-    packet.extend_from_slice(&IPV6_DST);
-    packet.extend_from_slice(payload);
-    packet
+    frames::ipv6(next_header, 64, IPV6_SRC.into(), IPV6_DST.into(), payload)
 }
 
 /// The pseudo-header the UDP checksum covers, from the fixtures' sender.
@@ -217,44 +148,7 @@ fn udp_with_len(pseudo: Pseudo, dst_port: u16, payload: &[u8], len_field: Option
         Pseudo::V4 => NEIGHBOR4,
         Pseudo::V6 => NEIGHBOR6,
     };
-    udp_from(source, dst_port, payload, len_field)
-}
-
-/// A UDP datagram from `source` whose length field says `len_field` (None:
-/// the real length), with its checksum over the pseudo-header.
-fn udp_from(source: Source, dst_port: u16, payload: &[u8], len_field: Option<u16>) -> Vec<u8> {
-    let real_len = u16::try_from(8 + payload.len()).expect("UDP datagram fits 64 KiB");
-    let len = len_field.unwrap_or(real_len);
-    let src_port = match source {
-        Source::V4(_, port) | Source::V6(_, port) => port,
-    };
-    let mut datagram = Vec::with_capacity(usize::from(real_len));
-    datagram.extend_from_slice(&src_port.to_be_bytes());
-    datagram.extend_from_slice(&dst_port.to_be_bytes());
-    datagram.extend_from_slice(&len.to_be_bytes());
-    datagram.extend_from_slice(&[0, 0]);
-    datagram.extend_from_slice(payload);
-    let mut pseudo_header = Vec::new();
-    match source {
-        Source::V4(src, _) => {
-            pseudo_header.extend_from_slice(&src);
-            pseudo_header.extend_from_slice(&IPV4_DST);
-            pseudo_header.extend_from_slice(&[0, IPPROTO_UDP]);
-            pseudo_header.extend_from_slice(&real_len.to_be_bytes());
-        }
-        Source::V6(src, _) => {
-            pseudo_header.extend_from_slice(&src);
-            pseudo_header.extend_from_slice(&IPV6_DST);
-            pseudo_header.extend_from_slice(&u32::from(real_len).to_be_bytes());
-            pseudo_header.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
-        }
-    }
-    let checksum = match inet_checksum(&[&pseudo_header, &datagram]) {
-        0 => 0xffff,
-        sum => sum,
-    };
-    datagram[6..8].copy_from_slice(&checksum.to_be_bytes());
-    datagram
+    frames::udp(source.addr(), source.to(dst_port), payload, len_field, true)
 }
 
 fn udp(pseudo: Pseudo, dst_port: u16, payload: &[u8]) -> Vec<u8> {
@@ -263,25 +157,27 @@ fn udp(pseudo: Pseudo, dst_port: u16, payload: &[u8]) -> Vec<u8> {
 
 /// Ethernet + IPv4 + UDP to `dst_port` around `payload`.
 fn udp4_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    ethernet(ETH_P_IP, &ipv4(UDP4, &udp(Pseudo::V4, dst_port, payload)))
+    frame_from(NEIGHBOR4, dst_port, payload)
 }
 
 /// Ethernet + IPv6 + UDP to `dst_port` around `payload`.
 fn udp6_frame(dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    ethernet(
-        ETH_P_IPV6,
-        &ipv6(IPPROTO_UDP, &udp(Pseudo::V6, dst_port, payload)),
-    )
+    frame_from(NEIGHBOR6, dst_port, payload)
 }
 
 /// Ethernet + IPv4 or IPv6 + UDP from `source` to `dst_port` around
 /// `payload`.
 fn frame_from(source: Source, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let datagram = udp_from(source, dst_port, payload, None);
-    match source {
-        Source::V4(src, _) => ethernet(ETH_P_IP, &ipv4_from(UDP4, src, &datagram)),
-        Source::V6(src, _) => ethernet(ETH_P_IPV6, &ipv6_from(IPPROTO_UDP, src, &datagram)),
-    }
+    let (ethertype, packet) = ip_from(source, dst_port, payload);
+    ethernet(ethertype, &packet)
+}
+
+/// IPv4 or IPv6 + UDP from `source` to `dst_port` around `payload`, and its
+/// ethertype.
+fn ip_from(source: Source, dst_port: u16, payload: &[u8]) -> (u16, Vec<u8>) {
+    let (src, dst) = (source.addr(), source.to(dst_port));
+    let datagram = frames::udp(src, dst, payload, None, true);
+    frames::ip(Ipv4::UDP, src.ip(), dst.ip(), &datagram)
 }
 
 /// A minimal TCP SYN header to `dst_port` (checksum not needed by XDP).
@@ -383,54 +279,10 @@ impl Harness {
         }
     }
 
-    /// Runs the program once on `frame`; returns the action and the output
-    /// frame.
-    ///
-    /// BPF_PROG_TEST_RUN refuses inputs shorter than an Ethernet header, so
-    /// a runt frame is padded with zeros to 14 bytes and `xdp_md.data_end`
-    /// (given as the context) ends the frame's linear data after its real
-    /// length: the program sees exactly `frame` between `data` and
-    /// `data_end`, the padding lands in a fragment it cannot read, and the
-    /// output is the padded input.
+    /// Runs the program once on `frame` (`common::xdp::test_run`, no
+    /// ingress interface); returns the action and the output frame.
     fn run(&self, description: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        const ETH_HLEN: usize = 14;
-        let mut input = frame.to_vec();
-        if input.len() < ETH_HLEN {
-            input.resize(ETH_HLEN, 0);
-        }
-        let data_end = u32::try_from(frame.len()).expect("frame fits u32");
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex (offsets from the start of data_in).
-        let ctx: Vec<u8> = [0, data_end, 0, 0, 0, 0]
-            .iter()
-            .flat_map(|v: &u32| v.to_ne_bytes())
-            .collect();
-        let mut output = vec![0u8; input.len() + 256];
-        let program: &Xdp = match self.ebpf.program(bpf::PROGRAM_NAME) {
-            Some(program) => match program.try_into() {
-                Ok(xdp) => xdp,
-                Err(e) => panic!("{} is not an XDP program: {e}", bpf::PROGRAM_NAME),
-            },
-            None => panic!("no program {} in the object", bpf::PROGRAM_NAME),
-        };
-        let options = TestRunOptions {
-            data_in: Some(&input),
-            data_out: Some(&mut output),
-            ctx_in: (frame.len() < ETH_HLEN).then_some(&ctx[..]),
-            ..TestRunOptions::default()
-        };
-        let result = match program.test_run(options) {
-            Ok(result) => result,
-            Err(e) => panic!("{description}: BPF_PROG_TEST_RUN failed: {e:?}"),
-        };
-        output.truncate(result.data_size_out as usize);
-        assert_eq!(
-            output.get(frame.len()..),
-            input.get(frame.len()..),
-            "{description}: the padding of a runt frame changed"
-        );
-        output.truncate(frame.len().min(output.len()));
-        (result.return_value, output)
+        test_run(&self.ebpf, description, frame, 0)
     }
 
     /// Runs `frame` and checks the action, that exactly counter `counter`
@@ -534,7 +386,7 @@ fn fixtures() -> Vec<Fixture> {
             ethernet_vlan(
                 ETH_P_8021Q,
                 ETH_P_IP,
-                &ipv4(UDP4, &udp(Pseudo::V4, PORT, &ping)),
+                &ipv4(Ipv4::UDP, &udp(Pseudo::V4, PORT, &ping)),
             ),
             XDP_PASS,
             PASS_OVERLAY,
@@ -556,7 +408,7 @@ fn fixtures() -> Vec<Fixture> {
                 &ipv4(
                     Ipv4 {
                         options: &[1, 1, 1, 1, 1, 1, 1, 0], // NOPs, end of list
-                        ..UDP4
+                        ..Ipv4::UDP
                     },
                     &udp(Pseudo::V4, PORT, &ping),
                 ),
@@ -590,7 +442,10 @@ fn fixtures() -> Vec<Fixture> {
             "UDP length claims more than the frame holds (IPv4)",
             ethernet(
                 ETH_P_IP,
-                &ipv4(UDP4, &udp_with_len(Pseudo::V4, PORT, &ping, udp_len(10))),
+                &ipv4(
+                    Ipv4::UDP,
+                    &udp_with_len(Pseudo::V4, PORT, &ping, udp_len(10)),
+                ),
             ),
             XDP_DROP,
             DROP_TRUNCATED,
@@ -611,7 +466,7 @@ fn fixtures() -> Vec<Fixture> {
             "UDP length below the UDP header length",
             ethernet(
                 ETH_P_IP,
-                &ipv4(UDP4, &udp_with_len(Pseudo::V4, PORT, &ping, Some(7))),
+                &ipv4(Ipv4::UDP, &udp_with_len(Pseudo::V4, PORT, &ping, Some(7))),
             ),
             XDP_DROP,
             DROP_TRUNCATED,
@@ -620,7 +475,10 @@ fn fixtures() -> Vec<Fixture> {
             "UDP length 2 bytes short: the payload ends early, payload_len disagrees",
             ethernet(
                 ETH_P_IP,
-                &ipv4(UDP4, &udp_with_len(Pseudo::V4, PORT, &ping, udp_len(-2))),
+                &ipv4(
+                    Ipv4::UDP,
+                    &udp_with_len(Pseudo::V4, PORT, &ping, udp_len(-2)),
+                ),
             ),
             XDP_DROP,
             consts::XDP_DROP_BAD_LENGTH as u32,
@@ -661,7 +519,7 @@ fn fixtures() -> Vec<Fixture> {
                 &ipv4(
                     Ipv4 {
                         protocol: IPPROTO_TCP,
-                        ..UDP4
+                        ..Ipv4::UDP
                     },
                     &tcp_syn(PORT),
                 ),
@@ -708,7 +566,7 @@ fn fixtures() -> Vec<Fixture> {
                 &[
                     &[0u8, 7][..],
                     &ETH_P_IP.to_be_bytes(),
-                    &ipv4(UDP4, &udp(Pseudo::V4, PORT, &ping)),
+                    &ipv4(Ipv4::UDP, &udp(Pseudo::V4, PORT, &ping)),
                 ]
                 .concat(),
             ),
@@ -728,7 +586,7 @@ fn fixtures() -> Vec<Fixture> {
                 &ipv4(
                     Ipv4 {
                         options: &[1; 40],
-                        ..UDP4
+                        ..Ipv4::UDP
                     },
                     &[],
                 ),
@@ -744,7 +602,7 @@ fn fixtures() -> Vec<Fixture> {
                 &ipv4(
                     Ipv4 {
                         ihl: Some(4),
-                        ..UDP4
+                        ..Ipv4::UDP
                     },
                     &udp(Pseudo::V4, PORT, &ping),
                 ),
@@ -783,7 +641,7 @@ fn fixtures() -> Vec<Fixture> {
                 &ipv4(
                     Ipv4 {
                         frag_off: 185,
-                        ..UDP4
+                        ..Ipv4::UDP
                     },
                     &udp(Pseudo::V4, PORT, &[0u8; 4]),
                 ),
@@ -798,7 +656,7 @@ fn fixtures() -> Vec<Fixture> {
                 &ipv4(
                     Ipv4 {
                         frag_off: 0x2000,
-                        ..UDP4
+                        ..Ipv4::UDP
                     },
                     &udp_with_len(Pseudo::V4, PORT, &ping, Some(8 + 1476)),
                 ),
@@ -839,11 +697,7 @@ fn fixtures() -> Vec<Fixture> {
         ),
         fixture(
             "data from a non-neighbor in an 802.1Q VLAN",
-            ethernet_vlan(
-                ETH_P_8021Q,
-                ETH_P_IP,
-                &ipv4_from(UDP4, STRANGER_IPV4, &udp_from(STRANGER4, PORT, &ping, None)),
-            ),
+            ethernet_vlan(ETH_P_8021Q, ETH_P_IP, &ip_from(STRANGER4, PORT, &ping).1),
             XDP_DROP,
             DROP_NOT_NEIGHBOR,
         ),
@@ -926,7 +780,7 @@ fn fixtures() -> Vec<Fixture> {
             ethernet_vlan(
                 ETH_P_8021Q,
                 ETH_P_IP,
-                &ipv4(UDP4, &udp(Pseudo::V4, PORT, &payload)),
+                &ipv4(Ipv4::UDP, &udp(Pseudo::V4, PORT, &payload)),
             ),
             XDP_DROP,
             counter,
@@ -962,46 +816,6 @@ fn fixtures() -> Vec<Fixture> {
         PASS_OVERLAY,
     ));
     table
-}
-
-/// Where the UDP checksum of a plain IPv4 or IPv6 frame is.
-fn udp_check_at(frame: &[u8]) -> usize {
-    match u16::from_be_bytes([frame[12], frame[13]]) {
-        ETH_P_IP => 14 + 20 + 6,
-        ETH_P_IPV6 => 14 + 40 + 6,
-        other => panic!("ethertype {other:#06x}"),
-    }
-}
-
-fn udp_check(frame: &[u8]) -> u16 {
-    let at = udp_check_at(frame);
-    u16::from_be_bytes([frame[at], frame[at + 1]])
-}
-
-fn with_udp_check(frame: &[u8], check: u16) -> Vec<u8> {
-    let at = udp_check_at(frame);
-    let mut out = frame.to_vec();
-    out[at..at + 2].copy_from_slice(&check.to_be_bytes());
-    out
-}
-
-/// The checksum field a sender with TX checksum offload leaves: the
-/// pseudo-header sum, folded, not complemented.
-fn partial_checksum(frame: &[u8]) -> u16 {
-    let at = udp_check_at(frame);
-    let udp_len = &frame[at - 2..at];
-    let mut pseudo = Vec::new();
-    if at == 14 + 20 + 6 {
-        pseudo.extend_from_slice(&frame[26..34]);
-        pseudo.extend_from_slice(&[0, IPPROTO_UDP]);
-        pseudo.extend_from_slice(udp_len);
-    } else {
-        pseudo.extend_from_slice(&frame[22..54]);
-        pseudo.extend_from_slice(&[0, 0]);
-        pseudo.extend_from_slice(udp_len);
-        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
-    }
-    !inet_checksum(&[&pseudo])
 }
 
 #[test]
@@ -1166,66 +980,6 @@ fn sync_changes_the_verdicts() {
         SyncReport::default(),
         "IPv4 and v4-mapped are one key"
     );
-}
-
-/// A second handle on the kernel map behind a `NeighborMap`, opened by ID,
-/// to check `sync` against the map itself and to change the map behind its
-/// back (as a previous run would have left it).
-struct RawNeighbors {
-    /// The values are the neighbors' per-CPU data buckets.
-    map: PerCpuHashMap<MapData, NeighborKey, u64>,
-}
-
-impl RawNeighbors {
-    /// Opens the allowlist of `ebpf` (before it is taken) a second time.
-    fn open(ebpf: &Ebpf) -> RawNeighbors {
-        let id = match ebpf.map(bpf::NEIGHBORS_MAP_NAME) {
-            Some(Map::PerCpuHashMap(data)) => match data.info() {
-                Ok(info) => {
-                    assert_eq!(info.max_entries() as usize, NEIGHBORS_MAX);
-                    assert_eq!(info.key_size() as usize, size_of::<NeighborKey>());
-                    assert_eq!(info.value_size(), 8);
-                    info.id()
-                }
-                Err(e) => panic!("map info: {e}"),
-            },
-            other => panic!("no hash map {}: {other:?}", bpf::NEIGHBORS_MAP_NAME),
-        };
-        let data = match MapData::from_id(id) {
-            Ok(data) => data,
-            Err(e) => panic!("opening map {id}: {e}"),
-        };
-        match Map::from_map_data(data).and_then(PerCpuHashMap::try_from) {
-            Ok(map) => RawNeighbors { map },
-            Err(e) => panic!("map {id} as a hash map: {e}"),
-        }
-    }
-
-    /// Every entry, read by iterating the kernel map.
-    fn entries(&self) -> Vec<(NeighborKey, Vec<u64>)> {
-        self.map
-            .iter()
-            .map(|entry| match entry {
-                Ok((key, values)) => (key, values.iter().copied().collect()),
-                Err(e) => panic!("iterating the map: {e}"),
-            })
-            .collect()
-    }
-
-    /// The map's keys as canonical socket addresses; asserts every bucket
-    /// is zeroed (full: no traffic here) and no key repeats.
-    fn addrs(&self) -> HashSet<SocketAddr> {
-        let entries = self.entries();
-        assert!(
-            entries
-                .iter()
-                .all(|(_, buckets)| buckets.iter().all(|&tat| tat == 0)),
-            "{entries:?}"
-        );
-        let addrs: HashSet<SocketAddr> = entries.iter().map(|(k, _)| k.socket_addr()).collect();
-        assert_eq!(addrs.len(), entries.len(), "{entries:?}");
-        addrs
-    }
 }
 
 fn addrs(list: &[&str]) -> HashSet<SocketAddr> {
@@ -1730,27 +1484,22 @@ fn missing_perfmon_is_named_before_loading() {
 /// the test fails.
 struct Netns {
     ns: TestNetns,
-    name: String,
 }
 
 impl Netns {
     fn create(tag: &str) -> Netns {
         let ns = TestNetns::new(&format!("bpf-{tag}"));
-        ns.ip(&[
-            "link", "add", "xlt0", "type", "veth", "peer", "name", "xlt1",
-        ]);
-        for interface in ["xlt0", "xlt1"] {
-            ns.ip(&["link", "set", interface, "up"]);
-        }
-        Netns {
-            name: ns.name.clone(),
-            ns,
-        }
+        ns.ip_batch(
+            "link add xlt0 type veth peer name xlt1\n\
+             link set xlt0 up\n\
+             link set xlt1 up\n",
+        );
+        Netns { ns }
     }
 
     /// `ip link show dev <interface>` in the namespace.
     fn link_show(&self, interface: &str) -> String {
-        ip_in(&self.name, &["link", "show", "dev", interface])
+        self.ns.ip(&["link", "show", "dev", interface])
     }
 
     /// `link_show` once the interface has no XDP program, or after two
@@ -1759,50 +1508,32 @@ impl Netns {
     /// until its exec closes it (every BPF fd is close-on-exec), so the
     /// kernel may drop the link a moment after the router is gone.
     fn link_show_after_detach(&self, interface: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let link = self.link_show(interface);
-            if !has_any_xdp(&link) || Instant::now() > deadline {
-                return link;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut link = self.link_show(interface);
+        wait_until(Duration::from_secs(2), || {
+            link = self.link_show(interface);
+            !has_any_xdp(&link)
+        });
+        link
     }
 
     /// Runs `body` inside the namespace (`TestNetns::run`), given its name.
     fn run_inside<T: Send + 'static>(&self, body: impl FnOnce(&str) -> T + Send + 'static) -> T {
-        let name = self.name.clone();
+        let name = self.ns.name.clone();
         self.ns.run(move || body(&name))
     }
 }
 
+/// `ip -n <netns> ARGS...`.
 fn ip_in(netns: &str, args: &[&str]) -> String {
     let mut all = vec!["-n", netns];
     all.extend_from_slice(args);
-    run("ip", &all)
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = match Command::new(program).args(args).output() {
-        Ok(output) => output,
-        Err(e) => panic!("cannot run {program} {args:?}: {e} (install iproute2)"),
-    };
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    common::ip(&all)
 }
 
 /// Sends `frame` as is out of `interface` (an AF_PACKET socket in the
 /// calling thread's namespace).
 fn send_raw(interface: &str, frame: &[u8]) {
-    let name = std::ffi::CString::new(interface).expect("interface name without NUL");
-    // SAFETY: valid NUL-terminated name.
-    let if_index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(if_index, 0, "no interface {interface}");
+    let if_index = if_index(interface);
     // SAFETY: plain socket(2); the fd is owned by `socket` below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     assert!(
@@ -1862,14 +1593,12 @@ fn router_counters(router: &XdpRouter) -> XdpCounters {
 
 /// Reads the counters until `done` holds, for at most two seconds.
 fn wait_for(router: &XdpRouter, done: impl Fn(&XdpCounters) -> bool) -> XdpCounters {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let counters = router_counters(router);
-        if done(&counters) || Instant::now() > deadline {
-            return counters;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut counters = router_counters(router);
+    wait_until(Duration::from_secs(2), || {
+        counters = router_counters(router);
+        done(&counters)
+    });
+    counters
 }
 
 #[test]

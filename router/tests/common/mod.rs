@@ -1,11 +1,21 @@
 //! Helpers shared by the integration tests: a network namespace that removes
-//! itself, and a thread that runs inside it.
+//! itself, a thread that runs inside it, the commands run there, and
+//! (submodules) the XDP tests' frames and program runs.
 
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod frames;
+pub mod xdp;
 
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The tests' one bounded wait: polls a condition until it holds or a
+/// timeout passes, and says which (the caller's assert names what it
+/// waited for).
+pub use xorlay_bench::wait_until;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -34,6 +44,33 @@ impl TestNetns {
         let mut full = vec!["-n", self.name.as_str()];
         full.extend_from_slice(args);
         ip(&full)
+    }
+
+    /// `ip -n NAME -batch -` on `commands`, one a line: many changes in one
+    /// process. Panics with stderr on failure.
+    pub fn ip_batch(&self, commands: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run ip: {e} (install iproute2)"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(commands.as_bytes())
+                .unwrap_or_else(|e| panic!("writing to ip -batch: {e}"));
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for ip -batch: {e}"));
+        assert!(
+            out.status.success(),
+            "ip -batch in {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs `f` on a thread of its own inside this namespace (setns moves
@@ -67,17 +104,42 @@ impl Drop for TestNetns {
 
 /// `ip ARGS...`, panicking with stderr on failure.
 pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run ip: {e}"));
+    run("ip", args)
+}
+
+/// Runs `program ARGS...` and returns its stdout, panicking with its stderr
+/// if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = match Command::new(program).args(args).output() {
+        Ok(output) => output,
+        Err(e) => panic!("cannot run {program} {args:?}: {e} (install iproute2)"),
+    };
     assert!(
-        out.status.success(),
-        "ip {}: {}",
+        output.status.success(),
+        "{program} {} failed ({}): {}",
         args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The ifindex of interface `name` in the calling thread's namespace;
+/// panics if there is none.
+pub fn if_index(name: &str) -> u32 {
+    let c_name = std::ffi::CString::new(name).expect("interface name without NUL");
+    // SAFETY: valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    assert_ne!(index, 0, "no interface {name}");
+    index
+}
+
+/// "02:00:00:00:00:01" for `ip`.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Moves the calling thread into network namespace `name` (only this
@@ -185,40 +247,43 @@ impl Daemon {
 
     /// Waits until its log contains `needle`; panics with the log if it
     /// exits first or `timeout` passes.
-    pub fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let mut exit = None;
+        wait_until(timeout, || {
             if self.log().contains(needle) {
-                return;
+                return true;
             }
-            if let Some(status) = self.exited() {
-                // It may have logged the needle just before exiting.
-                assert!(
-                    self.log().contains(needle),
-                    "{} exited ({status}) before logging {needle:?}:\n{}",
-                    self.tag,
-                    self.log()
-                );
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
+            exit = self.exited();
+            exit.is_some()
+        });
+        // It may have logged the needle just before exiting.
+        if self.log().contains(needle) {
+            return;
+        }
+        match exit {
+            Some(status) => panic!(
+                "{} exited ({status}) before logging {needle:?}:\n{}",
+                self.tag,
+                self.log()
+            ),
+            None => panic!(
                 "{} did not log {needle:?} in {timeout:?}:\n{}",
                 self.tag,
                 self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            ),
         }
     }
 
     /// Waits for its exit; panics (after killing it) if `timeout` passes.
-    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            if std::time::Instant::now() >= deadline {
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut exit = None;
+        wait_until(timeout, || {
+            exit = self.exited();
+            exit.is_some()
+        });
+        match exit {
+            Some(status) => status,
+            None => {
                 self.kill();
                 panic!(
                     "{} did not exit within {timeout:?}:\n{}",
@@ -226,8 +291,15 @@ impl Daemon {
                     self.log()
                 );
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` and waits for its exit (`wait_exit`); panics if it
+    /// was reaped already.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> std::process::ExitStatus {
+        assert!(self.child.is_some(), "{} already stopped", self.tag);
+        self.signal(signal);
+        self.wait_exit(timeout)
     }
 
     /// Sends `signal` to it (nothing once reaped).
@@ -253,12 +325,8 @@ impl Drop for Daemon {
             return;
         }
         self.signal(libc::SIGTERM);
-        for _ in 0..250 {
-            if self.exited().is_some() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if !wait_until(Duration::from_secs(5), || self.exited().is_some()) {
+            self.kill();
         }
-        self.kill();
     }
 }
