@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use xorlay::core::topology::Topology;
 use xorlay::core::{NextHopTable, NodeId};
 use xorlay::io::stats::WorkerStats;
 use xorlay::io::steer::Steering;
-use xorlay::io::topology::Topology;
 use xorlay::io::worker::{Worker, WorkerConfig, WorkerLinks};
 use xorlay::wire::overlay::HEADER_LEN;
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};

@@ -9,9 +9,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use xorlay::core::topology::Topology;
 use xorlay::core::{NextHopTable, NodeId};
 use xorlay::io::stats::{WorkerCounters, WorkerStats};
-use xorlay::io::topology::{Hop, SharedTable, Topology, hop_for};
+use xorlay::io::topology::{Hop, SharedTable, hop_for};
 #[path = "common/mod.rs"]
 mod common;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -148,7 +149,7 @@ impl Harness {
     fn start_with(
         index: usize,
         config: WorkerConfig,
-        topology: Topology,
+        topology: Topology<Hop>,
         upcalls: Option<UpcallSender>,
     ) -> Harness {
         Harness::start_full(index, config, topology, upcalls, None)
@@ -158,7 +159,7 @@ impl Harness {
     fn start_full(
         index: usize,
         config: WorkerConfig,
-        topology: Topology,
+        topology: Topology<Hop>,
         upcalls: Option<UpcallSender>,
         credits: Option<WorkerCredits>,
     ) -> Harness {

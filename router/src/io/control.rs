@@ -12,11 +12,11 @@ use socket2::{SockAddr, Socket};
 
 use crate::core::node::{NODE_EVENTS_MAX, Node, NodeEvent};
 use crate::core::session::ConnectFailure;
-use crate::core::{DropReason, Verdict, decide};
-use crate::core::{NextHopTable, NodeId};
+use crate::core::topology::{Topology, canonical, socket_form};
+use crate::core::{NextHopTable, NodeId, Route, route};
 use crate::io::bpf::{NeighborMap, RouteCache, RouteEntry};
 use crate::io::ratelog::{LogLimit, held_back};
-use crate::io::topology::{SharedTable, Topology, canonical, hop_for, socket_form};
+use crate::io::topology::{SharedTable, hop_for};
 use crate::io::worker::Upcall;
 
 /// Depth of the queue from the workers to the control thread.
@@ -442,16 +442,17 @@ impl ControlPlane {
         }
     }
 
-    /// Caches the current decision for `dst` in XDP. The worker's view may
-    /// be older than the topology: the control thread decides again, on the
-    /// snapshot it published last, so no stale route enters the cache.
+    /// Caches the current route for `dst` in XDP. The worker's view may
+    /// be older than the topology: the control thread looks the route up
+    /// again, on the snapshot it published last, so no stale route enters
+    /// the cache. (Hop limits are XDP's to check, per packet.)
     fn install(&mut self, dst: &NodeId) {
         if self.route_cache.is_none() {
             return;
         }
         let topology = self.shared.load();
-        let result = match decide(&topology.table, dst, u8::MAX) {
-            Verdict::Forward { hop, .. } => {
+        let result = match route(&topology.table, dst) {
+            Route::Next { hop, .. } => {
                 let Some(next_hop) = hop.as_socket().map(canonical) else {
                     return;
                 };
@@ -466,7 +467,7 @@ impl ControlPlane {
                     .install(dst, &RouteEntry { next_hop, source })
                     .map(|()| self.counters.routes_installed += 1)
             }
-            Verdict::Drop(DropReason::NoRoute) => {
+            Route::Miss => {
                 let Some(cache) = &mut self.route_cache else {
                     return;
                 };
@@ -474,8 +475,8 @@ impl ControlPlane {
                     .install_no_route(dst)
                     .map(|()| self.counters.no_routes_installed += 1)
             }
-            // Never cached: delivered locally, or not a route question.
-            Verdict::Deliver | Verdict::Drop(_) => Ok(()),
+            // Never cached: delivered locally.
+            Route::Local => Ok(()),
         };
         match result {
             Ok(()) => log::debug!(

@@ -13,6 +13,7 @@ use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
 use crate::core::node::{Node, NodeConfig, NodeCounters};
 use crate::core::shed::{ShedConfig, Shedder};
+use crate::core::topology::{Topology, canonical};
 use crate::io::admin::{AdminError, AdminServer};
 use crate::io::backlog::{BacklogMap, CreditState};
 use crate::io::bpf::{
@@ -25,8 +26,7 @@ use crate::io::holder;
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
-use crate::io::topology::SharedTable;
-use crate::io::topology::{Topology, canonical, share};
+use crate::io::topology::{SharedTable, share};
 use crate::io::txwatch::{TxLoss, TxLossMonitor};
 use crate::io::worker::{Worker, WorkerError, WorkerLinks};
 

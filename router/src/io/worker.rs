@@ -4,7 +4,7 @@
 //! One multishot `IORING_OP_RECVMSG` receives every datagram into a buffer
 //! the kernel picks from a provided-buffer ring. For each completion the
 //! worker parses the overlay header in place (`wire`), asks
-//! `core::forward::decide` what to do, and then either gives the buffer back
+//! `core::forward::Forwarder` what to do, and then either gives the buffer back
 //! to the ring (drop, or deliver without `app`) or sends the datagram
 //! from that same buffer (forward, after decrementing the hop limit in
 //! place; deliver to `app`). Forwards wait for the end of the batch, where
@@ -40,19 +40,18 @@ use io_uring::{IoUring, SubmissionQueue, Submitter, cqueue, opcode, squeue, type
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::core::shed::{CreditConfig, Credits};
-use crate::core::{DropReason, NodeId, Verdict, decide};
+use crate::core::topology::{Topology, socket_form};
+use crate::core::{Action, DropReason, Forwarder, Header, Install, NodeId, Origin};
 use crate::io::backlog::{WorkerCredits, socket_queue};
 use crate::io::ratelog::{LogLimit, held_back};
 use crate::io::stats::{WorkerCounters, WorkerStats};
-use crate::io::topology::{SharedTable, Topology, hop_for, socket_form};
-use crate::wire::{OverlayPacket, PacketType};
+use crate::io::topology::{Hop, SharedTable, hop_for};
+use crate::wire::{OverlayError, OverlayPacket, PacketType};
 
 mod gso;
-mod install;
 mod pool;
 
 use gso::{Batcher, Group, Item};
-use install::{InstallFilter, Refusal};
 use pool::{BufRing, GsoSlots, SendSlots};
 
 /// Longest the worker blocks in the kernel before it looks at `stop`.
@@ -768,10 +767,8 @@ struct State {
     app: Option<(SockAddr, SocketAddr)>,
     /// Where control packets and install requests go.
     upcalls: Option<UpcallSender>,
-    /// Which install requests to make.
-    installs: InstallFilter,
-    /// Whether route install requests are made at all.
-    install_routes: bool,
+    /// The per-packet policy (and which install requests to make).
+    forwarder: Forwarder,
     /// The time of the current completion batch.
     batch_now: Instant,
     /// Lines about dropped packets (anyone can send them).
@@ -844,12 +841,13 @@ impl Engine {
                     socket_form(&config.listen, addr),
                 )
             }),
+            // Install requests need somewhere to go.
+            forwarder: Forwarder::new(if upcalls.is_some() {
+                config.install_rate
+            } else {
+                0
+            }),
             upcalls,
-            installs: InstallFilter::new(
-                config.install_rate,
-                config.install_rate.div_ceil(10).max(1),
-            ),
-            install_routes: config.install_rate > 0,
             batch_now: Instant::now(),
             drop_log: LogLimit::new(DROP_LOG_WINDOW, DROP_LOG_BURST),
             recv_armed: false,
@@ -919,7 +917,7 @@ impl Engine {
             // sent after a table store is routed by that table or a newer one.
             cq.sync();
             let guard = self.table.load();
-            let table: &Topology = &guard;
+            let table: &Topology<Hop> = &guard;
             state.batch_now = Instant::now();
             let data_before = state.data_read();
             for cqe in &mut cq {
@@ -1147,7 +1145,7 @@ impl State {
     fn complete(
         &mut self,
         cqe: &cqueue::Entry,
-        table: Option<&Topology>,
+        table: Option<&Topology<Hop>>,
         submitter: &Submitter<'_>,
         sq: &mut SubmissionQueue<'_>,
     ) {
@@ -1181,7 +1179,7 @@ impl State {
         &mut self,
         result: i32,
         flags: u32,
-        table: Option<&Topology>,
+        table: Option<&Topology<Hop>>,
         submitter: &Submitter<'_>,
         sq: &mut SubmissionQueue<'_>,
     ) {
@@ -1235,36 +1233,49 @@ impl State {
             self.bufs.give_back(bid);
             return;
         }
-        if packet.packet_type_raw() == PacketType::Control as u8 {
-            // Link-local: to the control thread, never forwarded.
-            let handed = match (&self.upcalls, source) {
-                (Some(upcalls), Some(from)) => upcalls
-                    .try_send(Upcall::Control(ControlPacket {
-                        from,
-                        bytes: packet.into_inner().to_vec(),
-                    }))
-                    .is_ok(),
-                _ => false,
-            };
-            if handed {
-                self.counters.control_rx += 1;
-            } else {
-                self.counters.drop_control_full += 1;
-            }
+        let Some(packet_type) = PacketType::from_u8(packet.packet_type_raw()) else {
+            // validate() checked the type; kept as a counted drop.
+            self.counters
+                .count_drop(DropReason::Malformed(OverlayError::BadType));
             self.bufs.give_back(bid);
             return;
-        }
-        let from_app = matches!((&self.app, source), (Some((_, app)), Some(from)) if *app == from);
-        if from_app {
+        };
+        let header = Header {
+            packet_type,
+            dst: packet.dst(),
+            hop_limit: packet.hop_limit(),
+        };
+        let origin = match (&self.app, source) {
+            (Some((_, app)), Some(from)) if *app == from => Origin::LocalApp,
+            (_, Some(from)) if table.accepts(&from) => Origin::Neighbor,
+            _ => Origin::Unknown,
+        };
+        let action = self
+            .forwarder
+            .handle(self.batch_now, &header, origin, &table.table);
+        if origin == Origin::LocalApp && !matches!(action, Action::ToControl) {
             self.counters.app_rx += 1;
-        } else if !source.is_some_and(|from| table.accepts(&from)) {
-            self.counters.count_drop(DropReason::NotNeighbor);
-            self.bufs.give_back(bid);
-            return;
         }
-        let dst = packet.dst();
-        match decide(&table.table, &dst, packet.hop_limit()) {
-            Verdict::Deliver => match self.app.as_ref().map(|(hop, _)| hop.clone()) {
+        match action {
+            Action::ToControl => {
+                // Link-local: to the control thread, never forwarded.
+                let handed = match (&self.upcalls, source) {
+                    (Some(upcalls), Some(from)) => upcalls
+                        .try_send(Upcall::Control(ControlPacket {
+                            from,
+                            bytes: packet.into_inner().to_vec(),
+                        }))
+                        .is_ok(),
+                    _ => false,
+                };
+                if handed {
+                    self.counters.control_rx += 1;
+                } else {
+                    self.counters.drop_control_full += 1;
+                }
+                self.bufs.give_back(bid);
+            }
+            Action::Deliver => match self.app.as_ref().map(|(hop, _)| hop.clone()) {
                 None => {
                     self.counters.delivered += 1;
                     self.bufs.give_back(bid);
@@ -1278,9 +1289,13 @@ impl State {
                     }
                 }
             },
-            Verdict::Forward { hop, next_hop } => {
-                // decide() forwards only with hop_limit > 1.
-                packet.set_hop_limit(packet.hop_limit() - 1);
+            Action::Forward {
+                next_hop,
+                hop,
+                hop_limit,
+                install,
+            } => {
+                packet.set_hop_limit(hop_limit);
                 if self.gso {
                     // Sent (and counted) with its group after the batch.
                     let item = Item {
@@ -1292,21 +1307,29 @@ impl State {
                 } else {
                     self.forward_one(bid, payload, hop, submitter, sq);
                 }
-                self.request_install(&dst, Some(*next_hop));
+                self.request_install(
+                    install,
+                    Upcall::Route {
+                        dst: header.dst,
+                        next_hop: *next_hop,
+                    },
+                );
             }
-            Verdict::Drop(reason) => {
-                if reason == DropReason::NoRoute {
-                    self.request_install(&dst, None);
-                    if let Some(held) = self.drop_log.admit(self.batch_now) {
-                        log::warn!(
-                            "worker {}: no route to {} (no neighbor is closer to it than this \
-                             node): dropped; `xorlay stats` counts these in drop_no_route{}",
-                            self.index,
-                            dst.short(),
-                            held_back(held)
-                        );
-                    }
+            Action::Miss { dst, install } => {
+                self.request_install(install, Upcall::NoRoute { dst });
+                if let Some(held) = self.drop_log.admit(self.batch_now) {
+                    log::warn!(
+                        "worker {}: no route to {} (no neighbor is closer to it than this \
+                         node): dropped; `xorlay stats` counts these in drop_no_route{}",
+                        self.index,
+                        dst.short(),
+                        held_back(held)
+                    );
                 }
+                self.counters.count_drop(DropReason::NoRoute);
+                self.bufs.give_back(bid);
+            }
+            Action::Drop(reason) => {
                 self.counters.count_drop(reason);
                 self.bufs.give_back(bid);
             }
@@ -1429,32 +1452,24 @@ impl State {
         }
     }
 
-    /// Asks the control thread to cache `dst` -> `next_hop` (or no route) in
-    /// XDP, unless asked recently or over the rate limit.
-    fn request_install(&mut self, dst: &NodeId, next_hop: Option<NodeId>) {
-        let Some(upcalls) = &self.upcalls else { return };
-        if !self.install_routes {
-            return;
-        }
-        match self.installs.admit(self.batch_now, dst, next_hop) {
-            Ok(()) => {}
-            Err(Refusal::Repeat) => return,
-            Err(Refusal::Limited) => {
-                self.counters.install_limited += 1;
-                return;
+    /// Makes the install request the forwarder admitted (`upcall`: cache
+    /// a route, or no route, in XDP), or counts why none is made.
+    fn request_install(&mut self, install: Install, upcall: Upcall) {
+        match install {
+            Install::Skip => {}
+            Install::Limited => self.counters.install_limited += 1,
+            Install::Request => {
+                // The forwarder admits requests only with a channel.
+                let sent = self
+                    .upcalls
+                    .as_ref()
+                    .is_some_and(|upcalls| upcalls.try_send(upcall).is_ok());
+                if sent {
+                    self.counters.install_requests += 1;
+                } else {
+                    self.counters.install_dropped += 1;
+                }
             }
-        }
-        let upcall = match next_hop {
-            Some(next_hop) => Upcall::Route {
-                dst: *dst,
-                next_hop,
-            },
-            None => Upcall::NoRoute { dst: *dst },
-        };
-        if upcalls.try_send(upcall).is_ok() {
-            self.counters.install_requests += 1;
-        } else {
-            self.counters.install_dropped += 1;
         }
     }
 
