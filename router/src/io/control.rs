@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use socket2::{SockAddr, Socket};
 
+use crate::config::NAMED_PEERS_MAX;
 use crate::core::node::{NODE_EVENTS_MAX, Node, NodeEvent};
 use crate::core::session::ConnectFailure;
 use crate::core::topology::{Topology, canonical, socket_form};
@@ -40,8 +41,6 @@ const PEER_LOG_BURST: u32 = 30;
 const DIAL_LOG_BURST: u32 = 10;
 /// Most peers or next hops named in one log line.
 const NAMED_IN_LINE_MAX: usize = 8;
-/// Most seeds and neighbors configured by host name.
-pub const NAMED_PEERS_MAX: usize = 256;
 
 /// Counters of the shell itself.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -258,11 +257,9 @@ impl ControlPlane {
                 node.add_known(now, id, addr);
             }
         }
-        let resolver = Resolver::spawn(
-            io.named.into_iter().take(NAMED_PEERS_MAX).collect(),
-            io.listen.is_ipv4(),
-            io.resolve_interval,
-        );
+        // The config refuses more, naming the fix (`config::NAMED_PEERS_MAX`).
+        debug_assert!(io.named.len() <= NAMED_PEERS_MAX, "checked by config");
+        let resolver = Resolver::spawn(io.named, io.listen.is_ipv4(), io.resolve_interval);
         let mut plane = ControlPlane {
             node,
             resolver,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, SettingError};
 use crate::core::NodeId;
 use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
@@ -28,7 +28,7 @@ use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
 use crate::io::topology::{SharedTable, share};
 use crate::io::txwatch::{TxLoss, TxLossMonitor};
-use crate::io::worker::{Worker, WorkerError, WorkerLinks};
+use crate::io::worker::{Worker, WorkerConfig, WorkerError, WorkerLinks};
 
 /// Longest the control loop waits for input before it serves the admin
 /// socket and checks for shutdown.
@@ -243,9 +243,9 @@ impl Router {
             _ => None,
         };
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE_DEPTH);
-        let mut worker_config = config.worker_config();
+        let mut worker_config = WorkerConfig::new(config.listen, config.dataplane.clone());
         if route_cache.is_none() {
-            worker_config.install_rate = 0; // no route cache to fill
+            worker_config.dataplane.installs_per_sec = 0; // no route cache to fill
         }
         for index in 0..config.worker_count() {
             let stats = Arc::new(WorkerStats::default());
@@ -293,10 +293,10 @@ impl Router {
                 })
             })?,
             None => {
-                return Err(RouterError::Worker(WorkerError::Config {
+                return Err(RouterError::Worker(WorkerError::Config(SettingError {
                     key: "workers",
                     message: "no worker started".into(),
-                }));
+                })));
             }
         };
         let mut node = Node::new(identity, node_config(config), seed);

@@ -214,10 +214,10 @@ impl State {
             slots: SendSlots::new(bufs.count()),
             gso_slots: GsoSlots::new(GSO_SLOTS.min(bufs.count())),
             batcher: Batcher::default(),
-            gso: config.gso,
+            gso: config.dataplane.gso,
             bufs,
             recv_msg,
-            app: config.app.map(|addr| {
+            app: config.dataplane.app.map(|addr| {
                 (
                     hop_for(&config.listen, addr),
                     socket_form(&config.listen, addr),
@@ -225,7 +225,7 @@ impl State {
             }),
             // Install requests need somewhere to go.
             forwarder: Forwarder::new(if upcalls.is_some() {
-                config.install_rate
+                config.dataplane.installs_per_sec
             } else {
                 0
             }),

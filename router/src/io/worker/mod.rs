@@ -58,10 +58,7 @@ mod receive;
 mod send;
 mod setup;
 
-pub use setup::{
-    BUFFER_COUNT_MAX, BUFFER_SIZE_MAX, BUFFER_SIZE_MIN, NICE_RANGE, RING_ENTRIES_MAX,
-    RING_ENTRIES_MIN, WorkerConfig, WorkerError,
-};
+pub use setup::{WorkerConfig, WorkerError};
 
 use engine::Engine;
 use gso::Batcher;
@@ -169,10 +166,10 @@ fn thread_main(
     links: WorkerLinks,
     ready: mpsc::SyncSender<Ready>,
 ) -> Result<(), WorkerError> {
-    if let Err(e) = set_thread_nice(config.nice) {
+    if let Err(e) = set_thread_nice(config.dataplane.worker_nice) {
         log::warn!(
             "worker {index}: cannot set its nice value to {} ({e}); it runs at {}. Run as root or grant CAP_SYS_NICE (AmbientCapabilities in the systemd unit), or set dataplane.worker_nice = 0",
-            config.nice,
+            config.dataplane.worker_nice,
             thread_nice().map_or_else(|| "its inherited nice".to_string(), |n| n.to_string())
         );
     }

@@ -9,137 +9,36 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::BUF_GROUP;
 use super::pool::BufRing;
+use crate::config::{Dataplane, SettingError};
 
-/// Smallest and largest `buffer_size` (as in the config file).
-pub const BUFFER_SIZE_MIN: u32 = 256;
-/// See [`BUFFER_SIZE_MIN`].
-pub const BUFFER_SIZE_MAX: u32 = 65536;
-/// Most provided buffers per worker: the kernel's buffer-ring limit.
-pub const BUFFER_COUNT_MAX: u16 = 32768;
-/// Smallest and largest `ring_entries` (as in the config file).
-pub const RING_ENTRIES_MIN: u32 = 8;
-/// See [`RING_ENTRIES_MIN`].
-pub const RING_ENTRIES_MAX: u32 = 32768;
-
-/// Settings of one worker. Field names match the config keys
-/// (`underlay.listen`, the rest under `[dataplane]`).
+/// Settings of one worker: `underlay.listen` and the `[dataplane]`
+/// settings, as the config defines, defaults and checks them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
     /// Address to bind, e.g. `[::]:4799` (dual-stack) or `0.0.0.0:4799`.
     pub listen: SocketAddr,
-    /// Submission queue entries.
-    pub ring_entries: u32,
-    /// Provided receive buffers, a power of two (also the bound on sends in
-    /// flight: each send pins one buffer).
-    pub buffer_count: u16,
-    /// Bytes per receive buffer, including [`PAYLOAD_OFFSET`](super::PAYLOAD_OFFSET) bytes of
-    /// receive metadata; 2048 fits a 1500-byte MTU datagram.
-    pub buffer_size: u32,
-    /// Socket receive and send buffer size: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`
-    /// as root, else `SO_RCVBUF`/`SO_SNDBUF` (capped by `net.core.*mem_max`).
-    pub recv_buffer_bytes: usize,
-    /// The local application's UDP address, if any: packets for this node
-    /// go there (whole overlay packet), and data packets from there are
-    /// originated by this node (routed without the neighbor check).
-    pub app: Option<SocketAddr>,
-    /// Most route-cache install requests per second (0: none are made).
-    pub install_rate: u32,
-    /// Send the datagrams of a batch that go to the same neighbor with the
-    /// same length as one UDP GSO send (`UDP_SEGMENT`). Falls back to one
-    /// send per datagram by itself where the kernel refuses it.
-    pub gso: bool,
-    /// Nice value of the worker thread (-20 to 19). Below 0 the scheduler
-    /// favours the worker over the kernel's receive threads (threaded NAPI,
-    /// ksoftirqd) on a shared CPU, so under overload the CPU goes to the
-    /// packets already admitted, not to receiving more (docs/architecture.md,
-    /// "Worker priority"). Needs CAP_SYS_NICE below 0; without it the worker
-    /// runs at the nice it inherited and says so.
-    pub nice: i32,
-}
-
-/// Nice values Linux accepts.
-pub const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
-
-impl Default for WorkerConfig {
-    fn default() -> WorkerConfig {
-        WorkerConfig {
-            listen: SocketAddr::from(([0u16; 8], crate::wire::overlay::DEFAULT_PORT)),
-            ring_entries: 1024,
-            buffer_count: 4096,
-            buffer_size: 2048,
-            recv_buffer_bytes: 4 << 20,
-            app: None,
-            install_rate: 0,
-            gso: true,
-            nice: -10,
-        }
-    }
+    /// The data-plane settings (`dataplane.workers` is the router's).
+    pub dataplane: Dataplane,
 }
 
 impl WorkerConfig {
-    /// Checks every limit the worker relies on. Messages name the key.
+    /// A worker bound to `listen` with `dataplane` settings.
+    pub fn new(listen: SocketAddr, dataplane: Dataplane) -> WorkerConfig {
+        WorkerConfig { listen, dataplane }
+    }
+
+    /// Checks every limit the worker relies on ([`Dataplane::check`]).
+    /// Messages name the key.
     pub fn validate(&self) -> Result<(), WorkerError> {
-        let invalid =
-            |key: &'static str, message: String| Err(WorkerError::Config { key, message });
-        if !self.buffer_count.is_power_of_two() || self.buffer_count > BUFFER_COUNT_MAX {
-            return invalid(
-                "buffer_count",
-                format!(
-                    "{} must be a power of two from 1 to {BUFFER_COUNT_MAX} (e.g. 4096)",
-                    self.buffer_count
-                ),
-            );
-        }
-        if !NICE_RANGE.contains(&self.nice) {
-            return invalid(
-                "worker_nice",
-                format!(
-                    "{} must be from -20 (most favoured) to 19; -10 (the default) favours the workers over the kernel's receive threads",
-                    self.nice
-                ),
-            );
-        }
-        if !(BUFFER_SIZE_MIN..=BUFFER_SIZE_MAX).contains(&self.buffer_size) {
-            return invalid(
-                "buffer_size",
-                format!(
-                    "{} must be {BUFFER_SIZE_MIN} to {BUFFER_SIZE_MAX} bytes (2048 fits a 1500-byte MTU)",
-                    self.buffer_size
-                ),
-            );
-        }
-        if !(RING_ENTRIES_MIN..=RING_ENTRIES_MAX).contains(&self.ring_entries)
-            || !self.ring_entries.is_power_of_two()
-        {
-            return invalid(
-                "ring_entries",
-                format!(
-                    "{} must be a power of two from {RING_ENTRIES_MIN} to {RING_ENTRIES_MAX} (e.g. 1024)",
-                    self.ring_entries
-                ),
-            );
-        }
-        if let Some(addr) = self.app
-            && self.listen.is_ipv4()
-            && addr.is_ipv6()
-        {
-            return invalid(
-                "app",
-                format!(
-                    "\"{addr}\" is IPv6 but underlay.listen \"{}\" is IPv4; listen on \"[::]:{}\" or deliver to an IPv4 address",
-                    self.listen,
-                    self.listen.port()
-                ),
-            );
-        }
-        Ok(())
+        Ok(self.dataplane.check(self.listen)?)
     }
 
     /// Completion queue entries: room for one completion per buffer (a
     /// receive or a send, never both at once), twice over, so the CQ does
     /// not overflow.
     pub(super) fn cq_entries(&self) -> u32 {
-        (2 * self.ring_entries).max(2 * u32::from(self.buffer_count))
+        let d = &self.dataplane;
+        (2 * d.ring_entries).max(2 * u32::from(d.buffer_count))
     }
 }
 
@@ -148,13 +47,8 @@ impl WorkerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// A setting out of range.
-    #[error("dataplane.{key} = {message}")]
-    Config {
-        /// The `[dataplane]` key.
-        key: &'static str,
-        /// The value and the allowed range.
-        message: String,
-    },
+    #[error(transparent)]
+    Config(#[from] SettingError),
     /// Another socket holds the port without `SO_REUSEPORT`.
     #[error(
         "cannot bind UDP {listen}: port {port} is already in use by a socket without SO_REUSEPORT (or of another user); choose a free port in `underlay.listen` or stop the program holding it (`ss -ulpn 'sport = :{port}'`)"
@@ -378,10 +272,18 @@ pub(super) fn open_socket(config: &WorkerConfig) -> Result<Socket, WorkerError> 
     }
     // The kernel doubles the value it is given; halve it so the socket
     // gets what the config says.
-    set_buffer_size(&socket, libc::SO_RCVBUFFORCE, config.recv_buffer_bytes)
-        .map_err(fail("SO_RCVBUF"))?;
-    set_buffer_size(&socket, libc::SO_SNDBUFFORCE, config.recv_buffer_bytes)
-        .map_err(fail("SO_SNDBUF"))?;
+    set_buffer_size(
+        &socket,
+        libc::SO_RCVBUFFORCE,
+        config.dataplane.recv_buffer_bytes,
+    )
+    .map_err(fail("SO_RCVBUF"))?;
+    set_buffer_size(
+        &socket,
+        libc::SO_SNDBUFFORCE,
+        config.dataplane.recv_buffer_bytes,
+    )
+    .map_err(fail("SO_SNDBUF"))?;
     socket
         .bind(&SockAddr::from(listen))
         .map_err(|source| bind_error(source, listen))?;
@@ -389,7 +291,7 @@ pub(super) fn open_socket(config: &WorkerConfig) -> Result<Socket, WorkerError> 
 }
 
 pub(super) fn open_ring(config: &WorkerConfig) -> Result<IoUring, WorkerError> {
-    let entries = config.ring_entries;
+    let entries = config.dataplane.ring_entries;
     let build = |defer: bool| {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(config.cq_entries()).setup_submit_all();
@@ -414,15 +316,16 @@ pub(super) fn open_ring(config: &WorkerConfig) -> Result<IoUring, WorkerError> {
 /// provided-buffer group.
 pub(super) fn open_buffers(config: &WorkerConfig, ring: &IoUring) -> Result<BufRing, WorkerError> {
     let memory = |source| WorkerError::Memory {
-        bytes: BufRing::bytes(config.buffer_count, config.buffer_size),
+        bytes: BufRing::bytes(config.dataplane.buffer_count, config.dataplane.buffer_size),
         source,
     };
-    let mut bufs = BufRing::new(config.buffer_count, config.buffer_size).map_err(memory)?;
+    let mut bufs = BufRing::new(config.dataplane.buffer_count, config.dataplane.buffer_size)
+        .map_err(memory)?;
     bufs.register(&ring.submitter(), BUF_GROUP)
         .map_err(|source| match source.raw_os_error() {
             Some(libc::ENOMEM) => memory(source),
             _ => WorkerError::BufferRing {
-                count: config.buffer_count,
+                count: config.dataplane.buffer_count,
                 source,
             },
         })?;
@@ -436,52 +339,57 @@ mod tests {
 
     #[test]
     fn default_config_is_valid_and_bounds_are_enforced() {
-        let config = WorkerConfig::default();
+        let listen: SocketAddr = "[::]:4799".parse().expect("literal");
+        let config = WorkerConfig::new(listen, Dataplane::default());
         config.validate().expect("defaults are valid");
         assert_eq!(config.cq_entries(), 8192);
-        assert!(PAYLOAD_OFFSET + 1500 <= config.buffer_size as usize);
+        assert!(PAYLOAD_OFFSET + 1500 <= config.dataplane.buffer_size as usize);
+        let with = |dataplane: Dataplane| WorkerConfig::new(listen, dataplane);
+        let d = Dataplane::default();
         let cases = [
             (
-                WorkerConfig {
+                with(Dataplane {
                     buffer_count: 1000,
-                    ..config.clone()
-                },
+                    ..d.clone()
+                }),
                 "buffer_count",
             ),
             (
-                WorkerConfig {
+                with(Dataplane {
                     buffer_count: 0,
-                    ..config.clone()
-                },
+                    ..d.clone()
+                }),
                 "buffer_count",
             ),
             (
-                WorkerConfig {
+                with(Dataplane {
                     buffer_size: 100,
-                    ..config.clone()
-                },
+                    ..d.clone()
+                }),
                 "buffer_size",
             ),
             (
-                WorkerConfig {
+                with(Dataplane {
                     ring_entries: 1000,
-                    ..config.clone()
-                },
+                    ..d.clone()
+                }),
                 "ring_entries",
             ),
             (
-                WorkerConfig {
+                with(Dataplane {
                     ring_entries: 4,
-                    ..config.clone()
-                },
+                    ..d.clone()
+                }),
                 "ring_entries",
             ),
             (
-                WorkerConfig {
-                    listen: "0.0.0.0:1".parse().expect("literal"),
-                    app: Some("[::1]:2".parse().expect("literal")),
-                    ..config.clone()
-                },
+                WorkerConfig::new(
+                    "0.0.0.0:1".parse().expect("literal"),
+                    Dataplane {
+                        app: Some("[::1]:2".parse().expect("literal")),
+                        ..d.clone()
+                    },
+                ),
                 "app",
             ),
         ];
