@@ -291,8 +291,16 @@ impl State {
         self.return_credits(self.data_read().wrapping_sub(data_before));
     }
 
-    /// Publishes the counters summed so far.
+    /// Publishes the counters summed so far: between batches, so every
+    /// datagram received has exactly one outcome.
     fn publish(&self, stats: &WorkerStats) {
+        debug_assert_eq!(
+            self.counters.rx_packets,
+            self.counters.outcomes(),
+            "worker {}: received != sum of outcomes in {:?}",
+            self.index,
+            self.counters
+        );
         stats.publish(&self.counters);
     }
 

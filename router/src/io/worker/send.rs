@@ -17,7 +17,7 @@ impl State {
             debug_assert!(false, "send completion for idle slot {slot}");
             return;
         }
-        self.sends_in_flight -= 1;
+        self.send_completed();
         if result < 0 && result != -libc::ECANCELED {
             self.counters.tx_errors += 1;
         }
@@ -86,8 +86,7 @@ impl State {
             let _ = self.gso_slots.release(slot);
             return one_by_one(self, sq);
         }
-        self.sends_in_flight += 1;
-        self.sends_queued += 1;
+        self.send_queued();
         let n = group.items.len() as u64;
         self.counters.forwarded += n;
         self.counters.tx_bytes += group.total as u64;
@@ -110,7 +109,7 @@ impl State {
             debug_assert!(false, "GSO completion for idle slot {slot}");
             return;
         };
-        self.sends_in_flight -= 1;
+        self.send_completed();
         let refused = matches!(-result, libc::EIO | libc::EINVAL | libc::EOPNOTSUPP);
         if result >= 0 || result == -libc::ECANCELED || !(serving && refused) {
             if result < 0 && result != -libc::ECANCELED {
@@ -174,8 +173,25 @@ impl State {
             self.slots.release(bid);
             return false;
         }
-        self.sends_in_flight += 1;
-        self.sends_queued += 1;
+        self.send_queued();
         true
+    }
+
+    /// Counts a send queued (it pins its buffers until its completion).
+    fn send_queued(&mut self) {
+        // At most one send per buffer or GSO slot: far below u32::MAX.
+        self.sends_in_flight = self.sends_in_flight.saturating_add(1);
+        self.sends_queued = self.sends_queued.saturating_add(1);
+    }
+
+    /// Counts a send completed: never more than were queued.
+    fn send_completed(&mut self) {
+        let left = self.sends_in_flight.checked_sub(1);
+        debug_assert!(
+            left.is_some(),
+            "worker {}: a send completed with none in flight",
+            self.index
+        );
+        self.sends_in_flight = left.unwrap_or(0);
     }
 }
