@@ -8,9 +8,11 @@ use serde::Deserialize;
 
 use crate::core::NodeId;
 use crate::io::bpf::{RateLimits, XdpAttachMode};
-use crate::io::worker::{WorkerConfig, WorkerError};
 use crate::wire::overlay::DEFAULT_PORT;
 
+/// Most seeds and neighbors configured by host name (each is resolved
+/// again on every re-bootstrap, on the control plane's resolver thread).
+pub const NAMED_PEERS_MAX: usize = 256;
 /// Most neighbors a static list may hold (the table bound until Kademlia).
 pub const NEIGHBORS_MAX: usize = 4096;
 /// Most worker threads (`XORLAY_WORKERS_MAX` of ebpf/consts.h: the
@@ -122,60 +124,151 @@ impl Default for Control {
     }
 }
 
-/// Data-plane settings.
+/// Data-plane settings (`[dataplane]`): the one definition of each worker
+/// setting, its default and its limits. The workers take them as they are
+/// (`io::worker::WorkerConfig` adds only `underlay.listen`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dataplane {
     /// io_uring worker threads; 0 means one per CPU.
     pub workers: usize,
-    /// io_uring submission queue entries per worker.
+    /// io_uring submission queue entries per worker, a power of two.
     pub ring_entries: u32,
-    /// Receive buffers per worker (a power of two).
+    /// Provided receive buffers per worker, a power of two (also the bound
+    /// on sends in flight: each send pins one buffer).
     pub buffer_count: u16,
-    /// Bytes per receive buffer.
+    /// Bytes per receive buffer, including `io::worker::PAYLOAD_OFFSET`
+    /// bytes of receive metadata; 2048 fits a 1500-byte MTU datagram.
     pub buffer_size: u32,
-    /// Socket receive buffer in bytes (forced as root).
+    /// Socket receive and send buffer size: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`
+    /// as root, else `SO_RCVBUF`/`SO_SNDBUF` (capped by `net.core.*mem_max`).
     pub recv_buffer_bytes: usize,
-    /// The local application's UDP address: packets addressed to this node
-    /// go there, and data packets from there are sent into the overlay.
+    /// The local application's UDP address, if any: packets for this node
+    /// go there (whole overlay packet), and data packets from there are
+    /// originated by this node (routed without the neighbor check).
     pub app: Option<SocketAddr>,
-    /// Most XDP route-cache install requests per second per worker.
+    /// Most XDP route-cache install requests per second per worker (0:
+    /// none are made).
     pub installs_per_sec: u32,
-    /// Group forwards to the same neighbor into UDP GSO sends.
+    /// Send the datagrams of a batch that go to the same neighbor with the
+    /// same length as one UDP GSO send (`UDP_SEGMENT`). Falls back to one
+    /// send per datagram by itself where the kernel refuses it.
     pub gso: bool,
-    /// Nice value of the worker threads (-20 to 19; below 0 needs
-    /// CAP_SYS_NICE).
+    /// Nice value of the worker threads (-20 to 19). Below 0 the scheduler
+    /// favours the workers over the kernel's receive threads (threaded NAPI,
+    /// ksoftirqd) on a shared CPU, so under overload the CPU goes to the
+    /// packets already admitted, not to receiving more (docs/architecture.md,
+    /// "Worker priority"). Needs CAP_SYS_NICE below 0; without it a worker
+    /// runs at the nice it inherited and says so.
     pub worker_nice: i32,
 }
 
 impl Default for Dataplane {
     fn default() -> Dataplane {
-        let worker = WorkerConfig::default();
         Dataplane {
             workers: 0,
-            ring_entries: worker.ring_entries,
-            buffer_count: worker.buffer_count,
-            buffer_size: worker.buffer_size,
-            recv_buffer_bytes: worker.recv_buffer_bytes,
-            app: worker.app,
+            ring_entries: 1024,
+            buffer_count: 4096,
+            buffer_size: 2048,
+            recv_buffer_bytes: 4 << 20,
+            app: None,
             installs_per_sec: 10_000,
-            gso: worker.gso,
-            worker_nice: worker.nice,
+            gso: true,
+            worker_nice: -10,
         }
     }
 }
 
-fn worker_config(dataplane: &Dataplane, listen: SocketAddr) -> WorkerConfig {
-    WorkerConfig {
-        listen,
-        ring_entries: dataplane.ring_entries,
-        buffer_count: dataplane.buffer_count,
-        buffer_size: dataplane.buffer_size,
-        recv_buffer_bytes: dataplane.recv_buffer_bytes,
-        app: dataplane.app,
-        install_rate: dataplane.installs_per_sec,
-        gso: dataplane.gso,
-        nice: dataplane.worker_nice,
+/// Smallest and largest `dataplane.buffer_size`.
+pub const BUFFER_SIZE_MIN: u32 = 256;
+/// See [`BUFFER_SIZE_MIN`].
+pub const BUFFER_SIZE_MAX: u32 = 65536;
+/// Most provided buffers per worker (`dataplane.buffer_count`): the
+/// kernel's buffer-ring limit.
+pub const BUFFER_COUNT_MAX: u16 = 32768;
+/// Smallest and largest `dataplane.ring_entries`.
+pub const RING_ENTRIES_MIN: u32 = 8;
+/// See [`RING_ENTRIES_MIN`].
+pub const RING_ENTRIES_MAX: u32 = 32768;
+/// Nice values Linux accepts (`dataplane.worker_nice`).
+pub const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
+
+/// A `[dataplane]` setting out of range: the key, and the value with what
+/// is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dataplane.{key} = {message}")]
+pub struct SettingError {
+    /// The `[dataplane]` key.
+    pub key: &'static str,
+    /// The value and the allowed range.
+    pub message: String,
+}
+
+impl Dataplane {
+    /// Checks every limit the workers rely on, for sockets bound to
+    /// `listen` (`underlay.listen`). Messages name the key.
+    pub fn check(&self, listen: SocketAddr) -> Result<(), SettingError> {
+        let invalid = |key: &'static str, message: String| Err(SettingError { key, message });
+        if self.workers > WORKERS_MAX {
+            return invalid(
+                "workers",
+                format!(
+                    "{} is over the limit of {WORKERS_MAX}; use 0 for one per CPU",
+                    self.workers
+                ),
+            );
+        }
+        if !self.buffer_count.is_power_of_two() || self.buffer_count > BUFFER_COUNT_MAX {
+            return invalid(
+                "buffer_count",
+                format!(
+                    "{} must be a power of two from 1 to {BUFFER_COUNT_MAX} (e.g. 4096)",
+                    self.buffer_count
+                ),
+            );
+        }
+        if !NICE_RANGE.contains(&self.worker_nice) {
+            return invalid(
+                "worker_nice",
+                format!(
+                    "{} must be from -20 (most favoured) to 19; -10 (the default) favours the workers over the kernel's receive threads",
+                    self.worker_nice
+                ),
+            );
+        }
+        if !(BUFFER_SIZE_MIN..=BUFFER_SIZE_MAX).contains(&self.buffer_size) {
+            return invalid(
+                "buffer_size",
+                format!(
+                    "{} must be {BUFFER_SIZE_MIN} to {BUFFER_SIZE_MAX} bytes (2048 fits a 1500-byte MTU)",
+                    self.buffer_size
+                ),
+            );
+        }
+        if !(RING_ENTRIES_MIN..=RING_ENTRIES_MAX).contains(&self.ring_entries)
+            || !self.ring_entries.is_power_of_two()
+        {
+            return invalid(
+                "ring_entries",
+                format!(
+                    "{} must be a power of two from {RING_ENTRIES_MIN} to {RING_ENTRIES_MAX} (e.g. 1024)",
+                    self.ring_entries
+                ),
+            );
+        }
+        if let Some(addr) = self.app
+            && listen.is_ipv4()
+            && addr.is_ipv6()
+        {
+            return invalid(
+                "app",
+                format!(
+                    "\"{addr}\" is IPv6 but underlay.listen \"{listen}\" is IPv4; listen on \"[::]:{}\" or deliver to an IPv4 address",
+                    listen.port()
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -428,17 +521,8 @@ impl Config {
             ));
         }
 
-        if raw.dataplane.workers > WORKERS_MAX {
-            return Err(invalid(format!(
-                "dataplane.workers = {} is over the limit of {WORKERS_MAX}; use 0 for one per CPU",
-                raw.dataplane.workers
-            )));
-        }
-        // The worker owns the limits of its own settings.
-        if let Err(WorkerError::Config { key, message }) =
-            worker_config(&raw.dataplane, listen).validate()
-        {
-            return Err(invalid(format!("dataplane.{key} = {message}")));
+        if let Err(e) = raw.dataplane.check(listen) {
+            return Err(invalid(e.to_string()));
         }
 
         if raw.neighbors.len() > NEIGHBORS_MAX {
@@ -521,10 +605,9 @@ impl Config {
             .chain(raw.neighbors.iter().map(|n| &n.address))
             .filter(|e| e.addr().is_none())
             .count();
-        if named > crate::io::control::NAMED_PEERS_MAX {
+        if named > NAMED_PEERS_MAX {
             return Err(invalid(format!(
-                "{named} seeds and neighbors are given by host name; at most {} are resolved: write IP addresses for the others",
-                crate::io::control::NAMED_PEERS_MAX
+                "{named} seeds and neighbors are given by host name; at most {NAMED_PEERS_MAX} are resolved: write IP addresses for the others"
             )));
         }
 
@@ -575,11 +658,6 @@ impl Config {
             control,
             xdp: raw.xdp,
         })
-    }
-
-    /// Settings of each io_uring worker.
-    pub fn worker_config(&self) -> WorkerConfig {
-        worker_config(&self.dataplane, self.listen)
     }
 
     /// Worker threads to start: the configured number, or one per CPU.
@@ -633,7 +711,7 @@ address = "198.18.0.2:4799"
         assert_eq!(config.listen, "0.0.0.0:4799".parse().expect("literal"));
         assert_eq!(config.interfaces, vec!["eth0", "eth1"]);
         assert_eq!(config.xdp_mode, XdpAttachMode::Auto);
-        assert_eq!(config.worker_config().nice, -5);
+        assert_eq!(config.dataplane.worker_nice, -5);
         assert_eq!(config.worker_count(), 2);
         assert_eq!(config.neighbors.len(), 1);
         assert_eq!(config.neighbors[0].id.to_string(), ID);
@@ -763,6 +841,30 @@ address = "198.18.0.2:4799"
         .to_string();
         assert!(
             err.contains("neighbor address") && err.contains("missing port; write 198.18.0.2:PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn host_names_are_bounded_with_a_clear_error() {
+        let seeds = |n: usize| {
+            let list: Vec<String> = (0..n)
+                .map(|i| format!("\"seed-{i}.example.net:4799\""))
+                .collect();
+            format!(
+                "key_file = \"/k\"\n[control]\nseeds = [{}]\n",
+                list.join(", ")
+            )
+        };
+        parse(&seeds(NAMED_PEERS_MAX)).expect("at the limit");
+        let err = parse(&seeds(NAMED_PEERS_MAX + 1))
+            .expect_err("over the limit")
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "{} seeds and neighbors are given by host name",
+                NAMED_PEERS_MAX + 1
+            )) && err.contains("write IP addresses"),
             "{err}"
         );
     }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use xorlay_bench::wait_until;
 
 use arc_swap::ArcSwap;
+use xorlay::config::Dataplane;
+use xorlay::core::topology::Topology;
 use xorlay::core::{NextHopTable, NodeId};
 use xorlay::io::stats::WorkerStats;
 use xorlay::io::steer::Steering;
-use xorlay::io::topology::Topology;
 use xorlay::io::worker::{Worker, WorkerConfig, WorkerLinks};
 use xorlay::wire::overlay::HEADER_LEN;
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};
@@ -57,17 +58,20 @@ impl Workers {
         let table = Arc::new(ArcSwap::from_pointee(Topology::open(NextHopTable::empty(
             id(0),
         ))));
-        let mut config = WorkerConfig {
-            listen: "127.0.0.1:0".parse().expect("literal"),
-            ring_entries: 64,
-            buffer_count: 256,
-            buffer_size: 2048,
-            recv_buffer_bytes: 1 << 20,
-            app: None,
-            install_rate: 0,
-            gso: true,
-            nice: 0,
-        };
+        let mut config = WorkerConfig::new(
+            "127.0.0.1:0".parse().expect("literal"),
+            Dataplane {
+                ring_entries: 64,
+                buffer_count: 256,
+                buffer_size: 2048,
+                recv_buffer_bytes: 1 << 20,
+                app: None,
+                installs_per_sec: 0,
+                gso: true,
+                worker_nice: 0,
+                ..Dataplane::default()
+            },
+        );
         let mut workers = Vec::new();
         let mut stats = Vec::new();
         for index in 0..count {

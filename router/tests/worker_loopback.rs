@@ -9,13 +9,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use xorlay::core::topology::Topology;
 use xorlay::core::{NextHopTable, NodeId};
 use xorlay::io::stats::{WorkerCounters, WorkerStats};
-use xorlay::io::topology::{Hop, SharedTable, Topology, hop_for};
+use xorlay::io::topology::{Hop, SharedTable, hop_for};
 #[path = "common/mod.rs"]
 mod common;
 use common::xdp::test_run;
 use common::{frames, wait_until};
+use xorlay::config::Dataplane;
 use xorlay::core::shed::{CreditConfig, Credits};
 use xorlay::io::backlog::{BacklogMap, CreditState, WorkerCredits};
 use xorlay::io::worker::{Upcall, UpcallSender, Worker, WorkerConfig, WorkerError, WorkerLinks};
@@ -148,7 +150,7 @@ impl Harness {
     fn start_with(
         index: usize,
         config: WorkerConfig,
-        topology: Topology,
+        topology: Topology<Hop>,
         upcalls: Option<UpcallSender>,
     ) -> Harness {
         Harness::start_full(index, config, topology, upcalls, None)
@@ -158,7 +160,7 @@ impl Harness {
     fn start_full(
         index: usize,
         config: WorkerConfig,
-        topology: Topology,
+        topology: Topology<Hop>,
         upcalls: Option<UpcallSender>,
         credits: Option<WorkerCredits>,
     ) -> Harness {
@@ -238,17 +240,20 @@ impl Drop for Harness {
 }
 
 fn config(listen: &str) -> WorkerConfig {
-    WorkerConfig {
-        listen: listen.parse().expect("literal"),
-        ring_entries: 256,
-        buffer_count: 256,
-        buffer_size: 2048,
-        recv_buffer_bytes: 1 << 20,
-        app: None,
-        install_rate: 0,
-        gso: true,
-        nice: 0,
-    }
+    WorkerConfig::new(
+        listen.parse().expect("literal"),
+        Dataplane {
+            ring_entries: 256,
+            buffer_count: 256,
+            buffer_size: 2048,
+            recv_buffer_bytes: 1 << 20,
+            app: None,
+            installs_per_sec: 0,
+            gso: true,
+            worker_nice: 0,
+            ..Dataplane::default()
+        },
+    )
 }
 
 /// Sends `count` packets toward the neighbor and checks that they arrive at
@@ -306,7 +311,7 @@ fn forwards_to_the_closer_neighbor_ipv6() {
 fn delivers_to_the_local_address() {
     let app = sink("127.0.0.1:0");
     let mut cfg = config("127.0.0.1:0");
-    cfg.app = Some(app.local_addr().expect("addr"));
+    cfg.dataplane.app = Some(app.local_addr().expect("addr"));
     let neighbor = sink("127.0.0.1:0");
     let harness = Harness::start(
         cfg.clone(),
@@ -363,7 +368,7 @@ fn delivers_without_a_local_address_by_counting() {
 fn drops_are_counted_by_reason_and_nothing_is_sent() {
     let neighbor = sink("127.0.0.1:0");
     let mut cfg = config("127.0.0.1:0");
-    cfg.buffer_size = 256; // so a 400-byte datagram is truncated
+    cfg.dataplane.buffer_size = 256; // so a 400-byte datagram is truncated
     let harness = Harness::start(
         cfg.clone(),
         table(
@@ -447,9 +452,9 @@ fn burst_is_fully_accounted_for_and_does_not_deadlock() {
     let mut cfg = config("127.0.0.1:0");
     // Few buffers and a small SQ: the buffer ring runs dry and batches
     // overflow the submission queue.
-    cfg.buffer_count = 64;
-    cfg.ring_entries = 16;
-    cfg.recv_buffer_bytes = 256 << 10;
+    cfg.dataplane.buffer_count = 64;
+    cfg.dataplane.ring_entries = 16;
+    cfg.dataplane.recv_buffer_bytes = 256 << 10;
     let harness = Harness::start(cfg.clone(), table(cfg.listen, &[(NEIGHBOR, neighbor_addr)]));
 
     // The neighbor counts what arrives and notes the probe.
@@ -742,7 +747,7 @@ fn the_worker_thread_runs_at_its_configured_nice() {
     // Indices 8 and 9: thread names no other test in this binary uses.
     for (index, nice) in [(8, -7), (9, 3)] {
         let mut cfg = config("127.0.0.1:0");
-        cfg.nice = nice;
+        cfg.dataplane.worker_nice = nice;
         let harness = Harness::start_indexed(index, cfg.clone(), table(cfg.listen, &[]));
         assert_eq!(
             thread_nice(&format!("xorlay-worker-{index}")),
@@ -753,7 +758,7 @@ fn the_worker_thread_runs_at_its_configured_nice() {
     }
     // Out of range: refused before anything starts, naming the key.
     let mut cfg = config("127.0.0.1:0");
-    cfg.nice = -21;
+    cfg.dataplane.worker_nice = -21;
     let message = cfg
         .validate()
         .map(|()| String::new())
@@ -790,7 +795,7 @@ fn idle_worker_sleeps_and_stops_within_a_second() {
 fn stop_under_load_drains_and_joins_within_a_second() {
     let neighbor = sink("127.0.0.1:0");
     let mut cfg = config("127.0.0.1:0");
-    cfg.buffer_count = 64;
+    cfg.dataplane.buffer_count = 64;
     let harness = Harness::start(
         cfg.clone(),
         table(
@@ -877,7 +882,7 @@ fn data_only_from_allowed_neighbors_and_the_local_application() {
     let neighbor = sink("127.0.0.1:0");
     let app = sink("127.0.0.1:0");
     let mut cfg = config("127.0.0.1:0");
-    cfg.app = Some(app.local_addr().expect("addr"));
+    cfg.dataplane.app = Some(app.local_addr().expect("addr"));
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
     let routes = || table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
     // Nobody is allowed yet.
@@ -910,7 +915,7 @@ fn data_only_from_allowed_neighbors_and_the_local_application() {
 fn start_with_upcalls(neighbor: &UdpSocket) -> (Harness, crossbeam_channel::Receiver<Upcall>) {
     let (tx, rx) = crossbeam_channel::bounded(64);
     let mut cfg = config("127.0.0.1:0");
-    cfg.install_rate = 1000;
+    cfg.dataplane.installs_per_sec = 1000;
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
     let routes = table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
     (
@@ -1022,10 +1027,8 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
     backlog.set_workers(1).expect("one worker");
     let neighbor = sink("127.0.0.1:0");
     // A small receive buffer: the smallest window, 16.
-    let cfg = WorkerConfig {
-        recv_buffer_bytes: 64 * 1024,
-        ..config("127.0.0.1:0")
-    };
+    let mut cfg = config("127.0.0.1:0");
+    cfg.dataplane.recv_buffer_bytes = 64 * 1024;
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("literal");
     let routes = table(listen, &[(NEIGHBOR, neighbor.local_addr().expect("addr"))]);
     let harness = Harness::start_full(
@@ -1037,7 +1040,7 @@ fn a_worker_takes_back_xdp_credits_lost_before_its_socket_and_lifts_its_window_a
     );
     // The window: the receive buffer half full, in CreditConfig's truesize.
     let expected = Credits::new(CreditConfig::default())
-        .window(u32::try_from(cfg.recv_buffer_bytes).expect("fits"));
+        .window(u32::try_from(cfg.dataplane.recv_buffer_bytes).expect("fits"));
     assert_eq!(expected, 16);
     let state = || backlog.peek(0).expect("worker 0");
     let settle = |what: &str, done: &dyn Fn(CreditState) -> bool| {

@@ -40,7 +40,7 @@ use std::time::Duration;
 use aya::Ebpf;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use xorlay::core::shed::Budget;
-use xorlay::core::{DropReason, NextHopTable, NodeId, Verdict, decide};
+use xorlay::core::{DropReason, NextHopTable, NodeId, Route, Verdict, decide, route};
 use xorlay::io::backlog::{BACKLOG_WORKERS_MAX, BacklogMap};
 use xorlay::io::bpf::{
     self, BpfError, LoadOptions, NeighborMap, RateLimit, RateLimits, RouteCache, RouteEntry,
@@ -1753,21 +1753,19 @@ fn differential_round(round: usize, rng: &mut Rng, seen: &mut [usize; STAT_COUNT
             (dst, hop_limit)
         })
         .collect();
-    // What userspace installs: decide() with a hop limit that lets it
-    // choose (the entry is per destination, not per packet).
+    // What userspace installs: the route, without a hop limit (the entry
+    // is per destination, not per packet).
     for (dst, _) in &destinations {
-        match decide(&table, dst, u8::MAX) {
-            Verdict::Forward { hop, .. } => {
+        match route(&table, dst) {
+            Route::Next { hop, .. } => {
                 let route = RouteEntry {
                     next_hop: hop.addr(),
                     source: ours(hop.host.port, hop.v6),
                 };
                 ok(h.cache.install(dst, &route), "install");
             }
-            Verdict::Drop(DropReason::NoRoute) => {
-                ok(h.cache.install_no_route(dst), "install_no_route")
-            }
-            other => panic!("round {round}: decide says {other:?} for {dst}"),
+            Route::Miss => ok(h.cache.install_no_route(dst), "install_no_route"),
+            other => panic!("round {round}: route says {other:?} for {dst}"),
         }
     }
     assert_eq!(ok(h.cache.len(), "len"), destinations.len());
@@ -1822,8 +1820,8 @@ fn differential_round(round: usize, rng: &mut Rng, seen: &mut [usize; STAT_COUNT
                 // hop limit 1 is dropped like decide() does. (A positive
                 // entry seen over the other family would be a miss: send
                 // over the entry's family.)
-                let v6 = match decide(&table, dst, u8::MAX) {
-                    Verdict::Forward { hop, .. } => hop.v6,
+                let v6 = match route(&table, dst) {
+                    Route::Next { hop, .. } => hop.v6,
                     _ => i % 2 == 0,
                 };
                 h.check(

@@ -143,11 +143,11 @@ impl Env {
             "relays' per-neighbor data budget raised for the benchmark (`{}`): the generator is a single neighbor",
             BENCH_RELAY_CONFIG.replace('\n', " ")
         ));
-        let worker_defaults = xorlay::io::worker::WorkerConfig::default();
+        let worker_defaults = xorlay::config::Dataplane::default();
         self.notes.push(format!(
             "relays' io_uring workers: {} per relay, at nice {} (`dataplane.worker_nice`), UDP GSO sends {} (`dataplane.gso`); both the router's defaults",
             self.lab.options.workers,
-            worker_defaults.nice,
+            worker_defaults.worker_nice,
             if worker_defaults.gso { "on" } else { "off" }
         ));
         Ok(())

@@ -1,10 +1,54 @@
-//! The forwarding decision, a pure function of the table and the header.
+//! The per-packet step of the data plane, pure: what to do with a valid
+//! overlay packet, given its header, where it came from and the table.
+//!
+//! - [`route`] looks `dst` up: this node, the strictly closer next hop, or
+//!   a miss.
+//! - [`decide`] adds the hop-limit check: the fate of a data packet.
+//! - [`Forwarder::handle`] is the whole step a worker takes per packet
+//!   (control or data, the local application or a neighbor, the route, the
+//!   hop limit, the install policy) and returns an [`Action`] for the worker
+//!   to execute and count, in the shape of boringtun's `TunnResult`.
 
+use std::time::Instant;
+
+use super::install::{InstallFilter, Refusal};
 use super::table::NextHopTable;
 use crate::id::NodeId;
-use crate::wire::OverlayError;
+use crate::wire::{OverlayError, PacketType};
 
-/// What to do with a valid overlay packet.
+/// Where a destination is, as the table sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a, A> {
+    /// The destination is this node.
+    Local,
+    /// The neighbor XOR-closest to the destination, strictly closer to it
+    /// than this node.
+    Next {
+        /// The neighbor's ID.
+        next_hop: &'a NodeId,
+        /// How to reach it.
+        hop: &'a A,
+    },
+    /// No neighbor is strictly closer to the destination than this node.
+    Miss,
+}
+
+/// Looks `dst` up in `table`: delivered here, forwarded to the neighbor
+/// XOR-closest to it if that one is strictly closer than this node (greedy
+/// routing makes progress on every hop, so no loop is possible), or a miss.
+pub fn route<'a, A>(table: &'a NextHopTable<A>, dst: &NodeId) -> Route<'a, A> {
+    if dst == table.local() {
+        return Route::Local;
+    }
+    match table.closest(dst) {
+        Some((next_hop, hop)) if next_hop.distance(dst) < table.local().distance(dst) => {
+            Route::Next { next_hop, hop }
+        }
+        _ => Route::Miss,
+    }
+}
+
+/// What to do with a valid data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict<'a, A> {
     /// The destination is this node.
@@ -23,35 +67,160 @@ pub enum Verdict<'a, A> {
 /// Why a packet was discarded. `Copy`, so it feeds counters directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// The bytes are not a valid overlay packet.
+    /// The bytes are not a valid overlay packet (found by `wire`, before
+    /// [`Forwarder::handle`]).
     Malformed(OverlayError),
     /// Forwarding would bring the hop limit to zero.
     HopLimitExceeded,
     /// No neighbor is strictly closer to the destination than this node.
     NoRoute,
     /// A data packet from an underlay address without an authenticated
-    /// session (decided by the shells, not by [`decide`]).
+    /// session (and not from the local application).
     NotNeighbor,
 }
 
-/// Decides the fate of a packet for `dst` arriving with `hop_limit`.
+/// Decides the fate of a data packet for `dst` arriving with `hop_limit`.
 ///
-/// Delivered when `dst` is this node. Otherwise forwarded to the neighbor
-/// XOR-closest to `dst`, provided that neighbor is strictly closer than this
-/// node (greedy routing makes progress on every hop, so no loop is possible)
-/// and the decremented hop limit stays above zero.
+/// Delivered when `dst` is this node, whatever the hop limit. Otherwise
+/// dropped if the decremented hop limit would reach zero, else forwarded as
+/// [`route`] says (or dropped as [`DropReason::NoRoute`] on a miss).
 pub fn decide<'a, A>(table: &'a NextHopTable<A>, dst: &NodeId, hop_limit: u8) -> Verdict<'a, A> {
-    if dst == table.local() {
-        return Verdict::Deliver;
+    match route(table, dst) {
+        Route::Local => Verdict::Deliver,
+        _ if hop_limit <= 1 => Verdict::Drop(DropReason::HopLimitExceeded),
+        Route::Next { next_hop, hop } => Verdict::Forward { next_hop, hop },
+        Route::Miss => Verdict::Drop(DropReason::NoRoute),
     }
-    if hop_limit <= 1 {
-        return Verdict::Drop(DropReason::HopLimitExceeded);
-    }
-    match table.closest(dst) {
-        Some((next_hop, hop)) if next_hop.distance(dst) < table.local().distance(dst) => {
-            Verdict::Forward { next_hop, hop }
+}
+
+/// The header fields of a validated overlay packet that decide its fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Control or data.
+    pub packet_type: PacketType,
+    /// The destination node.
+    pub dst: NodeId,
+    /// The hop limit as received.
+    pub hop_limit: u8,
+}
+
+/// Where a packet came from, as the worker's socket and the published
+/// topology tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The local application (`dataplane.app`): its data packets are
+    /// originated by this node, routed without the neighbor check.
+    LocalApp,
+    /// A neighbor with an authenticated session (the topology accepts it).
+    Neighbor,
+    /// Anyone else, or an address the worker could not read.
+    Unknown,
+}
+
+/// Whether to ask the control thread to cache a route (or its absence) in
+/// XDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Ask now (the request is recorded as made).
+    Request,
+    /// Not asked: over the rate limit (counted as `install_limited`).
+    Limited,
+    /// Not asked: installs are off, or the same request went out recently.
+    Skip,
+}
+
+/// What the worker does with one packet. Each variant is one outcome, so
+/// the worker counts exactly one per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a, A> {
+    /// A control packet: to the control thread. Control packets are
+    /// link-local, never forwarded, whoever sent them.
+    ToControl,
+    /// For this node: to the local application, if any.
+    Deliver,
+    /// Send on to `hop`, with `hop_limit` written into the header.
+    Forward {
+        /// The neighbor's ID.
+        next_hop: &'a NodeId,
+        /// How to reach it.
+        hop: &'a A,
+        /// The hop limit to send with: already decremented, at least 1.
+        hop_limit: u8,
+        /// Whether to ask for `dst` -> `next_hop` in the XDP route cache.
+        install: Install,
+    },
+    /// No route: drop it, counted as [`DropReason::NoRoute`].
+    Miss {
+        /// The destination nobody is closer to.
+        dst: NodeId,
+        /// Whether to ask for a negative entry in the XDP route cache.
+        install: Install,
+    },
+    /// Discard, counted under this reason.
+    Drop(DropReason),
+}
+
+/// The per-packet policy of one worker, with the only state it keeps: the
+/// install filter.
+#[derive(Debug)]
+pub struct Forwarder {
+    /// `None`: no install requests are made.
+    installs: Option<InstallFilter>,
+}
+
+impl Forwarder {
+    /// A forwarder asking for at most `install_rate` route-cache installs
+    /// per second (bursts of a tenth of that); 0: none.
+    pub fn new(install_rate: u32) -> Forwarder {
+        Forwarder {
+            installs: (install_rate > 0)
+                .then(|| InstallFilter::new(install_rate, install_rate.div_ceil(10).max(1))),
         }
-        _ => Verdict::Drop(DropReason::NoRoute),
+    }
+
+    /// The fate of one valid packet with `header`, from `origin`, at `now`
+    /// (the time of the worker's batch), routed by `table`.
+    pub fn handle<'a, A>(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        origin: Origin,
+        table: &'a NextHopTable<A>,
+    ) -> Action<'a, A> {
+        if header.packet_type == PacketType::Control {
+            return Action::ToControl;
+        }
+        if origin == Origin::Unknown {
+            return Action::Drop(DropReason::NotNeighbor);
+        }
+        let dst = header.dst;
+        match decide(table, &dst, header.hop_limit) {
+            Verdict::Deliver => Action::Deliver,
+            Verdict::Forward { next_hop, hop } => Action::Forward {
+                next_hop,
+                hop,
+                // decide() forwards only with hop_limit > 1.
+                hop_limit: header.hop_limit - 1,
+                install: self.install(now, &dst, Some(*next_hop)),
+            },
+            Verdict::Drop(DropReason::NoRoute) => Action::Miss {
+                dst,
+                install: self.install(now, &dst, None),
+            },
+            Verdict::Drop(reason) => Action::Drop(reason),
+        }
+    }
+
+    /// Whether to ask for `dst` -> `next_hop` (or no route) now.
+    fn install(&mut self, now: Instant, dst: &NodeId, next_hop: Option<NodeId>) -> Install {
+        let Some(installs) = &mut self.installs else {
+            return Install::Skip;
+        };
+        match installs.admit(now, dst, next_hop) {
+            Ok(()) => Install::Request,
+            Err(Refusal::Repeat) => Install::Skip,
+            Err(Refusal::Limited) => Install::Limited,
+        }
     }
 }
 
@@ -114,7 +283,216 @@ mod tests {
         assert!(matches!(decide(&t, &id(0x41), 2), Verdict::Forward { .. }));
     }
 
+    #[test]
+    fn route_is_local_next_or_miss() {
+        let t = table(0x80, &[0x01, 0x40]);
+        assert_eq!(route(&t, &id(0x80)), Route::Local);
+        assert_eq!(
+            route(&t, &id(0x41)),
+            Route::Next {
+                next_hop: &id(0x40),
+                hop: &0x40
+            }
+        );
+        // 0x81: local is at 0x01, the neighbors at 0x80 and 0xc1.
+        assert_eq!(route(&t, &id(0x81)), Route::Miss);
+        assert_eq!(route(&table(0x80, &[]), &id(0x41)), Route::Miss);
+    }
+
+    fn header(packet_type: PacketType, dst: u8, hop_limit: u8) -> Header {
+        Header {
+            packet_type,
+            dst: id(dst),
+            hop_limit,
+        }
+    }
+
+    /// Every action and drop reason the step returns, from each origin.
+    #[test]
+    fn every_action_and_drop_reason() {
+        use Origin::{LocalApp, Neighbor, Unknown};
+        use PacketType::{Control, Data};
+        let t = table(0x80, &[0x01, 0x40, 0x70]);
+        let n40 = id(0x40);
+        let forward = |hop_limit| Action::Forward {
+            next_hop: &n40,
+            hop: &0x40u8,
+            hop_limit,
+            install: Install::Skip,
+        };
+        let cases: Vec<(Header, Origin, Action<'_, u8>)> = vec![
+            // Control packets go up from anyone, even at hop limit 1.
+            (header(Control, 0x41, 64), Unknown, Action::ToControl),
+            (header(Control, 0x80, 1), Neighbor, Action::ToControl),
+            (header(Control, 0x41, 64), LocalApp, Action::ToControl),
+            // Data from strangers is dropped before any route is looked up.
+            (
+                header(Data, 0x80, 64),
+                Unknown,
+                Action::Drop(DropReason::NotNeighbor),
+            ),
+            (
+                header(Data, 0x41, 1),
+                Unknown,
+                Action::Drop(DropReason::NotNeighbor),
+            ),
+            // For this node, whatever the hop limit.
+            (header(Data, 0x80, 1), Neighbor, Action::Deliver),
+            (header(Data, 0x80, 255), LocalApp, Action::Deliver),
+            // Forwarded with the hop limit decremented.
+            (header(Data, 0x41, 64), Neighbor, forward(63)),
+            (header(Data, 0x41, 2), LocalApp, forward(1)),
+            (header(Data, 0x41, 255), Neighbor, forward(254)),
+            // The hop limit is checked before the route.
+            (
+                header(Data, 0x41, 1),
+                Neighbor,
+                Action::Drop(DropReason::HopLimitExceeded),
+            ),
+            (
+                header(Data, 0x81, 1),
+                LocalApp,
+                Action::Drop(DropReason::HopLimitExceeded),
+            ),
+            (
+                header(Data, 0x81, 0),
+                Neighbor,
+                Action::Drop(DropReason::HopLimitExceeded),
+            ),
+            // Nobody closer than this node.
+            (
+                header(Data, 0x81, 64),
+                Neighbor,
+                Action::Miss {
+                    dst: id(0x81),
+                    install: Install::Skip,
+                },
+            ),
+            (
+                header(Data, 0x81, 2),
+                LocalApp,
+                Action::Miss {
+                    dst: id(0x81),
+                    install: Install::Skip,
+                },
+            ),
+        ];
+        let mut forwarder = Forwarder::new(0);
+        let now = Instant::now();
+        for (h, origin, expected) in cases {
+            assert_eq!(
+                forwarder.handle(now, &h, origin, &t),
+                expected,
+                "{h:?} from {origin:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn installs_are_requested_once_and_rate_limited() {
+        let t = table(0x80, &[0x40]);
+        let now = Instant::now();
+        let install = |action: Action<'_, u8>| match action {
+            Action::Forward { install, .. } | Action::Miss { install, .. } => install,
+            other => panic!("expected a forward or a miss, got {other:?}"),
+        };
+        let mut forwarder = Forwarder::new(10); // bursts of 1
+        let to_41 = header(PacketType::Data, 0x41, 64);
+        let nowhere = header(PacketType::Data, 0x81, 64);
+        assert_eq!(
+            install(forwarder.handle(now, &to_41, Origin::Neighbor, &t)),
+            Install::Request
+        );
+        // Asked already.
+        assert_eq!(
+            install(forwarder.handle(now, &to_41, Origin::LocalApp, &t)),
+            Install::Skip
+        );
+        // News, but the bucket is empty.
+        assert_eq!(
+            install(forwarder.handle(now, &nowhere, Origin::Neighbor, &t)),
+            Install::Limited
+        );
+        // 100 ms later, one token more.
+        let later = now + std::time::Duration::from_millis(100);
+        assert_eq!(
+            install(forwarder.handle(later, &nowhere, Origin::Neighbor, &t)),
+            Install::Request
+        );
+        // Deliveries and drops ask for nothing (and take no token).
+        let mut forwarder = Forwarder::new(10);
+        for h in [
+            header(PacketType::Data, 0x80, 64),
+            header(PacketType::Data, 0x41, 1),
+            header(PacketType::Control, 0x41, 64),
+        ] {
+            assert!(matches!(
+                forwarder.handle(now, &h, Origin::Neighbor, &t),
+                Action::Deliver | Action::Drop(_) | Action::ToControl
+            ));
+        }
+        assert_eq!(
+            install(forwarder.handle(now, &to_41, Origin::Neighbor, &t)),
+            Install::Request
+        );
+    }
+
     proptest! {
+        /// Every forward of the per-packet step makes strict progress and
+        /// lowers the hop limit by one, never to zero; every other outcome
+        /// is the one its inputs call for.
+        #[test]
+        fn step_forwards_closer_with_a_lower_hop_limit(
+            local: [u8; 32],
+            neighbors in proptest::collection::hash_set(any::<[u8; 32]>(), 0..32),
+            dst: [u8; 32],
+            hop_limit: u8,
+            control: bool,
+            origin in prop_oneof![
+                Just(Origin::LocalApp),
+                Just(Origin::Neighbor),
+                Just(Origin::Unknown)
+            ],
+            install_rate in 0u32..100,
+        ) {
+            let local = NodeId::from_bytes(local);
+            let dst = NodeId::from_bytes(dst);
+            let t = NextHopTable::new(
+                local,
+                neighbors.into_iter().map(NodeId::from_bytes).filter(|n| *n != local).map(|n| (n, ())),
+            ).expect("unique");
+            let h = Header {
+                packet_type: if control { PacketType::Control } else { PacketType::Data },
+                dst,
+                hop_limit,
+            };
+            let mut forwarder = Forwarder::new(install_rate);
+            match forwarder.handle(Instant::now(), &h, origin, &t) {
+                Action::ToControl => prop_assert!(control),
+                Action::Drop(DropReason::NotNeighbor) => {
+                    prop_assert!(!control && origin == Origin::Unknown);
+                }
+                Action::Deliver => prop_assert_eq!(dst, local),
+                Action::Forward { next_hop, hop_limit: out, install, .. } => {
+                    prop_assert!(next_hop.distance(&dst) < local.distance(&dst));
+                    prop_assert_eq!(out, hop_limit - 1);
+                    prop_assert!(out >= 1);
+                    prop_assert_eq!(install == Install::Request, install_rate > 0);
+                }
+                Action::Drop(DropReason::HopLimitExceeded) => {
+                    prop_assert!(hop_limit <= 1 && dst != local);
+                }
+                Action::Miss { dst: missed, .. } => {
+                    prop_assert_eq!(missed, dst);
+                    prop_assert!(hop_limit > 1);
+                    for (n, _) in t.iter() {
+                        prop_assert!(n.distance(&dst) >= local.distance(&dst));
+                    }
+                }
+                Action::Drop(other) => prop_assert!(false, "unexpected drop {:?}", other),
+            }
+        }
+
         /// Every forward makes strict progress, so greedy routing cannot loop.
         #[test]
         fn forward_is_strictly_closer(

@@ -45,7 +45,23 @@ impl<A> NextHopTable<A> {
             return Err(TableError::SelfNeighbor(*id));
         }
         let (ids, hops) = entries.into_iter().unzip();
-        Ok(NextHopTable { local, ids, hops })
+        let table = NextHopTable { local, ids, hops };
+        table.debug_check();
+        Ok(table)
+    }
+
+    /// What `closest` relies on: IDs sorted, unique, one hop each, and
+    /// never this node's own (debug builds only).
+    fn debug_check(&self) {
+        debug_assert!(
+            self.ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "next-hop IDs not sorted and unique"
+        );
+        debug_assert_eq!(self.ids.len(), self.hops.len());
+        debug_assert!(
+            self.ids.binary_search(&self.local).is_err(),
+            "this node is its own next hop"
+        );
     }
 
     /// A table without neighbors.

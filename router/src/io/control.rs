@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use socket2::{SockAddr, Socket};
 
+use crate::config::NAMED_PEERS_MAX;
 use crate::core::node::{NODE_EVENTS_MAX, Node, NodeEvent};
 use crate::core::session::ConnectFailure;
-use crate::core::{DropReason, Verdict, decide};
-use crate::core::{NextHopTable, NodeId};
+use crate::core::topology::{Topology, canonical, socket_form};
+use crate::core::{NextHopTable, NodeId, Route, route};
 use crate::io::bpf::{NeighborMap, RouteCache, RouteEntry};
 use crate::io::ratelog::{LogLimit, held_back};
-use crate::io::topology::{SharedTable, Topology, canonical, hop_for, socket_form};
+use crate::io::topology::{SharedTable, hop_for};
 use crate::io::worker::Upcall;
 
 /// Depth of the queue from the workers to the control thread.
@@ -40,8 +41,6 @@ const PEER_LOG_BURST: u32 = 30;
 const DIAL_LOG_BURST: u32 = 10;
 /// Most peers or next hops named in one log line.
 const NAMED_IN_LINE_MAX: usize = 8;
-/// Most seeds and neighbors configured by host name.
-pub const NAMED_PEERS_MAX: usize = 256;
 
 /// Counters of the shell itself.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -258,11 +257,9 @@ impl ControlPlane {
                 node.add_known(now, id, addr);
             }
         }
-        let resolver = Resolver::spawn(
-            io.named.into_iter().take(NAMED_PEERS_MAX).collect(),
-            io.listen.is_ipv4(),
-            io.resolve_interval,
-        );
+        // The config refuses more, naming the fix (`config::NAMED_PEERS_MAX`).
+        debug_assert!(io.named.len() <= NAMED_PEERS_MAX, "checked by config");
+        let resolver = Resolver::spawn(io.named, io.listen.is_ipv4(), io.resolve_interval);
         let mut plane = ControlPlane {
             node,
             resolver,
@@ -442,16 +439,17 @@ impl ControlPlane {
         }
     }
 
-    /// Caches the current decision for `dst` in XDP. The worker's view may
-    /// be older than the topology: the control thread decides again, on the
-    /// snapshot it published last, so no stale route enters the cache.
+    /// Caches the current route for `dst` in XDP. The worker's view may
+    /// be older than the topology: the control thread looks the route up
+    /// again, on the snapshot it published last, so no stale route enters
+    /// the cache. (Hop limits are XDP's to check, per packet.)
     fn install(&mut self, dst: &NodeId) {
         if self.route_cache.is_none() {
             return;
         }
         let topology = self.shared.load();
-        let result = match decide(&topology.table, dst, u8::MAX) {
-            Verdict::Forward { hop, .. } => {
+        let result = match route(&topology.table, dst) {
+            Route::Next { hop, .. } => {
                 let Some(next_hop) = hop.as_socket().map(canonical) else {
                     return;
                 };
@@ -466,7 +464,7 @@ impl ControlPlane {
                     .install(dst, &RouteEntry { next_hop, source })
                     .map(|()| self.counters.routes_installed += 1)
             }
-            Verdict::Drop(DropReason::NoRoute) => {
+            Route::Miss => {
                 let Some(cache) = &mut self.route_cache else {
                     return;
                 };
@@ -474,8 +472,8 @@ impl ControlPlane {
                     .install_no_route(dst)
                     .map(|()| self.counters.no_routes_installed += 1)
             }
-            // Never cached: delivered locally, or not a route question.
-            Verdict::Deliver | Verdict::Drop(_) => Ok(()),
+            // Never cached: delivered locally.
+            Route::Local => Ok(()),
         };
         match result {
             Ok(()) => log::debug!(

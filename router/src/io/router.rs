@@ -8,12 +8,13 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use serde::Serialize;
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, SettingError};
 use crate::core::NodeId;
 use crate::core::identity::Identity;
 use crate::core::identity::puzzle_bits;
 use crate::core::node::{Node, NodeConfig, NodeCounters};
 use crate::core::shed::{ShedConfig, Shedder};
+use crate::core::topology::{Topology, canonical};
 use crate::io::admin::{AdminError, AdminServer};
 use crate::io::backlog::{BacklogMap, CreditState};
 use crate::io::bpf::{
@@ -26,10 +27,9 @@ use crate::io::holder;
 use crate::io::keyfile::{self, KeyError};
 use crate::io::stats::{WorkerCounters, WorkerStats};
 use crate::io::steer::Steering;
-use crate::io::topology::SharedTable;
-use crate::io::topology::{Topology, canonical, share};
+use crate::io::topology::{SharedTable, share};
 use crate::io::txwatch::{TxLoss, TxLossMonitor};
-use crate::io::worker::{Upcall, Worker, WorkerError, WorkerLinks};
+use crate::io::worker::{Upcall, Worker, WorkerConfig, WorkerError, WorkerLinks};
 
 /// Longest the control loop waits for input before it serves the admin
 /// socket and checks for shutdown.
@@ -275,9 +275,9 @@ impl Router {
         no_route_cache: bool,
     ) -> Result<Receiver<Upcall>, RouterError> {
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE_DEPTH);
-        let mut worker_config = config.worker_config();
+        let mut worker_config = WorkerConfig::new(config.listen, config.dataplane.clone());
         if no_route_cache {
-            worker_config.install_rate = 0; // no route cache to fill
+            worker_config.dataplane.installs_per_sec = 0; // no route cache to fill
         }
         for index in 0..config.worker_count() {
             let stats = Arc::new(WorkerStats::default());
@@ -336,10 +336,10 @@ impl Router {
                     source,
                 })
             }),
-            None => Err(RouterError::Worker(WorkerError::Config {
+            None => Err(RouterError::Worker(WorkerError::Config(SettingError {
                 key: "workers",
                 message: "no worker started".into(),
-            })),
+            }))),
         }
     }
 

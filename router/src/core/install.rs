@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::core::NodeId;
+use crate::id::NodeId;
 
 /// Slots of the recent-request table (a power of two).
 pub const RECENT_SLOTS: usize = 4096;
