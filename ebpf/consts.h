@@ -26,7 +26,7 @@
 #define XORLAY_XDP_DROP_BAD_LENGTH 6
 /* Dropped: hop limit 0 on arrival. */
 #define XORLAY_XDP_DROP_HOP_LIMIT_ZERO 7
-/* Dropped: a data packet whose source (IP, UDP port) is not in xorlay_neighbors. */
+/* Dropped: a data packet whose source IP address is not in xorlay_neighbors. */
 #define XORLAY_XDP_DROP_NOT_NEIGHBOR 8
 /* Dropped: a HANDSHAKE_1 from a source IP over its own token bucket. */
 #define XORLAY_XDP_DROP_HANDSHAKE_SOURCE_RATE 9

@@ -25,8 +25,8 @@ struct {
 } xorlay_stats SEC(".maps");
 
 /*
- * The neighbor allowlist: the underlay addresses (IP, UDP port) of the
- * neighbors with an authenticated session. Data packets from any other
+ * The neighbor allowlist: the underlay IP addresses of the neighbors with
+ * an authenticated session. Data packets from any other
  * source are dropped (XORLAY_XDP_DROP_NOT_NEIGHBOR). The control thread
  * keeps it equal to its set of session peers (NeighborMap::sync in
  * router/src/io/bpf/neighbors.rs); the program only looks keys up.
@@ -68,7 +68,7 @@ struct xorlay_config {
 	__u32 handshake_source_burst;
 	__u32 handshake_global_pps;        /* HANDSHAKE_1 from all sources together */
 	__u32 handshake_global_burst;
-	__u32 neighbor_pps;                /* data per neighbor (IP, port), per CPU */
+	__u32 neighbor_pps;                /* data per neighbor (IP), per CPU */
 	__u32 neighbor_burst;
 	__u32 flags;                       /* XORLAY_CONFIG_F_* */
 	__u32 pad;                         /* 0 */

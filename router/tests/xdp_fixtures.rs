@@ -1355,68 +1355,6 @@ fn sync_makes_the_map_equal_to_the_wanted_set() {
     }
 }
 
-/// An allowlist left by a build before flow ports (keys with ports) gets
-/// the IP keys this build's program looks up, and the program admits the
-/// neighbor from any port; the next exact sync drops the old keys.
-#[test]
-fn port_keys_of_an_older_build_get_ip_keys() {
-    let (ebpf, mut raw, map) = load_with_raw_neighbors();
-    let mut harness = Harness {
-        ebpf,
-        neighbors: map,
-    };
-    let old4 = NeighborKey::with_port(&NEIGHBOR4.addr());
-    let old6 = NeighborKey::with_port(&NEIGHBOR6.addr());
-    for key in [old4, old6] {
-        let zeros = aya::util::nr_cpus()
-            .map_err(|(_, e)| e)
-            .and_then(|cpus| PerCpuValues::try_from(vec![0u64; cpus]))
-            .unwrap_or_else(|e| panic!("per-CPU values: {e}"));
-        if let Err(e) = raw.map.insert(key, zeros, 0) {
-            panic!("inserting {key:?}: {e}");
-        }
-    }
-    let ping = golden::DATA_PING;
-    harness.check(
-        "old keys only: this build looks up IP keys",
-        &frame_from(NEIGHBOR4, PORT, &ping),
-        XDP_DROP,
-        DROP_NOT_NEIGHBOR,
-    );
-    let added = match harness.neighbors.add_ip_keys() {
-        Ok(added) => added,
-        Err(e) => panic!("add_ip_keys: {e}"),
-    };
-    assert_eq!(added, 2);
-    assert_eq!(raw.entries().len(), 4);
-    for source in [NEIGHBOR4, NEIGHBOR6, OTHER_PORT4] {
-        harness.check(
-            &format!("after add_ip_keys: data from {source:?}"),
-            &frame_from(source, PORT, &ping),
-            XDP_PASS,
-            PASS_OVERLAY,
-        );
-    }
-    match harness.neighbors.add_ip_keys() {
-        Ok(added) => assert_eq!(added, 0, "a second run adds nothing"),
-        Err(e) => panic!("add_ip_keys: {e}"),
-    }
-    let report = harness.sync(&neighbors());
-    assert_eq!(
-        report,
-        SyncReport {
-            inserted: 0,
-            removed: 2
-        }
-    );
-    let left: HashSet<SocketAddr> = raw
-        .entries()
-        .iter()
-        .map(|(key, _)| key.socket_addr())
-        .collect();
-    assert_eq!(left, canonical(&neighbors()));
-}
-
 #[test]
 fn sync_over_the_limit_fails_and_changes_nothing() {
     let mut ebpf = match bpf::load(PORT) {

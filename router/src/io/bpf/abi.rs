@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::clock::clock_step_ns;
 use super::limits::{RateLimit, RateLimits};
-use super::neighbors::neighbor_key;
 use crate::wire::consts;
 
 /// A key of the neighbor allowlist: `struct xorlay_neighbor_key` of
@@ -17,6 +16,8 @@ use crate::wire::consts;
 /// make keys with [`neighbor_key`]. Neighbors are admitted by IP address:
 /// the port is 0 in every key, since a neighbor's fast path forwards from
 /// flow ports (`Packet::flow_port`), not from its overlay port.
+///
+/// [`neighbor_key`]: super::neighbor_key
 #[repr(C, align(4))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NeighborKey {
@@ -54,16 +55,6 @@ impl NeighborKey {
     /// The UDP port, host order.
     pub fn port(&self) -> u16 {
         u16::from_be_bytes(self.port)
-    }
-
-    /// The key a build before flow ports wrote for a neighbor at `addr`:
-    /// its IP and UDP port. For tests of the upgrade
-    /// ([`NeighborMap::add_ip_keys`](super::NeighborMap::add_ip_keys)); this build never writes one.
-    pub fn with_port(addr: &SocketAddr) -> NeighborKey {
-        NeighborKey {
-            port: addr.port().to_be_bytes(),
-            ..neighbor_key(addr)
-        }
     }
 
     /// The address in the underlay's own form: a v4-mapped address as IPv4

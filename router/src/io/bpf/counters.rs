@@ -53,8 +53,8 @@ pub struct XdpCounters {
     pub drop_bad_length: u64,
     /// Dropped: hop limit 0.
     pub drop_hop_limit_zero: u64,
-    /// Dropped: a data packet from a source (IP, UDP port) that is not in
-    /// the neighbor allowlist.
+    /// Dropped: a data packet from a source IP address that is not in the
+    /// neighbor allowlist.
     pub drop_not_neighbor: u64,
     /// Dropped: a HANDSHAKE_1 over its source IP's token bucket.
     pub drop_handshake_source_rate: u64,

@@ -63,9 +63,9 @@ pub struct RateLimits {
     pub handshake_per_source: RateLimit,
     /// HANDSHAKE_1 packets from all sources together (exact across CPUs).
     pub handshake_global: RateLimit,
-    /// Data packets from one neighbor (IP, UDP port), per CPU that receives
-    /// its traffic (usually one: the overlay sends from a fixed port, so RSS
-    /// keeps a neighbor on one queue).
+    /// Data packets from one neighbor (its IP address, any UDP port), per
+    /// CPU that receives its traffic (a neighbor's fast path sends from flow
+    /// ports, so RSS may spread it over several).
     pub neighbor_data: RateLimit,
 }
 

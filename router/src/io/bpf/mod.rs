@@ -3,8 +3,8 @@
 //! counters and keeps its neighbor allowlist.
 //!
 //! The program validates overlay packets on the configured UDP port and drops
-//! malformed ones by reason; then it drops data packets whose source (IP, UDP
-//! port) is not in the `xorlay_neighbors` map (control packets always pass:
+//! malformed ones by reason; then it drops data packets whose source IP
+//! address is not in the `xorlay_neighbors` map (control packets always pass:
 //! strangers must be able to handshake) and meters HANDSHAKE_1 packets (per
 //! source IP and globally) and data per neighbor with token buckets. Data
 //! packets for other nodes whose destination has a valid entry in the route

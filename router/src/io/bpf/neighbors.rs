@@ -153,38 +153,6 @@ impl NeighborMap {
         Ok(keys)
     }
 
-    /// Adds the IP key of every key that still names a port, and returns
-    /// how many it added. Builds before flow ports keyed a neighbor by (IP,
-    /// UDP port); a hot restart from one keeps that program running, reading
-    /// those keys, until the link swap, after which this build's program looks
-    /// up IP keys only. Adding the IP keys before the swap keeps both admitting
-    /// every neighbor; the first exact sync removes the port keys. Stops at
-    /// [`NEIGHBORS_MAX`] keys (the map's capacity).
-    pub fn add_ip_keys(&mut self) -> Result<usize, BpfError> {
-        let current = self.keys()?;
-        let missing: HashSet<NeighborKey> = current
-            .iter()
-            .filter(|key| key.port != [0; 2])
-            .map(|key| NeighborKey {
-                port: [0; 2],
-                ..*key
-            })
-            .filter(|key| !current.contains(key))
-            .collect();
-        let room = NEIGHBORS_MAX.saturating_sub(current.len());
-        let mut added = 0;
-        for key in missing.iter().take(room) {
-            self.map
-                .insert(key, full_bucket()?, 0)
-                .map_err(|e| BpfError::NeighborMap {
-                    action: "update",
-                    detail: chain(&e),
-                })?;
-            added += 1;
-        }
-        Ok(added)
-    }
-
     /// Whether `addr` is in the map now (read from the kernel).
     pub fn contains(&self, addr: &SocketAddr) -> Result<bool, BpfError> {
         match self.map.get(&neighbor_key(addr), 0) {

@@ -118,16 +118,6 @@ impl XdpRouter {
             }),
         };
         router.count_reclaimed()?;
-        if maps_present {
-            let added = NeighborMap::open_pinned(pin_dir)?.add_ip_keys()?;
-            if added > 0 {
-                log::info!(
-                    "the pinned XDP allowlist keyed {added} neighbor(s) by IP and UDP port (a \
-                     build before flow ports): added their IP keys, which this build's program \
-                     looks up"
-                );
-            }
-        }
         for (interface, if_index) in &targets {
             router.attach_pinned_one(interface, *if_index, mode, pin_dir)?;
         }
