@@ -6,7 +6,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use super::clock::clock_step_ns;
-use super::limits::{RateLimit, RateLimits};
+use crate::config::{RateLimit, RateLimits};
 use crate::wire::consts;
 
 /// A key of the neighbor allowlist: `struct xorlay_neighbor_key` of

@@ -3,13 +3,11 @@
 //! attach (capabilities, interface names, forwarding sysctls).
 
 use std::ffi::CString;
-use std::fmt;
 
 use aya::Ebpf;
 use aya::programs::links::FdLink;
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
-use serde::Deserialize;
 
 use super::counters::{XdpCounters, read_counters};
 use super::error::{BpfError, chain};
@@ -19,37 +17,8 @@ use super::pins::{link_pin_path, read_owner, remove_pin, remove_pin_dir};
 use super::routes::{RouteCache, add_tx_port, take_route_cache};
 use super::shed::{ShedBudget, take_shed_budget};
 use super::takeover::Pins;
+use crate::config::XdpAttachMode;
 use crate::io::privilege::{CapSet, whoami};
-
-/// How the XDP program is attached (`xdp_mode` in the config).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpAttachMode {
-    /// In the driver (fastest); fails where the driver has no XDP support.
-    #[default]
-    Native,
-    /// In the generic network stack (works everywhere, slower).
-    Generic,
-    /// Native per interface, falling back to generic with a warning.
-    Auto,
-}
-
-impl XdpAttachMode {
-    /// The config spelling.
-    pub const fn name(self) -> &'static str {
-        match self {
-            XdpAttachMode::Native => "native",
-            XdpAttachMode::Generic => "generic",
-            XdpAttachMode::Auto => "auto",
-        }
-    }
-}
-
-impl fmt::Display for XdpAttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The mode an attachment actually got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,29 +423,6 @@ pub(crate) fn if_index(interface: &str) -> Result<u32, BpfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn attach_mode_config_spelling() {
-        #[derive(Deserialize)]
-        struct Wrapper {
-            mode: XdpAttachMode,
-        }
-        for mode in [
-            XdpAttachMode::Native,
-            XdpAttachMode::Generic,
-            XdpAttachMode::Auto,
-        ] {
-            let text = format!("mode = \"{mode}\"");
-            let parsed: Wrapper = match toml::from_str(&text) {
-                Ok(parsed) => parsed,
-                Err(e) => panic!("{text}: {e}"),
-            };
-            assert_eq!(parsed.mode, mode);
-        }
-        assert!(toml::from_str::<Wrapper>("mode = \"Native\"").is_err());
-        assert!(toml::from_str::<Wrapper>("mode = \"skb\"").is_err());
-        assert_eq!(XdpAttachMode::default(), XdpAttachMode::Native);
-    }
 
     #[test]
     fn missing_interface_is_named() {

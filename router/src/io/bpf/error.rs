@@ -10,6 +10,7 @@ use aya::EbpfError;
 use aya::programs::ProgramError;
 
 use super::attach::AttachedMode;
+use crate::config::RateLimitError;
 use crate::io::holder::xdp_link_holders;
 
 /// Errors of loading, attaching and reading the XDP program. Each message
@@ -189,18 +190,8 @@ pub enum BpfError {
         reason: &'static str,
     },
     /// A rate limit with a rate but no burst.
-    #[error(
-        "XDP rate limit {name}: {pps} packets/s with a burst of {burst}: a nonzero rate needs a \
-         burst of at least 1 (a rate of 0 turns the limit off)"
-    )]
-    InvalidRateLimit {
-        /// Which limit.
-        name: &'static str,
-        /// Its rate.
-        pps: u32,
-        /// Its burst.
-        burst: u32,
-    },
+    #[error(transparent)]
+    InvalidRateLimit(#[from] RateLimitError),
     /// An interface could not be added to the egress device map.
     #[error(
         "cannot add {interface} (ifindex {if_index}) to the XDP egress map `xorlay_tx_ports`: \

@@ -1,29 +1,10 @@
-//! The token buckets of the filter step: [`RateLimit`] and [`RateLimits`].
+//! The token buckets of the filter step as the program enforces them: the
+//! settings ([`RateLimit`], [`RateLimits`]) are `crate::config`'s; this
+//! raises their bursts to what the program's clock can meter.
 
-use serde::{Deserialize, Serialize};
-
-use super::error::BpfError;
-
-/// One token bucket of the XDP program: `pps` packets per second on
-/// average, `burst` at once after a quiet period. `pps` 0 turns the limit
-/// off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct RateLimit {
-    /// Sustained rate, packets per second; 0 = unlimited.
-    pub pps: u32,
-    /// Bucket depth, packets; at least 1 when `pps` is not 0.
-    pub burst: u32,
-}
+use crate::config::{RateLimit, RateLimits};
 
 impl RateLimit {
-    /// No limit.
-    pub const UNLIMITED: RateLimit = RateLimit { pps: 0, burst: 0 };
-
-    /// `pps` packets per second with bursts of `burst`.
-    pub const fn new(pps: u32, burst: u32) -> RateLimit {
-        RateLimit { pps, burst }
-    }
-
     /// The limit the program can enforce with a clock that moves in steps
     /// of `step_ns`: within a step every packet sees the same time, so a
     /// bucket can refill only once per step and a burst below one step's
@@ -40,65 +21,9 @@ impl RateLimit {
             burst: self.burst.max(per_step).max(1),
         }
     }
-
-    fn check(self, name: &'static str) -> Result<(), BpfError> {
-        if self.pps != 0 && self.burst == 0 {
-            return Err(BpfError::InvalidRateLimit {
-                name,
-                pps: self.pps,
-                burst: self.burst,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// The rate limits of the XDP program's filter step (`xorlay_config`).
-/// [`RateLimits::default`] documents the defaults and their reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimits {
-    /// HANDSHAKE_1 packets from one source IP (IPv4, or a whole IPv6
-    /// address).
-    pub handshake_per_source: RateLimit,
-    /// HANDSHAKE_1 packets from all sources together (exact across CPUs).
-    pub handshake_global: RateLimit,
-    /// Data packets from one neighbor (its IP address, any UDP port), per
-    /// CPU that receives its traffic (a neighbor's fast path sends from flow
-    /// ports, so RSS may spread it over several).
-    pub neighbor_data: RateLimit,
-}
-
-impl Default for RateLimits {
-    /// - `handshake_per_source` 4/s, burst 8: a peer starts a session once
-    ///   and retries a lost HANDSHAKE_1 after a second or more; 8 covers a
-    ///   restart that reconnects several sessions from one host.
-    /// - `handshake_global` 1000/s, burst 1000: each HANDSHAKE_1 costs the
-    ///   responder a Noise XX message 2 (two X25519 operations and a key
-    ///   generation, tens of microseconds), so a flood of spoofed sources is
-    ///   held to a few percent of one core.
-    /// - `neighbor_data` 1,000,000/s, burst 100,000 per CPU: about a third
-    ///   of what one core relays in XDP, so one neighbor cannot take a whole
-    ///   core from the others, while line-rate traffic of a 10 Gbit/s
-    ///   neighbor with 1500-byte packets (830 k/s) passes. Raise it for
-    ///   benchmarks above 1 M packets/s from one neighbor.
-    fn default() -> RateLimits {
-        RateLimits {
-            handshake_per_source: RateLimit::new(4, 8),
-            handshake_global: RateLimit::new(1000, 1000),
-            neighbor_data: RateLimit::new(1_000_000, 100_000),
-        }
-    }
 }
 
 impl RateLimits {
-    /// No limits at all.
-    pub const UNLIMITED: RateLimits = RateLimits {
-        handshake_per_source: RateLimit::UNLIMITED,
-        handshake_global: RateLimit::UNLIMITED,
-        neighbor_data: RateLimit::UNLIMITED,
-    };
-
     /// Every limit as [`RateLimit::for_clock_step`] makes it.
     pub fn for_clock_step(&self, step_ns: u64) -> RateLimits {
         RateLimits {
@@ -107,47 +32,12 @@ impl RateLimits {
             neighbor_data: self.neighbor_data.for_clock_step(step_ns),
         }
     }
-
-    /// Each limit with its config key under `xdp.limits`.
-    pub fn named(&self) -> [(&'static str, RateLimit); 3] {
-        [
-            ("handshake_per_source", self.handshake_per_source),
-            ("handshake_global", self.handshake_global),
-            ("neighbor_data", self.neighbor_data),
-        ]
-    }
-
-    /// Each limit with a rate has a burst.
-    pub fn check(&self) -> Result<(), BpfError> {
-        self.named()
-            .into_iter()
-            .try_for_each(|(name, limit)| limit.check(name))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::io::bpf::clock_step_ns;
-
-    #[test]
-    fn rate_limits_need_a_burst() {
-        assert_eq!(RateLimits::default().check().ok(), Some(()));
-        assert_eq!(RateLimits::UNLIMITED.check().ok(), Some(()));
-        let mut limits = RateLimits {
-            handshake_global: RateLimit::new(10, 0),
-            ..RateLimits::default()
-        };
-        let message = limits
-            .check()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(message.contains("handshake_global"), "{message}");
-        assert!(message.contains("burst of at least 1"), "{message}");
-        limits.handshake_global = RateLimit::new(0, 0);
-        assert_eq!(limits.check().ok(), Some(()));
-    }
 
     #[test]
     fn bursts_below_a_clock_step_are_raised_to_it() {

@@ -10,12 +10,12 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::abi::ConfigValue;
 use super::error::{BpfError, chain};
-use super::limits::RateLimits;
 use super::pins::PINNED_MAPS;
 use super::{
     CONFIG_MAP_NAME, DEFAULT_IDLE_TIMEOUT, FILTER_GLOBAL_NAME, PORT_GLOBAL_NAME, PROGRAM_NAME,
     XDP_OBJECT,
 };
+use crate::config::RateLimits;
 
 /// How the program is loaded, beyond its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -52,17 +52,19 @@ use std::time::Duration;
 
 pub use abi::NeighborKey;
 pub(crate) use attach::if_index;
-pub use attach::{XdpAttachMode, XdpRouter, check_capabilities};
+pub use attach::{XdpRouter, check_capabilities};
 pub use clock::clock_step_ns;
 pub use counters::{XdpCounters, read_counters};
 pub use error::BpfError;
-pub use limits::{RateLimit, RateLimits};
 pub use load::{LoadOptions, load, load_with};
 pub use neighbors::{NeighborMap, SyncReport, neighbor_key, take_neighbor_map};
 pub use pins::{MapLayout, PINNED_MAPS, pinned_layout, pinned_owner};
 pub use routes::{CachedRoute, RouteCache, RouteEntry, add_tx_port, take_route_cache};
 pub use shed::{SHED_MAP_NAME, ShedBudget, take_shed_budget};
 pub use takeover::PinnedStart;
+
+// Settings types of `crate::config`, kept at their old paths.
+pub use crate::config::{RateLimit, RateLimitError, RateLimits, XdpAttachMode};
 
 use crate::wire::consts;
 

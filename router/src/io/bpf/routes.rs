@@ -13,10 +13,10 @@ use aya::maps::{Array, DevMapHash, HashMap, MapData};
 use super::abi::{ConfigValue, NeighborKey, RouteL2, RouteValue};
 use super::clock::{clock_step_ns, monotonic_ns};
 use super::error::{BpfError, chain, chain_errno};
-use super::limits::RateLimits;
 use super::neighbors::neighbor_key;
 use super::pins::open_pinned_map;
 use super::{CONFIG_MAP_NAME, ROUTES_MAP_NAME, ROUTES_MAX, TX_PORTS_MAP_NAME, TX_PORTS_MAX};
+use crate::config::RateLimits;
 use crate::core::NodeId;
 use crate::wire::consts;
 

@@ -9,7 +9,7 @@ use aya::maps::{Array, MapData};
 use super::abi::ShedValue;
 use super::clock::clock_step_ns;
 use super::error::{BpfError, chain};
-use super::limits::RateLimit;
+use crate::config::RateLimit;
 
 /// The map of the workers' shedding budget (`struct xorlay_shed`).
 pub const SHED_MAP_NAME: &str = "xorlay_shed";

@@ -10,12 +10,13 @@ use aya::programs::xdp::XdpLink;
 
 use super::OWNER_MAP_NAME;
 use super::abi::OwnerValue;
-use super::attach::{AttachedLink, XdpAttachMode, XdpRouter, check_capabilities, resolve_targets};
+use super::attach::{AttachedLink, XdpRouter, check_capabilities, resolve_targets};
 use super::error::{BpfError, chain};
 use super::load::{LoadOptions, load_inner, xdp_program};
 use super::neighbors::NeighborMap;
 use super::pins::{link_pin_path, prepare_pin_dir, read_owner, remove_pin, survey_pin_dir};
 use super::routes::{RouteCache, prune_tx_ports};
+use crate::config::XdpAttachMode;
 
 /// The pin directory of a router and what was found in it at start.
 #[derive(Debug)]
