@@ -15,7 +15,7 @@ use crate::wire::overlay::DEFAULT_PORT;
 pub const NEIGHBORS_MAX: usize = 4096;
 /// Most worker threads (`XORLAY_WORKERS_MAX` of ebpf/consts.h: the
 /// workers the XDP credits and the steering program have room for).
-pub const WORKERS_MAX: usize = crate::wire::consts::WORKERS_MAX as usize;
+pub const WORKERS_MAX: usize = crate::wire::consts::WORKERS_MAX;
 
 /// The router configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,10 +50,10 @@ const OTHER_PORT: u16 = DEFAULT_PORT;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
-const PASS_OTHER: u32 = consts::XDP_PASS_OTHER as u32;
-const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY as u32;
-const DROP_TRUNCATED: u32 = consts::XDP_DROP_TRUNCATED as u32;
-const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR as u32;
+const PASS_OTHER: u32 = consts::XDP_PASS_OTHER;
+const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY;
+const DROP_TRUNCATED: u32 = consts::XDP_DROP_TRUNCATED;
+const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -623,7 +623,7 @@ fn fixtures() -> Vec<Fixture> {
                 &ipv4(UDP4, &udp_with_len(Pseudo::V4, PORT, &ping, udp_len(-2))),
             ),
             XDP_DROP,
-            consts::XDP_DROP_BAD_LENGTH as u32,
+            consts::XDP_DROP_BAD_LENGTH,
         ),
         // Not ours: passed untouched.
         fixture(
@@ -1090,7 +1090,7 @@ fn filter_off_passes_data_from_anyone() {
         "filter off: malformed from a stranger",
         &frame_from(STRANGER4, PORT, &bad_magic),
         XDP_DROP,
-        consts::XDP_DROP_BAD_MAGIC as u32,
+        consts::XDP_DROP_BAD_MAGIC,
     );
     assert_eq!(harness.counters().drop_not_neighbor, 0);
 }

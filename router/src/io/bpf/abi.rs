@@ -29,16 +29,13 @@ pub struct NeighborKey {
     pub(super) pad: u16,
 }
 
-const _: () = assert!(size_of::<NeighborKey>() == consts::NEIGHBOR_KEY_LEN as usize);
+const _: () = assert!(size_of::<NeighborKey>() == consts::NEIGHBOR_KEY_LEN);
 // Like the C struct (`__attribute__((aligned(4)))`; its size is what the
 // kernel checks, this keeps the two identical).
 const _: () = assert!(align_of::<NeighborKey>() == 4);
-const _: () =
-    assert!(std::mem::offset_of!(NeighborKey, addr) == consts::NEIGHBOR_KEY_OFF_ADDR as usize);
-const _: () =
-    assert!(std::mem::offset_of!(NeighborKey, port) == consts::NEIGHBOR_KEY_OFF_PORT as usize);
-const _: () =
-    assert!(std::mem::offset_of!(NeighborKey, pad) == consts::NEIGHBOR_KEY_OFF_PAD as usize);
+const _: () = assert!(std::mem::offset_of!(NeighborKey, addr) == consts::NEIGHBOR_KEY_OFF_ADDR);
+const _: () = assert!(std::mem::offset_of!(NeighborKey, port) == consts::NEIGHBOR_KEY_OFF_PORT);
+const _: () = assert!(std::mem::offset_of!(NeighborKey, pad) == consts::NEIGHBOR_KEY_OFF_PAD);
 
 // SAFETY: `#[repr(C)]`, plain integer arrays and an integer, no implicit
 // padding (the asserts above: 16 + 2 + 2 = 20 bytes, a multiple of the
@@ -97,40 +94,34 @@ pub(super) struct ConfigValue {
     pub(super) pad: u32,
 }
 
-const _: () = assert!(size_of::<ConfigValue>() == consts::CONFIG_LEN as usize);
+const _: () = assert!(size_of::<ConfigValue>() == consts::CONFIG_LEN);
+const _: () = assert!(std::mem::offset_of!(ConfigValue, local_id) == consts::CONFIG_OFF_LOCAL_ID);
 const _: () =
-    assert!(std::mem::offset_of!(ConfigValue, local_id) == consts::CONFIG_OFF_LOCAL_ID as usize);
+    assert!(std::mem::offset_of!(ConfigValue, generation) == consts::CONFIG_OFF_GENERATION);
 const _: () = assert!(
-    std::mem::offset_of!(ConfigValue, generation) == consts::CONFIG_OFF_GENERATION as usize
-);
-const _: () = assert!(
-    std::mem::offset_of!(ConfigValue, idle_timeout_ns)
-        == consts::CONFIG_OFF_IDLE_TIMEOUT_NS as usize
+    std::mem::offset_of!(ConfigValue, idle_timeout_ns) == consts::CONFIG_OFF_IDLE_TIMEOUT_NS
 );
 const _: () = assert!(
     std::mem::offset_of!(ConfigValue, handshake_source_pps)
-        == consts::CONFIG_OFF_HANDSHAKE_SOURCE_PPS as usize
+        == consts::CONFIG_OFF_HANDSHAKE_SOURCE_PPS
 );
 const _: () = assert!(
     std::mem::offset_of!(ConfigValue, handshake_source_burst)
-        == consts::CONFIG_OFF_HANDSHAKE_SOURCE_BURST as usize
+        == consts::CONFIG_OFF_HANDSHAKE_SOURCE_BURST
 );
 const _: () = assert!(
     std::mem::offset_of!(ConfigValue, handshake_global_pps)
-        == consts::CONFIG_OFF_HANDSHAKE_GLOBAL_PPS as usize
+        == consts::CONFIG_OFF_HANDSHAKE_GLOBAL_PPS
 );
 const _: () = assert!(
     std::mem::offset_of!(ConfigValue, handshake_global_burst)
-        == consts::CONFIG_OFF_HANDSHAKE_GLOBAL_BURST as usize
-);
-const _: () = assert!(
-    std::mem::offset_of!(ConfigValue, neighbor_pps) == consts::CONFIG_OFF_NEIGHBOR_PPS as usize
-);
-const _: () = assert!(
-    std::mem::offset_of!(ConfigValue, neighbor_burst) == consts::CONFIG_OFF_NEIGHBOR_BURST as usize
+        == consts::CONFIG_OFF_HANDSHAKE_GLOBAL_BURST
 );
 const _: () =
-    assert!(std::mem::offset_of!(ConfigValue, flags) == consts::CONFIG_OFF_FLAGS as usize);
+    assert!(std::mem::offset_of!(ConfigValue, neighbor_pps) == consts::CONFIG_OFF_NEIGHBOR_PPS);
+const _: () =
+    assert!(std::mem::offset_of!(ConfigValue, neighbor_burst) == consts::CONFIG_OFF_NEIGHBOR_BURST);
+const _: () = assert!(std::mem::offset_of!(ConfigValue, flags) == consts::CONFIG_OFF_FLAGS);
 
 // SAFETY: `#[repr(C)]`, integers and an integer array, no implicit padding
 // (the asserts above: 32 + 2 * 8 + 8 * 4 = 80 bytes, a multiple of 8), so
@@ -218,30 +209,22 @@ pub(super) struct RouteL2 {
     pad: [u8; 6],
 }
 
-const _: () = assert!(size_of::<RouteValue>() == consts::ROUTE_LEN as usize);
-const _: () = assert!(
-    std::mem::offset_of!(RouteValue, next_hop_addr) == consts::ROUTE_OFF_NEXT_HOP_ADDR as usize
-);
-const _: () = assert!(
-    std::mem::offset_of!(RouteValue, source_addr) == consts::ROUTE_OFF_SOURCE_ADDR as usize
-);
-const _: () = assert!(
-    std::mem::offset_of!(RouteValue, next_hop_port) == consts::ROUTE_OFF_NEXT_HOP_PORT as usize
-);
-const _: () = assert!(
-    std::mem::offset_of!(RouteValue, source_port) == consts::ROUTE_OFF_SOURCE_PORT as usize
-);
-const _: () = assert!(std::mem::offset_of!(RouteValue, flags) == consts::ROUTE_OFF_FLAGS as usize);
+const _: () = assert!(size_of::<RouteValue>() == consts::ROUTE_LEN);
 const _: () =
-    assert!(std::mem::offset_of!(RouteValue, generation) == consts::ROUTE_OFF_GENERATION as usize);
-const _: () = assert!(
-    std::mem::offset_of!(RouteValue, installed_ns) == consts::ROUTE_OFF_INSTALLED_NS as usize
-);
-const _: () = assert!(
-    std::mem::offset_of!(RouteValue, last_used_ns) == consts::ROUTE_OFF_LAST_USED_NS as usize
-);
+    assert!(std::mem::offset_of!(RouteValue, next_hop_addr) == consts::ROUTE_OFF_NEXT_HOP_ADDR);
 const _: () =
-    assert!(std::mem::offset_of!(RouteValue, l2) == consts::ROUTE_OFF_L2_CHECKED_NS as usize);
+    assert!(std::mem::offset_of!(RouteValue, source_addr) == consts::ROUTE_OFF_SOURCE_ADDR);
+const _: () =
+    assert!(std::mem::offset_of!(RouteValue, next_hop_port) == consts::ROUTE_OFF_NEXT_HOP_PORT);
+const _: () =
+    assert!(std::mem::offset_of!(RouteValue, source_port) == consts::ROUTE_OFF_SOURCE_PORT);
+const _: () = assert!(std::mem::offset_of!(RouteValue, flags) == consts::ROUTE_OFF_FLAGS);
+const _: () = assert!(std::mem::offset_of!(RouteValue, generation) == consts::ROUTE_OFF_GENERATION);
+const _: () =
+    assert!(std::mem::offset_of!(RouteValue, installed_ns) == consts::ROUTE_OFF_INSTALLED_NS);
+const _: () =
+    assert!(std::mem::offset_of!(RouteValue, last_used_ns) == consts::ROUTE_OFF_LAST_USED_NS);
+const _: () = assert!(std::mem::offset_of!(RouteValue, l2) == consts::ROUTE_OFF_L2_CHECKED_NS);
 const _: () = assert!(size_of::<RouteL2>() == 32);
 const _: () = assert!(consts::NODE_ID_LEN == 32);
 

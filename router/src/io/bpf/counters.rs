@@ -7,163 +7,74 @@ use serde::Serialize;
 
 use super::error::{BpfError, chain};
 use super::{STAT_COUNT, STATS_MAP_NAME};
-use crate::wire::consts;
+use crate::wire::consts::{self, XdpStat, XdpVerdict};
 
-// `XdpCounters` has one field per counter; a new counter in consts.h must add
-// a field (and its index below).
-const _: () = assert!(STAT_COUNT == 19);
-const _: () = assert!(consts::XDP_PASS_OTHER < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_PASS_OVERLAY < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_TRUNCATED < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_BAD_MAGIC < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_BAD_VERSION < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_BAD_TYPE < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_BAD_LENGTH < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_HOP_LIMIT_ZERO < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_NOT_NEIGHBOR < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_HANDSHAKE_SOURCE_RATE < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_NEIGHBOR_RATE < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_NO_ROUTE < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_HOP_LIMIT_EXCEEDED < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_PASS_CACHE_MISS < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_PASS_UNRESOLVED < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_FWD_TX < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_FWD_REDIRECT < consts::XDP_STAT_COUNT);
-const _: () = assert!(consts::XDP_DROP_SHED < consts::XDP_STAT_COUNT);
+macro_rules! xdp_counters {
+    ($( #[doc = $doc:literal] $variant:ident $field:ident $verdict:ident = $index:literal, )*) => {
+        /// The XDP counters summed over all CPUs; one field per `XORLAY_XDP_*`
+        /// counter of `ebpf/consts.h` ([`XdpStat`]), in index order (the
+        /// order of `xorlay stats`), generated from that header.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct XdpCounters {
+            $( #[doc = $doc] pub $field: u64, )*
+        }
 
-/// The XDP counters summed over all CPUs; one field per `XORLAY_XDP_*`
-/// counter of `ebpf/consts.h`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct XdpCounters {
-    /// Passed untouched: not UDP to the overlay port.
-    pub pass_other: u64,
-    /// Passed: well-formed overlay packets.
-    pub pass_overlay: u64,
-    /// Dropped: UDP payload shorter than the overlay header, or a UDP length
-    /// beyond the frame.
-    pub drop_truncated: u64,
-    /// Dropped: bad magic.
-    pub drop_bad_magic: u64,
-    /// Dropped: unknown version.
-    pub drop_bad_version: u64,
-    /// Dropped: unknown packet type.
-    pub drop_bad_type: u64,
-    /// Dropped: payload length disagrees with the UDP length.
-    pub drop_bad_length: u64,
-    /// Dropped: hop limit 0.
-    pub drop_hop_limit_zero: u64,
-    /// Dropped: a data packet from a source IP address that is not in the
-    /// neighbor allowlist.
-    pub drop_not_neighbor: u64,
-    /// Dropped: a HANDSHAKE_1 over its source IP's token bucket.
-    pub drop_handshake_source_rate: u64,
-    /// Dropped: a HANDSHAKE_1 over the global handshake token bucket.
-    pub drop_handshake_global_rate: u64,
-    /// Dropped: a data packet over its neighbor's token bucket.
-    pub drop_neighbor_rate: u64,
-    /// Dropped: a data packet whose destination has a negative route cache
-    /// entry (no route).
-    pub drop_no_route: u64,
-    /// Dropped: a route cache hit with hop limit 1.
-    pub drop_hop_limit_exceeded: u64,
-    /// Passed: a data packet for another node without a valid route cache
-    /// entry (the workers decide).
-    pub pass_cache_miss: u64,
-    /// Passed untouched: a valid route cache entry the fast path could not
-    /// finish (no FIB route or neighbor entry, MTU, VLAN tag, IPv4 options,
-    /// egress interface not attached, ...).
-    pub pass_unresolved: u64,
-    /// Forwarded by the fast path out of the ingress interface (`XDP_TX`).
-    pub fwd_tx: u64,
-    /// Forwarded by the fast path to another attached interface
-    /// (`XDP_REDIRECT`).
-    pub fwd_redirect: u64,
-    /// Dropped: a data packet for the workers over the shedding budget the
-    /// router sets while its workers' sockets overflow.
-    pub drop_shed: u64,
+        impl XdpCounters {
+            /// The counters from an array indexed by `XORLAY_XDP_*`.
+            pub const fn from_array(values: &[u64; STAT_COUNT]) -> XdpCounters {
+                XdpCounters {
+                    $( $field: values[$index], )*
+                }
+            }
+
+            /// The counters as an array indexed by `XORLAY_XDP_*`.
+            pub const fn to_array(&self) -> [u64; STAT_COUNT] {
+                [$( self.$field, )*]
+            }
+
+            /// The counter `stat`.
+            pub const fn stat(&self, stat: XdpStat) -> u64 {
+                match stat {
+                    $( XdpStat::$variant => self.$field, )*
+                }
+            }
+        }
+    };
 }
 
+consts::xdp_stat_list!(xdp_counters);
+
 impl XdpCounters {
-    /// The counters from an array indexed by `XORLAY_XDP_*`.
-    pub const fn from_array(values: &[u64; STAT_COUNT]) -> XdpCounters {
-        XdpCounters {
-            pass_other: values[consts::XDP_PASS_OTHER as usize],
-            pass_overlay: values[consts::XDP_PASS_OVERLAY as usize],
-            drop_truncated: values[consts::XDP_DROP_TRUNCATED as usize],
-            drop_bad_magic: values[consts::XDP_DROP_BAD_MAGIC as usize],
-            drop_bad_version: values[consts::XDP_DROP_BAD_VERSION as usize],
-            drop_bad_type: values[consts::XDP_DROP_BAD_TYPE as usize],
-            drop_bad_length: values[consts::XDP_DROP_BAD_LENGTH as usize],
-            drop_hop_limit_zero: values[consts::XDP_DROP_HOP_LIMIT_ZERO as usize],
-            drop_not_neighbor: values[consts::XDP_DROP_NOT_NEIGHBOR as usize],
-            drop_handshake_source_rate: values[consts::XDP_DROP_HANDSHAKE_SOURCE_RATE as usize],
-            drop_handshake_global_rate: values[consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE as usize],
-            drop_neighbor_rate: values[consts::XDP_DROP_NEIGHBOR_RATE as usize],
-            drop_no_route: values[consts::XDP_DROP_NO_ROUTE as usize],
-            drop_hop_limit_exceeded: values[consts::XDP_DROP_HOP_LIMIT_EXCEEDED as usize],
-            pass_cache_miss: values[consts::XDP_PASS_CACHE_MISS as usize],
-            pass_unresolved: values[consts::XDP_PASS_UNRESOLVED as usize],
-            fwd_tx: values[consts::XDP_FWD_TX as usize],
-            fwd_redirect: values[consts::XDP_FWD_REDIRECT as usize],
-            drop_shed: values[consts::XDP_DROP_SHED as usize],
-        }
-    }
-
-    /// The counters as an array indexed by `XORLAY_XDP_*`.
-    pub const fn to_array(&self) -> [u64; STAT_COUNT] {
-        let mut values = [0u64; STAT_COUNT];
-        values[consts::XDP_PASS_OTHER as usize] = self.pass_other;
-        values[consts::XDP_PASS_OVERLAY as usize] = self.pass_overlay;
-        values[consts::XDP_DROP_TRUNCATED as usize] = self.drop_truncated;
-        values[consts::XDP_DROP_BAD_MAGIC as usize] = self.drop_bad_magic;
-        values[consts::XDP_DROP_BAD_VERSION as usize] = self.drop_bad_version;
-        values[consts::XDP_DROP_BAD_TYPE as usize] = self.drop_bad_type;
-        values[consts::XDP_DROP_BAD_LENGTH as usize] = self.drop_bad_length;
-        values[consts::XDP_DROP_HOP_LIMIT_ZERO as usize] = self.drop_hop_limit_zero;
-        values[consts::XDP_DROP_NOT_NEIGHBOR as usize] = self.drop_not_neighbor;
-        values[consts::XDP_DROP_HANDSHAKE_SOURCE_RATE as usize] = self.drop_handshake_source_rate;
-        values[consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE as usize] = self.drop_handshake_global_rate;
-        values[consts::XDP_DROP_NEIGHBOR_RATE as usize] = self.drop_neighbor_rate;
-        values[consts::XDP_DROP_NO_ROUTE as usize] = self.drop_no_route;
-        values[consts::XDP_DROP_HOP_LIMIT_EXCEEDED as usize] = self.drop_hop_limit_exceeded;
-        values[consts::XDP_PASS_CACHE_MISS as usize] = self.pass_cache_miss;
-        values[consts::XDP_PASS_UNRESOLVED as usize] = self.pass_unresolved;
-        values[consts::XDP_FWD_TX as usize] = self.fwd_tx;
-        values[consts::XDP_FWD_REDIRECT as usize] = self.fwd_redirect;
-        values[consts::XDP_DROP_SHED as usize] = self.drop_shed;
-        values
-    }
-
     /// The counter with index `stat_index` (an `XORLAY_XDP_*` constant, e.g.
     /// [`crate::wire::OverlayError::xdp_stat`]); 0 for an unknown index.
     pub fn get(&self, stat_index: u32) -> u64 {
-        usize::try_from(stat_index)
-            .ok()
-            .and_then(|index| self.to_array().get(index).copied())
-            .unwrap_or(0)
+        XdpStat::from_index(stat_index).map_or(0, |stat| self.stat(stat))
     }
 
-    /// All drops, whatever the reason.
+    /// The sum of the counters of `verdict`.
+    const fn sum(&self, verdict: XdpVerdict) -> u64 {
+        let values = self.to_array();
+        let mut sum = 0u64;
+        let mut index = 0;
+        while index < STAT_COUNT {
+            // `XdpStat::ALL` is in index order.
+            if XdpStat::ALL[index].verdict() as u8 == verdict as u8 {
+                sum = sum.wrapping_add(values[index]);
+            }
+            index += 1;
+        }
+        sum
+    }
+
+    /// All drops, whatever the reason (every `drop_*` counter).
     pub const fn dropped(&self) -> u64 {
-        self.drop_truncated
-            .wrapping_add(self.drop_bad_magic)
-            .wrapping_add(self.drop_bad_version)
-            .wrapping_add(self.drop_bad_type)
-            .wrapping_add(self.drop_bad_length)
-            .wrapping_add(self.drop_hop_limit_zero)
-            .wrapping_add(self.drop_not_neighbor)
-            .wrapping_add(self.drop_handshake_source_rate)
-            .wrapping_add(self.drop_handshake_global_rate)
-            .wrapping_add(self.drop_neighbor_rate)
-            .wrapping_add(self.drop_no_route)
-            .wrapping_add(self.drop_hop_limit_exceeded)
-            .wrapping_add(self.drop_shed)
+        self.sum(XdpVerdict::Drop)
     }
 
-    /// Packets the fast path forwarded, `XDP_TX` and `XDP_REDIRECT`.
+    /// Packets the fast path forwarded, `XDP_TX` and `XDP_REDIRECT` (every
+    /// `fwd_*` counter).
     pub const fn forwarded(&self) -> u64 {
-        self.fwd_tx.wrapping_add(self.fwd_redirect)
+        self.sum(XdpVerdict::Forward)
     }
 
     /// Valid overlay packets passed to the workers, whatever the reason.

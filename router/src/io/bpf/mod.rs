@@ -98,13 +98,13 @@ pub const PORT_GLOBAL_NAME: &str = "xorlay_port";
 /// filter on (1) or off (0).
 pub const FILTER_GLOBAL_NAME: &str = "xorlay_filter_neighbors";
 /// Number of counters in the stats map.
-pub const STAT_COUNT: usize = consts::XDP_STAT_COUNT as usize;
+pub const STAT_COUNT: usize = consts::XDP_STAT_COUNT;
 /// Capacity of the neighbor allowlist (`XORLAY_NEIGHBORS_MAX`).
-pub const NEIGHBORS_MAX: usize = consts::NEIGHBORS_MAX as usize;
+pub const NEIGHBORS_MAX: usize = consts::NEIGHBORS_MAX;
 /// Capacity of the route cache (`XORLAY_ROUTES_MAX`); beyond it the least
 /// recently used entries are evicted.
-pub const ROUTES_MAX: usize = consts::ROUTES_MAX as usize;
+pub const ROUTES_MAX: usize = consts::ROUTES_MAX;
 /// Capacity of the egress device map (`XORLAY_TX_PORTS_MAX`).
-pub const TX_PORTS_MAX: usize = consts::TX_PORTS_MAX as usize;
+pub const TX_PORTS_MAX: usize = consts::TX_PORTS_MAX;
 /// How long a route cache entry stays valid without a hit, by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);

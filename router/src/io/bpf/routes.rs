@@ -153,7 +153,7 @@ impl RouteCache {
 
     /// The local ID in force, if set.
     pub fn local_id(&self) -> Option<NodeId> {
-        (self.current.flags & consts::CONFIG_F_LOCAL_ID as u32 != 0)
+        (self.current.flags & consts::CONFIG_F_LOCAL_ID != 0)
             .then(|| NodeId::from_bytes(self.current.local_id))
     }
 
@@ -232,7 +232,7 @@ impl RouteCache {
                 source_addr: [0; 16],
                 next_hop_port: [0; 2],
                 source_port: [0; 2],
-                flags: consts::ROUTE_F_NEGATIVE as u32,
+                flags: consts::ROUTE_F_NEGATIVE,
                 generation: self.current.generation,
                 installed_ns: now,
                 last_used_ns: now,
@@ -278,7 +278,7 @@ impl RouteCache {
                 });
             }
         };
-        let negative = value.flags & consts::ROUTE_F_NEGATIVE as u32 != 0;
+        let negative = value.flags & consts::ROUTE_F_NEGATIVE != 0;
         let addr = |addr: [u8; 16], port: [u8; 2]| NeighborKey { addr, port, pad: 0 }.socket_addr();
         Ok(Some(CachedRoute {
             route: (!negative).then(|| RouteEntry {
@@ -318,7 +318,7 @@ impl RouteCache {
     pub fn set_local_id(&mut self, id: &NodeId) -> Result<(), BpfError> {
         let mut next = self.current;
         next.local_id = *id.as_bytes();
-        next.flags |= consts::CONFIG_F_LOCAL_ID as u32;
+        next.flags |= consts::CONFIG_F_LOCAL_ID;
         self.write(next)
     }
 
