@@ -9,7 +9,9 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "../build-support/clang.rs"]
+mod clang;
 
 const HEADERS: &[&str] = &["wire.h", "consts.h"];
 
@@ -23,14 +25,15 @@ fn main() {
         let path = entry.expect("readable ebpf/ entry").path();
         println!("cargo:rerun-if-changed={}", path.display());
     }
-    println!("cargo:rerun-if-env-changed=CLANG");
+    clang::rerun_if_changed();
 
     generate_consts(&ebpf, &out.join("wire_consts.rs"));
     // Every program: xorlay.bpf.c (XDP) and steer.bpf.c (SO_REUSEPORT).
     for program in ["xorlay", "steer"] {
-        compile_bpf(
+        clang::compile_bpf(
             &ebpf.join(format!("{program}.bpf.c")),
             &out.join(format!("{program}.bpf.o")),
+            &[],
         );
     }
 }
@@ -216,32 +219,4 @@ fn write_stat_list(rust: &mut String, stats: &[Stat]) {
         .expect("write to String");
     }
     rust.push_str("        }\n    };\n}\n");
-}
-
-fn compile_bpf(source: &Path, object: &Path) {
-    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
-    let arch_include = format!("/usr/include/{}-linux-gnu", arch_triplet_prefix());
-    let result = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-I{arch_include}"))
-        .arg("-c")
-        .arg(source)
-        .arg("-o")
-        .arg(object)
-        .status();
-    match result {
-        Ok(status) if status.success() => {}
-        Ok(status) => panic!("{clang} failed ({status}) compiling {}", source.display()),
-        Err(e) => panic!(
-            "cannot run `{clang}` ({e}): install the BPF toolchain with \
-             `apt-get install clang llvm libbpf-dev` (or run `make deps`)"
-        ),
-    }
-}
-
-fn arch_triplet_prefix() -> &'static str {
-    match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
-        Ok("aarch64") => "aarch64",
-        _ => "x86_64",
-    }
 }
