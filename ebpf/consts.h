@@ -3,9 +3,13 @@
  * Constants of the XDP program shared with userspace: the counter indices of
  * its per-CPU stats array (map `xorlay_stats`), the sizes and layouts of its
  * maps (maps.h) and the flags of their values. Parsed by
- * router/build.rs into Rust constants, like wire.h. Each packet the program
- * sees increments exactly one counter.
+ * router/build.rs into typed Rust constants, like wire.h. Each packet the
+ * program sees increments exactly one counter.
  * Keep every #define on one line in the form `#define NAME <integer>`.
+ * The XORLAY_XDP_* counters are numbered 0, 1, 2, ... in file order, each
+ * with its comment on the line above: build.rs makes the Rust counter list
+ * (XdpStat, XdpCounters, the names `xorlay stats` prints) from them, so a
+ * new counter needs no Rust change beyond what reads it.
  */
 #ifndef XORLAY_CONSTS_H
 #define XORLAY_CONSTS_H
@@ -14,7 +18,7 @@
 #define XORLAY_XDP_PASS_OTHER 0
 /* Passed to the stack: a well-formed overlay packet, for the io_uring workers. */
 #define XORLAY_XDP_PASS_OVERLAY 1
-/* Dropped: UDP payload shorter than the overlay header. */
+/* Dropped: UDP payload shorter than the overlay header, or a UDP length beyond the frame. */
 #define XORLAY_XDP_DROP_TRUNCATED 2
 /* Dropped: magic is not XORLAY_MAGIC. */
 #define XORLAY_XDP_DROP_BAD_MAGIC 3
@@ -26,7 +30,7 @@
 #define XORLAY_XDP_DROP_BAD_LENGTH 6
 /* Dropped: hop limit 0 on arrival. */
 #define XORLAY_XDP_DROP_HOP_LIMIT_ZERO 7
-/* Dropped: a data packet whose source (IP, UDP port) is not in xorlay_neighbors. */
+/* Dropped: a data packet whose source IP address is not in xorlay_neighbors. */
 #define XORLAY_XDP_DROP_NOT_NEIGHBOR 8
 /* Dropped: a HANDSHAKE_1 from a source IP over its own token bucket. */
 #define XORLAY_XDP_DROP_HANDSHAKE_SOURCE_RATE 9

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
  * Maps of the XDP program: the only interface between it and userspace
- * (router/src/io/bpf.rs). Included once, by xorlay.bpf.c.
+ * (router/src/io/bpf/). Included once, by xorlay.bpf.c.
  */
 #ifndef XORLAY_MAPS_H
 #define XORLAY_MAPS_H
@@ -25,11 +25,11 @@ struct {
 } xorlay_stats SEC(".maps");
 
 /*
- * The neighbor allowlist: the underlay addresses (IP, UDP port) of the
- * neighbors with an authenticated session. Data packets from any other
+ * The neighbor allowlist: the underlay IP addresses of the neighbors with
+ * an authenticated session. Data packets from any other
  * source are dropped (XORLAY_XDP_DROP_NOT_NEIGHBOR). The control thread
  * keeps it equal to its set of session peers (NeighborMap::sync in
- * router/src/io/bpf.rs); the program only looks keys up.
+ * router/src/io/bpf/neighbors.rs); the program only looks keys up.
  *
  * One map serves both families: an IPv4 source is stored as the v4-mapped
  * IPv6 address ::ffff:a.b.c.d, the form the workers' dual-stack sockets
@@ -53,9 +53,9 @@ _Static_assert(__builtin_offsetof(struct xorlay_neighbor_key, pad) == XORLAY_NEI
 
 /*
  * Runtime configuration, written by userspace only (RouteCache in
- * router/src/io/bpf.rs; the loader writes the defaults before the program
- * can run). One entry, key 0. The program reads it without a lock: the
- * fields are independent, and each 8-byte field is written whole.
+ * router/src/io/bpf/routes.rs; the loader writes the defaults before the
+ * program can run). One entry, key 0. The program reads it without a lock:
+ * the fields are independent, and each 8-byte field is written whole.
  *
  * Rates: packets per second and burst (bucket depth) of each token bucket;
  * pps 0 = that limit is off. A burst below 1 counts as 1.
@@ -68,7 +68,7 @@ struct xorlay_config {
 	__u32 handshake_source_burst;
 	__u32 handshake_global_pps;        /* HANDSHAKE_1 from all sources together */
 	__u32 handshake_global_burst;
-	__u32 neighbor_pps;                /* data per neighbor (IP, port), per CPU */
+	__u32 neighbor_pps;                /* data per neighbor (IP), per CPU */
 	__u32 neighbor_burst;
 	__u32 flags;                       /* XORLAY_CONFIG_F_* */
 	__u32 pad;                         /* 0 */
@@ -307,15 +307,15 @@ struct {
 } xorlay_tx_ports SEC(".maps");
 
 /*
- * Pinning (router/src/io/bpf.rs, `[xdp] pin_dir`): with a pin directory,
+ * Pinning (router/src/io/bpf/takeover.rs, `[xdp] pin_dir`): with a pin directory,
  * userspace pins every map above and the owner record below there by name
  * (EbpfLoader::map_pin_path, not a `pinning` attribute here, so that loads
  * without a pin directory -- the fixture tests -- never touch bpffs), and
  * the next instance reuses them. A pinned map is reused only if its type,
  * key size, value size and max_entries equal what this build expects
- * (PINNED_MAPS in bpf.rs): change a map's layout here and that table fails
- * its test until it follows, and running instances' pins are cleared (not
- * reused) by the new build.
+ * (PINNED_MAPS in router/src/io/bpf/pins.rs): change a map's layout here
+ * and that table fails its test until it follows, and running instances'
+ * pins are cleared (not reused) by the new build.
  *
  * The owner record: which process owns the pins (the XDP links in the pin
  * directory and these maps). Written by userspace only, never read by the

@@ -121,7 +121,7 @@ const IP_ADDRS: std::ops::Range<usize> = ETH_LEN + 12..ETH_LEN + 20;
 const UDP_LEN_AT: usize = ETH_LEN + IPV4_LEN + 4;
 const UDP_CHECKSUM: usize = ETH_LEN + IPV4_LEN + 6;
 /// Offsets in an overlay packet: the source ID, the stamp.
-const SRC_IN_PACKET: usize = OFF_SRC as usize;
+const SRC_IN_PACKET: usize = OFF_SRC;
 const SEQ_IN_PACKET: usize = HEADER_LEN;
 const TIME_IN_PACKET: usize = HEADER_LEN + 8;
 /// Largest IPv4 packet.

@@ -1,13 +1,13 @@
 //! The router's TOML configuration: parsed, then validated into a [`Config`]
 //! whose every field is usable as is. Errors name the key and the fix.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::NodeId;
-use crate::io::bpf::{RateLimits, XdpAttachMode};
 use crate::wire::overlay::DEFAULT_PORT;
 
 /// Most seeds and neighbors configured by host name (each is resolved
@@ -17,7 +17,7 @@ pub const NAMED_PEERS_MAX: usize = 256;
 pub const NEIGHBORS_MAX: usize = 4096;
 /// Most worker threads (`XORLAY_WORKERS_MAX` of ebpf/consts.h: the
 /// workers the XDP credits and the steering program have room for).
-pub const WORKERS_MAX: usize = crate::wire::consts::WORKERS_MAX as usize;
+pub const WORKERS_MAX: usize = crate::wire::consts::WORKERS_MAX;
 
 /// The router configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -671,6 +671,146 @@ impl Config {
     }
 }
 
+/// A rate limit with a rate but no burst (`xdp.limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "XDP rate limit {name}: {pps} packets/s with a burst of {burst}: a nonzero rate needs a \
+     burst of at least 1 (a rate of 0 turns the limit off)"
+)]
+pub struct RateLimitError {
+    /// Which limit.
+    pub name: &'static str,
+    /// Its rate.
+    pub pps: u32,
+    /// Its burst.
+    pub burst: u32,
+}
+
+/// One token bucket of the XDP program: `pps` packets per second on
+/// average, `burst` at once after a quiet period. `pps` 0 turns the limit
+/// off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Sustained rate, packets per second; 0 = unlimited.
+    pub pps: u32,
+    /// Bucket depth, packets; at least 1 when `pps` is not 0.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// No limit.
+    pub const UNLIMITED: RateLimit = RateLimit { pps: 0, burst: 0 };
+
+    /// `pps` packets per second with bursts of `burst`.
+    pub const fn new(pps: u32, burst: u32) -> RateLimit {
+        RateLimit { pps, burst }
+    }
+
+    fn check(self, name: &'static str) -> Result<(), RateLimitError> {
+        if self.pps != 0 && self.burst == 0 {
+            return Err(RateLimitError {
+                name,
+                pps: self.pps,
+                burst: self.burst,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The rate limits of the XDP program's filter step (`xorlay_config`).
+/// [`RateLimits::default`] documents the defaults and their reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// HANDSHAKE_1 packets from one source IP (IPv4, or a whole IPv6
+    /// address).
+    pub handshake_per_source: RateLimit,
+    /// HANDSHAKE_1 packets from all sources together (exact across CPUs).
+    pub handshake_global: RateLimit,
+    /// Data packets from one neighbor (its IP address, any UDP port), per
+    /// CPU that receives its traffic (a neighbor's fast path sends from flow
+    /// ports, so RSS may spread it over several).
+    pub neighbor_data: RateLimit,
+}
+
+impl Default for RateLimits {
+    /// - `handshake_per_source` 4/s, burst 8: a peer starts a session once
+    ///   and retries a lost HANDSHAKE_1 after a second or more; 8 covers a
+    ///   restart that reconnects several sessions from one host.
+    /// - `handshake_global` 1000/s, burst 1000: each HANDSHAKE_1 costs the
+    ///   responder a Noise XX message 2 (two X25519 operations and a key
+    ///   generation, tens of microseconds), so a flood of spoofed sources is
+    ///   held to a few percent of one core.
+    /// - `neighbor_data` 1,000,000/s, burst 100,000 per CPU: about a third
+    ///   of what one core relays in XDP, so one neighbor cannot take a whole
+    ///   core from the others, while line-rate traffic of a 10 Gbit/s
+    ///   neighbor with 1500-byte packets (830 k/s) passes. Raise it for
+    ///   benchmarks above 1 M packets/s from one neighbor.
+    fn default() -> RateLimits {
+        RateLimits {
+            handshake_per_source: RateLimit::new(4, 8),
+            handshake_global: RateLimit::new(1000, 1000),
+            neighbor_data: RateLimit::new(1_000_000, 100_000),
+        }
+    }
+}
+
+impl RateLimits {
+    /// No limits at all.
+    pub const UNLIMITED: RateLimits = RateLimits {
+        handshake_per_source: RateLimit::UNLIMITED,
+        handshake_global: RateLimit::UNLIMITED,
+        neighbor_data: RateLimit::UNLIMITED,
+    };
+
+    /// Each limit with its config key under `xdp.limits`.
+    pub fn named(&self) -> [(&'static str, RateLimit); 3] {
+        [
+            ("handshake_per_source", self.handshake_per_source),
+            ("handshake_global", self.handshake_global),
+            ("neighbor_data", self.neighbor_data),
+        ]
+    }
+
+    /// Each limit with a rate has a burst.
+    pub fn check(&self) -> Result<(), RateLimitError> {
+        self.named()
+            .into_iter()
+            .try_for_each(|(name, limit)| limit.check(name))
+    }
+}
+
+/// How the XDP program is attached (`xdp_mode` in the config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttachMode {
+    /// In the driver (fastest); fails where the driver has no XDP support.
+    #[default]
+    Native,
+    /// In the generic network stack (works everywhere, slower).
+    Generic,
+    /// Native per interface, falling back to generic with a warning.
+    Auto,
+}
+
+impl XdpAttachMode {
+    /// The config spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            XdpAttachMode::Native => "native",
+            XdpAttachMode::Generic => "generic",
+            XdpAttachMode::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for XdpAttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -950,5 +1090,47 @@ address = "198.18.0.2:4799"
                 .to_string()
                 .contains("IPv4")
         );
+    }
+
+    #[test]
+    fn rate_limits_need_a_burst() {
+        assert_eq!(RateLimits::default().check().ok(), Some(()));
+        assert_eq!(RateLimits::UNLIMITED.check().ok(), Some(()));
+        let mut limits = RateLimits {
+            handshake_global: RateLimit::new(10, 0),
+            ..RateLimits::default()
+        };
+        let message = limits
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("handshake_global"), "{message}");
+        assert!(message.contains("burst of at least 1"), "{message}");
+        limits.handshake_global = RateLimit::new(0, 0);
+        assert_eq!(limits.check().ok(), Some(()));
+    }
+
+    #[test]
+    fn attach_mode_config_spelling() {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            mode: XdpAttachMode,
+        }
+        for mode in [
+            XdpAttachMode::Native,
+            XdpAttachMode::Generic,
+            XdpAttachMode::Auto,
+        ] {
+            let text = format!("mode = \"{mode}\"");
+            let parsed: Wrapper = match toml::from_str(&text) {
+                Ok(parsed) => parsed,
+                Err(e) => panic!("{text}: {e}"),
+            };
+            assert_eq!(parsed.mode, mode);
+        }
+        assert!(toml::from_str::<Wrapper>("mode = \"Native\"").is_err());
+        assert!(toml::from_str::<Wrapper>("mode = \"skb\"").is_err());
+        assert_eq!(XdpAttachMode::default(), XdpAttachMode::Native);
     }
 }

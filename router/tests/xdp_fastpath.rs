@@ -59,22 +59,22 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
-const PASS_OTHER: u32 = consts::XDP_PASS_OTHER as u32;
-const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY as u32;
-const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR as u32;
-const DROP_HANDSHAKE_SOURCE_RATE: u32 = consts::XDP_DROP_HANDSHAKE_SOURCE_RATE as u32;
-const DROP_HANDSHAKE_GLOBAL_RATE: u32 = consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE as u32;
-const DROP_NEIGHBOR_RATE: u32 = consts::XDP_DROP_NEIGHBOR_RATE as u32;
-const DROP_NO_ROUTE: u32 = consts::XDP_DROP_NO_ROUTE as u32;
-const DROP_HOP_LIMIT_EXCEEDED: u32 = consts::XDP_DROP_HOP_LIMIT_EXCEEDED as u32;
-const PASS_CACHE_MISS: u32 = consts::XDP_PASS_CACHE_MISS as u32;
-const DROP_SHED: u32 = consts::XDP_DROP_SHED as u32;
-const PASS_UNRESOLVED: u32 = consts::XDP_PASS_UNRESOLVED as u32;
-const FWD_TX: u32 = consts::XDP_FWD_TX as u32;
-const FWD_REDIRECT: u32 = consts::XDP_FWD_REDIRECT as u32;
+const PASS_OTHER: u32 = consts::XDP_PASS_OTHER;
+const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY;
+const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR;
+const DROP_HANDSHAKE_SOURCE_RATE: u32 = consts::XDP_DROP_HANDSHAKE_SOURCE_RATE;
+const DROP_HANDSHAKE_GLOBAL_RATE: u32 = consts::XDP_DROP_HANDSHAKE_GLOBAL_RATE;
+const DROP_NEIGHBOR_RATE: u32 = consts::XDP_DROP_NEIGHBOR_RATE;
+const DROP_NO_ROUTE: u32 = consts::XDP_DROP_NO_ROUTE;
+const DROP_HOP_LIMIT_EXCEEDED: u32 = consts::XDP_DROP_HOP_LIMIT_EXCEEDED;
+const PASS_CACHE_MISS: u32 = consts::XDP_PASS_CACHE_MISS;
+const DROP_SHED: u32 = consts::XDP_DROP_SHED;
+const PASS_UNRESOLVED: u32 = consts::XDP_PASS_UNRESOLVED;
+const FWD_TX: u32 = consts::XDP_FWD_TX;
+const FWD_REDIRECT: u32 = consts::XDP_FWD_REDIRECT;
 
 /// The session kind of a Noise initiation (router/src/wire/session.rs).
-const HANDSHAKE_1: u8 = consts::SESSION_KIND_HANDSHAKE_1 as u8;
+const HANDSHAKE_1: u8 = consts::SESSION_KIND_HANDSHAKE_1;
 
 // ---------------------------------------------------------------------------
 // The lab: one namespace, three veth pairs, each our end with a subnet.

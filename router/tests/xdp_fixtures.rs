@@ -38,8 +38,8 @@ use std::time::Duration;
 use aya::Ebpf;
 use aya::maps::PerCpuValues;
 use xorlay::io::bpf::{
-    self, BpfError, LoadOptions, NEIGHBORS_MAX, NeighborKey, NeighborMap, STAT_COUNT, SyncReport,
-    XdpAttachMode, XdpCounters, XdpRouter, neighbor_key,
+    self, BpfError, LoadOptions, NEIGHBORS_MAX, NeighborMap, STAT_COUNT, SyncReport, XdpAttachMode,
+    XdpCounters, XdpRouter, neighbor_key,
 };
 use xorlay::wire::overlay::{DEFAULT_PORT, HEADER_LEN, golden};
 use xorlay::wire::{OverlayError, OverlayPacket, PacketType, consts};
@@ -53,10 +53,10 @@ const OTHER_PORT: u16 = DEFAULT_PORT;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
-const PASS_OTHER: u32 = consts::XDP_PASS_OTHER as u32;
-const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY as u32;
-const DROP_TRUNCATED: u32 = consts::XDP_DROP_TRUNCATED as u32;
-const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR as u32;
+const PASS_OTHER: u32 = consts::XDP_PASS_OTHER;
+const PASS_OVERLAY: u32 = consts::XDP_PASS_OVERLAY;
+const DROP_TRUNCATED: u32 = consts::XDP_DROP_TRUNCATED;
+const DROP_NOT_NEIGHBOR: u32 = consts::XDP_DROP_NOT_NEIGHBOR;
 
 const MAC_DST: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
 const MAC_SRC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -481,7 +481,7 @@ fn fixtures() -> Vec<Fixture> {
                 ),
             ),
             XDP_DROP,
-            consts::XDP_DROP_BAD_LENGTH as u32,
+            consts::XDP_DROP_BAD_LENGTH,
         ),
         // Not ours: passed untouched.
         fixture(
@@ -904,7 +904,7 @@ fn filter_off_passes_data_from_anyone() {
         "filter off: malformed from a stranger",
         &frame_from(STRANGER4, PORT, &bad_magic),
         XDP_DROP,
-        consts::XDP_DROP_BAD_MAGIC as u32,
+        consts::XDP_DROP_BAD_MAGIC,
     );
     assert_eq!(harness.counters().drop_not_neighbor, 0);
 }
@@ -1107,68 +1107,6 @@ fn sync_makes_the_map_equal_to_the_wanted_set() {
             Err(e) => panic!("contains {addr}: {e}"),
         }
     }
-}
-
-/// An allowlist left by a build before flow ports (keys with ports) gets
-/// the IP keys this build's program looks up, and the program admits the
-/// neighbor from any port; the next exact sync drops the old keys.
-#[test]
-fn port_keys_of_an_older_build_get_ip_keys() {
-    let (ebpf, mut raw, map) = load_with_raw_neighbors();
-    let mut harness = Harness {
-        ebpf,
-        neighbors: map,
-    };
-    let old4 = NeighborKey::with_port(&NEIGHBOR4.addr());
-    let old6 = NeighborKey::with_port(&NEIGHBOR6.addr());
-    for key in [old4, old6] {
-        let zeros = aya::util::nr_cpus()
-            .map_err(|(_, e)| e)
-            .and_then(|cpus| PerCpuValues::try_from(vec![0u64; cpus]))
-            .unwrap_or_else(|e| panic!("per-CPU values: {e}"));
-        if let Err(e) = raw.map.insert(key, zeros, 0) {
-            panic!("inserting {key:?}: {e}");
-        }
-    }
-    let ping = golden::DATA_PING;
-    harness.check(
-        "old keys only: this build looks up IP keys",
-        &frame_from(NEIGHBOR4, PORT, &ping),
-        XDP_DROP,
-        DROP_NOT_NEIGHBOR,
-    );
-    let added = match harness.neighbors.add_ip_keys() {
-        Ok(added) => added,
-        Err(e) => panic!("add_ip_keys: {e}"),
-    };
-    assert_eq!(added, 2);
-    assert_eq!(raw.entries().len(), 4);
-    for source in [NEIGHBOR4, NEIGHBOR6, OTHER_PORT4] {
-        harness.check(
-            &format!("after add_ip_keys: data from {source:?}"),
-            &frame_from(source, PORT, &ping),
-            XDP_PASS,
-            PASS_OVERLAY,
-        );
-    }
-    match harness.neighbors.add_ip_keys() {
-        Ok(added) => assert_eq!(added, 0, "a second run adds nothing"),
-        Err(e) => panic!("add_ip_keys: {e}"),
-    }
-    let report = harness.sync(&neighbors());
-    assert_eq!(
-        report,
-        SyncReport {
-            inserted: 0,
-            removed: 2
-        }
-    );
-    let left: HashSet<SocketAddr> = raw
-        .entries()
-        .iter()
-        .map(|(key, _)| key.socket_addr())
-        .collect();
-    assert_eq!(left, canonical(&neighbors()));
 }
 
 #[test]

@@ -25,15 +25,15 @@ pub const BACKLOG_MAP_NAME: &str = "xorlay_backlog";
 
 /// Workers the map has credits for (`XORLAY_WORKERS_MAX`, the router's
 /// workers limit).
-pub const BACKLOG_WORKERS_MAX: usize = consts::WORKERS_MAX as usize;
+pub const BACKLOG_WORKERS_MAX: usize = consts::WORKERS_MAX;
 
-const VALUE_LEN: usize = consts::BACKLOG_LEN as usize;
-const OFF_WORKERS: usize = consts::BACKLOG_OFF_WORKERS as usize;
-const OFF_WORKER: usize = consts::BACKLOG_OFF_WORKER as usize;
-const CREDIT_LEN: usize = consts::CREDIT_LEN as usize;
-const OFF_ADMITTED: usize = consts::CREDIT_OFF_ADMITTED as usize;
-const OFF_CONSUMED: usize = consts::CREDIT_OFF_CONSUMED as usize;
-const OFF_WINDOW: usize = consts::CREDIT_OFF_WINDOW as usize;
+const VALUE_LEN: usize = consts::BACKLOG_LEN;
+const OFF_WORKERS: usize = consts::BACKLOG_OFF_WORKERS;
+const OFF_WORKER: usize = consts::BACKLOG_OFF_WORKER;
+const CREDIT_LEN: usize = consts::CREDIT_LEN;
+const OFF_ADMITTED: usize = consts::CREDIT_OFF_ADMITTED;
+const OFF_CONSUMED: usize = consts::CREDIT_OFF_CONSUMED;
+const OFF_WINDOW: usize = consts::CREDIT_OFF_WINDOW;
 const _: () = assert!(OFF_WORKER + CREDIT_LEN * BACKLOG_WORKERS_MAX == VALUE_LEN);
 const _: () = assert!(OFF_WORKER.is_multiple_of(64) && CREDIT_LEN.is_multiple_of(64));
 const _: () = assert!(

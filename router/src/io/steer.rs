@@ -15,7 +15,7 @@ static STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 
 /// Most sockets the program can choose from (`XORLAY_WORKERS_MAX`, the
 /// router's workers limit).
-pub const SOCKETS_MAX: usize = crate::wire::consts::WORKERS_MAX as usize;
+pub const SOCKETS_MAX: usize = crate::wire::consts::WORKERS_MAX;
 
 /// Why steering could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -36,31 +36,31 @@ mod field {
 /// Length of the fixed overlay header.
 pub const HEADER_LEN: usize = field::SRC.end;
 /// The magic number, "XO".
-pub const MAGIC: u16 = consts::MAGIC as u16;
+pub const MAGIC: u16 = consts::MAGIC;
 /// The only version this code speaks.
-pub const VERSION: u8 = consts::VERSION as u8;
+pub const VERSION: u8 = consts::VERSION;
 /// The hop limit a sender puts into a new packet.
-pub const DEFAULT_HOP_LIMIT: u8 = consts::DEFAULT_HOP_LIMIT as u8;
+pub const DEFAULT_HOP_LIMIT: u8 = consts::DEFAULT_HOP_LIMIT;
 /// Default UDP port of the overlay.
-pub const DEFAULT_PORT: u16 = consts::DEFAULT_PORT as u16;
+pub const DEFAULT_PORT: u16 = consts::DEFAULT_PORT;
 /// The lowest outer UDP source port of a forwarded flow (see
 /// [`Packet::flow_port`]).
-pub const FLOW_PORT_BASE: u16 = consts::FLOW_PORT_BASE as u16;
+pub const FLOW_PORT_BASE: u16 = consts::FLOW_PORT_BASE;
 /// Largest payload the 16-bit length field can describe.
 pub const PAYLOAD_LEN_MAX: usize = u16::MAX as usize;
 
 // One source of truth: the Rust layout must equal ebpf/wire.h.
-const _: () = assert!(HEADER_LEN as u64 == consts::HDR_LEN);
-const _: () = assert!(field::MAGIC.start as u64 == consts::OFF_MAGIC);
-const _: () = assert!(field::VERSION as u64 == consts::OFF_VERSION);
-const _: () = assert!(field::TYPE as u64 == consts::OFF_TYPE);
-const _: () = assert!(field::HOP_LIMIT as u64 == consts::OFF_HOP_LIMIT);
-const _: () = assert!(field::FLAGS as u64 == consts::OFF_FLAGS);
-const _: () = assert!(field::PAYLOAD_LEN.start as u64 == consts::OFF_PAYLOAD_LEN);
-const _: () = assert!(field::DST.start as u64 == consts::OFF_DST);
-const _: () = assert!(field::SRC.start as u64 == consts::OFF_SRC);
-const _: () = assert!(field::DST.end - field::DST.start == consts::NODE_ID_LEN as usize);
-const _: () = assert!(field::SRC.end - field::SRC.start == consts::NODE_ID_LEN as usize);
+const _: () = assert!(HEADER_LEN == consts::HDR_LEN);
+const _: () = assert!(field::MAGIC.start == consts::OFF_MAGIC);
+const _: () = assert!(field::VERSION == consts::OFF_VERSION);
+const _: () = assert!(field::TYPE == consts::OFF_TYPE);
+const _: () = assert!(field::HOP_LIMIT == consts::OFF_HOP_LIMIT);
+const _: () = assert!(field::FLAGS == consts::OFF_FLAGS);
+const _: () = assert!(field::PAYLOAD_LEN.start == consts::OFF_PAYLOAD_LEN);
+const _: () = assert!(field::DST.start == consts::OFF_DST);
+const _: () = assert!(field::SRC.start == consts::OFF_SRC);
+const _: () = assert!(field::DST.end - field::DST.start == consts::NODE_ID_LEN);
+const _: () = assert!(field::SRC.end - field::SRC.start == consts::NODE_ID_LEN);
 
 /// Why a buffer is not a valid overlay packet. Each variant has an XDP
 /// counter of the same meaning (see [`Error::xdp_stat`]).
@@ -93,14 +93,14 @@ impl Error {
 
     /// Index of the XDP stats counter that counts this drop reason.
     pub const fn xdp_stat(self) -> u32 {
-        (match self {
+        match self {
             Error::Truncated => consts::XDP_DROP_TRUNCATED,
             Error::BadMagic => consts::XDP_DROP_BAD_MAGIC,
             Error::BadVersion => consts::XDP_DROP_BAD_VERSION,
             Error::BadType => consts::XDP_DROP_BAD_TYPE,
             Error::BadLength => consts::XDP_DROP_BAD_LENGTH,
             Error::HopLimitZero => consts::XDP_DROP_HOP_LIMIT_ZERO,
-        }) as u32
+        }
     }
 
     /// A short snake_case name, used in counters and logs.
@@ -129,9 +129,9 @@ impl std::error::Error for Error {}
 #[repr(u8)]
 pub enum PacketType {
     /// Application data, forwarded hop by hop.
-    Data = consts::TYPE_DATA as u8,
+    Data = consts::TYPE_DATA,
     /// Control-plane message between neighbors.
-    Control = consts::TYPE_CONTROL as u8,
+    Control = consts::TYPE_CONTROL,
 }
 
 impl PacketType {
@@ -265,7 +265,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             ])
         };
         let w = word(field::DST) ^ word(field::SRC);
-        FLOW_PORT_BASE | ((w ^ (w >> 14) ^ (w >> 28)) as u16 & consts::FLOW_PORT_MASK as u16)
+        FLOW_PORT_BASE | ((w ^ (w >> 14) ^ (w >> 28)) as u16 & consts::FLOW_PORT_MASK)
     }
 
     /// The worker (of `workers`, at least 1) this packet belongs to: the
@@ -607,9 +607,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for reason in Error::ALL {
             let index = reason.xdp_stat();
-            assert!(u64::from(index) < consts::XDP_STAT_COUNT, "{reason}");
-            assert_ne!(u64::from(index), consts::XDP_PASS_OTHER, "{reason}");
-            assert_ne!(u64::from(index), consts::XDP_PASS_OVERLAY, "{reason}");
+            assert_eq!(
+                consts::XdpStat::from_index(index).map(consts::XdpStat::verdict),
+                Some(consts::XdpVerdict::Drop),
+                "{reason}"
+            );
+            assert_ne!(index, consts::XDP_PASS_OTHER, "{reason}");
+            assert_ne!(index, consts::XDP_PASS_OVERLAY, "{reason}");
             assert!(seen.insert(index), "{reason} shares a counter");
         }
     }

@@ -152,8 +152,7 @@ pub enum Kind {
 }
 
 /// The wire value of [`Kind::Handshake1`], from the C side.
-const HANDSHAKE_1: u8 = super::consts::SESSION_KIND_HANDSHAKE_1 as u8;
-const _: () = assert!(super::consts::SESSION_KIND_HANDSHAKE_1 <= u8::MAX as u64);
+const HANDSHAKE_1: u8 = super::consts::SESSION_KIND_HANDSHAKE_1;
 
 impl Kind {
     /// The kind with this wire value, if any.

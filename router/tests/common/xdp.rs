@@ -90,7 +90,7 @@ pub fn reopen(ebpf: &Ebpf, name: &str, check: impl FnOnce(&aya::maps::MapInfo)) 
 
 /// `struct xorlay_route` as bytes: the offsets are the C header's
 /// (`consts::ROUTE_OFF_*`), so this needs none of the loader's types.
-type RouteBytes = [u8; consts::ROUTE_LEN as usize];
+type RouteBytes = [u8; consts::ROUTE_LEN];
 
 /// A second handle on the route cache (`xorlay_routes`).
 pub struct RawRoutes {
@@ -126,7 +126,7 @@ impl RawRoutes {
             // 0 there means "never resolved"; it stays that.
             (consts::ROUTE_OFF_L2_CHECKED_NS, true),
         ] {
-            let at = offset as usize;
+            let at = offset;
             let field: &mut [u8; 8] = (&mut value[at..at + 8]).try_into().expect("8 bytes");
             let ns = u64::from_ne_bytes(*field);
             if keep_zero && ns == 0 {
