@@ -311,6 +311,7 @@ pub struct CompareRun {
 }
 
 /// Runs trials on one environment; numbers trials across the whole run.
+#[derive(Debug)]
 pub struct Runner<'a> {
     /// Trial length.
     pub trial: Duration,

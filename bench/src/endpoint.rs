@@ -54,6 +54,7 @@ pub struct EndpointCounters {
     pub garbage: AtomicU64,
 }
 
+#[derive(Debug)]
 struct Shared {
     /// Peers with an authenticated session.
     sessions: Mutex<Vec<(NodeId, SocketAddr)>>,
@@ -65,6 +66,7 @@ struct Shared {
 }
 
 /// An overlay node run by the benchmark (see the module documentation).
+#[derive(Debug)]
 pub struct Endpoint {
     id: NodeId,
     bind: SocketAddr,

@@ -208,6 +208,7 @@ impl Candidate {
 /// removes them once this process is gone) joined by one veth pair,
 /// [`GEN_DEV`] to [`SINK_DEV`]. Removed on drop; a failed [`Pair::new`]
 /// removes what it made.
+#[derive(Debug)]
 pub struct Pair {
     /// The generator's namespace.
     pub gen_ns: String,

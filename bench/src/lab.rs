@@ -129,12 +129,14 @@ impl Node {
     }
 }
 
+#[derive(Debug)]
 struct Process {
     child: Child,
     index: usize,
 }
 
 /// The lab. Dropping it stops routers and removes everything it made.
+#[derive(Debug)]
 pub struct Lab {
     /// gen, r1..rN, sink.
     pub nodes: Vec<Node>,

@@ -57,10 +57,10 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
 pub fn pin_task(tid: i32, cpu: usize) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: cpu is checked against the set's capacity.
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
+    // SAFETY: cpu was checked against the set's capacity above.
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: set is a valid cpu_set_t of the size given.
     let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
@@ -261,6 +261,7 @@ pub struct SinkResult {
 }
 
 /// A bitmap of sequence numbers seen.
+#[derive(Debug)]
 struct Seen {
     words: Vec<u64>,
 }
@@ -286,6 +287,7 @@ impl Seen {
 /// Counts one trial's packets to one node: the bookkeeping of every sink
 /// that receives datagrams in userspace (the socket sink below, the
 /// benchmark endpoint in [`crate::endpoint`]).
+#[derive(Debug)]
 pub struct SinkCounter {
     me: NodeId,
     trial: u32,
@@ -408,6 +410,7 @@ pub fn sink(
 
 /// Buffers for one `recvmmsg` call of up to [`BATCH_MAX`] datagrams, with
 /// their source addresses.
+#[derive(Debug)]
 pub struct RecvBatch {
     bufs: Vec<[u8; RX_BUF]>,
     names: Vec<libc::sockaddr_storage>,
@@ -501,6 +504,7 @@ impl Default for RecvBatch {
 }
 
 /// A sink on its own thread inside a namespace, pinned to a CPU.
+#[derive(Debug)]
 pub struct SinkThread {
     /// Live counters.
     pub live: Arc<SinkLive>,

@@ -67,6 +67,7 @@ pub fn in_netns<T: Send + 'static>(
 /// A thread inside a network namespace that first sets itself up (binds
 /// its socket, say), reports whether that worked, then runs until stopped.
 /// Dropping it stops and joins the thread.
+#[derive(Debug)]
 pub struct Stoppable<T> {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<T>>>,

@@ -769,10 +769,10 @@ impl Plan {
                 iov_len: frame_len,
             })
             .collect();
-        // SAFETY: an all-zero mmsghdr is valid (no name, no control).
         let mut msgs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
             .map(|iov| {
+                // SAFETY: an all-zero mmsghdr is valid (no name, no control).
                 let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
                 m.msg_hdr.msg_iov = iov;
                 m.msg_hdr.msg_iovlen = 1;

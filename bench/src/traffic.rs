@@ -230,6 +230,7 @@ pub fn run_sink(
 }
 
 /// A sink running on its own thread inside a namespace.
+#[derive(Debug)]
 pub struct Sink {
     /// Live counters.
     pub counters: Arc<SinkCounters>,

@@ -111,6 +111,16 @@ pub struct XdpSink {
     trial: u32,
 }
 
+impl std::fmt::Debug for XdpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpSink")
+            .field("netns", &self.netns)
+            .field("epoch", &self.epoch)
+            .field("trial", &self.trial)
+            .finish_non_exhaustive()
+    }
+}
+
 impl XdpSink {
     /// Loads and attaches (native mode) to `ifname` in namespace `netns`,
     /// counting overlay data packets to `me` on UDP port `port`. Duplicates

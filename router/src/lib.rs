@@ -7,8 +7,6 @@
 //! - [`io`]: the shells: XDP loader, io_uring workers, control thread.
 //! - [`config`]: the router's TOML configuration.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-
 pub mod config;
 pub mod core;
 pub mod id;

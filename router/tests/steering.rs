@@ -159,6 +159,6 @@ fn flows_from_one_neighbor_spread_and_each_flow_stays_on_one_worker() {
 
 #[test]
 fn too_many_sockets_is_an_error_not_a_panic() {
-    let err = Steering::attach(&[]).err().expect("no sockets refused");
+    let err = Steering::attach(&[]).expect_err("no sockets refused");
     assert!(err.to_string().contains("4-tuple"), "{err}");
 }

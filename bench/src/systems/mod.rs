@@ -141,6 +141,7 @@ impl TrafficPath {
 }
 
 /// One system set up and ready for traffic.
+#[derive(Debug)]
 pub struct Env {
     /// Which system.
     pub kind: SystemKind,

@@ -99,6 +99,7 @@ pub enum NodeEvent {
 pub const NODE_EVENTS_MAX: usize = 1024;
 
 /// One node's control plane.
+#[derive(Debug)]
 pub struct Node {
     sessions: Sessions,
     /// Events for the shell's log, oldest first.

@@ -52,6 +52,7 @@ pub enum AdminError {
 }
 
 /// The listening admin socket; the file is removed on drop.
+#[derive(Debug)]
 pub struct AdminServer {
     listener: UnixListener,
     path: PathBuf,

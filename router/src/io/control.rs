@@ -66,6 +66,7 @@ pub struct ShellCounters {
 }
 
 /// What connects the control plane to the data plane.
+#[derive(Debug)]
 pub struct ControlIo {
     /// Control packets and install requests from the workers.
     pub packets: Receiver<Upcall>,
@@ -133,6 +134,7 @@ pub fn resolve(host: &str, port: u16, ipv4_only: bool) -> Result<SocketAddr, Str
 
 /// The resolver thread's side in the control plane: results, what each
 /// name resolved to last, when a failure may be logged again.
+#[derive(Debug)]
 struct Resolver {
     peers: Vec<NamedPeer>,
     results: Receiver<(usize, Result<SocketAddr, String>)>,
@@ -207,6 +209,7 @@ pub struct WarmStart {
 }
 
 /// The control plane of one router.
+#[derive(Debug)]
 pub struct ControlPlane {
     node: Node,
     packets: Receiver<Upcall>,

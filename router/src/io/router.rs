@@ -139,6 +139,7 @@ pub struct RouterStats {
 }
 
 /// A running router.
+#[derive(Debug)]
 pub struct Router {
     identity: Identity,
     table: SharedTable,

@@ -32,6 +32,7 @@ fn fail(step: &'static str) -> impl Fn(String) -> SteerError {
 }
 
 /// The loaded steering program; the sockets keep it attached to their group.
+#[derive(Debug)]
 pub struct Steering {
     _ebpf: Ebpf,
 }

@@ -308,8 +308,8 @@ impl Ethtool {
         if fd < 0 {
             return None;
         }
-        // SAFETY: fd is a new descriptor owned by nobody else.
         Some(Ethtool {
+            // SAFETY: fd is a new descriptor owned by nobody else.
             socket: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }

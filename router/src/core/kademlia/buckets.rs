@@ -351,7 +351,7 @@ impl RoutingTable {
             out.extend(group.drain(..).take(room).map(|(_, c)| c));
         }
         let mut out: Vec<&Contact> = Vec::with_capacity(count.min(self.len));
-        let mut group: Group = Vec::new();
+        let mut group: Group<'_> = Vec::new();
         let keyed = |c: &'a Contact| (distance_key(&c.id, target), c);
         match self.bucket_index(target) {
             Some(c) => {
