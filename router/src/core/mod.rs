@@ -8,6 +8,7 @@ pub mod identity;
 pub mod install;
 pub mod kademlia;
 pub mod node;
+pub mod routing;
 pub mod session;
 pub mod shed;
 pub mod table;

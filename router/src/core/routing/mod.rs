@@ -1,0 +1,874 @@
+//! Routing on any connected overlay graph, sans-IO: a distance-vector
+//! protocol over the neighbor sessions that gives every router a route to
+//! every *beacon* and to every node of its *cluster*, after Thorup and
+//! Zwick's compact routing and S4 (docs/routing.md).
+//!
+//! - About one node in `2^level` is a beacon: the leading zero bits of a
+//!   domain-separated hash of its ID ([`beacon_level_of`]) reach the level.
+//!   Beacons' routes flood the whole connected graph.
+//! - Every other node `d` announces itself with a *radius*: its metric to
+//!   its nearest beacon. A router installs (and passes on) `d`'s route only
+//!   while its own metric to `d` is at most that radius, so `d` is known in
+//!   a neighborhood about as large as the graph divided by the beacons.
+//!   Without any beacon the radius is infinite: a small overlay is a plain
+//!   distance-vector network.
+//! - A packet for `d` goes by `d`'s route where a router has one, else
+//!   toward `d`'s nearest beacon, which has a route to `d` (its metric to `d`
+//!   equals the radius).
+//!
+//! Loop freedom, also while routes change, comes from Babel's feasibility
+//! condition (RFC 8966, section 3.5): a router accepts a route only if it is
+//! newer (sequence number) or strictly better than anything it has itself
+//! announced for that sequence number; when it has no feasible route it
+//! asks the origin for a new sequence number.
+//!
+//! Inputs are `handle_*(now, ..)`; outputs are [`Routing::poll_transmit`]
+//! and [`Routing::poll_timeout`] (quinn's shape). Nothing here reads a clock
+//! or touches a socket. Every table is bounded ([`RoutingConfig`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::id::NodeId;
+
+#[cfg(test)]
+mod tests;
+
+/// A route's cost: the sum of its links' costs. [`INFINITY`] is no route.
+pub type Metric = u32;
+/// The metric of a retraction.
+pub const INFINITY: Metric = Metric::MAX;
+/// Most sequence-number requests forwarded per origin: the hop budget of one
+/// request.
+pub const REQUEST_HOPS_MAX: u8 = 32;
+/// Most route updates in one message (each is [`UPDATE_LEN`] bytes on the
+/// wire; 24 fit a 1,280-byte IPv6 minimum MTU with headers).
+pub const UPDATES_PER_MESSAGE: usize = 24;
+/// Bytes of one update on the wire: origin, sequence number, metric,
+/// radius, flags and level.
+pub const UPDATE_LEN: usize = 32 + 2 + 4 + 4 + 1 + 1;
+/// Highest beacon level: a level is a count of leading zero bits of a
+/// 256-bit hash, but no overlay needs more than 2^64 nodes.
+pub const LEVEL_MAX: u8 = 32;
+
+/// Timers and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Every neighbor gets the whole table this often (changes go out at
+    /// once; this heals whatever a lost message left behind).
+    pub dump_interval: Duration,
+    /// A neighbor's announcement is forgotten when not refreshed for this
+    /// long (a few dump intervals).
+    pub hold_time: Duration,
+    /// Most routes kept (beacons and cluster); further origins are refused
+    /// and counted.
+    pub routes_max: usize,
+    /// Most messages queued for sending; more are dropped and counted (the
+    /// next dump repairs).
+    pub queue_max: usize,
+    /// A sequence-number request for the same origin is not sent again
+    /// sooner.
+    pub request_interval: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> RoutingConfig {
+        RoutingConfig {
+            dump_interval: Duration::from_secs(4),
+            hold_time: Duration::from_secs(14),
+            routes_max: 1 << 16,
+            queue_max: 4096,
+            request_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One route as announced to a neighbor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    /// The node the route leads to.
+    pub origin: NodeId,
+    /// The origin's sequence number the route was computed from.
+    pub seqno: u16,
+    /// The announcer's metric to the origin; [`INFINITY`] retracts.
+    pub metric: Metric,
+    /// The origin's metric to its nearest beacon ([`INFINITY`]: none known):
+    /// how far the route travels.
+    pub radius: Metric,
+    /// The origin is a beacon: its route travels everywhere.
+    pub beacon: bool,
+    /// The beacon level the origin uses (its view of the network's size).
+    pub level: u8,
+}
+
+/// A request to the origin for a new sequence number, forwarded toward it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqnoRequest {
+    /// The node whose route is wanted.
+    pub origin: NodeId,
+    /// The lowest sequence number that helps the requester.
+    pub seqno: u16,
+    /// How many more times the request may be forwarded.
+    pub hops_left: u8,
+}
+
+/// A routing message between neighbors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Route announcements (at most [`UPDATES_PER_MESSAGE`]).
+    Updates(Vec<Update>),
+    /// A sequence-number request.
+    Request(SeqnoRequest),
+}
+
+/// A message for one neighbor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The neighbor.
+    pub to: NodeId,
+    /// What to send.
+    pub message: Message,
+}
+
+/// Where a router sends a packet for a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// This node.
+    Local,
+    /// This neighbor.
+    Neighbor(NodeId),
+    /// No route to it.
+    Unknown,
+}
+
+/// What happened, for `xorlay stats` and the simulation's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoutingCounters {
+    /// Updates received.
+    pub updates_rx: u64,
+    /// Updates sent.
+    pub updates_tx: u64,
+    /// Sequence-number requests received.
+    pub requests_rx: u64,
+    /// Sequence-number requests sent (own and forwarded).
+    pub requests_tx: u64,
+    /// Updates about new origins refused: the table was full.
+    pub refused_full: u64,
+    /// Messages not queued: the send queue was full.
+    pub dropped_queue: u64,
+    /// Times a route's next hop changed (or a route appeared or went).
+    pub route_changes: u64,
+}
+
+/// A neighbor's latest announcement of one origin.
+#[derive(Debug, Clone, Copy)]
+struct Advert {
+    seqno: u16,
+    metric: Metric,
+    radius: Metric,
+    beacon: bool,
+    level: u8,
+    expires: Instant,
+}
+
+/// The route in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Selected {
+    next_hop: NodeId,
+    seqno: u16,
+    metric: Metric,
+    radius: Metric,
+    beacon: bool,
+    level: u8,
+}
+
+/// Everything known about one origin.
+#[derive(Debug)]
+struct Route {
+    /// The neighbors' announcements (at most one per neighbor).
+    adverts: Vec<(NodeId, Advert)>,
+    selected: Option<Selected>,
+    /// Feasibility distance: the best (sequence number, metric) this node
+    /// has announced; kept after the route goes, until `forget_at`.
+    feasibility: Option<(u16, Metric)>,
+    /// When the route may be dropped from the table (no adverts, retracted).
+    forget_at: Option<Instant>,
+    last_request: Option<Instant>,
+}
+
+/// One router's routing state.
+#[derive(Debug)]
+pub struct Routing {
+    local: NodeId,
+    config: RoutingConfig,
+    seqno: u16,
+    level: u8,
+    local_level: u8,
+    /// Link cost to each neighbor.
+    neighbors: HashMap<NodeId, Metric>,
+    routes: HashMap<NodeId, Route>,
+    /// Origins whose selected route changed since the last announcement.
+    dirty: Vec<NodeId>,
+    dirty_self: bool,
+    /// Neighbors that get the whole table at the next poll.
+    dump_to: Vec<NodeId>,
+    next_dump: Option<Instant>,
+    next_expiry: Option<Instant>,
+    queue: VecDeque<Transmit>,
+    radius: Metric,
+    generation: u64,
+    counters: RoutingCounters,
+}
+
+/// `a` is newer than `b` in sequence-number space (RFC 8966, 3.2.1).
+pub fn seqno_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+/// The beacon level of `id`: leading zero bits of SHA-256 over a domain tag
+/// and the ID, at most [`LEVEL_MAX`]. Independent of the ID's place in XOR
+/// space and of the identity puzzle (which hashes the ID alone).
+pub fn beacon_level_of(id: &NodeId) -> u8 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"xorlay beacon level v1");
+    hasher.update(id.as_bytes());
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut zeros = 0u32;
+    for byte in digest {
+        zeros += byte.leading_zeros();
+        if byte != 0 {
+            break;
+        }
+    }
+    zeros.min(u32::from(LEVEL_MAX)) as u8
+}
+
+/// The beacon level for a network of about `nodes` routers: about
+/// `sqrt(nodes)` beacons, so that beacons and a cluster cost about
+/// `sqrt(nodes)` routes each.
+pub fn level_for(nodes: usize) -> u8 {
+    let bits = usize::BITS - nodes.max(1).leading_zeros(); // floor(log2) + 1
+    (((bits - 1) / 2) as u8).min(LEVEL_MAX)
+}
+
+impl Routing {
+    /// The routing state of `local`, with beacon level `level`
+    /// ([`level_for`] of the expected network size; 0 makes every node a
+    /// beacon, which is plain distance vector).
+    pub fn new(local: NodeId, level: u8, config: RoutingConfig) -> Routing {
+        Routing {
+            local,
+            config,
+            seqno: 0,
+            level: level.min(LEVEL_MAX),
+            local_level: beacon_level_of(&local),
+            neighbors: HashMap::new(),
+            routes: HashMap::new(),
+            dirty: Vec::new(),
+            dirty_self: true,
+            dump_to: Vec::new(),
+            next_dump: None,
+            next_expiry: None,
+            queue: VecDeque::new(),
+            radius: INFINITY,
+            generation: 0,
+            counters: RoutingCounters::default(),
+        }
+    }
+
+    /// This node's ID.
+    pub fn local(&self) -> &NodeId {
+        &self.local
+    }
+
+    /// Whether this node is a beacon at the current level.
+    pub fn is_beacon(&self) -> bool {
+        self.local_level >= self.level
+    }
+
+    /// The beacon level in use.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// Changes the beacon level (the shell's estimate of the network size
+    /// changed); this node's announcement follows at the next poll.
+    pub fn set_level(&mut self, level: u8) {
+        let level = level.min(LEVEL_MAX);
+        if level != self.level {
+            self.level = level;
+            self.dirty_self = true;
+            self.recompute_radius();
+        }
+    }
+
+    /// This node's metric to its nearest beacon ([`INFINITY`]: none known;
+    /// 0 for a beacon).
+    pub fn radius(&self) -> Metric {
+        if self.is_beacon() { 0 } else { self.radius }
+    }
+
+    /// Changes whenever a next hop appears, changes or goes: the data plane
+    /// republishes its snapshot when it sees a new value.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> RoutingCounters {
+        self.counters
+    }
+
+    /// Routes installed (beacons and cluster), this node not counted.
+    pub fn route_count(&self) -> usize {
+        self.routes
+            .values()
+            .filter(|r| r.selected.is_some())
+            .count()
+    }
+
+    /// Beacons with a route.
+    pub fn beacon_count(&self) -> usize {
+        self.routes
+            .values()
+            .filter(|r| r.selected.is_some_and(|s| s.beacon))
+            .count()
+    }
+
+    /// The next hop toward `dst` by its own route only.
+    pub fn next_hop(&self, dst: &NodeId) -> NextHop {
+        if *dst == self.local {
+            return NextHop::Local;
+        }
+        match self.routes.get(dst).and_then(|r| r.selected) {
+            Some(s) => NextHop::Neighbor(s.next_hop),
+            None => NextHop::Unknown,
+        }
+    }
+
+    /// The route to `dst`: (next hop, metric, whether `dst` is a beacon).
+    pub fn route(&self, dst: &NodeId) -> Option<(NodeId, Metric, bool)> {
+        let s = self.routes.get(dst)?.selected?;
+        Some((s.next_hop, s.metric, s.beacon))
+    }
+
+    /// Every installed route: (destination, next hop, metric, beacon).
+    pub fn routes(&self) -> impl Iterator<Item = (&NodeId, NodeId, Metric, bool)> {
+        self.routes
+            .iter()
+            .filter_map(|(dst, r)| r.selected.map(|s| (dst, s.next_hop, s.metric, s.beacon)))
+    }
+
+    /// The beacon nearest to this node (by metric, then ID), if any: where
+    /// packets for this node are sent by routers that do not know it. This
+    /// node itself if it is a beacon.
+    pub fn nearest_beacon(&self) -> Option<NodeId> {
+        if self.is_beacon() {
+            return Some(self.local);
+        }
+        self.routes
+            .iter()
+            .filter_map(|(id, r)| r.selected.filter(|s| s.beacon).map(|s| (s.metric, *id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// A session with `neighbor` came up, with link cost `cost` (at least
+    /// 1). It gets the whole table at the next poll.
+    pub fn handle_link_up(&mut self, now: Instant, neighbor: NodeId, cost: Metric) {
+        if neighbor == self.local {
+            return;
+        }
+        self.neighbors.insert(neighbor, cost.clamp(1, INFINITY - 1));
+        if !self.dump_to.contains(&neighbor) {
+            self.dump_to.push(neighbor);
+        }
+        if self.next_dump.is_none() {
+            self.next_dump = Some(now + self.config.dump_interval);
+        }
+        self.reselect_via(now, &neighbor);
+    }
+
+    /// The link cost to `neighbor` changed (a new RTT measurement).
+    pub fn handle_link_cost(&mut self, now: Instant, neighbor: NodeId, cost: Metric) {
+        if let Some(c) = self.neighbors.get_mut(&neighbor) {
+            let cost = cost.clamp(1, INFINITY - 1);
+            if *c != cost {
+                *c = cost;
+                self.reselect_via(now, &neighbor);
+            }
+        }
+    }
+
+    /// The session with `neighbor` went: its announcements go with it.
+    pub fn handle_link_down(&mut self, now: Instant, neighbor: NodeId) {
+        if self.neighbors.remove(&neighbor).is_none() {
+            return;
+        }
+        self.dump_to.retain(|n| *n != neighbor);
+        let affected: Vec<NodeId> = self
+            .routes
+            .iter_mut()
+            .filter_map(|(origin, route)| {
+                let before = route.adverts.len();
+                route.adverts.retain(|(n, _)| *n != neighbor);
+                (route.adverts.len() != before).then_some(*origin)
+            })
+            .collect();
+        for origin in affected {
+            self.reselect(now, &origin);
+        }
+    }
+
+    /// A routing message from `from` (a neighbor with a session).
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, message: &Message) {
+        if !self.neighbors.contains_key(&from) {
+            return;
+        }
+        match message {
+            Message::Updates(updates) => {
+                for update in updates.iter().take(UPDATES_PER_MESSAGE) {
+                    self.handle_update(now, from, update);
+                }
+            }
+            Message::Request(request) => self.handle_request(now, from, request),
+        }
+    }
+
+    fn handle_update(&mut self, now: Instant, from: NodeId, update: &Update) {
+        self.counters.updates_rx += 1;
+        if update.origin == self.local {
+            // Our own route coming back: if someone holds a newer sequence
+            // number than ours (we restarted), jump past it.
+            if seqno_newer(update.seqno, self.seqno) {
+                self.seqno = update.seqno.wrapping_add(1);
+                self.dirty_self = true;
+            }
+            return;
+        }
+        if !self.routes.contains_key(&update.origin) {
+            if update.metric == INFINITY {
+                return; // a retraction of something we never knew
+            }
+            if self.routes.len() >= self.config.routes_max {
+                self.counters.refused_full += 1;
+                return;
+            }
+        }
+        let advert = Advert {
+            seqno: update.seqno,
+            metric: update.metric,
+            radius: update.radius,
+            beacon: update.beacon,
+            level: update.level.min(LEVEL_MAX),
+            expires: now + self.config.hold_time,
+        };
+        let route = self.routes.entry(update.origin).or_insert_with(|| Route {
+            adverts: Vec::new(),
+            selected: None,
+            feasibility: None,
+            forget_at: None,
+            last_request: None,
+        });
+        match route.adverts.iter_mut().find(|(n, _)| *n == from) {
+            Some((_, a)) => *a = advert,
+            None => route.adverts.push((from, advert)),
+        }
+        self.schedule_expiry(advert.expires);
+        self.reselect(now, &update.origin);
+    }
+
+    fn handle_request(&mut self, now: Instant, from: NodeId, request: &SeqnoRequest) {
+        self.counters.requests_rx += 1;
+        if request.origin == self.local {
+            // Jump to (at least) the wanted sequence number, once per
+            // request interval however many copies arrive.
+            if seqno_newer(request.seqno, self.seqno) || request.seqno == self.seqno {
+                self.seqno = request.seqno.wrapping_add(1);
+                self.dirty_self = true;
+            }
+            return;
+        }
+        let interval = self.config.request_interval;
+        let Some(route) = self.routes.get_mut(&request.origin) else {
+            return;
+        };
+        let transmit = match route.selected {
+            // We can satisfy it: tell the requester what we have.
+            Some(s) if !seqno_newer(request.seqno, s.seqno) => Transmit {
+                to: from,
+                message: Message::Updates(vec![Update {
+                    origin: request.origin,
+                    seqno: s.seqno,
+                    metric: s.metric,
+                    radius: s.radius,
+                    beacon: s.beacon,
+                    level: s.level,
+                }]),
+            },
+            // Pass it on toward the origin: to our next hop, or, if that is
+            // the asker itself, to the best other neighbor announcing the
+            // origin; at most once per interval per origin.
+            _ if request.hops_left > 1 => {
+                let toward = route
+                    .selected
+                    .map(|s| s.next_hop)
+                    .filter(|n| *n != from)
+                    .or_else(|| {
+                        route
+                            .adverts
+                            .iter()
+                            .filter(|(n, a)| *n != from && a.metric != INFINITY)
+                            .min_by_key(|(n, a)| (a.metric, *n))
+                            .map(|(n, _)| *n)
+                    });
+                let Some(to) = toward else { return };
+                if route.last_request.is_some_and(|t| now < t + interval) {
+                    return;
+                }
+                route.last_request = Some(now);
+                self.counters.requests_tx += 1;
+                Transmit {
+                    to,
+                    message: Message::Request(SeqnoRequest {
+                        hops_left: request.hops_left - 1,
+                        ..*request
+                    }),
+                }
+            }
+            _ => return,
+        };
+        if let Message::Updates(u) = &transmit.message {
+            self.counters.updates_tx += u.len() as u64;
+        }
+        push_bounded(
+            &mut self.queue,
+            transmit,
+            self.config.queue_max,
+            &mut self.counters,
+        );
+    }
+
+    /// Reselects every origin `neighbor` announced.
+    fn reselect_via(&mut self, now: Instant, neighbor: &NodeId) {
+        let affected: Vec<NodeId> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| r.adverts.iter().any(|(n, _)| n == neighbor))
+            .map(|(o, _)| *o)
+            .collect();
+        for origin in affected {
+            self.reselect(now, &origin);
+        }
+    }
+
+    /// Chooses the route to `origin` among the feasible, unexpired, in-scope
+    /// announcements; asks for a new sequence number when none is feasible.
+    fn reselect(&mut self, now: Instant, origin: &NodeId) {
+        let level = self.level;
+        let Some(route) = self.routes.get_mut(origin) else {
+            return;
+        };
+        let mut best: Option<Selected> = None;
+        let mut unfeasible: Option<(NodeId, u16)> = None;
+        for (neighbor, a) in &route.adverts {
+            if a.metric == INFINITY || a.expires <= now {
+                continue;
+            }
+            let Some(&cost) = self.neighbors.get(neighbor) else {
+                continue;
+            };
+            let metric = a.metric.saturating_add(cost).min(INFINITY - 1);
+            let beacon = a.beacon && a.level.saturating_add(1) >= level;
+            if !beacon && metric > a.radius {
+                continue; // out of the origin's cluster
+            }
+            let feasible = match route.feasibility {
+                None => true,
+                Some((seqno, fd)) => {
+                    seqno_newer(a.seqno, seqno) || (a.seqno == seqno && a.metric < fd)
+                }
+            };
+            if !feasible {
+                unfeasible = Some((*neighbor, a.seqno));
+                continue;
+            }
+            let candidate = Selected {
+                next_hop: *neighbor,
+                seqno: a.seqno,
+                metric,
+                radius: a.radius,
+                beacon,
+                level: a.level,
+            };
+            // Lowest metric; on a tie the current next hop stays (no
+            // flapping), then the lowest ID.
+            let current = route.selected.map(|s| s.next_hop);
+            let rank = |n: &NodeId, m: Metric| (m, Some(*n) != current, *n);
+            if best.is_none_or(|b| rank(neighbor, metric) < rank(&b.next_hop, b.metric)) {
+                best = Some(candidate);
+            }
+        }
+        if best.is_none()
+            && let Some((neighbor, seqno)) = unfeasible
+        {
+            let recent = route
+                .last_request
+                .is_some_and(|t| now < t + self.config.request_interval);
+            if !recent {
+                route.last_request = Some(now);
+                let wanted = route.feasibility.map_or(seqno, |(s, _)| s.wrapping_add(1));
+                let request = Transmit {
+                    to: neighbor,
+                    message: Message::Request(SeqnoRequest {
+                        origin: *origin,
+                        seqno: wanted,
+                        hops_left: REQUEST_HOPS_MAX,
+                    }),
+                };
+                self.counters.requests_tx += 1;
+                push_bounded(
+                    &mut self.queue,
+                    request,
+                    self.config.queue_max,
+                    &mut self.counters,
+                );
+            }
+        }
+        let before = route.selected;
+        route.selected = best;
+        if route.selected.is_none() && route.adverts.iter().all(|(_, a)| a.metric == INFINITY) {
+            route.forget_at.get_or_insert(now + self.config.hold_time);
+        } else {
+            route.forget_at = None;
+        }
+        if before != route.selected {
+            if before.map(|s| s.next_hop) != route.selected.map(|s| s.next_hop) {
+                self.generation += 1;
+                self.counters.route_changes += 1;
+            }
+            if before.is_some_and(|s| s.beacon) || best.is_some_and(|s| s.beacon) {
+                self.recompute_radius();
+            }
+            if !self.dirty.contains(origin) {
+                self.dirty.push(*origin);
+            }
+        }
+    }
+
+    /// This node's radius: its metric to the nearest beacon.
+    fn recompute_radius(&mut self) {
+        let radius = self
+            .routes
+            .values()
+            .filter_map(|r| r.selected.filter(|s| s.beacon).map(|s| s.metric))
+            .min()
+            .unwrap_or(INFINITY);
+        if radius != self.radius {
+            self.radius = radius;
+            self.dirty_self = true;
+        }
+    }
+
+    fn schedule_expiry(&mut self, at: Instant) {
+        if self.next_expiry.is_none_or(|t| at < t) {
+            self.next_expiry = Some(at);
+        }
+    }
+
+    /// When [`Routing::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.next_dump, self.next_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires announcements and forgotten routes; starts the periodic dump.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_expiry.is_some_and(|t| t <= now) {
+            self.next_expiry = None;
+            let mut expired = Vec::new();
+            let mut forget = Vec::new();
+            let mut next: Option<Instant> = None;
+            for (origin, route) in &mut self.routes {
+                if route.adverts.iter().any(|(_, a)| a.expires <= now) {
+                    route.adverts.retain(|(_, a)| a.expires > now);
+                    expired.push(*origin);
+                }
+                if route.forget_at.is_some_and(|t| t <= now) && route.adverts.is_empty() {
+                    forget.push(*origin);
+                }
+                for t in route
+                    .adverts
+                    .iter()
+                    .map(|(_, a)| a.expires)
+                    .chain(route.forget_at)
+                {
+                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                }
+            }
+            for origin in expired {
+                self.reselect(now, &origin);
+            }
+            for origin in forget {
+                if self
+                    .routes
+                    .get(&origin)
+                    .is_some_and(|r| r.selected.is_none())
+                {
+                    self.routes.remove(&origin);
+                }
+            }
+            if let Some(t) = next {
+                self.schedule_expiry(t.max(now + Duration::from_millis(1)));
+            }
+        }
+        if self.next_dump.is_some_and(|t| t <= now) {
+            self.next_dump = if self.neighbors.is_empty() {
+                None
+            } else {
+                Some(now + self.config.dump_interval)
+            };
+            self.dump_to = self.neighbors.keys().copied().collect();
+        }
+    }
+
+    /// The next message to send, if any. Call until `None` after every
+    /// `handle_*`.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.flush();
+        self.queue.pop_front()
+    }
+
+    /// Turns pending changes and dumps into queued messages.
+    fn flush(&mut self) {
+        if !self.dump_to.is_empty() {
+            let all = self.all_updates();
+            for neighbor in std::mem::take(&mut self.dump_to) {
+                for chunk in all.chunks(UPDATES_PER_MESSAGE) {
+                    self.counters.updates_tx += chunk.len() as u64;
+                    push_bounded(
+                        &mut self.queue,
+                        Transmit {
+                            to: neighbor,
+                            message: Message::Updates(chunk.to_vec()),
+                        },
+                        self.config.queue_max,
+                        &mut self.counters,
+                    );
+                }
+            }
+            self.note_announced(&all);
+        }
+        if self.dirty.is_empty() && !self.dirty_self {
+            return;
+        }
+        let mut updates = Vec::new();
+        if std::mem::take(&mut self.dirty_self) {
+            updates.push(self.own_update());
+        }
+        for origin in std::mem::take(&mut self.dirty) {
+            if let Some(update) = self.update_for(&origin) {
+                updates.push(update);
+            }
+        }
+        let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
+        for neighbor in neighbors {
+            for chunk in updates.chunks(UPDATES_PER_MESSAGE) {
+                self.counters.updates_tx += chunk.len() as u64;
+                push_bounded(
+                    &mut self.queue,
+                    Transmit {
+                        to: neighbor,
+                        message: Message::Updates(chunk.to_vec()),
+                    },
+                    self.config.queue_max,
+                    &mut self.counters,
+                );
+            }
+        }
+        self.note_announced(&updates);
+    }
+
+    fn own_update(&self) -> Update {
+        Update {
+            origin: self.local,
+            seqno: self.seqno,
+            metric: 0,
+            radius: if self.is_beacon() {
+                INFINITY
+            } else {
+                self.radius
+            },
+            beacon: self.is_beacon(),
+            level: self.level,
+        }
+    }
+
+    /// The announcement of `origin`: the selected route, or a retraction.
+    fn update_for(&self, origin: &NodeId) -> Option<Update> {
+        let route = self.routes.get(origin)?;
+        Some(match route.selected {
+            Some(s) => Update {
+                origin: *origin,
+                seqno: s.seqno,
+                metric: s.metric,
+                radius: s.radius,
+                beacon: s.beacon,
+                level: s.level,
+            },
+            None => Update {
+                origin: *origin,
+                seqno: route.feasibility.map_or(0, |(s, _)| s),
+                metric: INFINITY,
+                radius: INFINITY,
+                beacon: false,
+                level: 0,
+            },
+        })
+    }
+
+    /// This node's whole table (itself first), as a dump sends it.
+    fn all_updates(&self) -> Vec<Update> {
+        let mut all = vec![self.own_update()];
+        all.extend(
+            self.routes
+                .keys()
+                .filter(|o| self.routes[*o].selected.is_some())
+                .filter_map(|o| self.update_for(o)),
+        );
+        all
+    }
+
+    /// Records what was announced in the feasibility distances.
+    fn note_announced(&mut self, updates: &[Update]) {
+        for u in updates {
+            if u.metric == INFINITY || u.origin == self.local {
+                continue;
+            }
+            if let Some(route) = self.routes.get_mut(&u.origin) {
+                route.feasibility = Some(match route.feasibility {
+                    Some((seqno, fd)) if seqno == u.seqno => (seqno, fd.min(u.metric)),
+                    Some((seqno, fd)) if seqno_newer(seqno, u.seqno) => (seqno, fd),
+                    _ => (u.seqno, u.metric),
+                });
+            }
+        }
+    }
+}
+
+fn push_bounded(
+    queue: &mut VecDeque<Transmit>,
+    transmit: Transmit,
+    max: usize,
+    counters: &mut RoutingCounters,
+) {
+    if queue.len() >= max {
+        counters.dropped_queue += 1;
+    } else {
+        queue.push_back(transmit);
+    }
+}
