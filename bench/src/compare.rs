@@ -368,12 +368,7 @@ impl<'a> Runner<'a> {
         self.check_interrupted()?;
         let trial = self.next_trial;
         self.next_trial += 1;
-        let capacity = if rate > 0.0 {
-            (rate * self.trial.as_secs_f64() * 1.2) as u64 + 1024
-        } else {
-            50_000_000u64.saturating_mul(self.trial.as_secs().max(1))
-        };
-        env.begin_trial(trial, capacity)?;
+        env.begin_trial(trial, self.sink_capacity(rate))?;
         let spec = GenSpec {
             src: env.src,
             dst: env.dst,
@@ -386,37 +381,12 @@ impl<'a> Runner<'a> {
         let ring_before = env.relay_input_drops();
         let started = Instant::now();
         let sent = env.generate_flooded(spec, flood, self.interrupted.clone())?;
-        // Drain: until everything arrived or nothing more arrives for 100 ms.
-        let mut last = (env.sink_valid(), Instant::now());
-        let drain_deadline = Instant::now() + Duration::from_secs(2);
-        while env.sink_valid() < sent.sent && Instant::now() < drain_deadline {
-            std::thread::sleep(Duration::from_millis(5));
-            let now = env.sink_valid();
-            if now != last.0 {
-                last = (now, Instant::now());
-            } else if last.1.elapsed() >= Duration::from_millis(100) {
-                break;
-            }
-        }
+        drain(env, sent.sent);
         let busy_wall = started.elapsed().as_secs_f64();
         let cpu_after = tasks_run_ns(&env.relay_tasks);
         let ring_after = env.relay_input_drops();
         let result = env.end_trial()?;
-        let h = &result.latency;
-        let us = |ns: u64| ns as f64 / 1000.0;
-        let latency = if h.is_empty() {
-            Latency::default()
-        } else {
-            Latency {
-                count: h.len(),
-                min_us: us(h.min()),
-                p50_us: us(h.value_at_quantile(0.5)),
-                p99_us: us(h.value_at_quantile(0.99)),
-                p999_us: us(h.value_at_quantile(0.999)),
-                max_us: us(h.max()),
-                mean_us: h.mean() / 1000.0,
-            }
-        };
+        let latency = Latency::of(&result.latency);
         let delivered = result.unique.min(sent.sent);
         let cpu_ns = match (cpu_before, cpu_after) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64),
@@ -457,17 +427,32 @@ impl<'a> Runner<'a> {
             nothing_arrived: (sent.sent > 0 && delivered == 0 && env.kind.is_xorlay())
                 .then(|| env.session_summary()),
         };
+        self.show_progress(env, &record);
+        std::thread::sleep(Duration::from_millis(30));
+        Ok(record)
+    }
+
+    /// Sink capacity for a trial at `rate` (0: unpaced): the expected count
+    /// with 20% to spare, or 50 Mpps for an unpaced trial.
+    fn sink_capacity(&self, rate: f64) -> u64 {
+        if rate > 0.0 {
+            (rate * self.trial.as_secs_f64() * 1.2) as u64 + 1024
+        } else {
+            50_000_000u64.saturating_mul(self.trial.as_secs().max(1))
+        }
+    }
+
+    /// Counts a finished trial on the progress bar and shows its numbers.
+    fn show_progress(&self, env: &Env, record: &Trial) {
         self.progress.inc(1);
         self.progress.set_message(format!(
             "{} {}: {} {:.0} kpps offered, {:.3}% loss",
             env.kind.name(),
             env.topology,
-            kind,
+            record.kind,
             record.offered_pps / 1e3,
             record.loss_ratio * 100.0
         ));
-        std::thread::sleep(Duration::from_millis(30));
-        Ok(record)
     }
 
     /// The full method at one frame size: max, PDR and NDR search, latency
@@ -488,99 +473,51 @@ impl<'a> Runner<'a> {
         trials.push(max);
 
         // PDR: highest passing rate in [lo, hi].
-        let (mut pdr, mut pdr_trial_loss, generator_limited);
-        if max_loss <= PDR_LOSS {
-            pdr = max_offered;
-            pdr_trial_loss = max_loss;
-            generator_limited = true;
+        let (pdr, pdr_trial_loss, generator_limited) = if max_loss <= PDR_LOSS {
+            (max_offered, max_loss, true)
         } else {
-            generator_limited = false;
-            pdr = 0.0;
-            pdr_trial_loss = 0.0;
-            let mut lo = 0.0;
-            let mut hi = max_offered;
-            // First probe: just under what got through when flooded.
-            let mut probe = (max_goodput * 0.97).clamp(hi * 0.01, hi);
-            for _ in 0..steps.max(1) {
-                let mut t = self.trial(env, payload_len, probe, "search")?;
-                if repeat_pdr_probe(t.loss_ratio) {
-                    trials.push(t);
-                    t = self.trial(env, payload_len, probe, "search-repeat")?;
-                }
-                let rate = t.offered_pps;
-                let pass = t.loss_ratio <= PDR_LOSS;
-                if pass {
-                    lo = probe;
-                    if rate > pdr {
-                        pdr = rate;
-                        pdr_trial_loss = t.loss_ratio;
-                    }
-                } else {
-                    hi = probe;
-                }
-                trials.push(t);
-                if hi - lo <= hi * 0.02 {
-                    break;
-                }
-                probe = next_probe(lo, hi);
-            }
-        }
+            let (pdr, loss) = self.search_pdr(
+                env,
+                payload_len,
+                steps,
+                max_offered,
+                max_goodput,
+                &mut trials,
+            )?;
+            (pdr, loss, false)
+        };
         // NDR: zero loss, at or below PDR.
-        let mut ndr = 0.0;
-        if pdr > 0.0 && pdr_trial_loss == 0.0 {
-            ndr = pdr;
+        let ndr = if pdr > 0.0 && pdr_trial_loss == 0.0 {
+            pdr
         } else if pdr > 0.0 {
-            let (mut lo, mut hi) = (0.0, pdr);
-            let mut probe = pdr * 0.9;
-            for _ in 0..(steps / 2).max(1) {
-                let t = self.trial(env, payload_len, probe, "search")?;
-                if t.loss_ratio == 0.0 && t.sent > 0 {
-                    lo = probe;
-                    ndr = f64::max(ndr, t.offered_pps);
-                } else {
-                    hi = probe;
-                }
-                trials.push(t);
-                probe = next_probe(lo, hi);
-            }
-        }
-        let mut latency = Vec::new();
-        let mut overload = Vec::new();
+            self.search_ndr(env, payload_len, steps, pdr, &mut trials)?
+        } else {
+            0.0
+        };
+        let (mut latency, mut overload) = (Vec::new(), Vec::new());
         if with_latency_and_overload && pdr > 0.0 {
-            for load in LATENCY_LOADS {
-                let t = self.trial(env, payload_len, pdr * load, "latency")?;
-                latency.push((load, t.clone()));
-                trials.push(t);
-            }
-            for mult in OVERLOAD {
-                let t = self.trial(env, payload_len, pdr * mult, "overload")?;
-                overload.push((mult, t.clone()));
-                trials.push(t);
-            }
+            latency = self.at_loads(
+                env,
+                payload_len,
+                pdr,
+                &LATENCY_LOADS,
+                "latency",
+                &mut trials,
+            )?;
+            overload = self.at_loads(env, payload_len, pdr, &OVERLOAD, "overload", &mut trials)?;
         }
-        // The flood: a legitimate stream that leaves the generator room for
-        // ten times as many flood frames, alone and then flooded.
-        let mut flood = None;
         // The legitimate rate: below PDR (or, when the search found none,
         // half the unpaced goodput) and leaving room for the flood.
         let legit_base = if pdr > 0.0 { pdr } else { max_goodput * 0.5 };
-        if with_latency_and_overload
+        let flood = if with_latency_and_overload
             && env.kind == SystemKind::Xorlay
             && env.can_flood()
             && legit_base > 0.0
         {
-            let slots = f64::from(1 + FLOOD_PER_PACKET);
-            let legit = f64::min(legit_base * 0.9, 0.8 * max_offered / slots);
-            let unflooded = self.trial(env, payload_len, legit, "flood-baseline")?;
-            let flooded = self.trial_flooded(env, payload_len, legit, "flood", FLOOD_PER_PACKET)?;
-            trials.push(unflooded.clone());
-            trials.push(flooded.clone());
-            flood = Some(FloodResult {
-                flood_per_packet: FLOOD_PER_PACKET,
-                unflooded,
-                flooded,
-            });
-        }
+            Some(self.flood_pair(env, payload_len, legit_base, max_offered, &mut trials)?)
+        } else {
+            None
+        };
         let peak_goodput_pps = trials.iter().map(|t| t.goodput_pps).fold(0.0, f64::max);
         Ok(FrameResult {
             frame_requested,
@@ -596,6 +533,160 @@ impl<'a> Runner<'a> {
             flood,
             trials,
         })
+    }
+
+    /// The PDR binary search when the unpaced trial lost too much: the
+    /// highest offered rate that passed (0 if none) and that trial's loss.
+    /// A probe failing by little is repeated once ([`PDR_RETRY_LOSS`]).
+    /// Every trial is pushed to `trials`.
+    fn search_pdr(
+        &mut self,
+        env: &Env,
+        payload_len: usize,
+        steps: u32,
+        max_offered: f64,
+        max_goodput: f64,
+        trials: &mut Vec<Trial>,
+    ) -> anyhow::Result<(f64, f64)> {
+        let (mut pdr, mut pdr_trial_loss) = (0.0, 0.0);
+        let mut lo = 0.0;
+        let mut hi = max_offered;
+        // First probe: just under what got through when flooded.
+        let mut probe = (max_goodput * 0.97).clamp(hi * 0.01, hi);
+        for _ in 0..steps.max(1) {
+            let mut t = self.trial(env, payload_len, probe, "search")?;
+            if repeat_pdr_probe(t.loss_ratio) {
+                trials.push(t);
+                t = self.trial(env, payload_len, probe, "search-repeat")?;
+            }
+            let rate = t.offered_pps;
+            let pass = t.loss_ratio <= PDR_LOSS;
+            if pass {
+                lo = probe;
+                if rate > pdr {
+                    pdr = rate;
+                    pdr_trial_loss = t.loss_ratio;
+                }
+            } else {
+                hi = probe;
+            }
+            trials.push(t);
+            if hi - lo <= hi * 0.02 {
+                break;
+            }
+            probe = next_probe(lo, hi);
+        }
+        Ok((pdr, pdr_trial_loss))
+    }
+
+    /// The NDR binary search below a `pdr` whose trial lost packets: the
+    /// highest offered rate with no loss (0 if none). Every trial is pushed
+    /// to `trials`.
+    fn search_ndr(
+        &mut self,
+        env: &Env,
+        payload_len: usize,
+        steps: u32,
+        pdr: f64,
+        trials: &mut Vec<Trial>,
+    ) -> anyhow::Result<f64> {
+        let mut ndr = 0.0;
+        let (mut lo, mut hi) = (0.0, pdr);
+        let mut probe = pdr * 0.9;
+        for _ in 0..(steps / 2).max(1) {
+            let t = self.trial(env, payload_len, probe, "search")?;
+            if t.loss_ratio == 0.0 && t.sent > 0 {
+                lo = probe;
+                ndr = f64::max(ndr, t.offered_pps);
+            } else {
+                hi = probe;
+            }
+            trials.push(t);
+            probe = next_probe(lo, hi);
+        }
+        Ok(ndr)
+    }
+
+    /// One trial at each of `loads` times `pdr`, each with its load (the
+    /// latency and the overload trials). Every trial is also pushed to
+    /// `trials`.
+    fn at_loads(
+        &mut self,
+        env: &Env,
+        payload_len: usize,
+        pdr: f64,
+        loads: &[f64],
+        kind: &str,
+        trials: &mut Vec<Trial>,
+    ) -> anyhow::Result<Vec<(f64, Trial)>> {
+        let mut done = Vec::new();
+        for &load in loads {
+            let t = self.trial(env, payload_len, pdr * load, kind)?;
+            done.push((load, t.clone()));
+            trials.push(t);
+        }
+        Ok(done)
+    }
+
+    /// The flood: a legitimate stream below `legit_base` that leaves the
+    /// generator room for [`FLOOD_PER_PACKET`] times as many flood frames,
+    /// alone and then flooded. Both trials are also pushed to `trials`.
+    fn flood_pair(
+        &mut self,
+        env: &Env,
+        payload_len: usize,
+        legit_base: f64,
+        max_offered: f64,
+        trials: &mut Vec<Trial>,
+    ) -> anyhow::Result<FloodResult> {
+        let slots = f64::from(1 + FLOOD_PER_PACKET);
+        let legit = f64::min(legit_base * 0.9, 0.8 * max_offered / slots);
+        let unflooded = self.trial(env, payload_len, legit, "flood-baseline")?;
+        let flooded = self.trial_flooded(env, payload_len, legit, "flood", FLOOD_PER_PACKET)?;
+        trials.push(unflooded.clone());
+        trials.push(flooded.clone());
+        Ok(FloodResult {
+            flood_per_packet: FLOOD_PER_PACKET,
+            unflooded,
+            flooded,
+        })
+    }
+}
+
+/// Waits after a trial's last packet was sent until the sink has all `sent`
+/// of them or nothing more arrived for 100 ms, at most 2 s.
+fn drain(env: &Env, sent: u64) {
+    let mut last = (env.sink_valid(), Instant::now());
+    let drain_deadline = Instant::now() + Duration::from_secs(2);
+    while env.sink_valid() < sent && Instant::now() < drain_deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = env.sink_valid();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_millis(100) {
+            break;
+        }
+    }
+}
+
+impl Latency {
+    /// The summary of a histogram of one-way latencies in nanoseconds; all
+    /// zero when it is empty.
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        if h.is_empty() {
+            Latency::default()
+        } else {
+            Latency {
+                count: h.len(),
+                min_us: us(h.min()),
+                p50_us: us(h.value_at_quantile(0.5)),
+                p99_us: us(h.value_at_quantile(0.99)),
+                p999_us: us(h.value_at_quantile(0.999)),
+                max_us: us(h.max()),
+                mean_us: h.mean() / 1000.0,
+            }
+        }
     }
 }
 

@@ -512,6 +512,39 @@ impl Xsk {
         }
         // SAFETY: raw is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let umem = Xsk::umem_of(frame)?;
+        Xsk::register_umem(raw, &umem)?;
+        let offsets = Xsk::mmap_offsets(raw)?;
+        let tx = XskRing::map(
+            raw,
+            libc::XDP_PGOFF_TX_RING as u64,
+            &offsets.tx,
+            XSK_RING_LEN,
+        )?;
+        let completion = XskRing::map(
+            raw,
+            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+            &offsets.cr,
+            XSK_RING_LEN,
+        )?;
+        let fill = XskRing::map(
+            raw,
+            libc::XDP_UMEM_PGOFF_FILL_RING,
+            &offsets.fr,
+            XSK_FILL_LEN,
+        )?;
+        Xsk::bind_queue0(raw, ifindex)?;
+        Ok(Xsk {
+            tx,
+            completion,
+            _fill: fill,
+            umem,
+            fd,
+        })
+    }
+
+    /// The UMEM: [`XSK_CHUNKS`] chunks, each holding a copy of `frame`.
+    fn umem_of(frame: &[u8]) -> anyhow::Result<Mapping> {
         let umem = Mapping::new(XSK_CHUNKS * XSK_CHUNK_LEN, None, 0).context("UMEM")?;
         for chunk in 0..XSK_CHUNKS {
             // SAFETY: chunk * XSK_CHUNK_LEN + frame.len() is within the
@@ -524,6 +557,12 @@ impl Xsk {
                 )
             };
         }
+        Ok(umem)
+    }
+
+    /// Registers `umem` with socket `raw` and sizes its fill, completion
+    /// and transmit rings.
+    fn register_umem(raw: i32, umem: &Mapping) -> anyhow::Result<()> {
         let reg = libc::xdp_umem_reg {
             addr: umem.ptr as u64,
             len: umem.len as u64,
@@ -536,6 +575,12 @@ impl Xsk {
         xdp_setsockopt(raw, libc::XDP_UMEM_FILL_RING, &XSK_FILL_LEN)?;
         xdp_setsockopt(raw, libc::XDP_UMEM_COMPLETION_RING, &XSK_RING_LEN)?;
         xdp_setsockopt(raw, libc::XDP_TX_RING, &XSK_RING_LEN)?;
+        Ok(())
+    }
+
+    /// Where the kernel places each ring's producer, consumer and entries
+    /// (`XDP_MMAP_OFFSETS`, with the ring flags).
+    fn mmap_offsets(raw: i32) -> anyhow::Result<libc::xdp_mmap_offsets> {
         // SAFETY: xdp_mmap_offsets is plain data; all-zero is valid.
         let mut offsets: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
         let mut len = size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
@@ -555,24 +600,11 @@ impl Xsk {
         if len as usize != size_of::<libc::xdp_mmap_offsets>() {
             bail!("XDP_MMAP_OFFSETS: {len} bytes (a kernel without ring flags)");
         }
-        let tx = XskRing::map(
-            raw,
-            libc::XDP_PGOFF_TX_RING as u64,
-            &offsets.tx,
-            XSK_RING_LEN,
-        )?;
-        let completion = XskRing::map(
-            raw,
-            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
-            &offsets.cr,
-            XSK_RING_LEN,
-        )?;
-        let fill = XskRing::map(
-            raw,
-            libc::XDP_UMEM_PGOFF_FILL_RING,
-            &offsets.fr,
-            XSK_FILL_LEN,
-        )?;
+        Ok(offsets)
+    }
+
+    /// Binds socket `raw` to queue 0 of `ifindex` in copy mode.
+    fn bind_queue0(raw: i32, ifindex: u32) -> anyhow::Result<()> {
         let addr = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
             sxdp_flags: libc::XDP_COPY,
@@ -591,13 +623,7 @@ impl Xsk {
         if rc != 0 {
             return Err(std::io::Error::last_os_error()).context("bind AF_XDP (XDP_COPY, queue 0)");
         }
-        Ok(Xsk {
-            tx,
-            completion,
-            _fill: fill,
-            umem,
-            fd,
-        })
+        Ok(())
     }
 
     /// Moves every completed chunk to `free`; returns how many.
@@ -822,103 +848,145 @@ pub fn generate_tc_clone(
             stamp_off: LIVE_HEADER_LEN as u32,
             seq_base: u64::from(trial) << SEQ_BITS,
         };
-        let mut ebpf = aya::EbpfLoader::new()
-            .override_global("cg_cfg", &config, true)
-            .load(CLONEGEN_OBJECT)
-            .context("loading the clone generator object")?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut("xl_clonegen")
-            .context("xl_clonegen in the object")?
-            .try_into()
-            .context("xl_clonegen is a tc program")?;
-        program.load().context("verifier")?;
-        // Through clsact (netlink), not a tcx link: tcx reads the seed's
-        // TC_ACT_STOLEN as "next" and would send the seed too. The qdisc is
-        // left from an earlier run on the same interface, or added here.
-        if let Err(e) = tc::qdisc_add_clsact(&ifname) {
-            log::debug!("clsact on {ifname}: {e} (there from an earlier run?)");
-        }
-        program
-            .attach_with_options(
-                &ifname,
-                TcAttachType::Egress,
-                TcAttachOptions::Netlink(NlOptions::default()),
-            )
-            .with_context(|| format!("attaching to {ifname}'s clsact egress"))?;
-        let stats: PerCpuArray<MapData, CgStats> =
-            PerCpuArray::try_from(ebpf.take_map("cg_stats").context("cg_stats map")?)
-                .context("cg_stats")?;
+        // The object holds the attached program: kept until the counters
+        // are read.
+        let (_ebpf, stats) = load_clonegen(&ifname, &config)?;
         let socket = packet_socket(ifindex)?;
-        let mut seeds = vec![bytes; SEEDS_PER_CALL];
-        let mut iovs: Vec<libc::iovec> = seeds
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
-        let mut msgs: Vec<libc::mmsghdr> = (0..SEEDS_PER_CALL)
-            .map(|_| unsafe { std::mem::zeroed() })
-            .collect();
-        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-        }
-        let mut next = 0u64;
-        let mut send_errors = 0u64;
-        let start = Instant::now();
-        while !stop.load(Ordering::Relaxed) && start.elapsed() < duration {
-            if mode == CloneMode::Plain {
-                let now = monotonic_ns();
-                for (i, seed) in seeds.iter_mut().enumerate() {
-                    let at = LIVE_HEADER_LEN..LIVE_HEADER_LEN + STAMP_LEN;
-                    seed[at].copy_from_slice(&stamp(trial, next + i as u64, now));
-                }
-            }
-            // SAFETY: msgs holds SEEDS_PER_CALL headers pointing at live
-            // buffers (seeds, via iovs).
-            let rc = unsafe {
-                libc::sendmmsg(
-                    socket.as_raw_fd(),
-                    msgs.as_mut_ptr(),
-                    SEEDS_PER_CALL as u32,
-                    0,
-                )
-            };
-            match u64::try_from(rc) {
-                Ok(n) => next += n,
-                Err(_) => send_errors += 1,
-            }
-        }
-        let elapsed_s = start.elapsed().as_secs_f64();
-        let mut counters = [0u64; CG_COUNTERS];
-        for cpu_stats in stats.get(&0, 0).context("reading cg_stats")?.iter() {
-            for (sum, n) in counters.iter_mut().zip(cpu_stats.counters) {
-                *sum += n;
-            }
-        }
-        log::debug!(
-            "tc-clone {mode:?}: {} seeds sent ({send_errors} failed calls), {} seen by the program",
-            next,
-            counters[CG_SEEDS]
-        );
-        if counters[CG_STORE_FAILED] > 0 {
-            log::warn!(
-                "tc-clone: bpf_skb_store_bytes failed {} times",
-                counters[CG_STORE_FAILED]
-            );
-        }
-        let failed = counters[CG_FAILED] + counters[CG_STORE_FAILED];
-        Ok(GenReport {
-            sent: counters[CG_CLONED] + failed,
-            errors: failed,
-            elapsed_s,
-            flood_sent: 0,
-        })
+        let (seeds_sent, send_errors, elapsed_s) =
+            send_seeds(&socket, bytes, mode, trial, duration, &stop);
+        clone_report(&stats, mode, seeds_sent, send_errors, elapsed_s)
     })?
     .join()
     .map_err(|_| anyhow::anyhow!("tc clone generator panicked"))?
+}
+
+/// Loads the clone generator with `config`, attaches it to `ifname`'s
+/// clsact egress and returns the object (which holds the attachment) with
+/// its counters.
+fn load_clonegen(
+    ifname: &str,
+    config: &CgConfig,
+) -> anyhow::Result<(aya::Ebpf, PerCpuArray<MapData, CgStats>)> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .override_global("cg_cfg", config, true)
+        .load(CLONEGEN_OBJECT)
+        .context("loading the clone generator object")?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut("xl_clonegen")
+        .context("xl_clonegen in the object")?
+        .try_into()
+        .context("xl_clonegen is a tc program")?;
+    program.load().context("verifier")?;
+    // Through clsact (netlink), not a tcx link: tcx reads the seed's
+    // TC_ACT_STOLEN as "next" and would send the seed too. The qdisc is
+    // left from an earlier run on the same interface, or added here.
+    if let Err(e) = tc::qdisc_add_clsact(ifname) {
+        log::debug!("clsact on {ifname}: {e} (there from an earlier run?)");
+    }
+    program
+        .attach_with_options(
+            ifname,
+            TcAttachType::Egress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .with_context(|| format!("attaching to {ifname}'s clsact egress"))?;
+    let stats: PerCpuArray<MapData, CgStats> =
+        PerCpuArray::try_from(ebpf.take_map("cg_stats").context("cg_stats map")?)
+            .context("cg_stats")?;
+    Ok((ebpf, stats))
+}
+
+/// Sends [`SEEDS_PER_CALL`] copies of `bytes` per `sendmmsg` on `socket`
+/// for `duration` or until `stop`, stamping each with a fresh sequence
+/// number and time in [`CloneMode::Plain`] (in `Distinct` the program does).
+/// Returns the seeds sent, the failed calls and the seconds spent.
+fn send_seeds(
+    socket: &OwnedFd,
+    bytes: Vec<u8>,
+    mode: CloneMode,
+    trial: u32,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> (u64, u64, f64) {
+    let mut seeds = vec![bytes; SEEDS_PER_CALL];
+    let mut iovs: Vec<libc::iovec> = seeds
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+    let mut msgs: Vec<libc::mmsghdr> = (0..SEEDS_PER_CALL)
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
+    for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+        msg.msg_hdr.msg_iov = iov;
+        msg.msg_hdr.msg_iovlen = 1;
+    }
+    let mut next = 0u64;
+    let mut send_errors = 0u64;
+    let start = Instant::now();
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < duration {
+        if mode == CloneMode::Plain {
+            let now = monotonic_ns();
+            for (i, seed) in seeds.iter_mut().enumerate() {
+                let at = LIVE_HEADER_LEN..LIVE_HEADER_LEN + STAMP_LEN;
+                seed[at].copy_from_slice(&stamp(trial, next + i as u64, now));
+            }
+        }
+        // SAFETY: msgs holds SEEDS_PER_CALL headers pointing at live
+        // buffers (seeds, via iovs).
+        let rc = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                SEEDS_PER_CALL as u32,
+                0,
+            )
+        };
+        match u64::try_from(rc) {
+            Ok(n) => next += n,
+            Err(_) => send_errors += 1,
+        }
+    }
+    (next, send_errors, start.elapsed().as_secs_f64())
+}
+
+/// The generator's report from the program's counters (summed over CPUs):
+/// `sent` counts clone calls and failed stamp writes, `errors` the failures
+/// among them; logs the seeds and any failed writes.
+fn clone_report(
+    stats: &PerCpuArray<MapData, CgStats>,
+    mode: CloneMode,
+    next: u64,
+    send_errors: u64,
+    elapsed_s: f64,
+) -> anyhow::Result<GenReport> {
+    let mut counters = [0u64; CG_COUNTERS];
+    for cpu_stats in stats.get(&0, 0).context("reading cg_stats")?.iter() {
+        for (sum, n) in counters.iter_mut().zip(cpu_stats.counters) {
+            *sum += n;
+        }
+    }
+    log::debug!(
+        "tc-clone {mode:?}: {} seeds sent ({send_errors} failed calls), {} seen by the program",
+        next,
+        counters[CG_SEEDS]
+    );
+    if counters[CG_STORE_FAILED] > 0 {
+        log::warn!(
+            "tc-clone: bpf_skb_store_bytes failed {} times",
+            counters[CG_STORE_FAILED]
+        );
+    }
+    let failed = counters[CG_FAILED] + counters[CG_STORE_FAILED];
+    Ok(GenReport {
+        sent: counters[CG_CLONED] + failed,
+        errors: failed,
+        elapsed_s,
+        flood_sent: 0,
+    })
 }
 
 /// CPU time (user and system) this process has used, in seconds.

@@ -213,6 +213,8 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Creates a namespace per node, then the links of the topology, then
+    /// the interfaces' addresses and settings.
     fn build(&mut self, tag: &str) -> anyhow::Result<()> {
         for node in &self.nodes {
             ip(&["netns", "add", &node.netns])?;
@@ -220,72 +222,87 @@ impl Lab {
             ip(&["-n", &node.netns, "link", "set", "lo", "up"])?;
         }
         match self.options.topology {
-            Topology::Chain => {
-                for pair in self.nodes.windows(2) {
-                    let (left, right) = (&pair[0], &pair[1]);
-                    // Created directly inside the two namespaces: the host's
-                    // own namespace never sees these links.
-                    ip(&[
-                        "-n",
-                        &left.netns,
-                        "link",
-                        "add",
-                        "east",
-                        "type",
-                        "veth",
-                        "peer",
-                        "name",
-                        "west",
-                        "netns",
-                        &right.netns,
-                    ])?;
-                }
-            }
-            Topology::Sites => {
-                let switch = format!("{tag}-sw");
-                ip(&["netns", "add", &switch])?;
-                self.namespaces.push(switch.clone());
-                for bridge in ["bra", "brb"] {
-                    ip(&["-n", &switch, "link", "add", bridge, "type", "bridge"])?;
-                    ip(&["-n", &switch, "link", "set", bridge, "up"])?;
-                }
-                for (i, node) in self.nodes.iter().enumerate() {
-                    for iface in &node.ifaces {
-                        let port = format!("{}{i}", iface.name);
-                        ip(&[
-                            "-n",
-                            &switch,
-                            "link",
-                            "add",
-                            &port,
-                            "type",
-                            "veth",
-                            "peer",
-                            "name",
-                            &iface.name,
-                            "netns",
-                            &node.netns,
-                        ])?;
-                        let bridge = if iface.segment == 0 { "bra" } else { "brb" };
-                        ip(&["-n", &switch, "link", "set", &port, "master", bridge])?;
-                        ip(&["-n", &switch, "link", "set", &port, "up"])?;
-                        // XDP_TX and XDP_REDIRECT into a veth need NAPI on
-                        // its peer, the bridge port: GRO is not enough for
-                        // XDP_TX (a burst of 256 frames or more can wedge
-                        // the router's veth for good), so an XDP_PASS
-                        // program, and GRO for the stack's own traffic.
-                        netns::run(
-                            "ip",
-                            &[
-                                "netns", "exec", &switch, "ethtool", "-K", &port, "gro", "on",
-                            ],
-                        )?;
-                        self.passthrough
-                            .push((None, crate::systems::attach_passthrough(&switch, &port)?));
-                    }
-                }
+            Topology::Chain => self.link_chain()?,
+            Topology::Sites => self.link_sites(tag)?,
+        }
+        self.configure_interfaces()
+    }
+
+    /// [`Topology::Chain`]: a veth pair between each two neighbors.
+    fn link_chain(&self) -> anyhow::Result<()> {
+        for pair in self.nodes.windows(2) {
+            let (left, right) = (&pair[0], &pair[1]);
+            // Created directly inside the two namespaces: the host's
+            // own namespace never sees these links.
+            ip(&[
+                "-n",
+                &left.netns,
+                "link",
+                "add",
+                "east",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "west",
+                "netns",
+                &right.netns,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// [`Topology::Sites`]: a switch namespace with a bridge per site, and a
+    /// veth from each node interface to a port of its site's bridge.
+    fn link_sites(&mut self, tag: &str) -> anyhow::Result<()> {
+        let switch = format!("{tag}-sw");
+        ip(&["netns", "add", &switch])?;
+        self.namespaces.push(switch.clone());
+        for bridge in ["bra", "brb"] {
+            ip(&["-n", &switch, "link", "add", bridge, "type", "bridge"])?;
+            ip(&["-n", &switch, "link", "set", bridge, "up"])?;
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            for iface in &node.ifaces {
+                let port = format!("{}{i}", iface.name);
+                ip(&[
+                    "-n",
+                    &switch,
+                    "link",
+                    "add",
+                    &port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &iface.name,
+                    "netns",
+                    &node.netns,
+                ])?;
+                let bridge = if iface.segment == 0 { "bra" } else { "brb" };
+                ip(&["-n", &switch, "link", "set", &port, "master", bridge])?;
+                ip(&["-n", &switch, "link", "set", &port, "up"])?;
+                // XDP_TX and XDP_REDIRECT into a veth need NAPI on
+                // its peer, the bridge port: GRO is not enough for
+                // XDP_TX (a burst of 256 frames or more can wedge
+                // the router's veth for good), so an XDP_PASS
+                // program, and GRO for the stack's own traffic.
+                netns::run(
+                    "ip",
+                    &[
+                        "netns", "exec", &switch, "ethtool", "-K", &port, "gro", "on",
+                    ],
+                )?;
+                self.passthrough
+                    .push((None, crate::systems::attach_passthrough(&switch, &port)?));
             }
         }
+        Ok(())
+    }
+
+    /// Gives every node interface its address, brings it up, turns GRO on
+    /// and IP forwarding on.
+    fn configure_interfaces(&self) -> anyhow::Result<()> {
         for node in &self.nodes {
             for iface in &node.ifaces {
                 let ns = &node.netns;

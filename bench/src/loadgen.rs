@@ -149,18 +149,8 @@ pub fn generate_to(
     spec: &GenSpec,
     stop: &AtomicBool,
 ) -> GenReport {
-    let batch = if spec.rate_pps == 0 {
-        BATCH_MAX
-    } else {
-        usize::try_from(spec.rate_pps / 20_000)
-            .unwrap_or(BATCH_MAX)
-            .clamp(1, BATCH_MAX)
-    };
-    let len = HEADER_LEN + spec.payload_len.max(STAMP_LEN);
-    let mut bufs = vec![vec![0u8; len]; batch];
-    for buf in &mut bufs {
-        build_data(buf, &spec.src, &spec.dst, 0, spec.payload_len);
-    }
+    let batch = batch_len(spec.rate_pps);
+    let mut bufs = data_buffers(spec, batch);
     let mut iovs: Vec<libc::iovec> = bufs
         .iter_mut()
         .map(|b| libc::iovec {
@@ -195,28 +185,10 @@ pub fn generate_to(
                 break;
             }
         }
-        if let Some(due_ns) = next
-            .saturating_mul(1_000_000_000)
-            .checked_div(spec.rate_pps)
-        {
-            let due = Duration::from_nanos(due_ns);
-            if due >= spec.duration {
-                break;
-            }
-            let now = start.elapsed();
-            if let Some(wait) = due.checked_sub(now) {
-                // Sleep, never spin: the sink and its NAPI thread share
-                // this CPU, and a spinning generator starves them (veth's
-                // 256-frame rings overflow and the loss is the generator's).
-                std::thread::sleep(wait);
-            }
+        if !wait_due(spec, next, start) {
+            break;
         }
-        let stamp = monotonic_ns().to_be_bytes();
-        for (i, buf) in bufs.iter_mut().enumerate() {
-            buf[HEADER_LEN..HEADER_LEN + 8]
-                .copy_from_slice(&sequence(spec.trial, next + i as u64).to_be_bytes());
-            buf[HEADER_LEN + 8..HEADER_LEN + 16].copy_from_slice(&stamp);
-        }
+        stamp_batch(&mut bufs, spec.trial, next);
         // SAFETY: msgs holds `batch` headers pointing at live buffers.
         let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), batch as u32, 0) };
         if rc < 0 {
@@ -230,6 +202,61 @@ pub fn generate_to(
     report.sent = next;
     report.elapsed_s = start.elapsed().as_secs_f64();
     report
+}
+
+/// Datagrams per `sendmmsg`: [`BATCH_MAX`] unpaced, else one per 20 kpps
+/// of `rate_pps` (1 to [`BATCH_MAX`]).
+fn batch_len(rate_pps: u64) -> usize {
+    if rate_pps == 0 {
+        BATCH_MAX
+    } else {
+        usize::try_from(rate_pps / 20_000)
+            .unwrap_or(BATCH_MAX)
+            .clamp(1, BATCH_MAX)
+    }
+}
+
+/// `batch` copies of `spec`'s data packet, stamp not yet written.
+fn data_buffers(spec: &GenSpec, batch: usize) -> Vec<Vec<u8>> {
+    let len = HEADER_LEN + spec.payload_len.max(STAMP_LEN);
+    let mut bufs = vec![vec![0u8; len]; batch];
+    for buf in &mut bufs {
+        build_data(buf, &spec.src, &spec.dst, 0, spec.payload_len);
+    }
+    bufs
+}
+
+/// Paced, sleeps until packet `next` is due (counted from `start`);
+/// false when it would be due after `spec.duration`. Unpaced: true at once.
+fn wait_due(spec: &GenSpec, next: u64, start: Instant) -> bool {
+    if let Some(due_ns) = next
+        .saturating_mul(1_000_000_000)
+        .checked_div(spec.rate_pps)
+    {
+        let due = Duration::from_nanos(due_ns);
+        if due >= spec.duration {
+            return false;
+        }
+        let now = start.elapsed();
+        if let Some(wait) = due.checked_sub(now) {
+            // Sleep, never spin: the sink and its NAPI thread share
+            // this CPU, and a spinning generator starves them (veth's
+            // 256-frame rings overflow and the loss is the generator's).
+            std::thread::sleep(wait);
+        }
+    }
+    true
+}
+
+/// Writes sequence numbers from `next` on and the time now into the
+/// buffers' stamps.
+fn stamp_batch(bufs: &mut [Vec<u8>], trial: u32, next: u64) {
+    let stamp = monotonic_ns().to_be_bytes();
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        buf[HEADER_LEN..HEADER_LEN + 8]
+            .copy_from_slice(&sequence(trial, next + i as u64).to_be_bytes());
+        buf[HEADER_LEN + 8..HEADER_LEN + 16].copy_from_slice(&stamp);
+    }
 }
 
 /// Live counters of a running sink.

@@ -161,7 +161,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let result = match Cli::parse().command {
+    match run(Cli::parse().command, &interrupted) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xorlay-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one subcommand; `interrupted` is set by SIGINT or SIGTERM.
+fn run(command: Cmd, interrupted: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    match command {
         Cmd::Demo {
             routers,
             packets,
@@ -174,7 +185,7 @@ fn main() -> ExitCode {
             rate,
             usize::from(payload),
             xdp_mode,
-            &interrupted,
+            interrupted,
         ),
         Cmd::Lab { routers, topology } => {
             let topology = if topology == "chain" {
@@ -182,7 +193,7 @@ fn main() -> ExitCode {
             } else {
                 Topology::Sites
             };
-            lab(usize::from(routers), topology, &interrupted)
+            lab(usize::from(routers), topology, interrupted)
         }
         Cmd::Compare {
             systems,
@@ -220,25 +231,18 @@ fn main() -> ExitCode {
                     flows,
                 },
             },
-            &interrupted,
+            interrupted,
         ),
         Cmd::GenEval {
             candidates,
             seconds,
             runs,
-        } => xorlay_bench::geneval::gen_eval(candidates, seconds, runs, &interrupted),
-        Cmd::Relay { listen, to } => relay(listen, to, &interrupted),
+        } => xorlay_bench::geneval::gen_eval(candidates, seconds, runs, interrupted),
+        Cmd::Relay { listen, to } => relay(listen, to, interrupted),
         Cmd::Clean => {
             let removed = xorlay_bench::lab::clean_stale();
             println!("removed {} stale namespace(s)", removed.len());
             Ok(())
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xorlay-bench: error: {e:#}");
-            ExitCode::FAILURE
         }
     }
 }
@@ -418,6 +422,21 @@ fn demo(
         failover(&mut lab, flow, victim, carried, interrupted)?;
     }
 
+    malformed_phase(&lab)?;
+    print_counters(&lab);
+    stop_lab(lab);
+    if lost > 0 {
+        bail!(
+            "{lost} of {} packets did not arrive at the sink before the failover",
+            sent.sent
+        );
+    }
+    Ok(())
+}
+
+/// Phase 3 of the demo: malformed overlay packets from gen's namespace to
+/// r1, and how many r1's XDP dropped and its workers received.
+fn malformed_phase(lab: &Lab) -> anyhow::Result<()> {
     let malformed: Vec<Vec<u8>> = golden::malformed()
         .into_iter()
         .map(|(_, bytes, _)| bytes)
@@ -450,7 +469,11 @@ fn demo(
         xdp_dropped(&after) - xdp_dropped(&before),
         data_rx(&after) - data_rx(&before),
     );
+    Ok(())
+}
 
+/// The demo's closing table: each router's XDP and worker counters.
+fn print_counters(lab: &Lab) {
     println!(
         "
 per-router counters:"
@@ -491,6 +514,11 @@ per-router counters:"
             counter(&s, "/session_peers"),
         );
     }
+}
+
+/// Stops the routers (reporting any that did not exit cleanly) and removes
+/// the lab.
+fn stop_lab(mut lab: Lab) {
     for (i, status) in lab.stop_routers() {
         match status {
             Ok(s) if s.success() => {}
@@ -503,13 +531,6 @@ per-router counters:"
         "
 routers stopped, XDP detached, namespaces removed."
     );
-    if lost > 0 {
-        bail!(
-            "{lost} of {} packets did not arrive at the sink before the failover",
-            sent.sent
-        );
-    }
-    Ok(())
 }
 
 /// Phase 2 of the demo: steady traffic for three seconds; half a second in,

@@ -692,48 +692,12 @@ impl Plan {
             if self.interval_ns != 0 || pending == 0 || now == 0 {
                 now = monotonic_ns();
             }
-            // Frames due now, this slot's at most.
-            let mut due = self.segments_max as u64;
-            if self.interval_ns != 0 {
-                if next_due == 0 || now.saturating_sub(next_due) > LAG_MAX_NS {
-                    next_due = now;
-                }
-                if now < next_due {
-                    if pending > 0 {
-                        ring.kick().context("send")?;
-                        pending = 0;
-                    }
-                    wait_until_ns(next_due);
-                    now = monotonic_ns();
-                }
-                let behind = (now - next_due).checked_div(self.interval_ns).unwrap_or(0);
-                due = due.min(1 + behind);
-            }
+            let due = self.due_frames(ring, &mut pending, &mut now, &mut next_due)?;
             if tally.first_ns == 0 {
                 tally.first_ns = now;
             }
             tally.last_ns = now;
-            let filled = if phase > 0 {
-                phase -= 1;
-                ring.fill(next, self.flood.len(), |f| {
-                    f.copy_from_slice(&self.flood);
-                    single_vnet(f.len())
-                });
-                Slot {
-                    stream: 0,
-                    flood: 1,
-                }
-            } else {
-                phase = self.flood_per_packet;
-                let count = due.min(self.limit - n).max(1) as usize;
-                let len = self.slot_len(count);
-                ring.fill(next, len, |f| self.write_stream(f, n, count, now));
-                n += count as u64;
-                Slot {
-                    stream: count as u32,
-                    flood: 0,
-                }
-            };
+            let filled = self.fill_slot(ring, next, due, now, &mut n, &mut phase);
             let frames = (filled.stream + filled.flood) as usize;
             if self.interval_ns != 0 {
                 next_due += frames as u64 * self.interval_ns;
@@ -751,6 +715,75 @@ impl Plan {
         }
         self.drain(ring, &mut slots, &mut tally);
         Ok(self.report(&tally, start))
+    }
+
+    /// Frames due now, at most one slot's. Paced, it first restarts the
+    /// schedule after a lag over [`LAG_MAX_NS`], and waits until `next_due`
+    /// if that is still ahead (kicking the `pending` frames before it
+    /// sleeps); `now` is then read again.
+    fn due_frames(
+        &self,
+        ring: &Ring,
+        pending: &mut usize,
+        now: &mut u64,
+        next_due: &mut u64,
+    ) -> anyhow::Result<u64> {
+        let mut due = self.segments_max as u64;
+        if self.interval_ns != 0 {
+            if *next_due == 0 || now.saturating_sub(*next_due) > LAG_MAX_NS {
+                *next_due = *now;
+            }
+            if *now < *next_due {
+                if *pending > 0 {
+                    ring.kick().context("send")?;
+                    *pending = 0;
+                }
+                wait_until_ns(*next_due);
+                *now = monotonic_ns();
+            }
+            let behind = (*now - *next_due)
+                .checked_div(self.interval_ns)
+                .unwrap_or(0);
+            due = due.min(1 + behind);
+        }
+        Ok(due)
+    }
+
+    /// Fills ring slot `next`: a flood frame while `phase` counts some due,
+    /// else stream packets from number `n` on (up to `due`, as one
+    /// super-frame), stamped `now`; advances `phase` and `n`. Returns what
+    /// the slot holds.
+    fn fill_slot(
+        &self,
+        ring: &Ring,
+        next: usize,
+        due: u64,
+        now: u64,
+        n: &mut u64,
+        phase: &mut u64,
+    ) -> Slot {
+        if *phase > 0 {
+            *phase -= 1;
+            ring.fill(next, self.flood.len(), |f| {
+                f.copy_from_slice(&self.flood);
+                single_vnet(f.len())
+            });
+            Slot {
+                stream: 0,
+                flood: 1,
+            }
+        } else {
+            *phase = self.flood_per_packet;
+            let first = *n;
+            let count = due.min(self.limit - first).max(1) as usize;
+            let len = self.slot_len(count);
+            ring.fill(next, len, |f| self.write_stream(f, first, count, now));
+            *n += count as u64;
+            Slot {
+                stream: count as u32,
+                flood: 0,
+            }
+        }
     }
 
     /// Like [`Plan::run`], from a plain `AF_PACKET` socket: batches of up
@@ -783,95 +816,87 @@ impl Plan {
         let mut n = 0u64;
         let mut phase = 0u64;
         let mut next_due = 0u64;
-        'run: loop {
+        loop {
             if stop.load(Ordering::Relaxed) || start.elapsed() >= self.duration {
                 break;
             }
-            let mut count = 0;
-            while count < BATCH_FRAMES {
-                if n >= self.limit && phase == 0 {
-                    break;
-                }
-                let mut now = monotonic_ns();
-                if self.interval_ns != 0 {
-                    if next_due == 0 || now.saturating_sub(next_due) > LAG_MAX_NS {
-                        next_due = now;
-                    }
-                    if now < next_due {
-                        if count > 0 {
-                            break;
-                        }
-                        wait_until_ns(next_due);
-                        now = monotonic_ns();
-                    }
-                    next_due += self.interval_ns;
-                }
-                if tally.first_ns == 0 {
-                    tally.first_ns = now;
-                }
-                tally.last_ns = now;
-                let data = &mut bufs[count * frame_len..(count + 1) * frame_len];
-                if phase > 0 {
-                    phase -= 1;
-                    data.copy_from_slice(&self.flood);
-                    kinds[count] = Slot {
-                        stream: 0,
-                        flood: 1,
-                    };
-                } else {
-                    phase = self.flood_per_packet;
-                    data.copy_from_slice(&self.stream);
-                    self.stamp(&mut data[HEADERS_LEN..], n, now);
-                    kinds[count] = Slot {
-                        stream: 1,
-                        flood: 0,
-                    };
-                    n += 1;
-                }
-                count += 1;
-            }
+            let count = self.fill_batch(
+                &mut bufs,
+                &mut kinds,
+                &mut tally,
+                &mut n,
+                &mut phase,
+                &mut next_due,
+            );
             if count == 0 {
                 break;
             }
-            let mut off = 0;
-            while off < count {
-                // SAFETY: msgs[off..count] point into bufs, alive and unaliased.
-                let rc = unsafe {
-                    libc::sendmmsg(
-                        fd.as_raw_fd(),
-                        msgs[off..].as_mut_ptr(),
-                        (count - off) as libc::c_uint,
-                        0,
-                    )
-                };
-                if rc > 0 {
-                    for kind in &kinds[off..off + rc as usize] {
-                        tally.settle(*kind, 0);
-                    }
-                    off += rc as usize;
-                    continue;
-                }
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    // The device dropped the frame at `off` (its peer's
-                    // ring was full): sent, and lost at the input, as a
-                    // frame the live generator's XDP_TX could not place.
-                    Some(libc::ENOBUFS) => {
-                        tally.settle(kinds[off], 0);
-                        tally.input_drops += 1;
-                        off += 1;
-                    }
-                    Some(libc::EINTR) => {}
-                    _ => {
-                        if stop.load(Ordering::Relaxed) {
-                            break 'run;
-                        }
-                        return Err(e).context("sendmmsg");
-                    }
-                }
+            if !send_batch(fd, &mut msgs[..count], &kinds[..count], &mut tally, stop)? {
+                break;
             }
         }
         Ok(self.report(&tally, start))
+    }
+
+    /// Writes the next frames of [`Plan::run_mmsg`] into `bufs` (a frame
+    /// each, up to [`BATCH_FRAMES`]) and what each is into `kinds`: flood
+    /// frames while `phase` counts some due, else stream packet `n`. Paced,
+    /// it waits for the first frame's time and ends the batch at a frame
+    /// not yet due. Returns how many it wrote (0: the limit is reached).
+    fn fill_batch(
+        &self,
+        bufs: &mut [u8],
+        kinds: &mut [Slot; BATCH_FRAMES],
+        tally: &mut Tally,
+        n: &mut u64,
+        phase: &mut u64,
+        next_due: &mut u64,
+    ) -> usize {
+        let frame_len = self.stream.len();
+        let mut count = 0;
+        while count < BATCH_FRAMES {
+            if *n >= self.limit && *phase == 0 {
+                break;
+            }
+            let mut now = monotonic_ns();
+            if self.interval_ns != 0 {
+                if *next_due == 0 || now.saturating_sub(*next_due) > LAG_MAX_NS {
+                    *next_due = now;
+                }
+                if now < *next_due {
+                    if count > 0 {
+                        break;
+                    }
+                    wait_until_ns(*next_due);
+                    now = monotonic_ns();
+                }
+                *next_due += self.interval_ns;
+            }
+            if tally.first_ns == 0 {
+                tally.first_ns = now;
+            }
+            tally.last_ns = now;
+            let data = &mut bufs[count * frame_len..(count + 1) * frame_len];
+            if *phase > 0 {
+                *phase -= 1;
+                data.copy_from_slice(&self.flood);
+                kinds[count] = Slot {
+                    stream: 0,
+                    flood: 1,
+                };
+            } else {
+                *phase = self.flood_per_packet;
+                data.copy_from_slice(&self.stream);
+                self.stamp(&mut data[HEADERS_LEN..], *n, now);
+                kinds[count] = Slot {
+                    stream: 1,
+                    flood: 0,
+                };
+                *n += 1;
+            }
+            count += 1;
+        }
+        count
     }
 
     /// The report of a run that started at `start`.
@@ -1023,6 +1048,59 @@ fn wait_until_ns(due_ns: u64) {
             std::hint::spin_loop();
         }
     }
+}
+
+/// Sends the batch of frames `msgs` (what each is in `kinds`) with
+/// `sendmmsg` until every frame is sent or dropped by the device (counted
+/// as an input drop); counts them in `tally`. Returns false when a send
+/// failed because `stop` was set.
+fn send_batch(
+    fd: &OwnedFd,
+    msgs: &mut [libc::mmsghdr],
+    kinds: &[Slot],
+    tally: &mut Tally,
+    stop: &AtomicBool,
+) -> anyhow::Result<bool> {
+    let count = msgs.len();
+    let mut off = 0;
+    while off < count {
+        // SAFETY: msgs[off..] point (through their iovecs) into the
+        // caller's frame buffers, alive and unaliased.
+        let rc = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                msgs[off..].as_mut_ptr(),
+                (count - off) as libc::c_uint,
+                0,
+            )
+        };
+        if rc > 0 {
+            for kind in &kinds[off..off + rc as usize] {
+                tally.settle(*kind, 0);
+            }
+            off += rc as usize;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            // The device dropped the frame at `off` (its peer's
+            // ring was full): sent, and lost at the input, as a
+            // frame the live generator's XDP_TX could not place.
+            Some(libc::ENOBUFS) => {
+                tally.settle(kinds[off], 0);
+                tally.input_drops += 1;
+                off += 1;
+            }
+            Some(libc::EINTR) => {}
+            _ => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                return Err(e).context("sendmmsg");
+            }
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

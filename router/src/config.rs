@@ -494,170 +494,11 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " | "),
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
+        raw.check().map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
-        };
-
-        let listen = raw.underlay.listen;
-        if listen.port() == 0 {
-            return Err(invalid(format!(
-                "underlay.listen = \"{listen}\" has port 0; the overlay needs a fixed UDP port, e.g. \"[::]:{DEFAULT_PORT}\""
-            )));
-        }
-        for name in &raw.underlay.interfaces {
-            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-                return Err(invalid(format!(
-                    "underlay.interfaces has {name:?}, which is not a Linux interface name (1 to 15 characters, no '/' or spaces); `ip link` lists them"
-                )));
-            }
-        }
-        let mut interfaces = raw.underlay.interfaces.clone();
-        interfaces.sort();
-        interfaces.dedup();
-        if interfaces.len() != raw.underlay.interfaces.len() {
-            return Err(invalid(
-                "underlay.interfaces lists an interface twice; remove the duplicate".into(),
-            ));
-        }
-
-        if let Err(e) = raw.dataplane.check(listen) {
-            return Err(invalid(e.to_string()));
-        }
-
-        if raw.neighbors.len() > NEIGHBORS_MAX {
-            return Err(invalid(format!(
-                "{} neighbors listed; at most {NEIGHBORS_MAX} are allowed",
-                raw.neighbors.len()
-            )));
-        }
-        for n in &raw.neighbors {
-            let Some(address) = n.address.addr() else {
-                continue; // a host name: resolved at start, by family
-            };
-            if listen.is_ipv4() && address.is_ipv6() {
-                return Err(invalid(format!(
-                    "neighbor {} has IPv6 address {} but underlay.listen is IPv4; listen on \"[::]:{}\" to reach both families",
-                    n.id,
-                    address,
-                    listen.port()
-                )));
-            }
-            if address.port() == 0 || address.ip().is_unspecified() {
-                return Err(invalid(format!(
-                    "neighbor {} has address {}, which cannot be sent to; give its underlay IP and overlay port",
-                    n.id, n.address
-                )));
-            }
-        }
-
-        let c = &raw.control;
-        if c.k == 0 || c.k > 64 {
-            return Err(invalid(format!(
-                "control.k = {} must be 1 to 64 (16 is usual)",
-                c.k
-            )));
-        }
-        if c.difficulty > crate::core::identity::DIFFICULTY_MAX {
-            return Err(invalid(format!(
-                "control.difficulty = {} is over {}; each bit doubles the key search",
-                c.difficulty,
-                crate::core::identity::DIFFICULTY_MAX
-            )));
-        }
-        if c.keepalive_ms == 0 || c.dead_after_ms <= c.keepalive_ms * 2 {
-            return Err(invalid(format!(
-                "control.dead_after_ms = {} must exceed twice control.keepalive_ms = {} (> 0), or live peers are declared dead",
-                c.dead_after_ms, c.keepalive_ms
-            )));
-        }
-        if c.subnet_bucket_max == 0 || c.subnet_table_max < c.subnet_bucket_max {
-            return Err(invalid(format!(
-                "control.subnet_bucket_max = {} must be at least 1 and at most control.subnet_table_max = {}",
-                c.subnet_bucket_max, c.subnet_table_max
-            )));
-        }
-        if c.seeds.len() > NEIGHBORS_MAX {
-            return Err(invalid(format!(
-                "{} seeds listed; at most {NEIGHBORS_MAX}",
-                c.seeds.len()
-            )));
-        }
-        for seed in c.seeds.iter().filter_map(Endpoint::addr) {
-            if seed.port() == 0
-                || seed.ip().is_unspecified()
-                || (listen.is_ipv4() && seed.is_ipv6())
-            {
-                return Err(invalid(format!(
-                    "control.seeds has {seed}, which this node cannot send to; give the seed's underlay IP and overlay port{}",
-                    if listen.is_ipv4() && seed.is_ipv6() {
-                        " (and listen on \"[::]\" for IPv6)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-        }
-
-        let named = c
-            .seeds
-            .iter()
-            .chain(raw.neighbors.iter().map(|n| &n.address))
-            .filter(|e| e.addr().is_none())
-            .count();
-        if named > NAMED_PEERS_MAX {
-            return Err(invalid(format!(
-                "{named} seeds and neighbors are given by host name; at most {NAMED_PEERS_MAX} are resolved: write IP addresses for the others"
-            )));
-        }
-
-        if raw.xdp.route_idle_timeout_ms == 0 || raw.xdp.route_idle_timeout_ms > 3_600_000 {
-            return Err(invalid(format!(
-                "xdp.route_idle_timeout_ms = {} must be 1 to 3600000 (30000 is usual)",
-                raw.xdp.route_idle_timeout_ms
-            )));
-        }
-        if let Err(e) = raw.xdp.limits.check() {
-            return Err(invalid(format!("xdp.limits: {e}")));
-        }
-        if let Some(dir) = &raw.xdp.pin_dir
-            && (!dir.is_absolute() || dir.parent().is_none())
-        {
-            return Err(invalid(format!(
-                "xdp.pin_dir = {:?} must be an absolute directory of its own on a bpf filesystem, e.g. \"/sys/fs/bpf/xorlay/<name>\"",
-                dir.display()
-            )));
-        }
-        if raw.xdp.warm_start_ms > 600_000 {
-            return Err(invalid(format!(
-                "xdp.warm_start_ms = {} must be at most 600000 (5000 is usual)",
-                raw.xdp.warm_start_ms
-            )));
-        }
-
-        let resolve = |p: &Path| match path.parent() {
-            Some(dir) if p.is_relative() => dir.join(p),
-            _ => p.to_path_buf(),
-        };
-        let mut control = raw.control.clone();
-        control.peers_file = control.peers_file.as_deref().map(resolve);
-
-        let key_file = match path.parent() {
-            Some(dir) if raw.key_file.is_relative() => dir.join(&raw.key_file),
-            _ => raw.key_file.clone(),
-        };
-
-        Ok(Config {
-            key_file,
-            listen,
-            interfaces: raw.underlay.interfaces,
-            xdp_mode: raw.underlay.xdp_mode,
-            dataplane: raw.dataplane,
-            admin_socket: raw.admin.socket,
-            neighbors: raw.neighbors,
-            control,
-            xdp: raw.xdp,
-        })
+        })?;
+        Ok(raw.into_config(path))
     }
 
     /// Worker threads to start: the configured number, or one per CPU.
@@ -667,6 +508,207 @@ impl Config {
                 .map_or(1, |n| n.get())
                 .min(WORKERS_MAX),
             n => n,
+        }
+    }
+}
+
+/// Validation of the parsed file, one section at a time, in the order the
+/// errors are reported; each error is the message for
+/// [`ConfigError::Invalid`].
+impl RawConfig {
+    /// Checks every section: underlay, dataplane, neighbors, control, the
+    /// host-name bound, xdp.
+    fn check(&self) -> Result<(), String> {
+        let listen = self.underlay.listen;
+        self.check_underlay()?;
+        self.dataplane.check(listen).map_err(|e| e.to_string())?;
+        self.check_neighbors()?;
+        self.check_control()?;
+        self.check_named_peers()?;
+        self.check_xdp()
+    }
+
+    /// `[underlay]`: a fixed port, valid and distinct interface names.
+    fn check_underlay(&self) -> Result<(), String> {
+        let listen = self.underlay.listen;
+        if listen.port() == 0 {
+            return Err(format!(
+                "underlay.listen = \"{listen}\" has port 0; the overlay needs a fixed UDP port, e.g. \"[::]:{DEFAULT_PORT}\""
+            ));
+        }
+        for name in &self.underlay.interfaces {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+                return Err(format!(
+                    "underlay.interfaces has {name:?}, which is not a Linux interface name (1 to 15 characters, no '/' or spaces); `ip link` lists them"
+                ));
+            }
+        }
+        let mut interfaces = self.underlay.interfaces.clone();
+        interfaces.sort();
+        interfaces.dedup();
+        if interfaces.len() != self.underlay.interfaces.len() {
+            return Err(
+                "underlay.interfaces lists an interface twice; remove the duplicate".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[[neighbor]]`: at most [`NEIGHBORS_MAX`], each address one this node
+    /// can send to.
+    fn check_neighbors(&self) -> Result<(), String> {
+        let listen = self.underlay.listen;
+        if self.neighbors.len() > NEIGHBORS_MAX {
+            return Err(format!(
+                "{} neighbors listed; at most {NEIGHBORS_MAX} are allowed",
+                self.neighbors.len()
+            ));
+        }
+        for n in &self.neighbors {
+            let Some(address) = n.address.addr() else {
+                continue; // a host name: resolved at start, by family
+            };
+            if listen.is_ipv4() && address.is_ipv6() {
+                return Err(format!(
+                    "neighbor {} has IPv6 address {} but underlay.listen is IPv4; listen on \"[::]:{}\" to reach both families",
+                    n.id,
+                    address,
+                    listen.port()
+                ));
+            }
+            if address.port() == 0 || address.ip().is_unspecified() {
+                return Err(format!(
+                    "neighbor {} has address {}, which cannot be sent to; give its underlay IP and overlay port",
+                    n.id, n.address
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[control]`: the Kademlia and liveness parameters, and the seeds.
+    fn check_control(&self) -> Result<(), String> {
+        let listen = self.underlay.listen;
+        let c = &self.control;
+        if c.k == 0 || c.k > 64 {
+            return Err(format!("control.k = {} must be 1 to 64 (16 is usual)", c.k));
+        }
+        if c.difficulty > crate::core::identity::DIFFICULTY_MAX {
+            return Err(format!(
+                "control.difficulty = {} is over {}; each bit doubles the key search",
+                c.difficulty,
+                crate::core::identity::DIFFICULTY_MAX
+            ));
+        }
+        if c.keepalive_ms == 0 || c.dead_after_ms <= c.keepalive_ms * 2 {
+            return Err(format!(
+                "control.dead_after_ms = {} must exceed twice control.keepalive_ms = {} (> 0), or live peers are declared dead",
+                c.dead_after_ms, c.keepalive_ms
+            ));
+        }
+        if c.subnet_bucket_max == 0 || c.subnet_table_max < c.subnet_bucket_max {
+            return Err(format!(
+                "control.subnet_bucket_max = {} must be at least 1 and at most control.subnet_table_max = {}",
+                c.subnet_bucket_max, c.subnet_table_max
+            ));
+        }
+        if c.seeds.len() > NEIGHBORS_MAX {
+            return Err(format!(
+                "{} seeds listed; at most {NEIGHBORS_MAX}",
+                c.seeds.len()
+            ));
+        }
+        for seed in c.seeds.iter().filter_map(Endpoint::addr) {
+            if seed.port() == 0
+                || seed.ip().is_unspecified()
+                || (listen.is_ipv4() && seed.is_ipv6())
+            {
+                return Err(format!(
+                    "control.seeds has {seed}, which this node cannot send to; give the seed's underlay IP and overlay port{}",
+                    if listen.is_ipv4() && seed.is_ipv6() {
+                        " (and listen on \"[::]\" for IPv6)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeds and neighbors given by host name: at most [`NAMED_PEERS_MAX`].
+    fn check_named_peers(&self) -> Result<(), String> {
+        let named = self
+            .control
+            .seeds
+            .iter()
+            .chain(self.neighbors.iter().map(|n| &n.address))
+            .filter(|e| e.addr().is_none())
+            .count();
+        if named > NAMED_PEERS_MAX {
+            return Err(format!(
+                "{named} seeds and neighbors are given by host name; at most {NAMED_PEERS_MAX} are resolved: write IP addresses for the others"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[xdp]`: the route timeout, the rate limits, the pin directory and
+    /// the warm start.
+    fn check_xdp(&self) -> Result<(), String> {
+        let xdp = &self.xdp;
+        if xdp.route_idle_timeout_ms == 0 || xdp.route_idle_timeout_ms > 3_600_000 {
+            return Err(format!(
+                "xdp.route_idle_timeout_ms = {} must be 1 to 3600000 (30000 is usual)",
+                xdp.route_idle_timeout_ms
+            ));
+        }
+        if let Err(e) = xdp.limits.check() {
+            return Err(format!("xdp.limits: {e}"));
+        }
+        if let Some(dir) = &xdp.pin_dir
+            && (!dir.is_absolute() || dir.parent().is_none())
+        {
+            return Err(format!(
+                "xdp.pin_dir = {:?} must be an absolute directory of its own on a bpf filesystem, e.g. \"/sys/fs/bpf/xorlay/<name>\"",
+                dir.display()
+            ));
+        }
+        if xdp.warm_start_ms > 600_000 {
+            return Err(format!(
+                "xdp.warm_start_ms = {} must be at most 600000 (5000 is usual)",
+                xdp.warm_start_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checked file as a [`Config`], with `key_file` and
+    /// `control.peers_file` resolved against the directory of `path` when
+    /// relative.
+    fn into_config(self, path: &Path) -> Config {
+        let resolve = |p: &Path| match path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        };
+        let mut control = self.control;
+        control.peers_file = control.peers_file.as_deref().map(resolve);
+
+        let key_file = match path.parent() {
+            Some(dir) if self.key_file.is_relative() => dir.join(&self.key_file),
+            _ => self.key_file,
+        };
+
+        Config {
+            key_file,
+            listen: self.underlay.listen,
+            interfaces: self.underlay.interfaces,
+            xdp_mode: self.underlay.xdp_mode,
+            dataplane: self.dataplane,
+            admin_socket: self.admin.socket,
+            neighbors: self.neighbors,
+            control,
+            xdp: self.xdp,
         }
     }
 }

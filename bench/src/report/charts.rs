@@ -59,37 +59,14 @@ pub(super) fn throughput_chart(systems: &[&SystemResult], path: &Path) -> anyhow
     let width = 0.8 / systems.len() as f64;
     for (si, system) in systems.iter().enumerate() {
         let color = COLORS[si % COLORS.len()];
-        let bars: Vec<Rectangle<(f64, f64)>> = system
-            .frames
-            .iter()
-            .enumerate()
-            .map(|(fi, f)| {
-                let x0 = fi as f64 + 0.1 + si as f64 * width;
-                Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.9, f.pdr_pps / 1e3)],
-                    color.filled(),
-                )
-            })
-            .collect();
         chart
-            .draw_series(bars)
+            .draw_series(pdr_bars(system, si, width, color))
             .map_err(chart_err)?
             .label(system.system.name())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-        let marks: Vec<Rectangle<(f64, f64)>> = system
-            .frames
-            .iter()
-            .enumerate()
-            .map(|(fi, f)| {
-                let x0 = fi as f64 + 0.1 + si as f64 * width;
-                let y = f.ndr_pps / 1e3;
-                Rectangle::new(
-                    [(x0, y), (x0 + width * 0.9, y + top * 0.006)],
-                    BLACK.filled(),
-                )
-            })
-            .collect();
-        chart.draw_series(marks).map_err(chart_err)?;
+        chart
+            .draw_series(ndr_marks(system, si, width, top))
+            .map_err(chart_err)?;
     }
     chart
         .configure_series_labels()
@@ -100,6 +77,46 @@ pub(super) fn throughput_chart(systems: &[&SystemResult], path: &Path) -> anyhow
         .map_err(chart_err)?;
     root.present().map_err(chart_err)?;
     Ok(())
+}
+
+/// The PDR bars (kpps) of system number `si` of the throughput chart, one
+/// per frame size, each `width` wide.
+fn pdr_bars(
+    system: &SystemResult,
+    si: usize,
+    width: f64,
+    color: RGBColor,
+) -> Vec<Rectangle<(f64, f64)>> {
+    system
+        .frames
+        .iter()
+        .enumerate()
+        .map(|(fi, f)| {
+            let x0 = fi as f64 + 0.1 + si as f64 * width;
+            Rectangle::new(
+                [(x0, 0.0), (x0 + width * 0.9, f.pdr_pps / 1e3)],
+                color.filled(),
+            )
+        })
+        .collect()
+}
+
+/// The NDR marks (kpps) over the bars of [`pdr_bars`], a thin black bar
+/// each on a chart `top` high.
+fn ndr_marks(system: &SystemResult, si: usize, width: f64, top: f64) -> Vec<Rectangle<(f64, f64)>> {
+    system
+        .frames
+        .iter()
+        .enumerate()
+        .map(|(fi, f)| {
+            let x0 = fi as f64 + 0.1 + si as f64 * width;
+            let y = f.ndr_pps / 1e3;
+            Rectangle::new(
+                [(x0, y), (x0 + width * 0.9, y + top * 0.006)],
+                BLACK.filled(),
+            )
+        })
+        .collect()
 }
 
 pub(super) fn latency_chart(systems: &[&SystemResult], path: &Path) -> anyhow::Result<()> {

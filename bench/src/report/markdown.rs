@@ -69,7 +69,27 @@ fn scaling_section(run: &CompareRun) -> String {
     md
 }
 
+/// The whole report: the header, summary, targets, explanation, charts,
+/// sweep, worker scaling and systems sections, in that order.
 pub(super) fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
+    let mut md = header_section(run);
+    let _ = writeln!(md, "## Summary\n\n{}", summary_table(run));
+    let _ = writeln!(
+        md,
+        "## Targets (issues 4 and 5), same run\n\n{}",
+        targets(run)
+    );
+    md.push_str(&explain(run));
+    md.push_str(&charts_section(charts));
+    md.push_str(&sweep_section(run));
+    md.push_str(&scaling_section(run));
+    md.push_str(&systems_section(run));
+    md.push_str("\nEvery trial's raw numbers (offered, sent, delivered, duplicates, reordering, latency percentiles, relay CPU) are in `results.json`.\n");
+    md
+}
+
+/// The title, the command, the machine, the method and the generator.
+fn header_section(run: &CompareRun) -> String {
     let mut md = String::new();
     let m = &run.machine;
     let _ = writeln!(md, "# xorlay benchmark report\n");
@@ -105,48 +125,60 @@ pub(super) fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
             None => String::new(),
         }
     );
-    let _ = writeln!(md, "## Summary\n\n{}", summary_table(run));
-    let _ = writeln!(
-        md,
-        "## Targets (issues 4 and 5), same run\n\n{}",
-        targets(run)
-    );
-    md.push_str(&explain(run));
-    if !charts.is_empty() {
-        md.push_str("\n## Charts\n\n");
-        for c in charts {
-            if let Some(name) = c.file_name().and_then(|n| n.to_str()) {
-                let _ = writeln!(md, "![{name}]({name})\n");
+    md
+}
+
+/// Links to the chart images, if any.
+fn charts_section(charts: &[PathBuf]) -> String {
+    let mut md = String::new();
+    if charts.is_empty() {
+        return md;
+    }
+    md.push_str("\n## Charts\n\n");
+    for c in charts {
+        if let Some(name) = c.file_name().and_then(|n| n.to_str()) {
+            let _ = writeln!(md, "![{name}]({name})\n");
+        }
+    }
+    md
+}
+
+/// xorlay across topologies (the sweep), if it ran.
+fn sweep_section(run: &CompareRun) -> String {
+    let mut md = String::new();
+    if run.sweep.is_empty() {
+        return md;
+    }
+    md.push_str("## xorlay across topologies\n\n| topology | routers | frame | NDR pps | PDR pps | peak goodput pps |\n| --- | --- | --- | --- | --- | --- |\n");
+    for p in &run.sweep {
+        match (&p.result, &p.error) {
+            (Some(f), _) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} |",
+                    p.topology,
+                    p.routers,
+                    search_cells(f)
+                );
+            }
+            (None, e) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | - | failed: {} | | |",
+                    p.topology,
+                    p.routers,
+                    e.as_deref().unwrap_or("?")
+                );
             }
         }
     }
-    if !run.sweep.is_empty() {
-        md.push_str("## xorlay across topologies\n\n| topology | routers | frame | NDR pps | PDR pps | peak goodput pps |\n| --- | --- | --- | --- | --- | --- |\n");
-        for p in &run.sweep {
-            match (&p.result, &p.error) {
-                (Some(f), _) => {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | {} |",
-                        p.topology,
-                        p.routers,
-                        search_cells(f)
-                    );
-                }
-                (None, e) => {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | - | failed: {} | | |",
-                        p.topology,
-                        p.routers,
-                        e.as_deref().unwrap_or("?")
-                    );
-                }
-            }
-        }
-        md.push('\n');
-    }
-    md.push_str(&scaling_section(run));
+    md.push('\n');
+    md
+}
+
+/// Each system: what it is, why it was skipped, notes and pinning.
+fn systems_section(run: &CompareRun) -> String {
+    let mut md = String::new();
     md.push_str("## Systems, set-up and pinning\n\n");
     for s in &run.systems {
         let _ = writeln!(md, "- **{}**: {}.", s.system.name(), s.description);
@@ -160,7 +192,6 @@ pub(super) fn markdown_report(run: &CompareRun, charts: &[PathBuf]) -> String {
             let _ = writeln!(md, "  - pinning ({} CPUs): {}", p.cpus, p.pinned.join("; "));
         }
     }
-    md.push_str("\nEvery trial's raw numbers (offered, sent, delivered, duplicates, reordering, latency percentiles, relay CPU) are in `results.json`.\n");
     md
 }
 

@@ -17,6 +17,10 @@ pub(super) const BENCH_RELAY_CONFIG: &str =
     "[xdp.limits]\nneighbor_data = { pps = 100000000, burst = 10000000 }";
 
 impl Env {
+    /// Starts the mesh (r1 first, the sink joining through it, then the
+    /// other routers) and the generator, which knows site A's routers; waits
+    /// until every router has both endpoints, then sends through gen's
+    /// XOR-closest peer to the sink.
     pub(super) fn start_mesh_endpoints(&mut self) -> anyhow::Result<()> {
         let sink = self.lab.sink_index();
         let cpu = self.pinning.endpoints_cpu;
@@ -58,8 +62,26 @@ impl Env {
             routers_on_a,
             cpu,
         )?;
-        // Every router must have both endpoints as next hops (on its
-        // allowlist) before traffic: discovery through r1.
+        self.wait_mesh_knows(&gen_endpoint, &sink_endpoint)?;
+        let (first_relay, hop_addr) = self.first_hop(&gen_endpoint, &sink_endpoint.id())?;
+        self.path.first_relay = first_relay;
+        self.adopt_endpoints(gen_endpoint, sink_endpoint, hop_addr);
+        self.notes.push(format!(
+            "generator and sink are overlay nodes of their own: the sink joined through the seed r1, the generator knows the routers of site A; the generator sends from {gen_addr} to {} at {hop_addr} (its XOR-closest peer to the sink), which forwards to the sink at {sink_addr} over site B",
+            self.lab.nodes[first_relay].role
+        ));
+        Ok(())
+    }
+
+    /// Waits until every router of the mesh has both endpoints as next hops
+    /// (on its allowlist), as discovery through r1 makes them, for at most
+    /// 20 s; the error names what each router lacks.
+    fn wait_mesh_knows(
+        &self,
+        gen_endpoint: &Endpoint,
+        sink_endpoint: &Endpoint,
+    ) -> anyhow::Result<()> {
+        let sink = self.lab.sink_index();
         let (gen_id, sink_id) = (gen_endpoint.id(), sink_endpoint.id());
         let converged = crate::wait_until(Duration::from_secs(20), || {
             (1..sink).all(|i| {
@@ -87,13 +109,21 @@ impl Env {
                 sink_endpoint.sessions().len()
             );
         }
-        // The first hop: the router gen has a session with that is
-        // XOR-closest to the sink, as a router would choose.
+        Ok(())
+    }
+
+    /// The first hop: the router gen has a session with that is XOR-closest
+    /// to the sink, as a router would choose; its lab index and address.
+    fn first_hop(
+        &self,
+        gen_endpoint: &Endpoint,
+        sink_id: &NodeId,
+    ) -> anyhow::Result<(usize, SocketAddr)> {
         let (hop_id, hop_addr) = gen_endpoint
             .sessions()
             .into_iter()
-            .filter(|(id, _)| *id != sink_id)
-            .min_by_key(|(id, _)| id.distance(&sink_id))
+            .filter(|(id, _)| id != sink_id)
+            .min_by_key(|(id, _)| id.distance(sink_id))
             .context("gen's endpoint has no session with a router")?;
         let first_relay = self
             .lab
@@ -101,13 +131,7 @@ impl Env {
             .iter()
             .position(|n| n.id() == hop_id)
             .context("gen's closest peer is no lab router")?;
-        self.path.first_relay = first_relay;
-        self.adopt_endpoints(gen_endpoint, sink_endpoint, hop_addr);
-        self.notes.push(format!(
-            "generator and sink are overlay nodes of their own: the sink joined through the seed r1, the generator knows the routers of site A; the generator sends from {gen_addr} to {} at {hop_addr} (its XOR-closest peer to the sink), which forwards to the sink at {sink_addr} over site B",
-            self.lab.nodes[first_relay].role
-        ));
-        Ok(())
+        Ok((first_relay, hop_addr))
     }
 
     /// Generator and sink are these endpoints; the generator sends to `to`.

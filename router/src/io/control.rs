@@ -42,6 +42,10 @@ const DIAL_LOG_BURST: u32 = 10;
 /// Most peers or next hops named in one log line.
 const NAMED_IN_LINE_MAX: usize = 8;
 
+/// A peer or a next hop in the change logs: its ID and its canonical
+/// underlay address.
+type IdAddr = (NodeId, SocketAddr);
+
 /// Counters of the shell itself.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct ShellCounters {
@@ -593,6 +597,30 @@ impl ControlPlane {
             .collect();
         let holding = self.warm_start.is_some();
         // The kernel filter first admits new peers, then the workers do.
+        self.sync_xdp_allowlist(&allowed, holding);
+        let mut hops: Vec<(NodeId, SocketAddr)> = neighbors
+            .iter()
+            .map(|(id, addr)| (*id, canonical(*addr)))
+            .collect();
+        hops.sort_unstable();
+        let changed = self.published_hops.as_ref() != Some(&hops);
+        self.log_changes(&hops, table.len());
+        if !holding && (changed || self.invalidate_pending) {
+            // Before the workers see the new table: no entry computed from
+            // the old one stays valid.
+            self.invalidate_routes();
+        }
+        self.published_hops = Some(hops);
+        self.shared
+            .store(std::sync::Arc::new(Topology::new(table, allowed)));
+        self.published = Some(self.node.generation());
+        self.counters.publishes += 1;
+    }
+
+    /// Writes the session peers `allowed` to the XDP allowlist, keeping the
+    /// earlier instance's entries too while `holding` a warm start; counts
+    /// the sync or its failure. Nothing without XDP.
+    fn sync_xdp_allowlist(&mut self, allowed: &HashSet<SocketAddr>, holding: bool) {
         if let Some(map) = &mut self.xdp_neighbors {
             let mut wanted = allowed.clone();
             if holding {
@@ -610,34 +638,23 @@ impl ControlPlane {
                 }
             }
         }
-        let mut hops: Vec<(NodeId, SocketAddr)> = neighbors
-            .iter()
-            .map(|(id, addr)| (*id, canonical(*addr)))
-            .collect();
-        hops.sort_unstable();
-        let changed = self.published_hops.as_ref() != Some(&hops);
-        self.log_changes(&hops, table.len());
-        if !holding && (changed || self.invalidate_pending) {
-            // Before the workers see the new table: no entry computed from
-            // the old one stays valid.
-            if let Some(cache) = &mut self.route_cache {
-                match cache.invalidate_all() {
-                    Ok(_) => self.invalidate_pending = false,
-                    Err(e) => {
-                        self.counters.install_errors += 1;
-                        log::warn!("invalidating the XDP route cache: {e}");
-                    }
+    }
+
+    /// Invalidates every XDP route cache entry (kept pending if that fails)
+    /// and forgets the sources seen by the workers.
+    fn invalidate_routes(&mut self) {
+        if let Some(cache) = &mut self.route_cache {
+            match cache.invalidate_all() {
+                Ok(_) => self.invalidate_pending = false,
+                Err(e) => {
+                    self.counters.install_errors += 1;
+                    log::warn!("invalidating the XDP route cache: {e}");
                 }
-            } else {
-                self.invalidate_pending = false;
             }
-            self.sources.clear();
+        } else {
+            self.invalidate_pending = false;
         }
-        self.published_hops = Some(hops);
-        self.shared
-            .store(std::sync::Arc::new(Topology::new(table, allowed)));
-        self.published = Some(self.node.generation());
-        self.counters.publishes += 1;
+        self.sources.clear();
     }
 
     /// Logs peers that came up or went down and next hops that changed,
@@ -645,38 +662,9 @@ impl ControlPlane {
     /// `hops` is the new sorted next-hop list.
     fn log_changes(&mut self, hops: &[(NodeId, SocketAddr)], table_len: usize) {
         let now = Instant::now();
-        let peers: HashMap<NodeId, SocketAddr> = self
-            .node
-            .session_peers()
-            .into_iter()
-            .map(|(id, addr)| (id, canonical(addr)))
-            .collect();
-        let mut up: Vec<(NodeId, SocketAddr)> = peers
-            .iter()
-            .filter(|(id, addr)| self.logged_peers.get(id) != Some(addr))
-            .map(|(id, addr)| (*id, *addr))
-            .collect();
-        let mut down: Vec<(NodeId, SocketAddr)> = self
-            .logged_peers
-            .iter()
-            .filter(|(id, _)| !peers.contains_key(id))
-            .map(|(id, addr)| (*id, *addr))
-            .collect();
-        up.sort_unstable();
-        down.sort_unstable();
-        // Both lists are sorted: binary searches, not a scan per hop.
+        let (peers, up, down) = self.peer_changes();
         let before: &[(NodeId, SocketAddr)] = self.published_hops.as_deref().unwrap_or(&[]);
-        debug_assert!(before.is_sorted() && hops.is_sorted());
-        let added: Vec<(NodeId, SocketAddr)> = hops
-            .iter()
-            .filter(|h| before.binary_search(h).is_err())
-            .copied()
-            .collect();
-        let removed: Vec<(NodeId, SocketAddr)> = before
-            .iter()
-            .filter(|h| hops.binary_search(h).is_err())
-            .copied()
-            .collect();
+        let (added, removed) = hop_changes(before, hops);
         self.logged_peers = peers;
         for (list, what) in [(&up, "peer up"), (&down, "peer down")] {
             if list.is_empty() {
@@ -716,6 +704,32 @@ impl ControlPlane {
                 name_list(hops)
             }
         );
+    }
+
+    /// The session peers now (address in canonical form), and those that
+    /// came up (new, or at a new address) and went down since the last
+    /// [`ControlPlane::log_changes`], both sorted.
+    fn peer_changes(&self) -> (HashMap<NodeId, SocketAddr>, Vec<IdAddr>, Vec<IdAddr>) {
+        let peers: HashMap<NodeId, SocketAddr> = self
+            .node
+            .session_peers()
+            .into_iter()
+            .map(|(id, addr)| (id, canonical(addr)))
+            .collect();
+        let mut up: Vec<(NodeId, SocketAddr)> = peers
+            .iter()
+            .filter(|(id, addr)| self.logged_peers.get(id) != Some(addr))
+            .map(|(id, addr)| (*id, *addr))
+            .collect();
+        let mut down: Vec<(NodeId, SocketAddr)> = self
+            .logged_peers
+            .iter()
+            .filter(|(id, _)| !peers.contains_key(id))
+            .map(|(id, addr)| (*id, *addr))
+            .collect();
+        up.sort_unstable();
+        down.sort_unstable();
+        (peers, up, down)
     }
 
     /// Writes the routing table's contacts to `peers_file`.
@@ -770,6 +784,24 @@ impl ControlPlane {
     pub fn counters(&self) -> ShellCounters {
         self.counters
     }
+}
+
+/// The next hops in `hops` and not in `before` (added), and in `before`
+/// and not in `hops` (removed); both lists sorted.
+fn hop_changes(before: &[IdAddr], hops: &[IdAddr]) -> (Vec<IdAddr>, Vec<IdAddr>) {
+    // Both lists are sorted: binary searches, not a scan per hop.
+    debug_assert!(before.is_sorted() && hops.is_sorted());
+    let added: Vec<(NodeId, SocketAddr)> = hops
+        .iter()
+        .filter(|h| before.binary_search(h).is_err())
+        .copied()
+        .collect();
+    let removed: Vec<(NodeId, SocketAddr)> = before
+        .iter()
+        .filter(|h| hops.binary_search(h).is_err())
+        .copied()
+        .collect();
+    (added, removed)
 }
 
 /// "0123456789abcdef at 198.18.0.2:4799, ..." for at most
