@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Constants of the XDP program shared with userspace: the counter indices of
- * its per-CPU stats array (map `xorlay_stats`), the sizes and layouts of its
- * maps (maps.h) and the flags of their values. Parsed by
+ * its per-CPU stats array (map `xorlay_stats`), the capacities of its maps,
+ * the sizes of the structs of pinned maps (maps.h; the layouts themselves
+ * are the struct declarations there, which build.rs turns into Rust) and
+ * the flags of their values. Parsed by
  * router/build.rs into typed Rust constants, like wire.h. Each packet the
  * program sees increments exactly one counter.
  * Keep every #define on one line in the form `#define NAME <integer>`.
@@ -59,22 +61,11 @@
  * credits for, the sockets the steering program (steer.bpf.c) chooses from,
  * and `dataplane.workers` at most (router/src/config.rs). */
 #define XORLAY_WORKERS_MAX 64
-/* struct xorlay_backlog (maps.h): size and field offsets, and those of its per-worker struct xorlay_credit. */
-#define XORLAY_BACKLOG_LEN 4160
-#define XORLAY_BACKLOG_OFF_WORKERS 0
-#define XORLAY_BACKLOG_OFF_WORKER 64
-#define XORLAY_CREDIT_LEN 64
-#define XORLAY_CREDIT_OFF_ADMITTED 0
-#define XORLAY_CREDIT_OFF_CONSUMED 8
-#define XORLAY_CREDIT_OFF_WINDOW 16
 
 /* Capacity of the neighbor allowlist (map xorlay_neighbors). */
 #define XORLAY_NEIGHBORS_MAX 4096
-/* struct xorlay_neighbor_key (maps.h): its size and the offsets of its fields. */
+/* Size of struct xorlay_neighbor_key (maps.h), the key of a pinned map. */
 #define XORLAY_NEIGHBOR_KEY_LEN 20
-#define XORLAY_NEIGHBOR_KEY_OFF_ADDR 0
-#define XORLAY_NEIGHBOR_KEY_OFF_PORT 16
-#define XORLAY_NEIGHBOR_KEY_OFF_PAD 18
 
 /* Capacity of the per-source handshake buckets (LRU map xorlay_handshake_sources). */
 #define XORLAY_HANDSHAKE_SOURCES_MAX 16384
@@ -85,34 +76,15 @@
 #define XORLAY_ROUTES_MAX 32768
 /* Capacity of the egress device map (xorlay_tx_ports). */
 #define XORLAY_TX_PORTS_MAX 64
-/* struct xorlay_route (maps.h): size and field offsets. */
+/* Size of struct xorlay_route (maps.h), the value of a pinned map. */
 #define XORLAY_ROUTE_LEN 96
-#define XORLAY_ROUTE_OFF_NEXT_HOP_ADDR 0
-#define XORLAY_ROUTE_OFF_SOURCE_ADDR 16
-#define XORLAY_ROUTE_OFF_NEXT_HOP_PORT 32
-#define XORLAY_ROUTE_OFF_SOURCE_PORT 34
-#define XORLAY_ROUTE_OFF_FLAGS 36
-#define XORLAY_ROUTE_OFF_GENERATION 40
-#define XORLAY_ROUTE_OFF_INSTALLED_NS 48
-#define XORLAY_ROUTE_OFF_LAST_USED_NS 56
-#define XORLAY_ROUTE_OFF_L2_CHECKED_NS 64
 /* How long the fast path reuses a next hop's FIB/neighbor resolution (ns). */
 #define XORLAY_L2_TTL_NS 100000000
 /* xorlay_route.flags: no route to this destination (drop in XDP). */
 #define XORLAY_ROUTE_F_NEGATIVE 1
 
-/* struct xorlay_config (maps.h): size and field offsets. */
+/* Size of struct xorlay_config (maps.h), the value of a pinned map. */
 #define XORLAY_CONFIG_LEN 80
-#define XORLAY_CONFIG_OFF_LOCAL_ID 0
-#define XORLAY_CONFIG_OFF_GENERATION 32
-#define XORLAY_CONFIG_OFF_IDLE_TIMEOUT_NS 40
-#define XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_PPS 48
-#define XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_BURST 52
-#define XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_PPS 56
-#define XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_BURST 60
-#define XORLAY_CONFIG_OFF_NEIGHBOR_PPS 64
-#define XORLAY_CONFIG_OFF_NEIGHBOR_BURST 68
-#define XORLAY_CONFIG_OFF_FLAGS 72
 /* xorlay_config.flags: local_id is set; the route cache is consulted only then. */
 #define XORLAY_CONFIG_F_LOCAL_ID 1
 

@@ -2,6 +2,15 @@
 /*
  * Maps of the XDP program: the only interface between it and userspace
  * (router/src/io/bpf/). Included once, by xorlay.bpf.c.
+ *
+ * The structs userspace reads or writes are declared here only:
+ * router/build.rs (build-support/c_structs.rs) turns each into a
+ * #[repr(C)] Rust struct with the same members (io::bpf::abi; the list is
+ * ABI_STRUCTS in build.rs), and a test compares those with the layout clang
+ * gives them (the object's BTF). So write them in the form that parser
+ * reads: one member per line (__u8/__u16/__u32/__u64/__be16, an array of
+ * them with an integer or XORLAY_* length, or an earlier generated struct),
+ * every pad byte a member, a member's comment after it or above it.
  */
 #ifndef XORLAY_MAPS_H
 #define XORLAY_MAPS_H
@@ -33,8 +42,7 @@ struct {
  *
  * One map serves both families: an IPv4 source is stored as the v4-mapped
  * IPv6 address ::ffff:a.b.c.d, the form the workers' dual-stack sockets
- * report it in. The Rust side (NeighborKey) asserts its layout against the
- * XORLAY_NEIGHBOR_KEY_* constants pinned below.
+ * report it in.
  */
 struct xorlay_neighbor_key {
 	__u8 addr[16]; /* IPv6 source address, or ::ffff:<IPv4 source> */
@@ -45,9 +53,6 @@ struct xorlay_neighbor_key {
 
 _Static_assert(sizeof(struct xorlay_neighbor_key) == XORLAY_NEIGHBOR_KEY_LEN, "key length");
 _Static_assert(_Alignof(struct xorlay_neighbor_key) == 4, "key alignment");
-_Static_assert(__builtin_offsetof(struct xorlay_neighbor_key, addr) == XORLAY_NEIGHBOR_KEY_OFF_ADDR, "addr");
-_Static_assert(__builtin_offsetof(struct xorlay_neighbor_key, port) == XORLAY_NEIGHBOR_KEY_OFF_PORT, "port");
-_Static_assert(__builtin_offsetof(struct xorlay_neighbor_key, pad) == XORLAY_NEIGHBOR_KEY_OFF_PAD, "pad");
 
 /* xorlay_neighbors is defined below, after struct xorlay_bucket. */
 
@@ -75,16 +80,6 @@ struct xorlay_config {
 };
 
 _Static_assert(sizeof(struct xorlay_config) == XORLAY_CONFIG_LEN, "config length");
-_Static_assert(__builtin_offsetof(struct xorlay_config, local_id) == XORLAY_CONFIG_OFF_LOCAL_ID, "local_id");
-_Static_assert(__builtin_offsetof(struct xorlay_config, generation) == XORLAY_CONFIG_OFF_GENERATION, "generation");
-_Static_assert(__builtin_offsetof(struct xorlay_config, idle_timeout_ns) == XORLAY_CONFIG_OFF_IDLE_TIMEOUT_NS, "idle_timeout_ns");
-_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_source_pps) == XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_PPS, "handshake_source_pps");
-_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_source_burst) == XORLAY_CONFIG_OFF_HANDSHAKE_SOURCE_BURST, "handshake_source_burst");
-_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_global_pps) == XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_PPS, "handshake_global_pps");
-_Static_assert(__builtin_offsetof(struct xorlay_config, handshake_global_burst) == XORLAY_CONFIG_OFF_HANDSHAKE_GLOBAL_BURST, "handshake_global_burst");
-_Static_assert(__builtin_offsetof(struct xorlay_config, neighbor_pps) == XORLAY_CONFIG_OFF_NEIGHBOR_PPS, "neighbor_pps");
-_Static_assert(__builtin_offsetof(struct xorlay_config, neighbor_burst) == XORLAY_CONFIG_OFF_NEIGHBOR_BURST, "neighbor_burst");
-_Static_assert(__builtin_offsetof(struct xorlay_config, flags) == XORLAY_CONFIG_OFF_FLAGS, "flags");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -202,13 +197,7 @@ struct xorlay_backlog {
 	struct xorlay_credit worker[XORLAY_WORKERS_MAX];
 };
 
-_Static_assert(sizeof(struct xorlay_credit) == XORLAY_CREDIT_LEN, "credit length");
-_Static_assert(__builtin_offsetof(struct xorlay_credit, admitted) == XORLAY_CREDIT_OFF_ADMITTED, "admitted");
-_Static_assert(__builtin_offsetof(struct xorlay_credit, consumed) == XORLAY_CREDIT_OFF_CONSUMED, "consumed");
-_Static_assert(__builtin_offsetof(struct xorlay_credit, window) == XORLAY_CREDIT_OFF_WINDOW, "window");
-_Static_assert(sizeof(struct xorlay_backlog) == XORLAY_BACKLOG_LEN, "backlog length");
-_Static_assert(__builtin_offsetof(struct xorlay_backlog, workers) == XORLAY_BACKLOG_OFF_WORKERS, "workers");
-_Static_assert(__builtin_offsetof(struct xorlay_backlog, worker) == XORLAY_BACKLOG_OFF_WORKER, "worker");
+_Static_assert(sizeof(struct xorlay_credit) == 64, "one cache line per worker");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -276,15 +265,6 @@ struct xorlay_route {
 
 _Static_assert(sizeof(struct xorlay_route_key) == XORLAY_NODE_ID_LEN, "route key length");
 _Static_assert(sizeof(struct xorlay_route) == XORLAY_ROUTE_LEN, "route length");
-_Static_assert(__builtin_offsetof(struct xorlay_route, next_hop_addr) == XORLAY_ROUTE_OFF_NEXT_HOP_ADDR, "next_hop_addr");
-_Static_assert(__builtin_offsetof(struct xorlay_route, source_addr) == XORLAY_ROUTE_OFF_SOURCE_ADDR, "source_addr");
-_Static_assert(__builtin_offsetof(struct xorlay_route, next_hop_port) == XORLAY_ROUTE_OFF_NEXT_HOP_PORT, "next_hop_port");
-_Static_assert(__builtin_offsetof(struct xorlay_route, source_port) == XORLAY_ROUTE_OFF_SOURCE_PORT, "source_port");
-_Static_assert(__builtin_offsetof(struct xorlay_route, flags) == XORLAY_ROUTE_OFF_FLAGS, "flags");
-_Static_assert(__builtin_offsetof(struct xorlay_route, generation) == XORLAY_ROUTE_OFF_GENERATION, "generation");
-_Static_assert(__builtin_offsetof(struct xorlay_route, installed_ns) == XORLAY_ROUTE_OFF_INSTALLED_NS, "installed_ns");
-_Static_assert(__builtin_offsetof(struct xorlay_route, last_used_ns) == XORLAY_ROUTE_OFF_LAST_USED_NS, "last_used_ns");
-_Static_assert(__builtin_offsetof(struct xorlay_route, l2_checked_ns) == XORLAY_ROUTE_OFF_L2_CHECKED_NS, "l2_checked_ns");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

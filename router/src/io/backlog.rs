@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use aya::Ebpf;
 use aya::maps::{Map, MapData};
 
+use crate::io::bpf::abi::{Backlog, Credit};
 use crate::wire::consts;
 
 /// The map's name in the object.
@@ -27,17 +28,22 @@ pub const BACKLOG_MAP_NAME: &str = "xorlay_backlog";
 /// workers limit).
 pub const BACKLOG_WORKERS_MAX: usize = consts::WORKERS_MAX;
 
-const VALUE_LEN: usize = consts::BACKLOG_LEN;
-const OFF_WORKERS: usize = consts::BACKLOG_OFF_WORKERS;
-const OFF_WORKER: usize = consts::BACKLOG_OFF_WORKER;
-const CREDIT_LEN: usize = consts::CREDIT_LEN;
-const OFF_ADMITTED: usize = consts::CREDIT_OFF_ADMITTED;
-const OFF_CONSUMED: usize = consts::CREDIT_OFF_CONSUMED;
-const OFF_WINDOW: usize = consts::CREDIT_OFF_WINDOW;
+// Byte offsets in the map's value, `struct xorlay_backlog` (generated from
+// ebpf/maps.h: io::bpf::abi::Backlog).
+const VALUE_LEN: usize = size_of::<Backlog>();
+const OFF_WORKERS: usize = std::mem::offset_of!(Backlog, workers);
+const OFF_WORKER: usize = std::mem::offset_of!(Backlog, worker);
+const CREDIT_LEN: usize = size_of::<Credit>();
+const OFF_ADMITTED: usize = std::mem::offset_of!(Credit, admitted);
+const OFF_CONSUMED: usize = std::mem::offset_of!(Credit, consumed);
+const OFF_WINDOW: usize = std::mem::offset_of!(Credit, window);
 const _: () = assert!(OFF_WORKER + CREDIT_LEN * BACKLOG_WORKERS_MAX == VALUE_LEN);
+// One cache line per worker.
 const _: () = assert!(OFF_WORKER.is_multiple_of(64) && CREDIT_LEN.is_multiple_of(64));
+// The atomics below need aligned words.
 const _: () = assert!(
-    OFF_ADMITTED.is_multiple_of(8)
+    OFF_WORKERS.is_multiple_of(4)
+        && OFF_ADMITTED.is_multiple_of(8)
         && OFF_CONSUMED.is_multiple_of(8)
         && OFF_WINDOW.is_multiple_of(4)
 );

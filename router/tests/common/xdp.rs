@@ -10,8 +10,7 @@ use aya::Ebpf;
 use aya::maps::{HashMap, Map, MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use xorlay::core::NodeId;
-use xorlay::io::bpf::{self, NeighborKey};
-use xorlay::wire::consts;
+use xorlay::io::bpf::{self, NeighborKey, abi};
 
 /// Runs the program of `ebpf` once on `frame` arriving on interface
 /// `ingress` (0: none); returns the action and the output frame.
@@ -88,21 +87,18 @@ pub fn reopen(ebpf: &Ebpf, name: &str, check: impl FnOnce(&aya::maps::MapInfo)) 
     Map::from_map_data(data).unwrap_or_else(|e| panic!("map {name} ({id}): {e}"))
 }
 
-/// `struct xorlay_route` as bytes: the offsets are the C header's
-/// (`consts::ROUTE_OFF_*`), so this needs none of the loader's types.
-type RouteBytes = [u8; consts::ROUTE_LEN];
-
-/// A second handle on the route cache (`xorlay_routes`).
+/// A second handle on the route cache (`xorlay_routes`), with the value
+/// struct generated from `ebpf/maps.h`.
 pub struct RawRoutes {
-    map: HashMap<MapData, [u8; 32], RouteBytes>,
+    map: HashMap<MapData, abi::RouteKey, abi::Route>,
 }
 
 impl RawRoutes {
     /// Opens the route cache of `ebpf` (before it is taken) a second time.
     pub fn open(ebpf: &Ebpf) -> RawRoutes {
         let map = reopen(ebpf, bpf::ROUTES_MAP_NAME, |info| {
-            assert_eq!(info.key_size(), 32);
-            assert_eq!(info.value_size(), consts::ROUTE_LEN as u32);
+            assert_eq!(info.key_size() as usize, size_of::<abi::RouteKey>());
+            assert_eq!(info.value_size() as usize, size_of::<abi::Route>());
         });
         match HashMap::try_from(map) {
             Ok(map) => RawRoutes { map },
@@ -116,19 +112,20 @@ impl RawRoutes {
     /// there is no entry.
     pub fn backdate(&mut self, dst: &NodeId, by: Duration) {
         let by_ns = u64::try_from(by.as_nanos()).expect("a test's duration fits u64 ns");
+        let key = abi::RouteKey {
+            id: *dst.as_bytes(),
+        };
         let mut value = self
             .map
-            .get(dst.as_bytes(), 0)
+            .get(&key, 0)
             .unwrap_or_else(|e| panic!("no route cache entry for {dst} to backdate: {e}"));
-        for (offset, keep_zero) in [
-            (consts::ROUTE_OFF_INSTALLED_NS, false),
-            (consts::ROUTE_OFF_LAST_USED_NS, false),
+        for (field, keep_zero) in [
+            (&mut value.installed_ns, false),
+            (&mut value.last_used_ns, false),
             // 0 there means "never resolved"; it stays that.
-            (consts::ROUTE_OFF_L2_CHECKED_NS, true),
+            (&mut value.l2_checked_ns, true),
         ] {
-            let at = offset;
-            let field: &mut [u8; 8] = (&mut value[at..at + 8]).try_into().expect("8 bytes");
-            let ns = u64::from_ne_bytes(*field);
+            let ns = *field;
             if keep_zero && ns == 0 {
                 continue;
             }
@@ -136,10 +133,10 @@ impl RawRoutes {
                 ns > by_ns,
                 "backdating {dst} by {by:?}: the timestamp {ns} ns is younger than that"
             );
-            *field = (ns - by_ns).to_ne_bytes();
+            *field = ns - by_ns;
         }
         self.map
-            .insert(dst.as_bytes(), value, 0)
+            .insert(key, value, 0)
             .unwrap_or_else(|e| panic!("rewriting the route cache entry for {dst}: {e}"));
     }
 }

@@ -8,7 +8,7 @@ use aya::maps::{Array, MapData};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 
-use super::abi::ConfigValue;
+use super::abi;
 use super::error::{BpfError, chain};
 use super::pins::PINNED_MAPS;
 use super::{
@@ -104,12 +104,12 @@ pub(super) fn write_default_config(ebpf: &mut Ebpf) -> Result<(), BpfError> {
         map: CONFIG_MAP_NAME,
         detail: chain(&e),
     };
-    let mut config: Array<&mut MapData, ConfigValue> =
+    let mut config: Array<&mut MapData, abi::Config> =
         Array::try_from(map).map_err(update_error)?;
     config
         .set(
             0,
-            ConfigValue::new(&RateLimits::default(), DEFAULT_IDLE_TIMEOUT),
+            abi::Config::new(&RateLimits::default(), DEFAULT_IDLE_TIMEOUT),
             0,
         )
         .map_err(update_error)

@@ -35,7 +35,7 @@
 //! cache and egress ports), `shed`, `clock`, `attach` ([`XdpRouter`]),
 //! `pins` (the pin directory) and `takeover` (hot restart).
 
-mod abi;
+pub mod abi;
 mod attach;
 mod clock;
 mod counters;

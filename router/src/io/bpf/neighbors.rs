@@ -25,7 +25,7 @@ pub fn neighbor_key(addr: &SocketAddr) -> NeighborKey {
     };
     NeighborKey {
         addr: ip.octets(),
-        port: [0; 2],
+        port: 0,
         pad: 0,
     }
 }
@@ -187,7 +187,7 @@ mod tests {
             key.addr,
             [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]
         );
-        assert_eq!(key.port, [0, 0], "admitted by IP: any source port");
+        assert_eq!(key.port, 0, "admitted by IP: any source port");
         assert_eq!(key.pad, 0);
         assert_eq!(key.socket_addr(), "198.18.0.2:0".parse().expect("literal"));
         assert_eq!(

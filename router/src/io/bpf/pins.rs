@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, Map, MapData, MapType};
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::abi::OwnerValue;
+use super::abi::Owner;
 use super::error::{BpfError, chain};
 use super::{
     CONFIG_MAP_NAME, LINK_PIN_PREFIX, NEIGHBORS_MAP_NAME, OWNER_MAP_NAME, ROUTES_MAP_NAME,
@@ -116,9 +116,9 @@ pub fn pinned_layout(path: &Path) -> Result<MapLayout, String> {
     })
 }
 
-impl OwnerValue {
-    pub(super) fn of_process(pid: u32) -> OwnerValue {
-        OwnerValue {
+impl Owner {
+    pub(super) fn of_process(pid: u32) -> Owner {
+        Owner {
             pid,
             pad: 0,
             start_time: process_start_time(pid).unwrap_or(0),
@@ -145,15 +145,15 @@ pub(super) fn process_start_time(pid: u32) -> Option<u64> {
 /// `pin_dir` (its owner record names it and it still runs), if any.
 pub fn pinned_owner(pin_dir: &Path) -> Option<u32> {
     read_owner(pin_dir)
-        .filter(OwnerValue::is_alive)
+        .filter(Owner::is_alive)
         .map(|owner| owner.pid)
 }
 
 /// The owner record pinned in `dir`, if readable.
-pub(super) fn read_owner(dir: &Path) -> Option<OwnerValue> {
+pub(super) fn read_owner(dir: &Path) -> Option<Owner> {
     let data = MapData::from_pin(dir.join(OWNER_MAP_NAME)).ok()?;
     let map = Map::from_map_data(data).ok()?;
-    let owner: Array<MapData, OwnerValue> = Array::try_from(map).ok()?;
+    let owner: Array<MapData, Owner> = Array::try_from(map).ok()?;
     owner.get(&0, 0).ok()
 }
 
@@ -219,7 +219,7 @@ pub(super) fn prepare_pin_dir(dir: &Path) -> Result<(), BpfError> {
 /// What [`survey_pin_dir`] leaves in a pin directory.
 pub(super) struct Survey {
     /// The owner record, if present and readable.
-    pub(super) owner: Option<OwnerValue>,
+    pub(super) owner: Option<Owner>,
     /// Whether state maps are pinned (to be reused).
     pub(super) maps_present: bool,
     /// Interfaces with a pinned XDP link.
@@ -330,15 +330,15 @@ mod tests {
 
     #[test]
     fn owner_liveness_needs_the_same_process() {
-        let me = OwnerValue::of_process(std::process::id());
+        let me = Owner::of_process(std::process::id());
         assert!(me.start_time > 0);
         assert!(me.is_alive());
-        let reused = OwnerValue {
+        let reused = Owner {
             start_time: me.start_time + 1,
             ..me
         };
         assert!(!reused.is_alive(), "same PID, other start time");
-        assert!(!OwnerValue::of_process(0).is_alive());
+        assert!(!Owner::of_process(0).is_alive());
         assert_eq!(process_start_time(u32::MAX), None);
     }
 }

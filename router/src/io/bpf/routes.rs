@@ -10,7 +10,7 @@ use std::time::Duration;
 use aya::Ebpf;
 use aya::maps::{Array, DevMapHash, HashMap, MapData};
 
-use super::abi::{ConfigValue, NeighborKey, RouteL2, RouteValue};
+use super::abi::{self, NeighborKey};
 use super::clock::{clock_step_ns, monotonic_ns};
 use super::error::{BpfError, chain, chain_errno};
 use super::neighbors::neighbor_key;
@@ -19,6 +19,13 @@ use super::{CONFIG_MAP_NAME, ROUTES_MAP_NAME, ROUTES_MAX, TX_PORTS_MAP_NAME, TX_
 use crate::config::RateLimits;
 use crate::core::NodeId;
 use crate::wire::consts;
+
+/// The route cache's key for `dst`.
+fn route_key(dst: &NodeId) -> abi::RouteKey {
+    abi::RouteKey {
+        id: *dst.as_bytes(),
+    }
+}
 
 /// Where the fast path sends data packets for one destination: what a
 /// worker's socket would do. Both addresses are of one family (IPv4, or its
@@ -62,9 +69,9 @@ pub struct CachedRoute {
 ///
 /// [`invalidate_all`]: RouteCache::invalidate_all
 pub struct RouteCache {
-    routes: HashMap<MapData, [u8; 32], RouteValue>,
-    config: Array<MapData, ConfigValue>,
-    current: ConfigValue,
+    routes: HashMap<MapData, abi::RouteKey, abi::Route>,
+    config: Array<MapData, abi::Config>,
+    current: abi::Config,
 }
 
 impl fmt::Debug for RouteCache {
@@ -98,7 +105,7 @@ pub fn take_route_cache(ebpf: &mut Ebpf) -> Result<RouteCache, BpfError> {
             kind: "map",
             name: CONFIG_MAP_NAME,
         })?;
-    let config: Array<MapData, ConfigValue> =
+    let config: Array<MapData, abi::Config> =
         Array::try_from(config).map_err(open_error(CONFIG_MAP_NAME))?;
     let routes = ebpf
         .take_map(ROUTES_MAP_NAME)
@@ -135,7 +142,7 @@ impl RouteCache {
                 detail: format!("{detail} (pinned in {})", pin_dir.display()),
             }
         };
-        let config: Array<MapData, ConfigValue> =
+        let config: Array<MapData, abi::Config> =
             open_pinned_map(pin_dir, CONFIG_MAP_NAME).map_err(open_error(CONFIG_MAP_NAME))?;
         let routes =
             open_pinned_map(pin_dir, ROUTES_MAP_NAME).map_err(open_error(ROUTES_MAP_NAME))?;
@@ -206,16 +213,16 @@ impl RouteCache {
         let now = monotonic_ns();
         self.insert(
             dst,
-            RouteValue {
+            abi::Route {
                 next_hop_addr: next_hop.addr,
                 source_addr: source.addr,
-                next_hop_port: route.next_hop.port().to_be_bytes(),
-                source_port: route.source.port().to_be_bytes(),
-                flags: 0,
+                next_hop_port: route.next_hop.port().to_be(),
+                source_port: route.source.port().to_be(),
                 generation: self.current.generation,
                 installed_ns: now,
                 last_used_ns: now,
-                l2: RouteL2::default(),
+                // The l2_* fields zero: the program resolves afresh.
+                ..abi::Route::default()
             },
         )
     }
@@ -227,23 +234,19 @@ impl RouteCache {
         let now = monotonic_ns();
         self.insert(
             dst,
-            RouteValue {
-                next_hop_addr: [0; 16],
-                source_addr: [0; 16],
-                next_hop_port: [0; 2],
-                source_port: [0; 2],
+            abi::Route {
                 flags: consts::ROUTE_F_NEGATIVE,
                 generation: self.current.generation,
                 installed_ns: now,
                 last_used_ns: now,
-                l2: RouteL2::default(),
+                ..abi::Route::default()
             },
         )
     }
 
-    fn insert(&mut self, dst: &NodeId, value: RouteValue) -> Result<(), BpfError> {
+    fn insert(&mut self, dst: &NodeId, value: abi::Route) -> Result<(), BpfError> {
         self.routes
-            .insert(dst.as_bytes(), value, 0)
+            .insert(route_key(dst), value, 0)
             .map_err(|e| BpfError::RouteCache {
                 action: "update",
                 map: ROUTES_MAP_NAME,
@@ -253,7 +256,7 @@ impl RouteCache {
 
     /// Deletes the entry for `dst`; `false` if there was none.
     pub fn remove(&mut self, dst: &NodeId) -> Result<bool, BpfError> {
-        match self.routes.remove(dst.as_bytes()) {
+        match self.routes.remove(&route_key(dst)) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
             Err(e) if chain_errno(&e) == Some(libc::ENOENT) => Ok(false),
@@ -267,7 +270,7 @@ impl RouteCache {
 
     /// The entry for `dst`, valid or not.
     pub fn get(&self, dst: &NodeId) -> Result<Option<CachedRoute>, BpfError> {
-        let value = match self.routes.get(dst.as_bytes(), 0) {
+        let value = match self.routes.get(&route_key(dst), 0) {
             Ok(value) => value,
             Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
             Err(e) => {
@@ -279,7 +282,7 @@ impl RouteCache {
             }
         };
         let negative = value.flags & consts::ROUTE_F_NEGATIVE != 0;
-        let addr = |addr: [u8; 16], port: [u8; 2]| NeighborKey { addr, port, pad: 0 }.socket_addr();
+        let addr = |addr: [u8; 16], port: u16| NeighborKey { addr, port, pad: 0 }.socket_addr();
         Ok(Some(CachedRoute {
             route: (!negative).then(|| RouteEntry {
                 next_hop: addr(value.next_hop_addr, value.next_hop_port),
@@ -367,7 +370,7 @@ impl RouteCache {
         Duration::from_nanos(self.current.idle_timeout_ns)
     }
 
-    fn write(&mut self, next: ConfigValue) -> Result<(), BpfError> {
+    fn write(&mut self, next: abi::Config) -> Result<(), BpfError> {
         self.config
             .set(0, next, 0)
             .map_err(|e| BpfError::RouteCache {

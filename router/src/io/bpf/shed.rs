@@ -6,7 +6,7 @@ use std::fmt;
 use aya::Ebpf;
 use aya::maps::{Array, MapData};
 
-use super::abi::ShedValue;
+use super::abi::Shed;
 use super::clock::clock_step_ns;
 use super::error::{BpfError, chain};
 use crate::config::RateLimit;
@@ -18,7 +18,7 @@ pub const SHED_MAP_NAME: &str = "xorlay_shed";
 /// `xorlay_shed`), set by the control thread while the workers' sockets
 /// overflow ([`crate::core::shed::Shedder`]). The only writer of the map.
 pub struct ShedBudget {
-    map: Array<MapData, ShedValue>,
+    map: Array<MapData, Shed>,
     current: Option<crate::core::shed::Budget>,
 }
 
@@ -28,9 +28,9 @@ impl ShedBudget {
         if budget == self.current {
             return Ok(());
         }
-        let value = budget.map_or(ShedValue::default(), |b| {
+        let value = budget.map_or(Shed::default(), |b| {
             let limit = RateLimit::new(b.pps, b.burst).for_clock_step(clock_step_ns());
-            ShedValue {
+            Shed {
                 pps: limit.pps,
                 burst: limit.burst,
             }

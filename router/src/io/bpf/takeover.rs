@@ -9,7 +9,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 
 use super::OWNER_MAP_NAME;
-use super::abi::OwnerValue;
+use super::abi::Owner;
 use super::attach::{AttachedLink, XdpRouter, check_capabilities, resolve_targets};
 use super::error::{BpfError, chain};
 use super::load::{LoadOptions, load_inner, xdp_program};
@@ -24,7 +24,7 @@ pub(super) struct Pins {
     pub(super) dir: PathBuf,
     pub(super) start: PinnedStart,
     /// This process, as written to the owner record.
-    pub(super) me: OwnerValue,
+    pub(super) me: Owner,
     /// The owner record was written (the pins are ours until another
     /// instance writes its own).
     pub(super) owned: bool,
@@ -95,7 +95,7 @@ impl XdpRouter {
         let previous = survey.owner;
         let maps_present = survey.maps_present;
         let ebpf = load_inner(port, options, Some(pin_dir))?;
-        let me = OwnerValue::of_process(std::process::id());
+        let me = Owner::of_process(std::process::id());
         let start = match previous {
             _ if !maps_present => PinnedStart::Fresh,
             Some(owner) if owner.pid != me.pid && owner.is_alive() => {
@@ -227,8 +227,7 @@ impl XdpRouter {
                 kind: "map",
                 name: OWNER_MAP_NAME,
             })?;
-        let mut owner: Array<&mut MapData, OwnerValue> =
-            Array::try_from(map).map_err(|e| error(&e))?;
+        let mut owner: Array<&mut MapData, Owner> = Array::try_from(map).map_err(|e| error(&e))?;
         owner.set(0, pins.me, 0).map_err(|e| error(&e))?;
         pins.owned = true;
         Ok(())
