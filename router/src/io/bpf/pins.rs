@@ -231,56 +231,18 @@ pub(super) struct Survey {
 /// state belongs together), unknown `xorlay_*` entries, `link-*` entries
 /// that are no XDP links. Anything else is not xorlay's: refused.
 pub(super) fn survey_pin_dir(dir: &Path) -> Result<Survey, BpfError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| BpfError::Pin {
-        path: dir.to_path_buf(),
-        detail: format!("cannot list it: {e}"),
-    })?;
-    let mut names: Vec<String> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| BpfError::Pin {
-            path: dir.to_path_buf(),
-            detail: format!("cannot list it: {e}"),
-        })?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
     let mut mismatch: Vec<String> = Vec::new();
     let mut links = Vec::new();
     let mut maps_present = false;
-    for name in names {
+    for name in pin_dir_names(dir)? {
         let path = dir.join(&name);
         if let Some(expected) = PINNED_MAPS.iter().find(|l| l.name == name) {
-            match pinned_layout(&path) {
-                Ok(found)
-                    if MapLayout {
-                        name: expected.name,
-                        ..found
-                    } == *expected =>
-                {
-                    maps_present |= expected.name != OWNER_MAP_NAME;
-                }
-                Ok(found) => mismatch.push(format!(
-                    "{name} is a {:?} with {}-byte keys, {}-byte values and {} entries, this \
-                     build has a {:?} with {}, {} and {}",
-                    found.map_type,
-                    found.key_size,
-                    found.value_size,
-                    found.max_entries,
-                    expected.map_type,
-                    expected.key_size,
-                    expected.value_size,
-                    expected.max_entries
-                )),
-                Err(detail) => mismatch.push(format!("{name} is not a readable map ({detail})")),
+            match check_pinned_map(&path, expected) {
+                Ok(()) => maps_present |= expected.name != OWNER_MAP_NAME,
+                Err(why) => mismatch.push(why),
             }
         } else if let Some(interface) = name.strip_prefix(LINK_PIN_PREFIX) {
-            let is_xdp_link = PinnedLink::from_pin(&path)
-                .ok()
-                .map(FdLink::from)
-                .and_then(|link| link.info().ok())
-                .and_then(|info| info.link_type().ok())
-                == Some(aya::programs::links::LinkType::Xdp);
-            if is_xdp_link {
+            if is_pinned_xdp_link(&path) {
                 links.push(interface.to_string());
             } else {
                 log::warn!(
@@ -322,6 +284,65 @@ pub(super) fn survey_pin_dir(dir: &Path) -> Result<Survey, BpfError> {
         maps_present,
         links,
     })
+}
+
+/// The names in `dir`, sorted.
+fn pin_dir_names(dir: &Path) -> Result<Vec<String>, BpfError> {
+    let unlistable = |e: std::io::Error| BpfError::Pin {
+        path: dir.to_path_buf(),
+        detail: format!("cannot list it: {e}"),
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unlistable)? {
+        names.push(
+            entry
+                .map_err(unlistable)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Whether the map pinned at `path` has this build's layout `expected`;
+/// if not, why not.
+fn check_pinned_map(path: &Path, expected: &MapLayout) -> Result<(), String> {
+    let name = expected.name;
+    match pinned_layout(path) {
+        Ok(found)
+            if MapLayout {
+                name: expected.name,
+                ..found
+            } == *expected =>
+        {
+            Ok(())
+        }
+        Ok(found) => Err(format!(
+            "{name} is a {:?} with {}-byte keys, {}-byte values and {} entries, this \
+             build has a {:?} with {}, {} and {}",
+            found.map_type,
+            found.key_size,
+            found.value_size,
+            found.max_entries,
+            expected.map_type,
+            expected.key_size,
+            expected.value_size,
+            expected.max_entries
+        )),
+        Err(detail) => Err(format!("{name} is not a readable map ({detail})")),
+    }
+}
+
+/// Whether `path` is a pinned XDP link.
+fn is_pinned_xdp_link(path: &Path) -> bool {
+    PinnedLink::from_pin(path)
+        .ok()
+        .map(FdLink::from)
+        .and_then(|link| link.info().ok())
+        .and_then(|info| info.link_type().ok())
+        == Some(aya::programs::links::LinkType::Xdp)
 }
 
 #[cfg(test)]

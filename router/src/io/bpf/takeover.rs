@@ -96,17 +96,7 @@ impl XdpRouter {
         let maps_present = survey.maps_present;
         let ebpf = load_inner(port, options, Some(pin_dir))?;
         let me = Owner::of_process(std::process::id());
-        let start = match previous {
-            _ if !maps_present => PinnedStart::Fresh,
-            Some(owner) if owner.pid != me.pid && owner.is_alive() => {
-                PinnedStart::HotRestart { pid: owner.pid }
-            }
-            owner => PinnedStart::Reclaimed {
-                pid: owner.map(|o| o.pid).filter(|&pid| pid != 0),
-                routes: 0,
-                neighbors: 0,
-            },
-        };
+        let start = pinned_start(previous, maps_present, &me);
         let mut router = XdpRouter {
             ebpf,
             attachments: Vec::with_capacity(targets.len()),
@@ -124,37 +114,9 @@ impl XdpRouter {
         }
         let keep: Vec<u32> = targets.iter().map(|&(_, if_index)| if_index).collect();
         prune_tx_ports(&mut router.ebpf, &keep);
-        for stale in survey.links {
-            if targets.iter().all(|(interface, _)| *interface != stale) {
-                let path = link_pin_path(pin_dir, &stale);
-                log::info!(
-                    "removing the pinned XDP link of {stale} ({}): not in `interfaces` any more",
-                    path.display()
-                );
-                remove_pin(&path);
-            }
-        }
+        remove_stale_links(pin_dir, survey.links, &targets);
         if let Some(pins) = &router.pins {
-            match &pins.start {
-                PinnedStart::Fresh => log::info!(
-                    "XDP state pinned in {} (owner: pid {})",
-                    pin_dir.display(),
-                    me.pid
-                ),
-                PinnedStart::HotRestart { pid } => {
-                    log::info!("hot restart: taking over XDP from pid {pid}")
-                }
-                PinnedStart::Reclaimed {
-                    pid,
-                    routes,
-                    neighbors,
-                } => log::warn!(
-                    "reclaiming pinned XDP state left by {} (crashed): keeping {routes} cached \
-                     routes and {neighbors} neighbors until the control plane has re-established \
-                     its sessions",
-                    pid.map_or_else(|| "an unknown process".to_string(), |p| format!("pid {p}"))
-                ),
-            }
+            log_pinned_start(&pins.start, pin_dir, me.pid);
         }
         Ok(router)
     }
@@ -298,5 +260,57 @@ impl XdpRouter {
         let id = program.attach_to_link(link).map_err(|e| chain(&e))?;
         let link = program.take_link(id).map_err(|e| chain(&e))?;
         FdLink::try_from(link).map_err(|e| chain(&e))
+    }
+}
+
+/// How this instance starts on the pins `survey_pin_dir` found.
+fn pinned_start(previous: Option<Owner>, maps_present: bool, me: &Owner) -> PinnedStart {
+    match previous {
+        _ if !maps_present => PinnedStart::Fresh,
+        Some(owner) if owner.pid != me.pid && owner.is_alive() => {
+            PinnedStart::HotRestart { pid: owner.pid }
+        }
+        owner => PinnedStart::Reclaimed {
+            pid: owner.map(|o| o.pid).filter(|&pid| pid != 0),
+            routes: 0,
+            neighbors: 0,
+        },
+    }
+}
+
+/// Removes the pinned links of interfaces no longer in `targets`.
+fn remove_stale_links(pin_dir: &Path, pinned: Vec<String>, targets: &[(&str, u32)]) {
+    for stale in pinned {
+        if targets.iter().all(|(interface, _)| *interface != stale) {
+            let path = link_pin_path(pin_dir, &stale);
+            log::info!(
+                "removing the pinned XDP link of {stale} ({}): not in `interfaces` any more",
+                path.display()
+            );
+            remove_pin(&path);
+        }
+    }
+}
+
+/// Says how the pinned state was found.
+fn log_pinned_start(start: &PinnedStart, pin_dir: &Path, me: u32) {
+    match start {
+        PinnedStart::Fresh => log::info!(
+            "XDP state pinned in {} (owner: pid {me})",
+            pin_dir.display()
+        ),
+        PinnedStart::HotRestart { pid } => {
+            log::info!("hot restart: taking over XDP from pid {pid}")
+        }
+        PinnedStart::Reclaimed {
+            pid,
+            routes,
+            neighbors,
+        } => log::warn!(
+            "reclaiming pinned XDP state left by {} (crashed): keeping {routes} cached \
+             routes and {neighbors} neighbors until the control plane has re-established \
+             its sessions",
+            pid.map_or_else(|| "an unknown process".to_string(), |p| format!("pid {p}"))
+        ),
     }
 }
