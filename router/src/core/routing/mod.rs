@@ -71,6 +71,15 @@ pub struct RoutingConfig {
     /// A sequence-number request for the same origin is not sent again
     /// sooner.
     pub request_interval: Duration,
+    /// How long a starting router that knows no beacon yet announces itself
+    /// to its neighbors only; after that, knowing none, it concludes there
+    /// is none and floods itself (a small overlay). Keeps a cold start of a
+    /// large overlay from being a full distance-vector flood.
+    pub startup_wait: Duration,
+    /// Route changes wait this long to go out together: changes that
+    /// follow one another within it (a metric improving hop by hop while
+    /// the network settles) cost one announcement.
+    pub update_delay: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -81,6 +90,8 @@ impl Default for RoutingConfig {
             routes_max: 1 << 16,
             queue_max: 4096,
             request_interval: Duration::from_millis(500),
+            startup_wait: Duration::from_secs(2),
+            update_delay: Duration::from_millis(20),
         }
     }
 }
@@ -218,6 +229,13 @@ pub struct Routing {
     next_expiry: Option<Instant>,
     queue: VecDeque<Transmit>,
     radius: Metric,
+    /// Until when a radius not known yet is announced as 0 (neighbors
+    /// only); `None` before the first link and after the wait.
+    startup_until: Option<Instant>,
+    /// When pending changes and dumps go out.
+    flush_at: Option<Instant>,
+    /// The wait is over (or never needed): an unknown radius is infinite.
+    started: bool,
     generation: u64,
     counters: RoutingCounters,
 }
@@ -273,6 +291,9 @@ impl Routing {
             next_expiry: None,
             queue: VecDeque::new(),
             radius: INFINITY,
+            startup_until: None,
+            flush_at: None,
+            started: false,
             generation: 0,
             counters: RoutingCounters::default(),
         }
@@ -295,12 +316,21 @@ impl Routing {
 
     /// Changes the beacon level (the shell's estimate of the network size
     /// changed); this node's announcement follows at the next poll.
-    pub fn set_level(&mut self, level: u8) {
+    pub fn set_level(&mut self, now: Instant, level: u8) {
         let level = level.min(LEVEL_MAX);
         if level != self.level {
             self.level = level;
             self.dirty_self = true;
             self.recompute_radius();
+            self.schedule_flush(now);
+        }
+    }
+
+    /// Sends what is pending `update_delay` from now (if not already due).
+    fn schedule_flush(&mut self, now: Instant) {
+        let pending = self.dirty_self || !self.dirty.is_empty() || !self.dump_to.is_empty();
+        if pending && self.flush_at.is_none() {
+            self.flush_at = Some(now + self.config.update_delay);
         }
     }
 
@@ -382,6 +412,9 @@ impl Routing {
             return;
         }
         self.neighbors.insert(neighbor, cost.clamp(1, INFINITY - 1));
+        if !self.started && self.startup_until.is_none() {
+            self.startup_until = Some(now + self.config.startup_wait);
+        }
         if !self.dump_to.contains(&neighbor) {
             self.dump_to.push(neighbor);
         }
@@ -389,6 +422,7 @@ impl Routing {
             self.next_dump = Some(now + self.config.dump_interval);
         }
         self.reselect_via(now, &neighbor);
+        self.schedule_flush(now);
     }
 
     /// The link cost to `neighbor` changed (a new RTT measurement).
@@ -398,6 +432,7 @@ impl Routing {
             if *c != cost {
                 *c = cost;
                 self.reselect_via(now, &neighbor);
+                self.schedule_flush(now);
             }
         }
     }
@@ -420,6 +455,7 @@ impl Routing {
         for origin in affected {
             self.reselect(now, &origin);
         }
+        self.schedule_flush(now);
     }
 
     /// A routing message from `from` (a neighbor with a session).
@@ -435,6 +471,7 @@ impl Routing {
             }
             Message::Request(request) => self.handle_request(now, from, request),
         }
+        self.schedule_flush(now);
     }
 
     fn handle_update(&mut self, now: Instant, from: NodeId, update: &Update) {
@@ -582,8 +619,8 @@ impl Routing {
             };
             let metric = a.metric.saturating_add(cost).min(INFINITY - 1);
             let beacon = a.beacon && a.level.saturating_add(1) >= level;
-            if !beacon && metric > a.radius {
-                continue; // out of the origin's cluster
+            if !beacon && metric > a.radius && neighbor != origin {
+                continue; // out of the origin's cluster (a neighbor is always in)
             }
             let feasible = match route.feasibility {
                 None => true,
@@ -680,14 +717,21 @@ impl Routing {
 
     /// When [`Routing::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.next_dump, self.next_expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.next_dump, self.next_expiry, self.startup_until, self.flush_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Expires announcements and forgotten routes; starts the periodic dump.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.startup_until.is_some_and(|t| t <= now) {
+            self.startup_until = None;
+            self.started = true;
+            if self.radius == INFINITY {
+                self.dirty_self = true; // no beacon after all: flood
+            }
+        }
         if self.next_expiry.is_some_and(|t| t <= now) {
             self.next_expiry = None;
             let mut expired = Vec::new();
@@ -734,12 +778,18 @@ impl Routing {
             };
             self.dump_to = self.neighbors.keys().copied().collect();
         }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_at = None;
+            self.flush();
+        } else {
+            self.schedule_flush(now);
+        }
     }
 
     /// The next message to send, if any. Call until `None` after every
-    /// `handle_*`.
+    /// `handle_*`. Route changes go out from [`Routing::handle_timeout`],
+    /// `update_delay` after the first of them; replies to requests at once.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.flush();
         self.queue.pop_front()
     }
 
@@ -798,10 +848,12 @@ impl Routing {
             origin: self.local,
             seqno: self.seqno,
             metric: 0,
-            radius: if self.is_beacon() {
-                INFINITY
-            } else {
+            // A beacon sends its radius too: routers that do not take it
+            // for a beacon (another level) scope it like any node.
+            radius: if self.radius != INFINITY || self.started {
                 self.radius
+            } else {
+                0 // starting, no beacon known yet: neighbors only
             },
             beacon: self.is_beacon(),
             level: self.level,

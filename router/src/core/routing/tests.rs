@@ -124,7 +124,8 @@ fn chain_of_five_delivers_both_ways_at_every_level() {
         for i in 0..4 {
             net.link(i, i + 1);
         }
-        net.run(Duration::from_millis(200));
+        // Long enough for a chain without a beacon to stop waiting for one.
+        net.run(RoutingConfig::default().startup_wait + Duration::from_millis(200));
         for s in 0..5 {
             for d in 0..5 {
                 assert_eq!(
@@ -167,7 +168,7 @@ fn ring_reroutes_after_a_cut_without_loops() {
 fn routes_expire_when_a_neighbor_stops_announcing() {
     let mut net = Net::new(2, 0);
     net.link(0, 1);
-    net.run(Duration::from_millis(10));
+    net.run(Duration::from_millis(100));
     let one = net.id(1);
     assert!(matches!(net.nodes[0].next_hop(&one), NextHop::Neighbor(_)));
     // Node 1 goes silent without a link-down: the hold time expires it.

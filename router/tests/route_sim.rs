@@ -1,0 +1,520 @@
+//! Simulation of the routing core (`core::routing`) on random connected
+//! graphs with random node IDs: sparse random graphs of degree 2 to 6, a
+//! two-level "sites" graph and a scale-free graph, 1,000 routers each.
+//!
+//! An event queue in virtual time delivers each routing message after its
+//! link's delay (1-20 ms); a router that dies is noticed by its neighbors
+//! after `DEATH_NOTICE` (the session layer's keepalive timeout). After
+//! convergence, packets between random pairs are walked hop by hop through
+//! the routers' own tables (by the destination's route where a router has
+//! one, else toward the destination's nearest beacon) and must arrive; their
+//! stretch (hops over the shortest path's hops) is reported and bounded.
+//! Then 20% of the routers die at once, and pairs that are still connected
+//! must deliver again within 2 s of virtual time.
+//!
+//! Not simulated yet: how a source learns the destination's nearest beacon
+//! (the location service of docs/routing.md); the walk asks the destination.
+//!
+//! Everything follows one seed, random per run and printed
+//! (`ROUTE_SIM_SEED` replays one); `ROUTE_SIM_NODES` changes the size.
+//! `cargo test --release -p xorlay --test route_sim -- --nocapture` prints
+//! the figures.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use xorlay::core::NodeId;
+use xorlay::core::routing::{Message, NextHop, Routing, RoutingConfig, level_for};
+
+/// Routers per graph unless `ROUTE_SIM_NODES` says otherwise.
+const NODES: usize = 1000;
+/// Random pairs walked per measurement.
+const PAIRS: usize = 10_000;
+/// Virtual time given to converge from a cold start.
+const CONVERGE: Duration = Duration::from_secs(6);
+/// Steady state over which control traffic is measured (one dump interval).
+const STEADY: Duration = Duration::from_secs(4);
+/// A dead router's neighbors notice after this long.
+const DEATH_NOTICE: Duration = Duration::from_millis(500);
+/// Delivery must be back this long after a router dies.
+const RECONVERGE: Duration = Duration::from_secs(2);
+/// Walks longer than this count as lost (the hop limit's role).
+const HOPS_MAX: usize = 255;
+
+/// SplitMix64: small, seedable, good enough for graphs and IDs.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    fn id(&mut self) -> NodeId {
+        let mut b = [0u8; 32];
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        NodeId::from_bytes(b)
+    }
+}
+
+/// An undirected graph as adjacency lists.
+type Graph = Vec<Vec<usize>>;
+
+fn add_edge(g: &mut Graph, a: usize, b: usize) -> bool {
+    if a == b || g[a].contains(&b) {
+        return false;
+    }
+    g[a].push(b);
+    g[b].push(a);
+    true
+}
+
+/// A random spanning tree plus random edges, each node's degree capped at a
+/// random target in `degree`.
+fn random_graph(n: usize, degree: (usize, usize), rng: &mut Rng) -> Graph {
+    let mut g = vec![Vec::new(); n];
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    for i in 1..n {
+        let a = order[i];
+        let b = order[rng.below(i)];
+        add_edge(&mut g, a, b);
+    }
+    let target: Vec<usize> = (0..n)
+        .map(|_| degree.0 + rng.below(degree.1 - degree.0 + 1))
+        .collect();
+    for _ in 0..n * 20 {
+        let (a, b) = (rng.below(n), rng.below(n));
+        if g[a].len() < target[a] && g[b].len() < target[b] {
+            add_edge(&mut g, a, b);
+        }
+    }
+    g
+}
+
+/// Sites of 50 routers (random graphs of degree 2-5 inside), each with two
+/// gateways linked to random other sites, and a chain through the sites.
+fn sites_graph(n: usize, rng: &mut Rng) -> Graph {
+    let per = 50;
+    let sites = n / per;
+    let mut g = vec![Vec::new(); sites * per];
+    for s in 0..sites {
+        let inner = random_graph(per, (2, 5), rng);
+        for (a, nbrs) in inner.iter().enumerate() {
+            for &b in nbrs {
+                add_edge(&mut g, s * per + a, s * per + b);
+            }
+        }
+        for gw in 0..2 {
+            let mut t = rng.below(sites);
+            if t == s {
+                t = (t + 1) % sites;
+            }
+            add_edge(&mut g, s * per + gw, t * per + rng.below(per));
+        }
+        if s + 1 < sites {
+            add_edge(&mut g, s * per + 2, (s + 1) * per + 3);
+        }
+    }
+    g
+}
+
+/// Barabási-Albert preferential attachment, two edges per new node.
+fn scale_free_graph(n: usize, rng: &mut Rng) -> Graph {
+    let mut g = vec![Vec::new(); n];
+    let mut ends = vec![0, 1];
+    add_edge(&mut g, 0, 1);
+    for v in 2..n {
+        let mut added = 0;
+        while added < 2.min(v) {
+            let u = ends[rng.below(ends.len())];
+            if add_edge(&mut g, v, u) {
+                ends.extend([u, v]);
+                added += 1;
+            }
+        }
+    }
+    g
+}
+
+/// Hop distances from `src` over live nodes.
+fn bfs(g: &Graph, alive: &[bool], src: usize) -> Vec<u32> {
+    let mut dist = vec![u32::MAX; g.len()];
+    dist[src] = 0;
+    let mut queue = VecDeque::from([src]);
+    while let Some(u) = queue.pop_front() {
+        for &v in &g[u] {
+            if alive[v] && dist[v] == u32::MAX {
+                dist[v] = dist[u] + 1;
+                queue.push_back(v);
+            }
+        }
+    }
+    dist
+}
+
+/// A message in flight, ordered by (due, sequence) in the queue.
+struct Event {
+    due: Duration,
+    seq: u64,
+    to: usize,
+    from: NodeId,
+    message: Message,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+
+impl Eq for Event {}
+
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Event) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Event {
+    fn cmp(&self, other: &Event) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+/// Routers on a graph in virtual time.
+struct Sim {
+    start: Instant,
+    now: Duration,
+    graph: Graph,
+    delay_ms: HashMap<(usize, usize), u64>,
+    routers: Vec<Routing>,
+    alive: Vec<bool>,
+    index: HashMap<NodeId, usize>,
+    queue: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+    /// Link-down notices due: (when, router, dead neighbor).
+    notices: Vec<(Duration, usize, usize)>,
+}
+
+impl Sim {
+    fn new(graph: Graph, rng: &mut Rng) -> Sim {
+        let n = graph.len();
+        let level = level_for(n);
+        let routers: Vec<Routing> = (0..n)
+            .map(|_| Routing::new(rng.id(), level, RoutingConfig::default()))
+            .collect();
+        let index = routers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (*r.local(), i))
+            .collect();
+        let mut delay_ms = HashMap::new();
+        for (a, nbrs) in graph.iter().enumerate() {
+            for &b in nbrs {
+                if a < b {
+                    let d = 1 + rng.below(20) as u64;
+                    delay_ms.insert((a, b), d);
+                    delay_ms.insert((b, a), d);
+                }
+            }
+        }
+        let mut sim = Sim {
+            start: Instant::now(),
+            now: Duration::ZERO,
+            graph,
+            delay_ms,
+            routers,
+            alive: vec![true; n],
+            index,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            notices: Vec::new(),
+        };
+        let at = sim.start;
+        for a in 0..n {
+            for b in sim.graph[a].clone() {
+                let id = *sim.routers[b].local();
+                sim.routers[a].handle_link_up(at, id, 1);
+            }
+        }
+        for a in 0..n {
+            sim.drain(a);
+        }
+        sim
+    }
+
+    fn instant(&self) -> Instant {
+        self.start + self.now
+    }
+
+    /// Sends whatever router `a` has to send.
+    fn drain(&mut self, a: usize) {
+        let from = *self.routers[a].local();
+        while let Some(t) = self.routers[a].poll_transmit() {
+            let Some(&b) = self.index.get(&t.to) else {
+                continue;
+            };
+            let Some(&d) = self.delay_ms.get(&(a, b)) else {
+                continue;
+            };
+            let due = self.now + Duration::from_millis(d);
+            self.seq += 1;
+            self.queue.push(Reverse(Event {
+                due,
+                seq: self.seq,
+                to: b,
+                from,
+                message: t.message,
+            }));
+        }
+    }
+
+    /// Runs until `until` of virtual time, in steps of at most 10 ms for
+    /// timers.
+    fn run_until(&mut self, until: Duration) {
+        while self.now < until {
+            let step_end = (self.now + Duration::from_millis(10)).min(until);
+            while self.queue.peek().is_some_and(|e| e.0.due <= step_end) {
+                let Some(Reverse(ev)) = self.queue.pop() else {
+                    break;
+                };
+                self.now = ev.due;
+                if !self.alive[ev.to] {
+                    continue;
+                }
+                let now = self.instant();
+                self.routers[ev.to].handle_message(now, ev.from, &ev.message);
+                self.drain(ev.to);
+            }
+            self.now = step_end;
+            let now = self.instant();
+            let due: Vec<(Duration, usize, usize)> = self
+                .notices
+                .iter()
+                .copied()
+                .filter(|n| n.0 <= self.now)
+                .collect();
+            self.notices.retain(|n| n.0 > self.now);
+            for (_, a, dead) in due {
+                if self.alive[a] {
+                    let id = *self.routers[dead].local();
+                    self.routers[a].handle_link_down(now, id);
+                    self.drain(a);
+                }
+            }
+            for a in 0..self.routers.len() {
+                if self.alive[a] && self.routers[a].poll_timeout().is_some_and(|t| t <= now) {
+                    self.routers[a].handle_timeout(now);
+                    self.drain(a);
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self, a: usize) {
+        self.alive[a] = false;
+        for &b in &self.graph[a] {
+            self.notices.push((self.now + DEATH_NOTICE, b, a));
+        }
+    }
+
+    /// Walks a packet from `s` to `d`: hops, or `None` if dropped or looping.
+    fn walk(&self, s: usize, d: usize) -> Option<usize> {
+        let dst = *self.routers[d].local();
+        let via = self.routers[d].nearest_beacon();
+        let mut at = s;
+        for hops in 0..HOPS_MAX {
+            if at == d {
+                return Some(hops);
+            }
+            if !self.alive[at] {
+                return None;
+            }
+            let router = &self.routers[at];
+            let next = match router.next_hop(&dst) {
+                NextHop::Neighbor(n) => n,
+                NextHop::Local => return Some(hops),
+                NextHop::Unknown => match via.map(|v| router.next_hop(&v)) {
+                    Some(NextHop::Neighbor(n)) => n,
+                    _ => return None,
+                },
+            };
+            let b = *self.index.get(&next)?;
+            if !self.graph[at].contains(&b) {
+                return None;
+            }
+            at = b;
+        }
+        None
+    }
+}
+
+/// Delivery and stretch over random live, connected pairs.
+struct Measure {
+    pairs: usize,
+    delivered: usize,
+    stretch: Vec<f64>,
+}
+
+impl Measure {
+    fn take(sim: &Sim, rng: &mut Rng) -> Measure {
+        let n = sim.routers.len();
+        let live: Vec<usize> = (0..n).filter(|&i| sim.alive[i]).collect();
+        let mut m = Measure {
+            pairs: 0,
+            delivered: 0,
+            stretch: Vec::new(),
+        };
+        let mut dist_cache: HashMap<usize, Vec<u32>> = HashMap::new();
+        for _ in 0..PAIRS {
+            let s = live[rng.below(live.len())];
+            let d = live[rng.below(live.len())];
+            if s == d {
+                continue;
+            }
+            // Sources drawn from a bounded set keep the BFS count down.
+            let dist = dist_cache
+                .entry(s)
+                .or_insert_with(|| bfs(&sim.graph, &sim.alive, s));
+            if dist[d] == u32::MAX {
+                continue; // not connected any more
+            }
+            m.pairs += 1;
+            if let Some(h) = sim.walk(s, d) {
+                m.delivered += 1;
+                m.stretch.push(h as f64 / f64::from(dist[d]));
+            }
+        }
+        m.stretch.sort_by(f64::total_cmp);
+        m
+    }
+
+    fn ratio(&self) -> f64 {
+        self.delivered as f64 / self.pairs.max(1) as f64
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        if self.stretch.is_empty() {
+            return f64::NAN;
+        }
+        self.stretch[((self.stretch.len() - 1) as f64 * q) as usize]
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("ROUTE_SIM_SEED") {
+        Ok(s) => s.parse().expect("ROUTE_SIM_SEED is a u64"),
+        Err(_) => {
+            let mut b = [0u8; 8];
+            getrandom::getrandom(&mut b).expect("getrandom");
+            u64::from_le_bytes(b)
+        }
+    }
+}
+
+fn nodes() -> usize {
+    std::env::var("ROUTE_SIM_NODES")
+        .ok()
+        .map(|s| s.parse().expect("ROUTE_SIM_NODES is a count"))
+        .unwrap_or(NODES)
+}
+
+fn run_graph(name: &str, graph: Graph, rng: &mut Rng) {
+    let n = graph.len();
+    let mut sim = Sim::new(graph, rng);
+    sim.run_until(CONVERGE);
+    let settled_tx: u64 = sim.routers.iter().map(|r| r.counters().updates_tx).sum();
+    sim.run_until(CONVERGE + STEADY);
+    let steady_tx: u64 = sim
+        .routers
+        .iter()
+        .map(|r| r.counters().updates_tx)
+        .sum::<u64>()
+        - settled_tx;
+    let m = Measure::take(&sim, rng);
+    let routes: Vec<usize> = sim.routers.iter().map(Routing::route_count).collect();
+    let beacons = sim.routers.iter().filter(|r| r.is_beacon()).count();
+    println!(
+        "{name}: {n} routers, {beacons} beacons (level {}); routes per router mean {:.0} max {}; \
+         updates per router per second {:.1}; delivered {}/{} ({:.4}); stretch median {:.2} p99 {:.2} max {:.2}",
+        level_for(n),
+        routes.iter().sum::<usize>() as f64 / n as f64,
+        routes.iter().max().copied().unwrap_or(0),
+        steady_tx as f64 / n as f64 / STEADY.as_secs_f64(),
+        m.delivered,
+        m.pairs,
+        m.ratio(),
+        m.quantile(0.5),
+        m.quantile(0.99),
+        m.quantile(1.0),
+    );
+    assert!(
+        m.ratio() >= 0.999,
+        "{name}: delivered {:.4} after convergence",
+        m.ratio()
+    );
+    assert!(
+        m.quantile(0.5) <= 1.3,
+        "{name}: median stretch {:.2}",
+        m.quantile(0.5)
+    );
+    assert!(
+        m.quantile(0.99) <= 3.0,
+        "{name}: p99 stretch {:.2}",
+        m.quantile(0.99)
+    );
+
+    // 20% of the routers die at once.
+    let mut killed = 0;
+    while killed < n / 5 {
+        let a = rng.below(n);
+        if sim.alive[a] {
+            sim.kill(a);
+            killed += 1;
+        }
+    }
+    let at = sim.now;
+    sim.run_until(at + DEATH_NOTICE + RECONVERGE);
+    let after = Measure::take(&sim, rng);
+    println!(
+        "{name}: 20% killed; {:.1} s later delivered {}/{} ({:.4}); stretch median {:.2} p99 {:.2}",
+        (DEATH_NOTICE + RECONVERGE).as_secs_f64(),
+        after.delivered,
+        after.pairs,
+        after.ratio(),
+        after.quantile(0.5),
+        after.quantile(0.99),
+    );
+    assert!(
+        after.ratio() >= 0.99,
+        "{name}: delivered {:.4} after churn",
+        after.ratio()
+    );
+}
+
+#[test]
+fn random_graphs_deliver_with_low_stretch() {
+    let seed = seed();
+    println!("ROUTE_SIM_SEED={seed}");
+    let mut rng = Rng(seed);
+    let n = nodes();
+    let g = random_graph(n, (2, 6), &mut rng);
+    run_graph("random degree 2-6", g, &mut rng);
+    let g = sites_graph(n, &mut rng);
+    run_graph("sites", g, &mut rng);
+    let g = scale_free_graph(n, &mut rng);
+    run_graph("scale-free", g, &mut rng);
+}
