@@ -49,6 +49,9 @@ pub const UPDATES_PER_MESSAGE: usize = 24;
 /// Bytes of one update on the wire: origin, sequence number, metric,
 /// radius, flags and level.
 pub const UPDATE_LEN: usize = 32 + 2 + 4 + 4 + 1 + 1;
+/// Most origins retried at once for want of a feasible route (the rest
+/// wait for the next update or dump).
+pub const STARVED_MAX: usize = 1024;
 /// Highest beacon level: a level is a count of leading zero bits of a
 /// 256-bit hash, but no overlay needs more than 2^64 nodes.
 pub const LEVEL_MAX: u8 = 32;
@@ -234,6 +237,11 @@ pub struct Routing {
     startup_until: Option<Instant>,
     /// When pending changes and dumps go out.
     flush_at: Option<Instant>,
+    /// Origins with only unfeasible routes: their sequence-number request
+    /// is repeated every `request_interval` until a feasible route comes
+    /// (or none is announced any more).
+    starved: Vec<NodeId>,
+    next_retry: Option<Instant>,
     /// The wait is over (or never needed): an unknown radius is infinite.
     started: bool,
     generation: u64,
@@ -293,6 +301,8 @@ impl Routing {
             radius: INFINITY,
             startup_until: None,
             flush_at: None,
+            starved: Vec::new(),
+            next_retry: None,
             started: false,
             generation: 0,
             counters: RoutingCounters::default(),
@@ -654,6 +664,11 @@ impl Routing {
             let recent = route
                 .last_request
                 .is_some_and(|t| now < t + self.config.request_interval);
+            if !self.starved.contains(origin) && self.starved.len() < STARVED_MAX {
+                self.starved.push(*origin);
+                let retry = now + self.config.request_interval;
+                self.next_retry.get_or_insert(retry);
+            }
             if !recent {
                 route.last_request = Some(now);
                 let wanted = route.feasibility.map_or(seqno, |(s, _)| s.wrapping_add(1));
@@ -717,10 +732,16 @@ impl Routing {
 
     /// When [`Routing::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.next_dump, self.next_expiry, self.startup_until, self.flush_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_dump,
+            self.next_expiry,
+            self.startup_until,
+            self.flush_at,
+            self.next_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Expires announcements and forgotten routes; starts the periodic dump.
@@ -777,6 +798,17 @@ impl Routing {
                 Some(now + self.config.dump_interval)
             };
             self.dump_to = self.neighbors.keys().copied().collect();
+        }
+        if self.next_retry.is_some_and(|t| t <= now) {
+            self.next_retry = None;
+            for origin in std::mem::take(&mut self.starved) {
+                let starving = self.routes.get(&origin).is_some_and(|r| {
+                    r.selected.is_none() && r.adverts.iter().any(|(_, a)| a.metric != INFINITY)
+                });
+                if starving {
+                    self.reselect(now, &origin); // requests again, re-queues
+                }
+            }
         }
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_at = None;
