@@ -14,6 +14,7 @@
 pub mod consts;
 pub mod kad;
 pub mod overlay;
+pub mod route;
 pub mod session;
 
 pub use overlay::{

@@ -43,12 +43,8 @@ pub const INFINITY: Metric = Metric::MAX;
 /// Most sequence-number requests forwarded per origin: the hop budget of one
 /// request.
 pub const REQUEST_HOPS_MAX: u8 = 32;
-/// Most route updates in one message (each is [`UPDATE_LEN`] bytes on the
-/// wire; 24 fit a 1,280-byte IPv6 minimum MTU with headers).
-pub const UPDATES_PER_MESSAGE: usize = 24;
-/// Bytes of one update on the wire: origin, sequence number, metric,
-/// radius, flags and level.
-pub const UPDATE_LEN: usize = 32 + 2 + 4 + 4 + 1 + 1;
+/// Most route updates in one message (`wire::route::UPDATES_MAX`).
+pub const UPDATES_PER_MESSAGE: usize = crate::wire::route::UPDATES_MAX;
 /// Most origins retried at once for want of a feasible route (the rest
 /// wait for the next update or dump).
 pub const STARVED_MAX: usize = 1024;
@@ -99,43 +95,7 @@ impl Default for RoutingConfig {
     }
 }
 
-/// One route as announced to a neighbor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Update {
-    /// The node the route leads to.
-    pub origin: NodeId,
-    /// The origin's sequence number the route was computed from.
-    pub seqno: u16,
-    /// The announcer's metric to the origin; [`INFINITY`] retracts.
-    pub metric: Metric,
-    /// The origin's metric to its nearest beacon ([`INFINITY`]: none known):
-    /// how far the route travels.
-    pub radius: Metric,
-    /// The origin is a beacon: its route travels everywhere.
-    pub beacon: bool,
-    /// The beacon level the origin uses (its view of the network's size).
-    pub level: u8,
-}
-
-/// A request to the origin for a new sequence number, forwarded toward it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeqnoRequest {
-    /// The node whose route is wanted.
-    pub origin: NodeId,
-    /// The lowest sequence number that helps the requester.
-    pub seqno: u16,
-    /// How many more times the request may be forwarded.
-    pub hops_left: u8,
-}
-
-/// A routing message between neighbors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    /// Route announcements (at most [`UPDATES_PER_MESSAGE`]).
-    Updates(Vec<Update>),
-    /// A sequence-number request.
-    Request(SeqnoRequest),
-}
+pub use crate::wire::route::{Repr as Message, SeqnoRequest, Update};
 
 /// A message for one neighbor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +118,7 @@ pub enum NextHop {
 }
 
 /// What happened, for `xorlay stats` and the simulation's figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RoutingCounters {
     /// Updates received.
     pub updates_rx: u64,
