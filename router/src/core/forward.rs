@@ -21,8 +21,8 @@ use crate::wire::{OverlayError, PacketType};
 pub enum Route<'a, A> {
     /// The destination is this node.
     Local,
-    /// The neighbor XOR-closest to the destination, strictly closer to it
-    /// than this node.
+    /// The routing protocol's next hop to the destination, or else the
+    /// neighbor XOR-closest to it, strictly closer to it than this node.
     Next {
         /// The neighbor's ID.
         next_hop: &'a NodeId,
@@ -33,12 +33,17 @@ pub enum Route<'a, A> {
     Miss,
 }
 
-/// Looks `dst` up in `table`: delivered here, forwarded to the neighbor
-/// XOR-closest to it if that one is strictly closer than this node (greedy
-/// routing makes progress on every hop, so no loop is possible), or a miss.
+/// Looks `dst` up in `table`: delivered here; forwarded on the routing
+/// protocol's route (`core::routing`, loop-free by its feasibility
+/// condition) if there is one; else forwarded to the neighbor XOR-closest to
+/// it if that one is strictly closer than this node (greedy routing makes
+/// progress on every hop); else a miss.
 pub fn route<'a, A>(table: &'a NextHopTable<A>, dst: &NodeId) -> Route<'a, A> {
     if dst == table.local() {
         return Route::Local;
+    }
+    if let Some((next_hop, hop)) = table.exact(dst) {
+        return Route::Next { next_hop, hop };
     }
     match table.closest(dst) {
         Some((next_hop, hop)) if next_hop.distance(dst) < table.local().distance(dst) => {

@@ -20,10 +20,12 @@ use serde::Serialize;
 
 use super::identity::Identity;
 use super::kademlia::{KadAction, KadConfig, KadCounters, Kademlia};
+use super::routing::{Routing, RoutingConfig, RoutingCounters};
 use super::session::{
     CloseReason, ConnectFailure, SessionConfig, SessionCounters, SessionEvent, Sessions, Transmit,
 };
 use crate::id::NodeId;
+use crate::wire::route;
 
 /// Messages queued per peer while its session is being set up.
 pub const PENDING_PER_PEER_MAX: usize = 8;
@@ -44,6 +46,8 @@ pub struct NodeConfig {
     pub session: SessionConfig,
     /// Kademlia.
     pub kad: KadConfig,
+    /// Routing over the neighbor sessions.
+    pub routing: RoutingConfig,
 }
 
 /// What the glue itself counts.
@@ -57,6 +61,9 @@ pub struct GlueCounters {
     pub unused_sessions_closed: u64,
     /// Messages Kademlia sent that the session layer refused.
     pub send_errors: u64,
+    /// Routing messages that did not parse (a neighbor's bug or a newer
+    /// version), dropped.
+    pub route_parse_errors: u64,
 }
 
 /// Counters of every layer.
@@ -68,6 +75,8 @@ pub struct NodeCounters {
     pub kademlia: KadCounters,
     /// The glue.
     pub glue: GlueCounters,
+    /// Routing.
+    pub routing: RoutingCounters,
 }
 
 /// What happened to sessions and dials, for the shell to log (drained with
@@ -105,6 +114,9 @@ pub struct Node {
     /// Events for the shell's log, oldest first.
     events: VecDeque<NodeEvent>,
     kad: Kademlia,
+    /// Routes over the neighbor sessions (every session is a link).
+    routing: Routing,
+    routing_generation: u64,
     /// Messages for peers whose session is not up yet.
     pending: HashMap<NodeId, VecDeque<Vec<u8>>>,
     /// When each established peer's session came up.
@@ -134,6 +146,11 @@ impl Node {
             sessions: Sessions::new(identity, config.session, session_seed),
             events: VecDeque::new(),
             kad: Kademlia::new(local, config.kad, u64::from_le_bytes(kad_seed)),
+            // Level 0: every router is a beacon, so every router has a route
+            // to every other (plain distance vector). Higher levels need the
+            // beacon in the packet header (docs/routing.md, "Status").
+            routing: Routing::new(local, 0, config.routing),
+            routing_generation: 0,
             pending: HashMap::new(),
             established: HashMap::new(),
             initiated: HashSet::new(),
@@ -172,6 +189,9 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sessions.handle_timeout(now);
         self.kad.handle_timeout(now);
+        if self.routing.poll_timeout().is_some_and(|at| at <= now) {
+            self.routing.handle_timeout(now);
+        }
         if self.next_gc.is_none_or(|at| now >= at) {
             self.close_unused_sessions(now);
             self.next_gc = Some(now + UNUSED_SESSION_GRACE / 3);
@@ -184,6 +204,7 @@ impl Node {
         [
             self.sessions.poll_timeout(),
             self.kad.poll_timeout(),
+            self.routing.poll_timeout(),
             self.next_gc,
         ]
         .into_iter()
@@ -203,6 +224,19 @@ impl Node {
             .contacts()
             .filter_map(|(id, _)| self.sessions.peer_addr(&id).map(|addr| (id, addr)))
             .collect()
+    }
+
+    /// The routing protocol's routes: (destination, next hop).
+    pub fn routes(&self) -> Vec<(NodeId, NodeId)> {
+        self.routing
+            .routes()
+            .map(|(dst, next, _, _)| (*dst, next))
+            .collect()
+    }
+
+    /// The routing state, for `xorlay route` and the tests.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
     }
 
     /// Every peer with an authenticated session: whose data is accepted.
@@ -245,6 +279,7 @@ impl Node {
             sessions: self.sessions.counters(),
             kademlia: self.kad.counters(),
             glue: self.counters,
+            routing: self.routing.counters(),
         }
     }
 
@@ -282,9 +317,22 @@ impl Node {
                 progressed = true;
                 self.on_session_event(now, event);
             }
+            while let Some(transmit) = self.routing.poll_transmit() {
+                progressed = true;
+                let mut bytes = Vec::with_capacity(transmit.message.buffer_len());
+                transmit.message.emit(&mut bytes);
+                if self.sessions.send(now, &transmit.to, &bytes).is_err() {
+                    self.counters.send_errors += 1;
+                }
+            }
             if !progressed {
                 break;
             }
+        }
+        let routing_generation = self.routing.generation();
+        if routing_generation != self.routing_generation {
+            self.routing_generation = routing_generation;
+            self.generation += 1;
         }
         let kad_generation = self.kad.generation();
         if kad_generation != self.kad_generation {
@@ -360,6 +408,7 @@ impl Node {
                 self.established.insert(peer, now);
                 self.generation += 1;
                 self.kad.handle_connected(now, peer, addr);
+                self.routing.handle_link_up(now, peer, 1);
                 for bytes in self.pending.remove(&peer).unwrap_or_default() {
                     if self.sessions.send(now, &peer, &bytes).is_err() {
                         self.counters.send_errors += 1;
@@ -367,7 +416,14 @@ impl Node {
                 }
             }
             SessionEvent::Message { peer, addr, bytes } => {
-                self.kad.handle_message(now, peer, addr, &bytes);
+                if route::is_route_message(&bytes) {
+                    match route::Repr::parse(&bytes) {
+                        Ok(message) => self.routing.handle_message(now, peer, &message),
+                        Err(_) => self.counters.route_parse_errors += 1,
+                    }
+                } else {
+                    self.kad.handle_message(now, peer, addr, &bytes);
+                }
             }
             SessionEvent::Closed { peer, addr, reason } => {
                 self.established.remove(&peer);
@@ -378,6 +434,9 @@ impl Node {
                 self.initiated.remove(&peer);
                 self.generation += 1;
                 self.kad.handle_disconnected(now, peer);
+                if self.sessions.peer_addr(&peer).is_none() {
+                    self.routing.handle_link_down(now, peer);
+                }
             }
             SessionEvent::ConnectFailed {
                 addr,

@@ -7,14 +7,20 @@
 //! range in two; the half whose bit equals the destination's holds the
 //! closer IDs. The cost is O(depth * log n), no allocation.
 
+use std::collections::HashMap;
+
 use crate::id::NodeId;
 
-/// Neighbors and what the data plane needs to reach each (`A`: an address).
+/// Neighbors and what the data plane needs to reach each (`A`: an address),
+/// and the routes the routing protocol found (`core::routing`): destination
+/// to neighbor.
 #[derive(Debug, Clone)]
 pub struct NextHopTable<A> {
     local: NodeId,
     ids: Vec<NodeId>,
     hops: Vec<A>,
+    /// Destination to the index of its next hop in `ids`.
+    routes: HashMap<NodeId, usize>,
 }
 
 /// Why a table could not be built.
@@ -45,7 +51,12 @@ impl<A> NextHopTable<A> {
             return Err(TableError::SelfNeighbor(*id));
         }
         let (ids, hops) = entries.into_iter().unzip();
-        let table = NextHopTable { local, ids, hops };
+        let table = NextHopTable {
+            local,
+            ids,
+            hops,
+            routes: HashMap::new(),
+        };
         table.debug_check();
         Ok(table)
     }
@@ -70,7 +81,42 @@ impl<A> NextHopTable<A> {
             local,
             ids: Vec::new(),
             hops: Vec::new(),
+            routes: HashMap::new(),
         }
+    }
+
+    /// Adds the routing protocol's routes: (destination, next hop). A route
+    /// whose next hop is not a neighbor of the table, or to this node, is
+    /// left out; returns how many were.
+    pub fn add_routes(&mut self, routes: impl IntoIterator<Item = (NodeId, NodeId)>) -> usize {
+        let mut skipped = 0;
+        for (dst, next_hop) in routes {
+            match self.ids.binary_search(&next_hop) {
+                Ok(index) if dst != self.local => {
+                    self.routes.insert(dst, index);
+                }
+                _ => skipped += 1,
+            }
+        }
+        skipped
+    }
+
+    /// Routes added with [`NextHopTable::add_routes`].
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// The routes: (destination, next hop), in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = (&NodeId, &NodeId)> {
+        self.routes
+            .iter()
+            .filter_map(|(dst, &index)| self.ids.get(index).map(|next| (dst, next)))
+    }
+
+    /// The next hop the routing protocol chose for `dst`, if it has one.
+    pub fn exact(&self, dst: &NodeId) -> Option<(&NodeId, &A)> {
+        let &index = self.routes.get(dst)?;
+        Some((self.ids.get(index)?, self.hops.get(index)?))
     }
 
     /// This node's ID.
@@ -127,6 +173,33 @@ mod tests {
 
     fn id(bytes: [u8; 32]) -> NodeId {
         NodeId::from_bytes(bytes)
+    }
+
+    #[test]
+    fn routes_take_precedence_and_need_a_neighbor_as_next_hop() {
+        let (local, near, far, dst, stranger) = (
+            id([0; 32]),
+            id([1; 32]),
+            id([0xf0; 32]),
+            id([0xf1; 32]),
+            id([7; 32]),
+        );
+        let mut table = NextHopTable::new(local, [(near, 'n'), (far, 'f')]).expect("valid");
+        // Greedy alone: `far` is XOR-closest to `dst`.
+        assert_eq!(table.closest(&dst), Some((&far, &'f')));
+        let skipped = table.add_routes([(dst, near), (stranger, stranger), (local, near)]);
+        assert_eq!(skipped, 2, "a next hop that is no neighbor, and this node");
+        assert_eq!(table.route_count(), 1);
+        assert_eq!(table.exact(&dst), Some((&near, &'n')));
+        assert_eq!(table.exact(&stranger), None);
+        assert_eq!(table.routes().collect::<Vec<_>>(), vec![(&dst, &near)]);
+        assert_eq!(
+            crate::core::forward::route(&table, &dst),
+            crate::core::forward::Route::Next {
+                next_hop: &near,
+                hop: &'n'
+            }
+        );
     }
 
     #[test]

@@ -228,6 +228,8 @@ pub struct ControlPlane {
     published: Option<u64>,
     /// The next hops of the last publish, to tell when routes change.
     published_hops: Option<Vec<(NodeId, SocketAddr)>>,
+    /// The routes of the last published snapshot, sorted.
+    published_routes: Vec<(NodeId, NodeId)>,
     warm_start: Option<WarmStart>,
     /// The warm start ended: the next publish invalidates the route cache.
     invalidate_pending: bool,
@@ -282,6 +284,7 @@ impl ControlPlane {
             sources: HashMap::new(),
             published: None,
             published_hops: None,
+            published_routes: Vec::new(),
             warm_start: io.warm_start,
             invalidate_pending: false,
             peers_file,
@@ -577,8 +580,8 @@ impl ControlPlane {
     /// Builds the workers' snapshot from the node and stores it.
     fn publish(&mut self) {
         let local = self.node.local_id();
-        let neighbors = self.node.neighbors();
-        let table = NextHopTable::new(
+        let (neighbors, routes) = self.next_hops();
+        let mut table = NextHopTable::new(
             local,
             neighbors
                 .iter()
@@ -589,6 +592,7 @@ impl ControlPlane {
             log::error!("inconsistent neighbor set ({e}); publishing none");
             NextHopTable::empty(local)
         });
+        table.add_routes(routes.iter().copied());
         let allowed: HashSet<SocketAddr> = self
             .node
             .session_peers()
@@ -603,7 +607,8 @@ impl ControlPlane {
             .map(|(id, addr)| (*id, canonical(*addr)))
             .collect();
         hops.sort_unstable();
-        let changed = self.published_hops.as_ref() != Some(&hops);
+        let changed =
+            self.published_hops.as_ref() != Some(&hops) || self.published_routes != routes;
         self.log_changes(&hops, table.len());
         if !holding && (changed || self.invalidate_pending) {
             // Before the workers see the new table: no entry computed from
@@ -611,10 +616,31 @@ impl ControlPlane {
             self.invalidate_routes();
         }
         self.published_hops = Some(hops);
+        self.published_routes = routes;
         self.shared
             .store(std::sync::Arc::new(Topology::new(table, allowed)));
         self.published = Some(self.node.generation());
         self.counters.publishes += 1;
+    }
+
+    /// The next hops (Kademlia contacts with a session, and every session
+    /// peer a route goes through) and the routes (destination, next hop),
+    /// sorted.
+    fn next_hops(&self) -> (Vec<IdAddr>, Vec<(NodeId, NodeId)>) {
+        let mut neighbors = self.node.neighbors();
+        let mut routes = self.node.routes();
+        routes.sort_unstable();
+        let peers: HashMap<NodeId, SocketAddr> = self.node.session_peers().into_iter().collect();
+        let known: HashSet<NodeId> = neighbors.iter().map(|(id, _)| *id).collect();
+        let mut extra: Vec<(NodeId, SocketAddr)> = routes
+            .iter()
+            .filter(|(_, next)| !known.contains(next))
+            .filter_map(|(_, next)| peers.get(next).map(|addr| (*next, *addr)))
+            .collect();
+        extra.sort_unstable();
+        extra.dedup();
+        neighbors.extend(extra);
+        (neighbors, routes)
     }
 
     /// Writes the session peers `allowed` to the XDP allowlist, keeping the

@@ -109,6 +109,9 @@ pub struct RouterStats {
     pub node_id: NodeId,
     /// Next hops in the published table: node ID and underlay address.
     pub neighbors: Vec<(NodeId, std::net::SocketAddr)>,
+    /// The routing protocol's routes in the published table: destination
+    /// and next hop, sorted (docs/routing.md).
+    pub routes: Vec<(NodeId, NodeId)>,
     /// Peers with an authenticated session (their data is accepted).
     pub session_peers: usize,
     /// The control plane: sessions, Kademlia and the glue.
@@ -401,6 +404,12 @@ impl Router {
                 .iter()
                 .filter_map(|(id, hop)| hop.as_socket().map(|a| (*id, canonical(a))))
                 .collect(),
+            routes: {
+                let mut routes: Vec<(NodeId, NodeId)> =
+                    topology.table.routes().map(|(d, n)| (*d, *n)).collect();
+                routes.sort_unstable();
+                routes
+            },
             session_peers: topology.allowed_len().unwrap_or(0),
             control: self.control.as_ref().map(|c| c.node().counters()),
             steering: self.steering.is_some(),
