@@ -153,10 +153,15 @@ fn discovery_from_one_seed_failover_and_impostor() {
     assert_eq!(report.duplicates, 0);
     assert_eq!(report.wrong_dst + report.malformed, 0, "{report:?}");
 
-    // An impostor in gen's namespace claims r2's node ID without r2's key:
-    // it handshakes with its own key while its packets say they come from r2.
-    let r1 = 1;
-    let claimed = lab.nodes[2].id();
+    // An impostor in gen's namespace claims a live router's node ID without
+    // its key: it handshakes with its own key with another live router
+    // (called r1 below; every middle router is on site A) while its packets
+    // say they come from the claimed one. Either may be any middle router
+    // but the killed one: which router carried the traffic depends on the
+    // random IDs and link order.
+    let mut live = (1..lab.sink_index()).filter(|i| *i != victim);
+    let r1 = live.next().expect("a live middle router");
+    let claimed = lab.nodes[live.next().expect("a second live middle router")].id();
     let target = lab.nodes[r1].addr_on(0).expect("r1 on site A");
     // An address of its own in gen's namespace: r1 admits data by the
     // sender's IP, and gen's address is the generator endpoint's, a neighbor.
