@@ -418,11 +418,18 @@ fn demo(
     let lost = sent.sent - report.valid.min(sent.sent);
     let busiest = busiest_middle(&lab, &before);
 
+    let mut killed = None;
     if let Some((victim, carried)) = busiest.filter(|_| routers > 1) {
         failover(&mut lab, flow, victim, carried, interrupted)?;
+        killed = Some(victim);
     }
 
-    malformed_phase(&lab)?;
+    // A live middle router (the failover killed one of them, whichever the
+    // random IDs made carry the traffic).
+    let target = (1..lab.sink_index())
+        .find(|i| Some(*i) != killed)
+        .context("no live middle router")?;
+    malformed_phase(&lab, target)?;
     print_counters(&lab);
     stop_lab(lab);
     if lost > 0 {
@@ -435,21 +442,25 @@ fn demo(
 }
 
 /// Phase 3 of the demo: malformed overlay packets from gen's namespace to
-/// r1, and how many r1's XDP dropped and its workers received.
-fn malformed_phase(lab: &Lab) -> anyhow::Result<()> {
+/// middle router `r`, and how many its XDP dropped and its workers
+/// received.
+fn malformed_phase(lab: &Lab, r: usize) -> anyhow::Result<()> {
     let malformed: Vec<Vec<u8>> = golden::malformed()
         .into_iter()
         .map(|(_, bytes, _)| bytes)
         .collect();
     let repeat = 100;
     let kinds = malformed.len() as u64;
-    let target = lab.nodes[1].addr_on(0).context("r1 is on site A")?;
+    let role = &lab.nodes[r].role;
+    let target = lab.nodes[r]
+        .addr_on(0)
+        .context("middle routers are on site A")?;
     println!(
         "
-[3] {} malformed overlay packets from gen's namespace to r1 ({kinds} kinds x {repeat})",
+[3] {} malformed overlay packets from gen's namespace to {role} ({kinds} kinds x {repeat})",
         kinds * repeat as u64
     );
-    let before = lab.stats(1)?;
+    let before = lab.stats(r)?;
     let bind = SocketAddr::from((lab.generator().ifaces[0].addr, 0));
     traffic::send_raw_in(
         &lab.generator().netns,
@@ -460,12 +471,12 @@ fn malformed_phase(lab: &Lab) -> anyhow::Result<()> {
     )?;
     let expected_drops = xdp_dropped(&before) + kinds * repeat as u64;
     wait_until(Duration::from_secs(5), || {
-        lab.stats(1)
+        lab.stats(r)
             .is_ok_and(|s| xdp_dropped(&s) >= expected_drops)
     });
-    let after = lab.stats(1)?;
+    let after = lab.stats(r)?;
     println!(
-        "  r1 XDP dropped {} of them; r1's workers received {} of them",
+        "  {role} XDP dropped {} of them; {role}'s workers received {} of them",
         xdp_dropped(&after) - xdp_dropped(&before),
         data_rx(&after) - data_rx(&before),
     );
