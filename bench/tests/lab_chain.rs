@@ -172,6 +172,73 @@ fn traffic_crosses_three_routers_and_xdp_drops_malformed() {
         "malformed packets reached r1's workers"
     );
 
+    // The other direction: the sink's application to gen's node ID. The IDs
+    // are random, so one of the two directions goes "away" from the
+    // destination in XOR distance at some hop; both arrive.
+    let back = Sink::start(
+        &lab.generator().netns,
+        Lab::app_addr(),
+        lab.generator().id(),
+        PACKETS,
+    )
+    .unwrap_or_else(|e| panic!("reverse sink: {e:#}"));
+    let reverse = traffic::DataFlow {
+        src: lab.sink().id(),
+        dst: lab.generator().id(),
+        ..common::gen_to_sink(&lab, PACKETS, 20_000)
+    };
+    let sent = common::send_from(
+        &lab,
+        lab.sink_index(),
+        reverse,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .join()
+    .expect("reverse sender")
+    .expect("reverse sender ran");
+    assert_eq!(sent.sent, PACKETS, "reverse sender errors: {}", sent.errors);
+    let arrived = wait_until(Duration::from_secs(10), || back.valid() >= PACKETS);
+    let report = back.finish().expect("reverse sink report");
+    assert!(
+        arrived,
+        "only {} of {PACKETS} packets from the sink reached gen: {report:?}",
+        report.valid
+    );
+    assert_eq!(
+        report.hop_limits.get(&expected_hop),
+        Some(&PACKETS),
+        "{report:?}"
+    );
+
+    // `xorlay route`, as an operator would run it, on gen: the sink is
+    // reached through r1 on the routing protocol's route.
+    let out = Command::new(xorlay_bench::lab::find_xorlay_bin().expect("xorlay binary"))
+        .arg("route")
+        .arg(lab.sink().id().to_string())
+        .arg("--socket")
+        .arg(lab.admin_socket(0))
+        .output()
+        .expect("running xorlay route");
+    assert!(out.status.success(), "xorlay route: {out:?}");
+    let route: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(route["decision"], "forward", "{route}");
+    assert_eq!(route["next_hop"], lab.nodes[1].id().to_string(), "{route}");
+    assert_eq!(
+        route["routing_state"]["metric"],
+        ROUTERS as u64 + 1,
+        "{route}"
+    );
+    let bad = Command::new(xorlay_bench::lab::find_xorlay_bin().expect("xorlay binary"))
+        .args(["route", "not-an-id", "--socket"])
+        .arg(lab.admin_socket(0))
+        .output()
+        .expect("running xorlay route");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("64 hex digits"),
+        "{bad:?}"
+    );
+
     // SIGTERM: every router exits 0 and leaves no XDP program attached.
     for (i, status) in lab.stop_routers() {
         let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use xorlay::config::Config;
+use xorlay::core::NodeId;
 use xorlay::core::identity::{DIFFICULTY_MAX, puzzle_bits};
 use xorlay::io::{admin, keyfile, preflight, router::Router};
 
@@ -60,6 +61,23 @@ enum Command {
     },
     /// Print a running router's counters as JSON.
     Stats {
+        /// The router's config (its [admin] socket is used).
+        #[arg(
+            long,
+            short,
+            conflicts_with = "socket",
+            required_unless_present = "socket"
+        )]
+        config: Option<PathBuf>,
+        /// The admin socket path.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Print how a running router would forward to a node: the next hop,
+    /// the routing state it comes from and why (JSON).
+    Route {
+        /// The destination's node ID (64 hex digits).
+        node_id: String,
         /// The router's config (its [admin] socket is used).
         #[arg(
             long,
@@ -145,13 +163,38 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 (None, Some(config)) => Config::load(&config)?.admin_socket,
                 (None, None) => anyhow::bail!("pass --config FILE or --socket PATH"),
             };
-            let reply = admin::request(&path, "stats")?;
-            let value: serde_json::Value =
-                serde_json::from_str(&reply).context("the router's reply is not JSON")?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(())
+            print_reply(&path, "stats")
+        }
+        Command::Route {
+            node_id,
+            config,
+            socket,
+        } => {
+            let dst: NodeId = node_id.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "{node_id:?} is not a node ID ({e}): give 64 hex digits, as `xorlay id` prints"
+                )
+            })?;
+            let path = match (socket, config) {
+                (Some(socket), _) => socket,
+                (None, Some(config)) => Config::load(&config)?.admin_socket,
+                (None, None) => anyhow::bail!("pass --config FILE or --socket PATH"),
+            };
+            print_reply(&path, &format!("route {dst}"))
         }
     }
+}
+
+/// Sends `request` to the admin socket at `path` and prints the JSON reply.
+fn print_reply(path: &std::path::Path, request: &str) -> anyhow::Result<()> {
+    let reply = admin::request(path, request)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&reply).context("the router's reply is not JSON")?;
+    if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("the router says: {error}");
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
 }
 
 fn run(config_path: &std::path::Path) -> anyhow::Result<()> {

@@ -53,11 +53,22 @@ pub fn send_from_gen(
     flow: DataFlow,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<anyhow::Result<SendReport>> {
-    netns::in_netns(&lab.generator().netns, move || {
+    send_from(lab, 0, flow, stop)
+}
+
+/// Sends `flow` from node `i`'s application (a thread inside its
+/// namespace) until done or `stop` is set.
+pub fn send_from(
+    lab: &Lab,
+    i: usize,
+    flow: DataFlow,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<anyhow::Result<SendReport>> {
+    netns::in_netns(&lab.nodes[i].netns, move || {
         let socket = UdpSocket::bind(Lab::app_addr())?;
         Ok(traffic::send_data(&socket, &flow, &stop))
     })
-    .unwrap_or_else(|e| panic!("generator thread: {e:#}"))
+    .unwrap_or_else(|e| panic!("sender thread: {e:#}"))
 }
 
 /// A chain lab of `routers` relays with every router started and every

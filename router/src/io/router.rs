@@ -382,6 +382,71 @@ impl Router {
         self.identity.node_id()
     }
 
+    /// What `xorlay route <node-id>` prints: the next hop the workers' table
+    /// gives `id`, which state it comes from and why.
+    pub fn explain_route(&self, id: &str) -> serde_json::Value {
+        let dst: NodeId = match id.parse() {
+            Ok(dst) => dst,
+            Err(e) => {
+                return serde_json::json!({
+                    "error": format!("{id:?} is not a node ID ({e}): give 64 hex digits")
+                });
+            }
+        };
+        let topology = self.table.load();
+        let table = &topology.table;
+        let routing = self.control.as_ref().map(|c| c.node().routing());
+        let state = routing.and_then(|r| r.route(&dst)).map(|(next, metric, beacon)| {
+            serde_json::json!({ "next_hop": next, "metric": metric, "beacon": beacon })
+        });
+        let addr = |id: &NodeId| {
+            table
+                .iter()
+                .find(|(n, _)| *n == id)
+                .and_then(|(_, hop)| hop.as_socket().map(canonical))
+        };
+        let (decision, next_hop, why) = if dst == *table.local() {
+            ("local", None, "the destination is this node".to_string())
+        } else if let Some((next, _)) = table.exact(&dst) {
+            (
+                "forward",
+                Some(*next),
+                "the routing protocol's route (shortest known path, loop-free)".to_string(),
+            )
+        } else {
+            match crate::core::forward::route(table, &dst) {
+                crate::core::forward::Route::Next { next_hop, .. } => (
+                    "forward",
+                    Some(*next_hop),
+                    "no route to it: greedy fallback to the neighbor XOR-closest to it, \
+                     which is closer to it than this node"
+                        .to_string(),
+                ),
+                _ => (
+                    "no_route",
+                    None,
+                    format!(
+                        "no route to it among {} routes, and no neighbor is XOR-closer to it \
+                         than this node: packets for it are dropped as drop_no_route",
+                        table.route_count()
+                    ),
+                ),
+            }
+        };
+        serde_json::json!({
+            "destination": dst,
+            "decision": decision,
+            "next_hop": next_hop,
+            "next_hop_addr": next_hop.as_ref().and_then(addr),
+            "why": why,
+            "routing_state": state,
+            "routes": table.route_count(),
+            "neighbors": table.len(),
+            "beacon_level": routing.map(|r| r.level()),
+            "nearest_beacon": routing.and_then(|r| r.nearest_beacon()),
+        })
+    }
+
     /// Current counters of every plane.
     pub fn stats(&self) -> RouterStats {
         let workers: Vec<WorkerCounters> = self.workers.iter().map(|(_, s)| s.snapshot()).collect();
@@ -530,10 +595,13 @@ impl Router {
                     // Read at request time: counters are never older than the last batch.
                     "stats" => serde_json::to_string(&self.stats())
                         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-                    other => serde_json::json!({
-                        "error": format!("unknown request {other:?}; known: stats")
-                    })
-                    .to_string(),
+                    other => match other.strip_prefix("route ") {
+                        Some(id) => self.explain_route(id.trim()).to_string(),
+                        None => serde_json::json!({
+                            "error": format!("unknown request {other:?}; known: stats, route <node-id>")
+                        })
+                        .to_string(),
+                    },
                 });
             }
         }
