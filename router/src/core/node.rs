@@ -226,6 +226,13 @@ impl Node {
             .collect()
     }
 
+    /// This node is leaving: its neighbors are told to route around it now
+    /// (`Routing::leave`); the messages are ready for `poll_transmit`.
+    pub fn leave(&mut self, now: Instant) {
+        self.routing.leave(now);
+        self.pump(now);
+    }
+
     /// The routing protocol's routes: (destination, next hop).
     pub fn routes(&self) -> Vec<(NodeId, NodeId)> {
         self.routing

@@ -517,6 +517,13 @@ impl ControlPlane {
     }
 
     /// Sends what the node queued and publishes a changed topology.
+    /// The router is stopping: tells every neighbor to route around it now
+    /// and sends that before returning.
+    pub fn leave(&mut self) {
+        self.node.leave(Instant::now());
+        self.flush();
+    }
+
     fn flush(&mut self) {
         while let Some(transmit) = self.node.poll_transmit() {
             let to = SockAddr::from(socket_form(&self.listen, transmit.to));

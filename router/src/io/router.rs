@@ -622,8 +622,13 @@ impl Router {
             // with this process, which is exiting.
             std::mem::forget(admin);
         }
-        if let Some(control) = self.control.take() {
+        if let Some(mut control) = self.control.take() {
             control.persist();
+            if !taken_over {
+                // A hot restart's successor keeps the node's place; a
+                // router that really stops tells its neighbors first.
+                control.leave();
+            }
         }
         self.stop.store(true, Ordering::Relaxed);
         let mut first_error = None;

@@ -204,6 +204,9 @@ pub struct Routing {
     next_retry: Option<Instant>,
     /// The wait is over (or never needed): an unknown radius is infinite.
     started: bool,
+    /// [`Routing::leave`] was called: no more input is taken, nothing more
+    /// is announced.
+    left: bool,
     generation: u64,
     counters: RoutingCounters,
 }
@@ -264,6 +267,7 @@ impl Routing {
             starved: Vec::new(),
             next_retry: None,
             started: false,
+            left: false,
             generation: 0,
             counters: RoutingCounters::default(),
         }
@@ -375,10 +379,62 @@ impl Routing {
             .map(|(_, id)| id)
     }
 
+    /// This router is leaving (stopped by the operator): every neighbor is
+    /// told at once that nothing is reachable through it any more, itself
+    /// included, so they reroute now instead of after the session layer's
+    /// dead-peer timeout. The retractions go out at the next poll.
+    pub fn leave(&mut self, _now: Instant) {
+        self.seqno = self.seqno.wrapping_add(1);
+        let mut retractions = vec![Update {
+            origin: self.local,
+            seqno: self.seqno,
+            metric: INFINITY,
+            radius: INFINITY,
+            beacon: false,
+            level: self.level,
+        }];
+        retractions.extend(
+            self.routes
+                .iter()
+                .filter(|(_, r)| r.selected.is_some())
+                .map(|(origin, r)| Update {
+                    origin: *origin,
+                    seqno: r.selected.map_or(0, |s| s.seqno),
+                    metric: INFINITY,
+                    radius: INFINITY,
+                    beacon: false,
+                    level: 0,
+                }),
+        );
+        let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
+        for neighbor in neighbors {
+            for chunk in retractions.chunks(UPDATES_PER_MESSAGE) {
+                self.counters.updates_tx += chunk.len() as u64;
+                push_bounded(
+                    &mut self.queue,
+                    Transmit {
+                        to: neighbor,
+                        message: Message::Updates(chunk.to_vec()),
+                    },
+                    self.config.queue_max,
+                    &mut self.counters,
+                );
+            }
+        }
+        self.dirty.clear();
+        self.dirty_self = false;
+        self.dump_to.clear();
+        self.next_dump = None;
+        self.flush_at = None;
+        self.next_retry = None;
+        self.startup_until = None;
+        self.left = true;
+    }
+
     /// A session with `neighbor` came up, with link cost `cost` (at least
     /// 1). It gets the whole table at the next poll.
     pub fn handle_link_up(&mut self, now: Instant, neighbor: NodeId, cost: Metric) {
-        if neighbor == self.local {
+        if neighbor == self.local || self.left {
             return;
         }
         self.neighbors.insert(neighbor, cost.clamp(1, INFINITY - 1));
@@ -430,7 +486,7 @@ impl Routing {
 
     /// A routing message from `from` (a neighbor with a session).
     pub fn handle_message(&mut self, now: Instant, from: NodeId, message: &Message) {
-        if !self.neighbors.contains_key(&from) {
+        if !self.neighbors.contains_key(&from) || self.left {
             return;
         }
         match message {
@@ -787,6 +843,9 @@ impl Routing {
 
     /// Turns pending changes and dumps into queued messages.
     fn flush(&mut self) {
+        if self.left {
+            return;
+        }
         if !self.dump_to.is_empty() {
             let all = self.all_updates();
             for neighbor in std::mem::take(&mut self.dump_to) {

@@ -165,6 +165,34 @@ fn ring_reroutes_after_a_cut_without_loops() {
 }
 
 #[test]
+fn a_leaving_router_is_routed_around_before_its_links_go() {
+    let mut net = Net::new(6, 0);
+    for i in 0..6 {
+        net.link(i, (i + 1) % 6);
+    }
+    net.run(Duration::from_millis(300));
+    assert_eq!(net.walk(0, 2), Some(2), "0 -> 2 goes through 1");
+    let now = net.now;
+    net.nodes[1].leave(now);
+    // Its links stay up (the session layer has not noticed); 100 ms later
+    // every pair not involving it is routed around it.
+    net.run(Duration::from_millis(100));
+    let one = net.id(1);
+    for s in [0, 2, 3, 4, 5] {
+        for d in [0, 2, 3, 4, 5] {
+            let hops = net.walk(s, d).unwrap_or_else(|| panic!("{s} -> {d} lost"));
+            assert!(hops < 6, "{s} -> {d}: {hops} hops");
+        }
+        assert_eq!(
+            net.nodes[s].next_hop(&one),
+            NextHop::Unknown,
+            "{s} still routes to 1"
+        );
+    }
+    assert_eq!(net.walk(0, 2), Some(4), "0 -> 2 goes the other way round");
+}
+
+#[test]
 fn routes_expire_when_a_neighbor_stops_announcing() {
     let mut net = Net::new(2, 0);
     net.link(0, 1);

@@ -1,0 +1,112 @@
+//! A router stopped with SIGTERM tells its neighbors to route around it
+//! before it leaves, so traffic through it moves to another router within
+//! 0.5 s, well before the 1 s dead-peer timeout would have told them.
+//!
+//! The lab's two-site topology with random keys: gen on site A, the sink on
+//! site B, four routers on both. Steady traffic from gen to the sink; the
+//! router carrying it gets SIGTERM.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use xorlay_bench::lab::{Lab, LabOptions, Topology};
+use xorlay_bench::traffic::Sink;
+use xorlay_bench::wait_until;
+
+const ROUTERS: usize = 4;
+const PACKETS_MAX: u64 = 100_000;
+const RATE_PPS: u64 = 4_000;
+/// Traffic must flow again within this long of the SIGTERM.
+const REROUTE: Duration = Duration::from_millis(500);
+
+#[test]
+fn sigterm_reroutes_within_half_a_second() {
+    let mut lab = Lab::new(LabOptions {
+        topology: Topology::Sites,
+        routers: ROUTERS,
+        ..LabOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    lab.start_routers()
+        .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
+    lab.wait_converged(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let sink = Sink::start(
+        &lab.sink().netns,
+        Lab::app_addr(),
+        lab.sink().id(),
+        PACKETS_MAX,
+    )
+    .unwrap_or_else(|e| panic!("sink: {e:#}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let generator = common::send_from_gen(
+        &lab,
+        common::gen_to_sink(&lab, PACKETS_MAX, RATE_PPS),
+        stop.clone(),
+    );
+    let flowing = wait_until(Duration::from_secs(10), || sink.valid() >= 2_000);
+    if !flowing {
+        stop.store(true, Ordering::Relaxed);
+        panic!("no traffic end to end: sink has {}", sink.valid());
+    }
+    let forwarded = |lab: &Lab| -> Vec<u64> {
+        (0..lab.nodes.len())
+            .map(|i| lab.stats(i).map(|s| common::forwarded(&s)).unwrap_or(0))
+            .collect()
+    };
+    let before = forwarded(&lab);
+    wait_until(Duration::from_secs(2), || sink.valid() >= 4_000);
+    let after = forwarded(&lab);
+    let (carrier, carried) = (1..lab.sink_index())
+        .map(|i| (i, after[i].saturating_sub(before[i])))
+        .max_by_key(|(_, n)| *n)
+        .expect("routers exist");
+    assert!(
+        carried > 0,
+        "no middle router forwarded: {before:?} -> {after:?}"
+    );
+    let role = lab.nodes[carrier].role.clone();
+
+    let at_stop = sink.valid();
+    let stopped = Instant::now();
+    let status = lab
+        .stop_node(carrier)
+        .unwrap_or_else(|e| panic!("stopping {role}: {e:#}"));
+    assert!(status.success(), "{role} exited with {status}");
+    // Flowing again: 100 more packets (25 ms of traffic) past what arrived
+    // when the signal was sent.
+    let resumed = wait_until(REROUTE.saturating_sub(stopped.elapsed()), || {
+        sink.valid() >= at_stop + 100
+    });
+    let took = stopped.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = generator.join().expect("generator").expect("generator ran");
+    let report = sink.finish().expect("sink report");
+    println!(
+        "{role} carried {carried}; SIGTERM; {} more arrived, check after {:.3} s; sent {} delivered {}",
+        report.valid.saturating_sub(at_stop),
+        took.as_secs_f64(),
+        sent.sent,
+        report.valid
+    );
+    assert!(
+        resumed,
+        "traffic did not resume within {REROUTE:?} of stopping {role} with SIGTERM: {at_stop} \
+         arrived before, {} in all",
+        report.valid
+    );
+    let log = std::fs::read_to_string(lab.log_path(carrier)).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{role} log:\n{log}");
+    for (i, status) in lab.stop_routers() {
+        let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
+        assert!(
+            status.success(),
+            "{} exited with {status}",
+            lab.nodes[i].role
+        );
+    }
+}
