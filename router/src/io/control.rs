@@ -66,6 +66,9 @@ pub struct ShellCounters {
     /// Negative (no-route) entries put in the XDP cache.
     pub no_routes_installed: u64,
     /// Installs or invalidations that failed.
+    /// XDP route-cache entries removed because their destination's route
+    /// changed (the rest of the cache stays).
+    pub routes_invalidated: u64,
     pub install_errors: u64,
 }
 
@@ -614,13 +617,19 @@ impl ControlPlane {
             .map(|(id, addr)| (*id, canonical(*addr)))
             .collect();
         hops.sort_unstable();
-        let changed =
-            self.published_hops.as_ref() != Some(&hops) || self.published_routes != routes;
+        let hops_changed = self.published_hops.as_ref() != Some(&hops);
         self.log_changes(&hops, table.len());
-        if !holding && (changed || self.invalidate_pending) {
+        if !holding {
             // Before the workers see the new table: no entry computed from
-            // the old one stays valid.
-            self.invalidate_routes();
+            // the old one stays valid. A new or lost neighbor can change any
+            // greedy decision, so the whole cache goes; a change of routes
+            // alone takes out the destinations whose next hop changed.
+            if hops_changed || self.invalidate_pending {
+                self.invalidate_routes();
+            } else {
+                let moved = changed_destinations(&self.published_routes, &routes);
+                self.invalidate_destinations(&moved);
+            }
         }
         self.published_hops = Some(hops);
         self.published_routes = routes;
@@ -671,6 +680,29 @@ impl ControlPlane {
                 }
             }
         }
+    }
+
+    /// Removes the XDP route cache entries of `destinations` (their route
+    /// changed); more than [`SELECTIVE_INVALIDATION_MAX`] of them, or a
+    /// failed removal, invalidate the whole cache instead.
+    fn invalidate_destinations(&mut self, destinations: &[NodeId]) {
+        if destinations.is_empty() {
+            return;
+        }
+        if destinations.len() > SELECTIVE_INVALIDATION_MAX {
+            return self.invalidate_routes();
+        }
+        let Some(cache) = &mut self.route_cache else {
+            return;
+        };
+        for dst in destinations {
+            if let Err(e) = cache.remove(dst) {
+                self.counters.install_errors += 1;
+                log::warn!("removing {} from the XDP route cache: {e}", dst.short());
+                return self.invalidate_routes();
+            }
+        }
+        self.counters.routes_invalidated += destinations.len() as u64;
     }
 
     /// Invalidates every XDP route cache entry (kept pending if that fails)
@@ -894,8 +926,71 @@ pub fn write_peers(path: &Path, peers: &[(NodeId, SocketAddr)]) -> std::io::Resu
     std::fs::rename(&tmp, path)
 }
 
+/// Most route-cache entries removed one by one when routes change; more
+/// invalidate the whole cache (one map write instead of many).
+pub const SELECTIVE_INVALIDATION_MAX: usize = 1024;
+
+/// The destinations whose next hop differs between two sorted route lists
+/// (appeared, went, or moved).
+fn changed_destinations(old: &[(NodeId, NodeId)], new: &[(NodeId, NodeId)]) -> Vec<NodeId> {
+    let (mut i, mut j) = (0, 0);
+    let mut changed = Vec::new();
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                if a.1 != b.1 {
+                    changed.push(a.0);
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                changed.push(a.0);
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                changed.push(b.0);
+                j += 1;
+            }
+            (Some(a), None) => {
+                changed.push(a.0);
+                i += 1;
+            }
+            (None, Some(b)) => {
+                changed.push(b.0);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn changed_destinations_are_the_moved_new_and_gone() {
+        let id = |b: u8| crate::core::NodeId::from_bytes([b; 32]);
+        let old = vec![
+            (id(1), id(10)),
+            (id(2), id(10)),
+            (id(3), id(11)),
+            (id(5), id(10)),
+        ];
+        let new = vec![
+            (id(2), id(10)),
+            (id(3), id(12)),
+            (id(4), id(10)),
+            (id(5), id(10)),
+        ];
+        assert_eq!(
+            super::changed_destinations(&old, &new),
+            vec![id(1), id(3), id(4)]
+        );
+        assert!(super::changed_destinations(&new, &new).is_empty());
+        assert_eq!(super::changed_destinations(&[], &new).len(), 4);
+    }
+
     use super::*;
 
     #[test]
