@@ -102,6 +102,10 @@ pub const REDIAL_MAX: usize = 64;
 pub const REDIAL_ATTEMPTS: u32 = 5;
 /// Delay before the first redial of a lost contact; doubles per attempt.
 pub const REDIAL_FIRST: Duration = Duration::from_secs(1);
+/// A configured neighbor (`add_known`) that was lost is redialed for as
+/// long as it stays lost, at most this far apart: a partition that heals is
+/// healed within this (plus a handshake), however long it lasted.
+pub const KNOWN_REDIAL_MAX: Duration = Duration::from_secs(4);
 /// Most actions queued for [`Kademlia::poll_action`].
 pub const ACTIONS_MAX: usize = 1024;
 /// Most events queued for [`Kademlia::poll_event`].
@@ -513,7 +517,8 @@ impl Kademlia {
     /// The session with `peer` died: it leaves the table (a replacement
     /// takes its slot) and its outstanding requests fail. If it was a
     /// contact, it is redialed after [`REDIAL_FIRST`], then at doubling
-    /// intervals, [`REDIAL_ATTEMPTS`] times: a session lost to a burst of
+    /// intervals, [`REDIAL_ATTEMPTS`] times (a configured neighbor: until it
+    /// is back, at most [`KNOWN_REDIAL_MAX`] apart): a session lost to a burst of
     /// packet loss (an overloaded link drops keepalives like anything else)
     /// comes back within seconds instead of at the next re-bootstrap; a node
     /// that is really gone costs a few handshake attempts.
@@ -541,7 +546,8 @@ impl Kademlia {
         let mut i = 0;
         while i < self.redials.len() {
             let r = self.redials[i];
-            if self.table.contains(&r.id) || r.attempts >= REDIAL_ATTEMPTS {
+            let known = self.known.iter().any(|(k, _)| *k == r.id);
+            if self.table.contains(&r.id) || (!known && r.attempts >= REDIAL_ATTEMPTS) {
                 self.redials.swap_remove(i);
                 continue;
             }
@@ -549,8 +555,14 @@ impl Kademlia {
                 self.counters.redials += 1;
                 self.connect(now, r.addr, Some(r.id), false);
                 let entry = &mut self.redials[i];
-                entry.attempts += 1;
-                entry.due = now + REDIAL_FIRST * (1u32 << entry.attempts.min(16));
+                entry.attempts = entry.attempts.saturating_add(1);
+                let backoff = REDIAL_FIRST * (1u32 << entry.attempts.min(16));
+                entry.due = now
+                    + if known {
+                        backoff.min(KNOWN_REDIAL_MAX)
+                    } else {
+                        backoff
+                    };
             }
             i += 1;
         }

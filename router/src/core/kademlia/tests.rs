@@ -531,6 +531,48 @@ fn known_peers_are_reconnected_on_rebootstrap() {
 }
 
 #[test]
+fn a_lost_configured_neighbor_is_redialed_until_it_is_back() {
+    let mut kad = node(16);
+    let n = (id(0x40, 3), addr(3));
+    kad.add_known(at(0), n.0, n.1);
+    drain(&mut kad);
+    kad.handle_connected(at(100), n.0, n.1);
+    drain(&mut kad);
+    assert!(contact_set(&kad).contains(&n.0));
+    // A partition: the session dies and every redial fails, for 60 s.
+    kad.handle_disconnected(at(1_000), n.0);
+    let connect = KadAction::Connect {
+        addr: n.1,
+        expect: Some(n.0),
+    };
+    let mut dials = Vec::new();
+    for step in 0..120u64 {
+        let now = at(1_000 + step * 500);
+        kad.handle_timeout(now);
+        for action in drain(&mut kad) {
+            if action == connect {
+                dials.push(now);
+                kad.handle_unreachable(now, n.1, Some(n.0));
+            }
+        }
+    }
+    assert!(
+        dials.len() > REDIAL_ATTEMPTS as usize + 5,
+        "{} dials",
+        dials.len()
+    );
+    // Never more than KNOWN_REDIAL_MAX apart (the re-bootstrap may add some).
+    for pair in dials.windows(2) {
+        assert!(
+            pair[1] - pair[0] <= KNOWN_REDIAL_MAX,
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    assert!(at(61_000) - *dials.last().expect("dials") <= KNOWN_REDIAL_MAX);
+}
+
+#[test]
 fn a_lost_contact_is_redialed_with_backoff_until_it_is_back() {
     let mut kad = node(16);
     let a = (id(0x40, 1), addr(1));
