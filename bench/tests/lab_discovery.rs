@@ -4,8 +4,7 @@
 //! end, route around a middle router that dies, and reject an impostor.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use xorlay::core::NodeId;
@@ -14,7 +13,6 @@ use xorlay::core::session::{SessionConfig, Sessions};
 use xorlay::wire::overlay::HEADER_LEN;
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};
 use xorlay_bench::lab::{Lab, LabOptions, Topology};
-use xorlay_bench::traffic::Sink;
 use xorlay_bench::{netns, wait_until};
 
 mod common;
@@ -78,24 +76,11 @@ fn discovery_from_one_seed_failover_and_impostor() {
     }
 
     // Steady traffic from gen's application to the sink's node ID.
-    let sink = Sink::start(
-        &lab.sink().netns,
-        Lab::app_addr(),
-        lab.sink().id(),
-        PACKETS_MAX,
-    )
-    .unwrap_or_else(|e| panic!("sink: {e:#}"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let generator = common::send_from_gen(
-        &lab,
-        common::gen_to_sink(&lab, PACKETS_MAX, RATE_PPS),
-        stop.clone(),
-    );
-    let flowing = wait_until(Duration::from_secs(10), || sink.valid() >= 1_000);
-    if !flowing {
-        stop.store(true, Ordering::Relaxed);
-        panic!("no traffic end to end: sink has {}", sink.valid());
-    }
+    let common::Steady {
+        sink,
+        stop,
+        generator,
+    } = common::steady_gen_to_sink(&lab, PACKETS_MAX, RATE_PPS, 1_000);
 
     // The middle router carrying the traffic dies without warning.
     let before = forwarded_all(&lab);

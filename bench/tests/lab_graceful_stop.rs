@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use xorlay_bench::lab::{Lab, LabOptions, Topology};
-use xorlay_bench::traffic::Sink;
 use xorlay_bench::wait_until;
 
 const ROUTERS: usize = 4;
@@ -35,24 +33,11 @@ fn sigterm_reroutes_within_half_a_second() {
     lab.wait_converged(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e:#}"));
 
-    let sink = Sink::start(
-        &lab.sink().netns,
-        Lab::app_addr(),
-        lab.sink().id(),
-        PACKETS_MAX,
-    )
-    .unwrap_or_else(|e| panic!("sink: {e:#}"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let generator = common::send_from_gen(
-        &lab,
-        common::gen_to_sink(&lab, PACKETS_MAX, RATE_PPS),
-        stop.clone(),
-    );
-    let flowing = wait_until(Duration::from_secs(10), || sink.valid() >= 2_000);
-    if !flowing {
-        stop.store(true, Ordering::Relaxed);
-        panic!("no traffic end to end: sink has {}", sink.valid());
-    }
+    let common::Steady {
+        sink,
+        stop,
+        generator,
+    } = common::steady_gen_to_sink(&lab, PACKETS_MAX, RATE_PPS, 2_000);
     let forwarded = |lab: &Lab| -> Vec<u64> {
         (0..lab.nodes.len())
             .map(|i| lab.stats(i).map(|s| common::forwarded(&s)).unwrap_or(0))

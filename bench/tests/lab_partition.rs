@@ -6,11 +6,9 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use xorlay_bench::traffic::Sink;
 use xorlay_bench::wait_until;
 
 const ROUTERS: usize = 3;
@@ -41,24 +39,11 @@ fn set_link(lab: &xorlay_bench::lab::Lab, i: usize, up: bool) {
 #[test]
 fn traffic_flows_again_within_10_s_of_a_partition_healing() {
     let lab = common::converged_chain(ROUTERS);
-    let sink = Sink::start(
-        &lab.sink().netns,
-        xorlay_bench::lab::Lab::app_addr(),
-        lab.sink().id(),
-        PACKETS_MAX,
-    )
-    .unwrap_or_else(|e| panic!("sink: {e:#}"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let generator = common::send_from_gen(
-        &lab,
-        common::gen_to_sink(&lab, PACKETS_MAX, RATE_PPS),
-        stop.clone(),
-    );
-    let flowing = wait_until(Duration::from_secs(10), || sink.valid() >= 1_000);
-    if !flowing {
-        stop.store(true, Ordering::Relaxed);
-        panic!("no traffic end to end: sink has {}", sink.valid());
-    }
+    let common::Steady {
+        sink,
+        stop,
+        generator,
+    } = common::steady_gen_to_sink(&lab, PACKETS_MAX, RATE_PPS, 1_000);
 
     // Cut r2 - r3 until gen has no route to the sink any more (the far side
     // was declared dead and its routes withdrawn), then a little longer.

@@ -28,11 +28,14 @@
 //!
 //! Run with `--nocapture` to see the measurements.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+#[path = "common/sim.rs"]
+mod sim;
+
+use sim::Rng;
 use xorlay::core::kademlia::{KadAction, KadConfig, KadCounters, KadEvent, Kademlia, LookupId};
 use xorlay::core::{NextHopTable, NodeId, Verdict, decide};
 
@@ -68,36 +71,6 @@ const ROUTES: usize = 10_000;
 const SUCCESS_MIN_PER_MILLE: usize = 990;
 /// Bound on simulated events (a runaway guard).
 const EVENTS_MAX: u64 = 50_000_000;
-
-/// SplitMix64: the simulation's own randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn id(&mut self) -> NodeId {
-        let mut bytes = [0u8; 32];
-        for chunk in bytes.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next_u64().to_be_bytes());
-        }
-        NodeId::from_bytes(bytes)
-    }
-}
 
 #[derive(Debug)]
 enum Ev {
@@ -165,32 +138,7 @@ struct Session {
     initiated: bool,
 }
 
-struct Scheduled {
-    at_ms: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Scheduled) -> bool {
-        (self.at_ms, self.seq) == (other.at_ms, other.seq)
-    }
-}
-
-impl Eq for Scheduled {}
-
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Scheduled) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Scheduled {
-    /// Reversed: the heap pops the earliest event first.
-    fn cmp(&self, other: &Scheduled) -> Ordering {
-        (other.at_ms, other.seq).cmp(&(self.at_ms, self.seq))
-    }
-}
+type Scheduled = sim::Scheduled<u64, Ev>;
 
 struct SimNode {
     id: NodeId,
@@ -294,9 +242,9 @@ impl Sim {
     fn schedule(&mut self, at_ms: u64, ev: Ev) {
         self.seq += 1;
         self.queue.push(Scheduled {
-            at_ms,
+            at: at_ms,
             seq: self.seq,
-            ev,
+            item: ev,
         });
     }
 
@@ -336,10 +284,15 @@ impl Sim {
     /// Runs events until virtual time `until_ms` (inclusive).
     fn run_until(&mut self, until_ms: u64) {
         while let Some(next) = self.queue.peek() {
-            if next.at_ms > until_ms {
+            if next.at > until_ms {
                 break;
             }
-            let Some(Scheduled { at_ms, ev, .. }) = self.queue.pop() else {
+            let Some(Scheduled {
+                at: at_ms,
+                item: ev,
+                ..
+            }) = self.queue.pop()
+            else {
                 break;
             };
             self.now_ms = at_ms;

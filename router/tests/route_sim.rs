@@ -20,10 +20,13 @@
 //! `cargo test --release -p xorlay --test route_sim -- --nocapture` prints
 //! the figures.
 
-use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+#[path = "common/sim.rs"]
+mod sim;
+
+use sim::{Rng, Scheduled};
 use xorlay::core::NodeId;
 use xorlay::core::routing::{Message, NextHop, Routing, RoutingConfig, level_for};
 
@@ -41,31 +44,6 @@ const DEATH_NOTICE: Duration = Duration::from_millis(500);
 const RECONVERGE: Duration = Duration::from_secs(2);
 /// Walks longer than this count as lost (the hop limit's role).
 const HOPS_MAX: usize = 255;
-
-/// SplitMix64: small, seedable, good enough for graphs and IDs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn id(&mut self) -> NodeId {
-        let mut b = [0u8; 32];
-        for chunk in b.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-        NodeId::from_bytes(b)
-    }
-}
 
 /// An undirected graph as adjacency lists.
 type Graph = Vec<Vec<usize>>;
@@ -165,33 +143,11 @@ fn bfs(g: &Graph, alive: &[bool], src: usize) -> Vec<u32> {
     dist
 }
 
-/// A message in flight, ordered by (due, sequence) in the queue.
+/// A message in flight.
 struct Event {
-    due: Duration,
-    seq: u64,
     to: usize,
     from: NodeId,
     message: Message,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Event) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-
-impl Eq for Event {}
-
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Event) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Event {
-    fn cmp(&self, other: &Event) -> std::cmp::Ordering {
-        (self.due, self.seq).cmp(&(other.due, other.seq))
-    }
 }
 
 /// Routers on a graph in virtual time.
@@ -203,7 +159,7 @@ struct Sim {
     routers: Vec<Routing>,
     alive: Vec<bool>,
     index: HashMap<NodeId, usize>,
-    queue: BinaryHeap<Reverse<Event>>,
+    queue: BinaryHeap<Scheduled<Duration, Event>>,
     seq: u64,
     /// Link-down notices due: (when, router, dead neighbor).
     notices: Vec<(Duration, usize, usize)>,
@@ -272,13 +228,15 @@ impl Sim {
             };
             let due = self.now + Duration::from_millis(d);
             self.seq += 1;
-            self.queue.push(Reverse(Event {
-                due,
+            self.queue.push(Scheduled {
+                at: due,
                 seq: self.seq,
-                to: b,
-                from,
-                message: t.message,
-            }));
+                item: Event {
+                    to: b,
+                    from,
+                    message: t.message,
+                },
+            });
         }
     }
 
@@ -287,11 +245,11 @@ impl Sim {
     fn run_until(&mut self, until: Duration) {
         while self.now < until {
             let step_end = (self.now + Duration::from_millis(10)).min(until);
-            while self.queue.peek().is_some_and(|e| e.0.due <= step_end) {
-                let Some(Reverse(ev)) = self.queue.pop() else {
+            while self.queue.peek().is_some_and(|e| e.at <= step_end) {
+                let Some(Scheduled { at, item: ev, .. }) = self.queue.pop() else {
                     break;
                 };
-                self.now = ev.due;
+                self.now = at;
                 if !self.alive[ev.to] {
                     continue;
                 }

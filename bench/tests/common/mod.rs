@@ -71,6 +71,37 @@ pub fn send_from(
     .unwrap_or_else(|e| panic!("sender thread: {e:#}"))
 }
 
+/// Steady traffic from gen's application to the sink's node ID, running
+/// until `stop` is set; returns once `first` packets arrived (panics after
+/// 10 s without them).
+pub struct Steady {
+    pub sink: traffic::Sink,
+    pub stop: Arc<AtomicBool>,
+    pub generator: JoinHandle<anyhow::Result<SendReport>>,
+}
+
+pub fn steady_gen_to_sink(lab: &Lab, packets_max: u64, rate_pps: u64, first: u64) -> Steady {
+    let sink = traffic::Sink::start(
+        &lab.sink().netns,
+        Lab::app_addr(),
+        lab.sink().id(),
+        packets_max,
+    )
+    .unwrap_or_else(|e| panic!("sink: {e:#}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let generator = send_from_gen(lab, gen_to_sink(lab, packets_max, rate_pps), stop.clone());
+    let flowing = xorlay_bench::wait_until(Duration::from_secs(10), || sink.valid() >= first);
+    if !flowing {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        panic!("no traffic end to end: sink has {}", sink.valid());
+    }
+    Steady {
+        sink,
+        stop,
+        generator,
+    }
+}
+
 /// A chain lab of `routers` relays with every router started and every
 /// configured session up.
 pub fn converged_chain(routers: usize) -> Lab {

@@ -408,18 +408,7 @@ impl Routing {
         );
         let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
         for neighbor in neighbors {
-            for chunk in retractions.chunks(UPDATES_PER_MESSAGE) {
-                self.counters.updates_tx += chunk.len() as u64;
-                push_bounded(
-                    &mut self.queue,
-                    Transmit {
-                        to: neighbor,
-                        message: Message::Updates(chunk.to_vec()),
-                    },
-                    self.config.queue_max,
-                    &mut self.counters,
-                );
-            }
+            self.queue_updates(neighbor, &retractions);
         }
         self.dirty.clear();
         self.dirty_self = false;
@@ -849,18 +838,7 @@ impl Routing {
         if !self.dump_to.is_empty() {
             let all = self.all_updates();
             for neighbor in std::mem::take(&mut self.dump_to) {
-                for chunk in all.chunks(UPDATES_PER_MESSAGE) {
-                    self.counters.updates_tx += chunk.len() as u64;
-                    push_bounded(
-                        &mut self.queue,
-                        Transmit {
-                            to: neighbor,
-                            message: Message::Updates(chunk.to_vec()),
-                        },
-                        self.config.queue_max,
-                        &mut self.counters,
-                    );
-                }
+                self.queue_updates(neighbor, &all);
             }
             self.note_announced(&all);
         }
@@ -878,20 +856,26 @@ impl Routing {
         }
         let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
         for neighbor in neighbors {
-            for chunk in updates.chunks(UPDATES_PER_MESSAGE) {
-                self.counters.updates_tx += chunk.len() as u64;
-                push_bounded(
-                    &mut self.queue,
-                    Transmit {
-                        to: neighbor,
-                        message: Message::Updates(chunk.to_vec()),
-                    },
-                    self.config.queue_max,
-                    &mut self.counters,
-                );
-            }
+            self.queue_updates(neighbor, &updates);
         }
         self.note_announced(&updates);
+    }
+
+    /// Queues `updates` for `neighbor`, [`UPDATES_PER_MESSAGE`] a message.
+    fn queue_updates(&mut self, neighbor: NodeId, updates: &[Update]) {
+        for chunk in updates.chunks(UPDATES_PER_MESSAGE) {
+            self.counters.updates_tx += chunk.len() as u64;
+            let transmit = Transmit {
+                to: neighbor,
+                message: Message::Updates(chunk.to_vec()),
+            };
+            push_bounded(
+                &mut self.queue,
+                transmit,
+                self.config.queue_max,
+                &mut self.counters,
+            );
+        }
     }
 
     fn own_update(&self) -> Update {
