@@ -170,7 +170,14 @@ impl Sim {
         let n = graph.len();
         let level = level_for(n);
         let routers: Vec<Routing> = (0..n)
-            .map(|_| Routing::new(rng.id(), level, RoutingConfig::default()))
+            .map(|_| {
+                // Hop counts as the metric: the stretch is measured in hops.
+                let config = RoutingConfig {
+                    rtt_costs: false,
+                    ..RoutingConfig::default()
+                };
+                Routing::new(rng.id(), level, config)
+            })
             .collect();
         let index = routers
             .iter()

@@ -415,7 +415,10 @@ impl Node {
                 self.established.insert(peer, now);
                 self.generation += 1;
                 self.kad.handle_connected(now, peer, addr);
-                self.routing.handle_link_up(now, peer, 1);
+                // Until the first HELLO comes back: a link of no measurable
+                // round trip.
+                self.routing
+                    .handle_link_up(now, peer, super::routing::LINK_COST_BASE);
                 for bytes in self.pending.remove(&peer).unwrap_or_default() {
                     if self.sessions.send(now, &peer, &bytes).is_err() {
                         self.counters.send_errors += 1;

@@ -438,6 +438,10 @@ impl Router {
             "decision": decision,
             "next_hop": next_hop,
             "next_hop_addr": next_hop.as_ref().and_then(addr),
+            "next_hop_rtt_us": next_hop
+                .as_ref()
+                .and_then(|n| routing.and_then(|r| r.rtt(n)))
+                .map(|rtt| rtt.as_micros() as u64),
             "why": why,
             "routing_state": state,
             "routes": table.route_count(),

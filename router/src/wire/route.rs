@@ -1,6 +1,6 @@
 //! Routing messages (docs/routing.md), carried as plaintext inside an
 //! authenticated neighbor session like the Kademlia messages ([`super::kad`]),
-//! whose type byte they share: Kademlia uses 1 to 4, routing 16 and 17.
+//! whose type byte they share: Kademlia uses 1 to 4, routing 16 to 19.
 //!
 //! ```text
 //! UPDATES (16): type, count (u8, 1 to UPDATES_MAX), then `count` records:
@@ -9,6 +9,8 @@
 //! |                    | u16    | u32    | u32    | u8    | u8    |
 //! +--------------------+--------+--------+--------+-------+-------+
 //! REQUEST (17): type, origin (32 bytes), seqno (u16), hops left (u8)
+//! HELLO (18), HELLO_ACK (19): type, stamp (u32): the sender's clock in
+//!   microseconds, echoed unchanged by the ACK (the link's round-trip time)
 //! ```
 //!
 //! `flags` bit 0: the origin is a beacon; the other bits are 0 (a record
@@ -24,6 +26,12 @@ use crate::id::{NODE_ID_LEN, NodeId};
 pub const TYPE_UPDATES: u8 = 16;
 /// Type byte of a REQUEST message.
 pub const TYPE_REQUEST: u8 = 17;
+/// Type byte of a HELLO message.
+pub const TYPE_HELLO: u8 = 18;
+/// Type byte of a HELLO_ACK message.
+pub const TYPE_HELLO_ACK: u8 = 19;
+/// Bytes of a HELLO or HELLO_ACK message.
+pub const HELLO_LEN: usize = 5;
 /// Bytes of one update record.
 pub const UPDATE_LEN: usize = NODE_ID_LEN + 2 + 4 + 4 + 1 + 1;
 /// Most records in one UPDATES message (fits a 1,280-byte IPv6 MTU with the
@@ -75,6 +83,16 @@ pub enum Repr {
     Updates(Vec<Update>),
     /// A sequence-number request.
     Request(SeqnoRequest),
+    /// A round-trip probe: the sender's clock, in microseconds.
+    Hello {
+        /// Echoed by the ACK.
+        stamp: u32,
+    },
+    /// The answer to a HELLO, with its stamp.
+    HelloAck {
+        /// The HELLO's stamp.
+        stamp: u32,
+    },
 }
 
 /// Why bytes are not a valid routing message.
@@ -105,7 +123,10 @@ impl std::error::Error for Error {}
 
 /// Whether `bytes` is a routing message (by its type byte), not Kademlia.
 pub fn is_route_message(bytes: &[u8]) -> bool {
-    matches!(bytes.first(), Some(&(TYPE_UPDATES | TYPE_REQUEST)))
+    matches!(
+        bytes.first(),
+        Some(&(TYPE_UPDATES | TYPE_REQUEST | TYPE_HELLO | TYPE_HELLO_ACK))
+    )
 }
 
 fn be_u16(b: &[u8]) -> u16 {
@@ -152,6 +173,20 @@ impl Repr {
                     hops_left: bytes[35],
                 }))
             }
+            Some(&kind @ (TYPE_HELLO | TYPE_HELLO_ACK)) => {
+                if bytes.len() < HELLO_LEN {
+                    return Err(Error::Truncated);
+                }
+                if bytes.len() > HELLO_LEN {
+                    return Err(Error::BadLength);
+                }
+                let stamp = be_u32(&bytes[1..5]);
+                Ok(if kind == TYPE_HELLO {
+                    Repr::Hello { stamp }
+                } else {
+                    Repr::HelloAck { stamp }
+                })
+            }
             Some(_) => Err(Error::BadType),
         }
     }
@@ -161,6 +196,7 @@ impl Repr {
         match self {
             Repr::Updates(u) => UPDATES_HEADER_LEN + u.len().min(UPDATES_MAX) * UPDATE_LEN,
             Repr::Request(_) => REQUEST_LEN,
+            Repr::Hello { .. } | Repr::HelloAck { .. } => HELLO_LEN,
         }
     }
 
@@ -187,6 +223,14 @@ impl Repr {
                 out.extend_from_slice(r.origin.as_bytes());
                 out.extend_from_slice(&r.seqno.to_be_bytes());
                 out.push(r.hops_left);
+            }
+            Repr::Hello { stamp } => {
+                out.push(TYPE_HELLO);
+                out.extend_from_slice(&stamp.to_be_bytes());
+            }
+            Repr::HelloAck { stamp } => {
+                out.push(TYPE_HELLO_ACK);
+                out.extend_from_slice(&stamp.to_be_bytes());
             }
         }
     }
@@ -251,6 +295,23 @@ mod tests {
         want.extend_from_slice(&[0xff, 0xfe, 32]);
         assert_eq!(out, want);
         assert_eq!(Repr::parse(&out), Ok(repr));
+    }
+
+    #[test]
+    fn hello_golden_bytes() {
+        for (repr, kind) in [
+            (Repr::Hello { stamp: 0x0102_0304 }, 18),
+            (Repr::HelloAck { stamp: 0x0102_0304 }, 19),
+        ] {
+            let mut out = Vec::new();
+            repr.emit(&mut out);
+            assert_eq!(out, vec![kind, 1, 2, 3, 4]);
+            assert_eq!(out.len(), repr.buffer_len());
+            assert_eq!(Repr::parse(&out), Ok(repr));
+            assert_eq!(Repr::parse(&out[..4]), Err(Error::Truncated));
+            out.push(0);
+            assert_eq!(Repr::parse(&out), Err(Error::BadLength));
+        }
     }
 
     #[test]

@@ -45,6 +45,20 @@ pub const INFINITY: Metric = Metric::MAX;
 pub const REQUEST_HOPS_MAX: u8 = 32;
 /// Most route updates in one message (`wire::route::UPDATES_MAX`).
 pub const UPDATES_PER_MESSAGE: usize = crate::wire::route::UPDATES_MAX;
+/// The cost of a link with a round-trip time too small to matter; a
+/// millisecond of RTT costs as much again ([`cost_of_rtt`]).
+pub const LINK_COST_BASE: Metric = 16;
+/// Round-trip samples above this are discarded (microseconds).
+pub const RTT_SAMPLE_MAX_US: u32 = 10_000_000;
+
+/// A link's cost from its smoothed round-trip time: [`LINK_COST_BASE`] plus
+/// one per 64 us (16 per millisecond), capped at 10 s of RTT. A hop costs
+/// as much as a millisecond of round trip, so a route takes an extra hop
+/// when that saves more than a millisecond.
+pub fn cost_of_rtt(rtt_us: u32) -> Metric {
+    LINK_COST_BASE + rtt_us.min(RTT_SAMPLE_MAX_US) / 64
+}
+
 /// Most origins retried at once for want of a feasible route (the rest
 /// wait for the next update or dump).
 pub const STARVED_MAX: usize = 1024;
@@ -75,6 +89,12 @@ pub struct RoutingConfig {
     /// is none and floods itself (a small overlay). Keeps a cold start of a
     /// large overlay from being a full distance-vector flood.
     pub startup_wait: Duration,
+    /// Every neighbor gets a HELLO this often; its echo measures the link's
+    /// round-trip time.
+    pub hello_interval: Duration,
+    /// Link costs follow the measured round-trip time ([`cost_of_rtt`]);
+    /// off, links keep the cost they came up with.
+    pub rtt_costs: bool,
     /// Route changes wait this long to go out together: changes that
     /// follow one another within it (a metric improving hop by hop while
     /// the network settles) cost one announcement.
@@ -91,6 +111,8 @@ impl Default for RoutingConfig {
             request_interval: Duration::from_millis(500),
             startup_wait: Duration::from_secs(2),
             update_delay: Duration::from_millis(20),
+            hello_interval: Duration::from_secs(1),
+            rtt_costs: true,
         }
     }
 }
@@ -182,6 +204,11 @@ pub struct Routing {
     local_level: u8,
     /// Link cost to each neighbor.
     neighbors: HashMap<NodeId, Metric>,
+    /// Smoothed round-trip time to each neighbor that answered a HELLO.
+    rtt_us: HashMap<NodeId, u32>,
+    /// The zero of HELLO stamps.
+    epoch: Option<Instant>,
+    next_hello: Option<Instant>,
     routes: HashMap<NodeId, Route>,
     /// Origins whose selected route changed since the last announcement.
     dirty: Vec<NodeId>,
@@ -254,6 +281,9 @@ impl Routing {
             level: level.min(LEVEL_MAX),
             local_level: beacon_level_of(&local),
             neighbors: HashMap::new(),
+            rtt_us: HashMap::new(),
+            epoch: None,
+            next_hello: None,
             routes: HashMap::new(),
             dirty: Vec::new(),
             dirty_self: true,
@@ -430,6 +460,9 @@ impl Routing {
         if !self.started && self.startup_until.is_none() {
             self.startup_until = Some(now + self.config.startup_wait);
         }
+        if self.config.rtt_costs && self.next_hello.is_none() {
+            self.next_hello = Some(now);
+        }
         if !self.dump_to.contains(&neighbor) {
             self.dump_to.push(neighbor);
         }
@@ -457,6 +490,7 @@ impl Routing {
         if self.neighbors.remove(&neighbor).is_none() {
             return;
         }
+        self.rtt_us.remove(&neighbor);
         self.dump_to.retain(|n| *n != neighbor);
         let affected: Vec<NodeId> = self
             .routes
@@ -485,8 +519,61 @@ impl Routing {
                 }
             }
             Message::Request(request) => self.handle_request(now, from, request),
+            Message::Hello { stamp } => {
+                let ack = Transmit {
+                    to: from,
+                    message: Message::HelloAck { stamp: *stamp },
+                };
+                push_bounded(
+                    &mut self.queue,
+                    ack,
+                    self.config.queue_max,
+                    &mut self.counters,
+                );
+            }
+            Message::HelloAck { stamp } => self.handle_hello_ack(now, from, *stamp),
         }
         self.schedule_flush(now);
+    }
+
+    /// Microseconds since this router's first input, wrapping at 2^32 (a
+    /// HELLO's stamp).
+    fn stamp(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        // Truncation is the wrap the stamp is defined with.
+        now.saturating_duration_since(epoch).as_micros() as u32
+    }
+
+    /// A HELLO came back: one round-trip sample of the link to `from`. The
+    /// smoothed RTT (1/8 per sample, as TCP's) sets the link's cost when it
+    /// moves the cost by more than 1/8.
+    fn handle_hello_ack(&mut self, now: Instant, from: NodeId, stamp: u32) {
+        if !self.config.rtt_costs {
+            return;
+        }
+        let rtt_us = self.stamp(now).wrapping_sub(stamp);
+        if rtt_us > RTT_SAMPLE_MAX_US {
+            return; // from before a wrap, or a stale echo
+        }
+        let smoothed = match self.rtt_us.get(&from) {
+            Some(&old) => (old * 7 + rtt_us) / 8,
+            None => rtt_us,
+        };
+        self.rtt_us.insert(from, smoothed);
+        let cost = cost_of_rtt(smoothed);
+        let Some(&current) = self.neighbors.get(&from) else {
+            return;
+        };
+        if current.abs_diff(cost) * 8 > current {
+            self.handle_link_cost(now, from, cost);
+        }
+    }
+
+    /// The smoothed round-trip time to `neighbor`, once measured.
+    pub fn rtt(&self, neighbor: &NodeId) -> Option<Duration> {
+        self.rtt_us
+            .get(neighbor)
+            .map(|&us| Duration::from_micros(u64::from(us)))
     }
 
     fn handle_update(&mut self, now: Instant, from: NodeId, update: &Update) {
@@ -743,6 +830,7 @@ impl Routing {
             self.startup_until,
             self.flush_at,
             self.next_retry,
+            self.next_hello,
         ]
         .into_iter()
         .flatten()
@@ -804,6 +892,9 @@ impl Routing {
             };
             self.dump_to = self.neighbors.keys().copied().collect();
         }
+        if self.next_hello.is_some_and(|t| t <= now) {
+            self.send_hellos(now);
+        }
         if self.next_retry.is_some_and(|t| t <= now) {
             self.next_retry = None;
             for origin in std::mem::take(&mut self.starved) {
@@ -859,6 +950,29 @@ impl Routing {
             self.queue_updates(neighbor, &updates);
         }
         self.note_announced(&updates);
+    }
+
+    /// A HELLO to every neighbor; the next round one interval later.
+    fn send_hellos(&mut self, now: Instant) {
+        if self.neighbors.is_empty() || self.left {
+            self.next_hello = None;
+            return;
+        }
+        self.next_hello = Some(now + self.config.hello_interval);
+        let stamp = self.stamp(now);
+        let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
+        for to in neighbors {
+            let hello = Transmit {
+                to,
+                message: Message::Hello { stamp },
+            };
+            push_bounded(
+                &mut self.queue,
+                hello,
+                self.config.queue_max,
+                &mut self.counters,
+            );
+        }
     }
 
     /// Queues `updates` for `neighbor`, [`UPDATES_PER_MESSAGE`] a message.

@@ -6,6 +6,15 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// Every link costs what it came up with (hops), unless a test measures
+/// round trips.
+fn hop_costs() -> RoutingConfig {
+    RoutingConfig {
+        rtt_costs: false,
+        ..RoutingConfig::default()
+    }
+}
+
 fn random_id() -> NodeId {
     let mut b = [0u8; 32];
     getrandom::getrandom(&mut b).expect("getrandom");
@@ -18,6 +27,8 @@ struct Net {
     nodes: Vec<Routing>,
     links: Vec<(usize, usize)>,
     inflight: VecDeque<(Instant, usize, NodeId, Message)>,
+    /// Links whose messages take 20 ms instead of 1 ms.
+    slow: Vec<(usize, usize)>,
 }
 
 impl Net {
@@ -26,10 +37,11 @@ impl Net {
         Net {
             now,
             nodes: (0..n)
-                .map(|_| Routing::new(random_id(), level, RoutingConfig::default()))
+                .map(|_| Routing::new(random_id(), level, hop_costs()))
                 .collect(),
             links: Vec::new(),
             inflight: VecDeque::new(),
+            slow: Vec::new(),
         }
     }
 
@@ -67,20 +79,19 @@ impl Net {
                     if let Some(j) = self.index(&t.to) {
                         let linked = self.links.iter().any(|l| *l == (i, j) || *l == (j, i));
                         if linked {
-                            self.inflight.push_back((
-                                self.now + Duration::from_millis(1),
-                                j,
-                                from,
-                                t.message,
-                            ));
+                            let slow = self.slow.iter().any(|l| *l == (i, j) || *l == (j, i));
+                            let delay = Duration::from_millis(if slow { 20 } else { 1 });
+                            self.inflight
+                                .push_back((self.now + delay, j, from, t.message));
                         }
                     }
                 }
             }
             self.now += Duration::from_millis(1);
-            while self.inflight.front().is_some_and(|m| m.0 <= self.now) {
-                let (_, j, from, message) = self.inflight.pop_front().expect("front exists");
-                let now = self.now;
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) = self.inflight.drain(..).partition(|m| m.0 <= now);
+            self.inflight.extend(later);
+            for (_, j, from, message) in due {
                 self.nodes[j].handle_message(now, from, &message);
             }
             for node in &mut self.nodes {
@@ -203,6 +214,43 @@ fn routes_expire_when_a_neighbor_stops_announcing() {
     net.links.clear();
     net.run(RoutingConfig::default().hold_time + Duration::from_millis(10));
     assert_eq!(net.nodes[0].next_hop(&one), NextHop::Unknown);
+}
+
+/// 0 - 1 - 3 is two hops with a slow first link (20 ms each way);
+/// 0 - 2 - 4 - 3 is three fast hops (1 ms).
+fn slow_square(rtt_costs: bool) -> Net {
+    let mut net = Net::new(5, 0);
+    if rtt_costs {
+        for node in &mut net.nodes {
+            *node = Routing::new(random_id(), 0, RoutingConfig::default());
+        }
+    }
+    for (a, b) in [(0, 1), (1, 3), (0, 2), (2, 4), (4, 3)] {
+        net.link(a, b);
+    }
+    net.slow.push((0, 1));
+    net.run(Duration::from_millis(3000));
+    net
+}
+
+#[test]
+fn measured_round_trips_steer_routes_off_slow_links() {
+    // By hops: the two-hop path over the slow link.
+    let net = slow_square(false);
+    assert_eq!(net.walk(0, 3), Some(2));
+    assert_eq!(
+        net.nodes[0].rtt(&net.id(1)),
+        None,
+        "no HELLOs without RTT costs"
+    );
+    // By measured round trips: the three fast hops.
+    let net = slow_square(true);
+    let (one, two) = (net.id(1), net.id(2));
+    let rtt = net.nodes[0].rtt(&one).expect("RTT to 1 measured");
+    assert!(rtt >= Duration::from_millis(40), "{rtt:?}");
+    assert!(net.nodes[0].rtt(&two).expect("RTT to 2") < Duration::from_millis(5));
+    assert_eq!(net.walk(0, 3), Some(3), "the fast three-hop path");
+    assert_eq!(net.nodes[0].next_hop(&net.id(3)), NextHop::Neighbor(two));
 }
 
 #[test]
