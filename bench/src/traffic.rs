@@ -232,11 +232,12 @@ impl AppSocket {
         report
     }
 
-    /// Reads every queued datagram; returns how many.
+    /// Reads the queued datagrams, at most 4096; returns how many.
     pub fn drain(&mut self) -> anyhow::Result<u64> {
+        const READ_MAX: u64 = 4096;
         let mut buf = [0u8; 2048];
         let mut read = 0;
-        loop {
+        while read < READ_MAX {
             let len = match self.socket.recv(&mut buf) {
                 Ok(len) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(read),
@@ -254,6 +255,7 @@ impl AppSocket {
                 }
             }
         }
+        Ok(read)
     }
 
     /// How many of `seqs` arrived from `src`.
