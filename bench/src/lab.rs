@@ -11,6 +11,11 @@
 //!   A only, sink on site B only, every router on both. Every node bootstraps
 //!   from one seed (r1) and discovers the rest; traffic from gen to sink must
 //!   cross a router, and there are several to fail over to.
+//! - `Mesh`: a random connected graph of point-to-point links (a random
+//!   spanning tree plus random extra links, each node's degree capped at a
+//!   random target), drawn from OS randomness per lab; each node configured
+//!   with its link peers as known peers, and every node has a local
+//!   application, so any node can send to any other.
 //!
 //! Everything the lab creates (namespaces, the veths and bridges inside
 //! them, a scratch folder with keys, configs and logs) is removed when the
@@ -35,6 +40,12 @@ use crate::netns::{self, ip};
 const PREFIX: &str = "xl";
 /// Most routers between gen and sink.
 pub const ROUTERS_MAX: usize = 16;
+/// Most routers between gen and sink in [`Topology::Mesh`] (64 nodes).
+pub const MESH_ROUTERS_MAX: usize = 62;
+/// Most links per node in [`Topology::Mesh`].
+pub const MESH_DEGREE_MAX: usize = 8;
+/// The links per node of a mesh unless a test asks for other bounds.
+pub const MESH_DEGREE_DEFAULT: (usize, usize) = (2, 4);
 /// How long a router may take to come up (admin socket answers).
 const ROUTER_START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a router may take to exit after SIGTERM before SIGKILL.
@@ -51,6 +62,16 @@ pub enum Topology {
     Chain,
     /// Two L2 segments joined by dual-homed routers; discovery from one seed.
     Sites,
+    /// A random connected graph of point-to-point links: each node gets a
+    /// random degree target in `degree.0..=degree.1` (at least 2, at most
+    /// [`MESH_DEGREE_MAX`], below the node count less one: never a full
+    /// mesh) and no more links than that; link peers configured as known
+    /// peers. `LabOptions::routers` + 2 nodes, every one with a local
+    /// application ([`Lab::app_addr`]). The links are [`Lab::mesh_edges`].
+    Mesh {
+        /// Lowest and highest degree target.
+        degree: (usize, usize),
+    },
 }
 
 /// Options of a lab.
@@ -149,6 +170,9 @@ pub struct Lab {
     xorlay_bin: PathBuf,
     /// Nodes whose config lists no seeds (restarted to rejoin from kept peers).
     seedless: BTreeSet<usize>,
+    /// The links of a [`Topology::Mesh`] (node index pairs, lower first;
+    /// link `e` is segment `e`); empty otherwise.
+    edges: Vec<(usize, usize)>,
     /// Pass-through XDP programs on veths that receive XDP_TX or
     /// XDP_REDIRECT frames but run no router (the switch's bridge ports:
     /// None; the benchmark endpoints' interfaces: their node index).
@@ -158,12 +182,25 @@ pub struct Lab {
 impl Lab {
     /// Builds the topology (no routers started yet).
     pub fn new(options: LabOptions) -> anyhow::Result<Lab> {
-        if options.routers == 0 || options.routers > ROUTERS_MAX {
+        let routers_max = match options.topology {
+            Topology::Mesh { .. } => MESH_ROUTERS_MAX,
+            Topology::Chain | Topology::Sites => ROUTERS_MAX,
+        };
+        if options.routers == 0 || options.routers > routers_max {
             bail!(
-                "a lab has 1 to {ROUTERS_MAX} routers, not {}",
+                "a lab of this topology has 1 to {routers_max} routers, not {}",
                 options.routers
             );
         }
+        let edges = match options.topology {
+            Topology::Mesh { degree } => {
+                let mut seed = [0u8; 8];
+                getrandom::getrandom(&mut seed)
+                    .map_err(|e| anyhow::anyhow!("the OS gave no random bytes: {e}"))?;
+                random_mesh(options.routers + 2, degree, u64::from_le_bytes(seed))?
+            }
+            Topology::Chain | Topology::Sites => Vec::new(),
+        };
         require_root()?;
         let xorlay_bin = find_xorlay_bin()?;
         clean_stale();
@@ -190,6 +227,7 @@ impl Lab {
                 let ifaces = match options.topology {
                     Topology::Chain => chain_ifaces(i, count),
                     Topology::Sites => sites_ifaces(i, count),
+                    Topology::Mesh { .. } => mesh_ifaces(i, &edges),
                 };
                 Node {
                     netns: format!("{tag}-{role}"),
@@ -207,6 +245,7 @@ impl Lab {
             processes: Vec::new(),
             xorlay_bin,
             seedless: BTreeSet::new(),
+            edges,
             passthrough: Vec::new(),
         };
         lab.build(&tag)?; // on error, Drop removes what was made
@@ -224,8 +263,24 @@ impl Lab {
         match self.options.topology {
             Topology::Chain => self.link_chain()?,
             Topology::Sites => self.link_sites(tag)?,
+            Topology::Mesh { .. } => self.link_mesh()?,
         }
         self.configure_interfaces()
+    }
+
+    /// The links of a [`Topology::Mesh`], as node index pairs (lower index
+    /// first); empty in the other topologies.
+    pub fn mesh_edges(&self) -> &[(usize, usize)] {
+        &self.edges
+    }
+
+    /// The mesh's links as text: `gen-r3 r3-r7 ...`.
+    pub fn mesh_edges_text(&self) -> String {
+        self.edges
+            .iter()
+            .map(|&(a, b)| format!("{}-{}", self.nodes[a].role, self.nodes[b].role))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// [`Topology::Chain`]: a veth pair between each two neighbors.
@@ -247,6 +302,30 @@ impl Lab {
                 "west",
                 "netns",
                 &right.netns,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// [`Topology::Mesh`]: a veth pair per link, `m<b>` in node a's
+    /// namespace and `m<a>` in node b's (the peer's index: at most 3 bytes
+    /// of the 15 an interface name may have).
+    fn link_mesh(&self) -> anyhow::Result<()> {
+        for &(a, b) in &self.edges {
+            // Created directly inside the two namespaces, as the chain's.
+            ip(&[
+                "-n",
+                &self.nodes[a].netns,
+                "link",
+                "add",
+                &format!("m{b}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("m{a}"),
+                "netns",
+                &self.nodes[b].netns,
             ])?;
         }
         Ok(())
@@ -438,7 +517,7 @@ impl Lab {
     pub fn start_routers(&mut self) -> anyhow::Result<()> {
         let first: Vec<usize> = match self.options.topology {
             Topology::Sites => vec![1, self.sink_index()],
-            Topology::Chain => Vec::new(),
+            Topology::Chain | Topology::Mesh { .. } => Vec::new(),
         };
         for &i in &first {
             self.start_node(i)?;
@@ -652,7 +731,8 @@ impl Lab {
             .iter()
             .map(|f| format!("\"{}\"", f.name))
             .collect();
-        let app = if i == 0 || i == self.nodes.len() - 1 {
+        let mesh = matches!(self.options.topology, Topology::Mesh { .. });
+        let app = if mesh || i == 0 || i == self.nodes.len() - 1 {
             format!("app = \"{}\"\n", Lab::app_addr())
         } else {
             String::new()
@@ -683,6 +763,22 @@ impl Lab {
                             "\n[[neighbor]]\nid = \"{}\"\naddress = \"{addr}\"\n",
                             peer.id()
                         ));
+                    }
+                }
+            }
+            Topology::Mesh { .. } => {
+                // Each link's peer, as a known peer: its address on the link.
+                for segment in node.segments() {
+                    for (j, peer) in self.nodes.iter().enumerate() {
+                        if j == i {
+                            continue;
+                        }
+                        if let Some(addr) = peer.addr_on(segment) {
+                            neighbors.push_str(&format!(
+                                "\n[[neighbor]]\nid = \"{}\"\naddress = \"{addr}\"\n",
+                                peer.id()
+                            ));
+                        }
                     }
                 }
             }
@@ -869,6 +965,9 @@ impl Drop for Lab {
             for i in 0..self.nodes.len() {
                 eprintln!("--- {} log ---\n{}", self.nodes[i].role, self.log_tail(i));
             }
+            if !self.edges.is_empty() {
+                eprintln!("--- mesh links ---\n{}", self.mesh_edges_text());
+            }
         }
         self.teardown();
     }
@@ -922,6 +1021,118 @@ fn sites_ifaces(i: usize, count: usize) -> Vec<Iface> {
         });
     }
     ifaces
+}
+
+/// Mesh interfaces: link e (nodes a < b) is 198.18.0.0/15's /30 at
+/// `198.18.0.0 + 256 e`, a at .1 ("m<b>"), b at .2 ("m<a>"). Each link has a
+/// /24 of its own: the routers' Kademlia tables admit few peers per /24
+/// (`control.subnet_bucket_max`), and a node's links are all its peers.
+fn mesh_ifaces(i: usize, edges: &[(usize, usize)]) -> Vec<Iface> {
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    edges
+        .iter()
+        .enumerate()
+        .filter_map(|(e, &(a, b))| {
+            let (peer, host) = if a == i {
+                (b, 1)
+            } else if b == i {
+                (a, 2)
+            } else {
+                return None;
+            };
+            // e < MESH_EDGES_MAX (512): stays inside 198.18.0.0/15.
+            let net = base + (e as u32) * 256;
+            Some(Iface {
+                name: format!("m{peer}"),
+                addr: Ipv4Addr::from(net + host),
+                prefix: 30,
+                segment: e,
+            })
+        })
+        .collect()
+}
+
+/// Most links of a mesh: one /24 each in 198.18.0.0/15.
+const MESH_EDGES_MAX: usize = 512;
+
+/// A random connected graph on `count` nodes, from `seed`: a random
+/// spanning tree (each node in a random order joins a random earlier node
+/// with room), then the other pairs in a random order, each joined while
+/// both ends are below their degree target (random in
+/// `degree.0..=degree.1`). Returns the links, lower index first.
+fn random_mesh(
+    count: usize,
+    degree: (usize, usize),
+    seed: u64,
+) -> anyhow::Result<Vec<(usize, usize)>> {
+    let (low, high) = degree;
+    if low < 2 || low > high || high > MESH_DEGREE_MAX || high + 1 >= count {
+        bail!(
+            "a mesh's degree bounds are 2 <= low <= high <= {MESH_DEGREE_MAX} and high < nodes - 1 \
+             (never a full mesh): not {low}..={high} with {count} nodes"
+        );
+    }
+    let mut rng = SplitMix64(seed);
+    let target: Vec<usize> = (0..count)
+        .map(|_| low + rng.below(high - low + 1))
+        .collect();
+    let mut deg = vec![0usize; count];
+    let mut edges = BTreeSet::new();
+    let mut order: Vec<usize> = (0..count).collect();
+    rng.shuffle(&mut order);
+    for k in 1..count {
+        // Every target is at least 2, so the k nodes placed so far have
+        // sum(target) - 2 (k - 1) >= 2 free slots: someone has room.
+        let room: Vec<usize> = order[..k]
+            .iter()
+            .copied()
+            .filter(|&j| deg[j] < target[j])
+            .collect();
+        let (a, b) = (order[k], room[rng.below(room.len())]);
+        edges.insert((a.min(b), a.max(b)));
+        deg[a] += 1;
+        deg[b] += 1;
+    }
+    let mut pairs: Vec<(usize, usize)> = (0..count)
+        .flat_map(|a| (a + 1..count).map(move |b| (a, b)))
+        .filter(|p| !edges.contains(p))
+        .collect();
+    rng.shuffle(&mut pairs);
+    for (a, b) in pairs {
+        if deg[a] < target[a] && deg[b] < target[b] {
+            edges.insert((a, b));
+            deg[a] += 1;
+            deg[b] += 1;
+        }
+    }
+    if edges.len() > MESH_EDGES_MAX {
+        bail!("{} links: more than {MESH_EDGES_MAX}", edges.len());
+    }
+    Ok(edges.into_iter().collect())
+}
+
+/// A small PRNG for the mesh's shape (splitmix64); the seed comes from the OS.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough below `n` (> 0) for a test's graph.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
 }
 
 /// Random identities for gen, r1..rN, sink: the routers route on any
@@ -1007,6 +1218,71 @@ mod tests {
         node_ids.sort();
         node_ids.dedup();
         assert_eq!(node_ids.len(), 6);
+    }
+
+    /// Node sets reachable from node 0 over `edges`.
+    fn reachable(count: usize, edges: &[(usize, usize)]) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::from([0]);
+        let mut stack = vec![0];
+        while let Some(n) = stack.pop() {
+            for &(a, b) in edges {
+                let next = if a == n {
+                    b
+                } else if b == n {
+                    a
+                } else {
+                    continue;
+                };
+                if next < count && seen.insert(next) {
+                    stack.push(next);
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn meshes_are_connected_capped_and_never_full() {
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).expect("OS randomness");
+        let first = u64::from_le_bytes(seed);
+        for (count, degree) in [(20, (2, 4)), (5, (2, 3)), (64, (2, 8)), (10, (3, 3))] {
+            for round in 0..50u64 {
+                let seed = first.wrapping_add(round);
+                let edges = random_mesh(count, degree, seed).expect("valid bounds");
+                let why = format!("{count} nodes, {degree:?}, seed {seed}: {edges:?}");
+                assert_eq!(reachable(count, &edges).len(), count, "{why}");
+                let mut deg = vec![0; count];
+                let mut unique = BTreeSet::new();
+                for &(a, b) in &edges {
+                    assert!(a < b && b < count, "{why}");
+                    assert!(unique.insert((a, b)), "{why}");
+                    deg[a] += 1;
+                    deg[b] += 1;
+                }
+                assert!(deg.iter().all(|&d| d >= 1 && d <= degree.1), "{why}");
+                assert!(edges.len() < count * (count - 1) / 2, "{why}");
+                // Addresses: one /30 per link, inside 198.18.0.0/15, the
+                // two ends on one link and nobody else.
+                let ifaces: Vec<Vec<Iface>> = (0..count).map(|i| mesh_ifaces(i, &edges)).collect();
+                for (e, &(a, b)) in edges.iter().enumerate() {
+                    let fa = ifaces[a].iter().find(|f| f.segment == e).expect("a on e");
+                    let fb = ifaces[b].iter().find(|f| f.segment == e).expect("b on e");
+                    assert_eq!(
+                        (fa.name.clone(), fb.name.clone()),
+                        (format!("m{b}"), format!("m{a}"))
+                    );
+                    assert_eq!(u32::from(fa.addr) + 1, u32::from(fb.addr));
+                    assert_eq!(u32::from(fa.addr) & !3, u32::from(fb.addr) & !3);
+                    assert_eq!(fa.addr.octets()[0..2], [198, 18 + (e / 256) as u8]);
+                }
+            }
+        }
+        // Bounds that would allow a full mesh, or a tree without room.
+        assert!(random_mesh(5, (2, 4), 1).is_err());
+        assert!(random_mesh(20, (1, 4), 1).is_err());
+        assert!(random_mesh(20, (4, 3), 1).is_err());
+        assert!(random_mesh(20, (2, MESH_DEGREE_MAX + 1), 1).is_err());
     }
 
     #[test]

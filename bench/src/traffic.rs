@@ -2,7 +2,7 @@
 //! with the router's own wire module; the payload carries a sequence number
 //! and a monotonic send timestamp.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,6 +116,154 @@ pub fn send_data(socket: &UdpSocket, flow: &DataFlow, stop: &AtomicBool) -> Send
     report
 }
 
+/// A valid data packet for the receiver, as the generator stamped it.
+#[derive(Debug, Clone, Copy)]
+struct Data {
+    src: NodeId,
+    seq: u64,
+    sent_ns: u64,
+    hop_limit: u8,
+}
+
+/// What a received datagram is to the node `me`.
+enum Arrival {
+    /// Not a valid overlay packet.
+    Malformed,
+    /// A valid overlay packet, but not a stamped data packet for `me`.
+    WrongDst,
+    /// A stamped data packet for `me`.
+    Data(Data),
+}
+
+fn classify(datagram: &[u8], me: &NodeId) -> Arrival {
+    let packet = OverlayPacket::new_unchecked(datagram);
+    let Ok(repr) = OverlayRepr::parse(&packet) else {
+        return Arrival::Malformed;
+    };
+    let payload = packet.payload();
+    if repr.dst != *me || repr.packet_type != PacketType::Data || payload.len() < STAMP_LEN {
+        return Arrival::WrongDst;
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&payload[..8]);
+    let seq = u64::from_be_bytes(word);
+    word.copy_from_slice(&payload[8..16]);
+    Arrival::Data(Data {
+        src: repr.src,
+        seq,
+        sent_ns: u64::from_be_bytes(word),
+        hop_limit: repr.hop_limit,
+    })
+}
+
+/// A node's local application on one socket that both sends and receives:
+/// the router takes data only from its `dataplane.app` address and delivers
+/// there, so a node that does both needs one socket. Receiving does not
+/// block: [`AppSocket::drain`] reads what is queued and records each valid
+/// packet by source and sequence number, so a test can tell which sender's
+/// packets arrived (a [`Sink`] counts them all together).
+#[derive(Debug)]
+pub struct AppSocket {
+    socket: UdpSocket,
+    me: NodeId,
+    seq_max: u64,
+    /// Valid data packets for this node with a sequence number below
+    /// `seq_max`, by source.
+    pub seen: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// Valid packets whose (source, sequence number) was seen before.
+    pub duplicates: u64,
+    /// Valid packets with a sequence number of `seq_max` or more (not kept).
+    pub untracked: u64,
+    /// Valid packets for another node ID, or not stamped data.
+    pub wrong_dst: u64,
+    /// Not a valid overlay packet.
+    pub malformed: u64,
+}
+
+impl AppSocket {
+    /// Binds `bind` inside namespace `netns` for node `me`, keeping
+    /// sequence numbers below `seq_max`.
+    pub fn bind_in(
+        netns: &str,
+        bind: SocketAddr,
+        me: NodeId,
+        seq_max: u64,
+    ) -> anyhow::Result<AppSocket> {
+        let socket = crate::netns::in_netns(netns, move || {
+            UdpSocket::bind(bind).with_context(|| format!("app bind {bind}"))
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("bind thread panicked"))??;
+        socket
+            .set_nonblocking(true)
+            .context("app socket non-blocking")?;
+        Ok(AppSocket {
+            socket,
+            me,
+            seq_max,
+            seen: BTreeMap::new(),
+            duplicates: 0,
+            untracked: 0,
+            wrong_dst: 0,
+            malformed: 0,
+        })
+    }
+
+    /// Sends data packets for `dst` to `to` (the router), one per sequence
+    /// number of `seqs`, with `payload_len` bytes of payload.
+    pub fn send(
+        &self,
+        dst: &NodeId,
+        to: SocketAddr,
+        seqs: std::ops::Range<u64>,
+        payload_len: usize,
+    ) -> SendReport {
+        let mut buf = vec![0u8; HEADER_LEN + payload_len.max(STAMP_LEN)];
+        let start = Instant::now();
+        let mut report = SendReport::default();
+        for seq in seqs {
+            let len = build_data(&mut buf, &self.me, dst, seq, payload_len);
+            match self.socket.send_to(&buf[..len], to) {
+                Ok(_) => report.sent += 1,
+                Err(_) => report.errors += 1,
+            }
+        }
+        report.elapsed = start.elapsed();
+        report
+    }
+
+    /// Reads the queued datagrams, at most 4096; returns how many.
+    pub fn drain(&mut self) -> anyhow::Result<u64> {
+        const READ_MAX: u64 = 4096;
+        let mut buf = [0u8; 2048];
+        let mut read = 0;
+        while read < READ_MAX {
+            let len = match self.socket.recv(&mut buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(read),
+                Err(e) => return Err(e).context("app recv"),
+            };
+            read += 1;
+            match classify(&buf[..len], &self.me) {
+                Arrival::Malformed => self.malformed += 1,
+                Arrival::WrongDst => self.wrong_dst += 1,
+                Arrival::Data(data) if data.seq >= self.seq_max => self.untracked += 1,
+                Arrival::Data(data) => {
+                    if !self.seen.entry(data.src).or_default().insert(data.seq) {
+                        self.duplicates += 1;
+                    }
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// How many of `seqs` arrived from `src`.
+    pub fn received(&self, src: &NodeId, seqs: std::ops::Range<u64>) -> usize {
+        self.seen.get(src).map_or(0, |set| set.range(seqs).count())
+    }
+}
+
 /// Counters of a running sink, readable while it runs.
 #[derive(Debug, Default)]
 pub struct SinkCounters {
@@ -186,26 +334,21 @@ pub fn run_sink(
         let now = monotonic_ns();
         report.received += 1;
         counters.received.fetch_add(1, Ordering::Relaxed);
-        let packet = OverlayPacket::new_unchecked(&buf[..len]);
-        let Ok(repr) = OverlayRepr::parse(&packet) else {
-            report.malformed += 1;
-            continue;
+        let data = match classify(&buf[..len], me) {
+            Arrival::Malformed => {
+                report.malformed += 1;
+                continue;
+            }
+            Arrival::WrongDst => {
+                report.wrong_dst += 1;
+                continue;
+            }
+            Arrival::Data(data) => data,
         };
-        if repr.dst != *me
-            || repr.packet_type != PacketType::Data
-            || packet.payload().len() < STAMP_LEN
-        {
-            report.wrong_dst += 1;
-            continue;
-        }
-        let payload = packet.payload();
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&payload[..8]);
-        let seq = u64::from_be_bytes(word);
-        word.copy_from_slice(&payload[8..16]);
-        let latency_us = now.saturating_sub(u64::from_be_bytes(word)) as f64 / 1000.0;
+        let seq = data.seq;
+        let latency_us = now.saturating_sub(data.sent_ns) as f64 / 1000.0;
         report.valid += 1;
-        *report.hop_limits.entry(repr.hop_limit).or_default() += 1;
+        *report.hop_limits.entry(data.hop_limit).or_default() += 1;
         report.latency_us_min = report.latency_us_min.min(latency_us);
         report.latency_us_max = report.latency_us_max.max(latency_us);
         latency_sum_us += latency_us;
