@@ -583,10 +583,32 @@ impl Kademlia {
                 self.ping_failed(now, ping);
             }
             self.fail_peer(now, &peer);
+            self.redial_known(now, peer);
         }
         if freed > 0 {
             self.pump_bootstrap(now);
         }
+    }
+
+    /// A configured neighbor that could not be reached (not in the table,
+    /// not already being redialed) is redialed like a lost contact, rather
+    /// than at the next re-bootstrap: it may just be starting.
+    fn redial_known(&mut self, now: Instant, peer: NodeId) {
+        let Some(&(_, addr)) = self.known.iter().find(|(k, _)| *k == peer) else {
+            return;
+        };
+        if self.table.contains(&peer)
+            || self.redials.iter().any(|r| r.id == peer)
+            || self.redials.len() >= REDIAL_MAX
+        {
+            return;
+        }
+        self.redials.push(Redial {
+            id: peer,
+            addr,
+            attempts: 0,
+            due: now + REDIAL_FIRST,
+        });
     }
 
     /// A message from `peer` over its session. Never panics; malformed

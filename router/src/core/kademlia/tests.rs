@@ -573,6 +573,36 @@ fn a_lost_configured_neighbor_is_redialed_until_it_is_back() {
 }
 
 #[test]
+fn an_unreachable_configured_neighbor_is_redialed_before_the_rebootstrap() {
+    let mut kad = node(16);
+    let n = (id(0x40, 4), addr(4));
+    kad.add_known(at(0), n.0, n.1);
+    let connect = KadAction::Connect {
+        addr: n.1,
+        expect: Some(n.0),
+    };
+    assert!(drain(&mut kad).contains(&connect));
+    // Not up yet: the first dial fails.
+    kad.handle_unreachable(at(1_750), n.1, Some(n.0));
+    drain(&mut kad);
+    let mut redialed = None;
+    for step in 1..=20u64 {
+        let now = at(1_750 + step * 250);
+        kad.handle_timeout(now);
+        if drain(&mut kad).contains(&connect) {
+            redialed = Some(now);
+            break;
+        }
+    }
+    let redialed = redialed.expect("redialed within 5 s");
+    assert!(
+        redialed - at(1_750) <= KNOWN_REDIAL_MAX,
+        "{:?}",
+        redialed - at(1_750)
+    );
+}
+
+#[test]
 fn a_lost_contact_is_redialed_with_backoff_until_it_is_back() {
     let mut kad = node(16);
     let a = (id(0x40, 1), addr(1));

@@ -203,7 +203,7 @@ impl Sessions {
     /// admitted (or refused and counted) and answered with HANDSHAKE_2.
     pub(super) fn handle_h1(&mut self, rx: &Received<'_>, noise: &[u8], request_len: usize) {
         let digest = digest(rx.message);
-        if self.repeated_h1(&digest, rx.from) || !self.admits_h1(&rx.src, rx.from) {
+        if self.repeated_h1(&digest, rx.from) || !self.admits_h1(rx.now, &rx.src, rx.from) {
             return;
         }
         self.answer_h1(rx, noise, request_len, digest);
@@ -238,20 +238,28 @@ impl Sessions {
     /// Whether a new HANDSHAKE_1 claiming `claimed` may take a half-open
     /// slot: the puzzle, the simultaneous-open rule and the bounds, checked
     /// before any Diffie-Hellman work (each refusal counted).
-    fn admits_h1(&mut self, claimed: &NodeId, from: SocketAddr) -> bool {
+    fn admits_h1(&mut self, now: Instant, claimed: &NodeId, from: SocketAddr) -> bool {
         if !solves_puzzle(claimed, self.config.difficulty) {
             self.counters.rejected_puzzle += 1;
             return false;
         }
-        // Simultaneous open: the lower ID's initiation wins.
-        if self.local_id < *claimed
-            && self
+        // Simultaneous open: the lower ID's initiation wins. The peer is
+        // evidently up now, while our HANDSHAKE_1s may all have gone out
+        // before it was: our next retransmission is due at once (it still
+        // counts against the retries, so a spoofed collision can only make
+        // them come sooner), or both sides would wait out their timeouts.
+        if self.local_id < *claimed {
+            let own = self
                 .half_open
-                .values()
-                .any(|h| h.initiates_to(claimed, from))
-        {
-            self.counters.handshake_collisions += 1;
-            return false;
+                .values_mut()
+                .find(|h| h.initiates_to(claimed, from));
+            if let Some(own) = own {
+                if let HalfOpenState::AwaitH2 { retry, .. } = &mut own.state {
+                    retry.next = retry.next.min(now);
+                }
+                self.counters.handshake_collisions += 1;
+                return false;
+            }
         }
         if self.sessions.len() >= self.config.sessions_max && !self.by_peer.contains_key(claimed) {
             self.counters.rejected_sessions_full += 1;

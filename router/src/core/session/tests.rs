@@ -1588,6 +1588,28 @@ fn simultaneous_connect_converges_under_random_delays() {
 }
 
 #[test]
+fn a_collision_with_a_peer_that_was_down_does_not_stall() {
+    // The lower ID (node 0) dials node 1 while node 1 is down: all its
+    // HANDSHAKE_1s are lost, but its handshake is still pending when node 1
+    // comes up and dials back. Node 0 refuses that initiation (the lower
+    // ID's wins) and must not leave both sides waiting for their timeouts.
+    let mut net = pair();
+    net.nodes[1].up = false;
+    net.connect(0, 1, true);
+    net.run_for(ms(1000));
+    assert!(!net.paired(0, 1));
+    net.nodes[1].up = true;
+    net.connect(1, 0, true);
+    net.run_for(ms(400));
+    assert!(
+        net.nodes[0].s.counters().handshake_collisions >= 1,
+        "the scenario needs a collision"
+    );
+    assert!(net.paired(0, 1), "no session 400 ms after the peer came up");
+    net.assert_messages_flow(0, 1);
+}
+
+#[test]
 fn concurrent_handshakes_past_handshake_2_keep_the_lower_ids() {
     // Both initiations get past HANDSHAKE_2 when the collision is not
     // visible at HANDSHAKE_1 (each answers from another address than the
