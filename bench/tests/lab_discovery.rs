@@ -12,7 +12,7 @@ use xorlay::core::identity::Identity;
 use xorlay::core::session::{SessionConfig, Sessions};
 use xorlay::wire::overlay::HEADER_LEN;
 use xorlay::wire::{OverlayPacket, OverlayRepr, PacketType};
-use xorlay_bench::lab::{Lab, LabOptions, Topology};
+use xorlay_bench::lab::{Lab, Topology};
 use xorlay_bench::{netns, wait_until};
 
 mod common;
@@ -48,14 +48,7 @@ fn rejected(lab: &Lab, i: usize) -> u64 {
 
 #[test]
 fn discovery_from_one_seed_failover_and_impostor() {
-    let mut lab = Lab::new(LabOptions {
-        topology: Topology::Sites,
-        routers: ROUTERS,
-        ..LabOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
-    lab.start_routers()
-        .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
+    let mut lab = common::started(Topology::Sites, ROUTERS);
 
     // Every router ends up with every router it shares a segment with as a
     // next hop, from one seed address in its config.

@@ -11,7 +11,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use xorlay_bench::lab::{Lab, LabOptions, Topology};
+use xorlay_bench::lab::{Lab, Topology};
 use xorlay_bench::wait_until;
 
 const ROUTERS: usize = 4;
@@ -22,16 +22,7 @@ const REROUTE: Duration = Duration::from_millis(500);
 
 #[test]
 fn sigterm_reroutes_within_half_a_second() {
-    let mut lab = Lab::new(LabOptions {
-        topology: Topology::Sites,
-        routers: ROUTERS,
-        ..LabOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
-    lab.start_routers()
-        .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
-    lab.wait_converged(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut lab = common::converged(Topology::Sites, ROUTERS, Duration::from_secs(30));
 
     let common::Steady {
         sink,

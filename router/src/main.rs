@@ -61,35 +61,44 @@ enum Command {
     },
     /// Print a running router's counters as JSON.
     Stats {
-        /// The router's config (its [admin] socket is used).
-        #[arg(
-            long,
-            short,
-            conflicts_with = "socket",
-            required_unless_present = "socket"
-        )]
-        config: Option<PathBuf>,
-        /// The admin socket path.
-        #[arg(long)]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminTarget,
     },
     /// Print how a running router would forward to a node: the next hop,
     /// the routing state it comes from and why (JSON).
     Route {
         /// The destination's node ID (64 hex digits).
         node_id: String,
-        /// The router's config (its [admin] socket is used).
-        #[arg(
-            long,
-            short,
-            conflicts_with = "socket",
-            required_unless_present = "socket"
-        )]
-        config: Option<PathBuf>,
-        /// The admin socket path.
-        #[arg(long)]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminTarget,
     },
+}
+
+/// Which running router an admin command talks to.
+#[derive(clap::Args, Debug)]
+struct AdminTarget {
+    /// The router's config (its [admin] socket is used).
+    #[arg(
+        long,
+        short,
+        conflicts_with = "socket",
+        required_unless_present = "socket"
+    )]
+    config: Option<PathBuf>,
+    /// The admin socket path.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl AdminTarget {
+    /// The admin socket: given, or the config's.
+    fn socket_path(self) -> anyhow::Result<PathBuf> {
+        match (self.socket, self.config) {
+            (Some(socket), _) => Ok(socket),
+            (None, Some(config)) => Ok(Config::load(&config)?.admin_socket),
+            (None, None) => anyhow::bail!("pass --config FILE or --socket PATH"),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -157,30 +166,14 @@ fn execute(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Stats { config, socket } => {
-            let path = match (socket, config) {
-                (Some(socket), _) => socket,
-                (None, Some(config)) => Config::load(&config)?.admin_socket,
-                (None, None) => anyhow::bail!("pass --config FILE or --socket PATH"),
-            };
-            print_reply(&path, "stats")
-        }
-        Command::Route {
-            node_id,
-            config,
-            socket,
-        } => {
+        Command::Stats { admin } => print_reply(&admin.socket_path()?, "stats"),
+        Command::Route { node_id, admin } => {
             let dst: NodeId = node_id.parse().map_err(|e| {
                 anyhow::anyhow!(
                     "{node_id:?} is not a node ID ({e}): give 64 hex digits, as `xorlay id` prints"
                 )
             })?;
-            let path = match (socket, config) {
-                (Some(socket), _) => socket,
-                (None, Some(config)) => Config::load(&config)?.admin_socket,
-                (None, None) => anyhow::bail!("pass --config FILE or --socket PATH"),
-            };
-            print_reply(&path, &format!("route {dst}"))
+            print_reply(&admin.socket_path()?, &format!("route {dst}"))
         }
     }
 }

@@ -105,16 +105,28 @@ pub fn steady_gen_to_sink(lab: &Lab, packets_max: u64, rate_pps: u64, first: u64
 /// A chain lab of `routers` relays with every router started and every
 /// configured session up.
 pub fn converged_chain(routers: usize) -> Lab {
+    converged(Topology::Chain, routers, Duration::from_secs(10))
+}
+
+/// A lab of `topology` with `routers` relays, every router started, and
+/// every expected session and route up within `timeout`.
+pub fn converged(topology: Topology, routers: usize, timeout: Duration) -> Lab {
+    let lab = started(topology, routers);
+    lab.wait_converged(timeout)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    lab
+}
+
+/// A lab of `topology` with `routers` relays and every router started.
+pub fn started(topology: Topology, routers: usize) -> Lab {
     let mut lab = Lab::new(LabOptions {
-        topology: Topology::Chain,
+        topology,
         routers,
         ..LabOptions::default()
     })
     .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
     lab.start_routers()
         .unwrap_or_else(|e| panic!("starting routers: {e:#}"));
-    lab.wait_converged(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e:#}"));
     lab
 }
 
