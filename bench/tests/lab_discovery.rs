@@ -208,15 +208,7 @@ fn discovery_from_one_seed_failover_and_impostor() {
         lab.log_tail(0)
     );
 
-    for (i, status) in lab.stop_routers() {
-        let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
-        assert!(
-            status.success(),
-            "{} exited with {status}:\n{}",
-            lab.nodes[i].role,
-            lab.log_tail(i)
-        );
-    }
+    common::stop_all_cleanly(&mut lab);
 }
 
 struct Impostor {

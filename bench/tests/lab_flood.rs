@@ -157,12 +157,5 @@ fn flood_is_dropped_in_xdp_while_legitimate_traffic_flows() {
         sent.sent
     );
     assert_eq!(report.duplicates, 0);
-    for (i, status) in lab.stop_routers() {
-        let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
-        assert!(
-            status.success(),
-            "{} exited with {status}",
-            lab.nodes[i].role
-        );
-    }
+    common::stop_all_cleanly(&mut lab);
 }

@@ -77,12 +77,5 @@ fn sigterm_reroutes_within_half_a_second() {
     );
     let log = std::fs::read_to_string(lab.log_path(carrier)).unwrap_or_default();
     assert!(!log.contains("panicked"), "{role} log:\n{log}");
-    for (i, status) in lab.stop_routers() {
-        let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
-        assert!(
-            status.success(),
-            "{} exited with {status}",
-            lab.nodes[i].role
-        );
-    }
+    common::stop_all_cleanly(&mut lab);
 }

@@ -9,6 +9,8 @@
 //! Each ordered pair exchanges `PACKETS` packets, and the receiving
 //! application counts them per source.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -157,15 +159,7 @@ fn random_mesh_delivers_between_all_pairs_and_after_kills() {
     }
     check_clean(&lab, &apps);
 
-    for (i, status) in lab.stop_routers() {
-        let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
-        assert!(
-            status.success(),
-            "{} exited with {status}:\n{}",
-            lab.nodes[i].role,
-            lab.log_tail(i)
-        );
-    }
+    common::stop_all_cleanly(&mut lab);
 }
 
 /// Rounds of sending: round r sends sequence numbers r * PACKETS .. (r +

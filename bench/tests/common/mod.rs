@@ -102,6 +102,20 @@ pub fn steady_gen_to_sink(lab: &Lab, packets_max: u64, rate_pps: u64, first: u64
     }
 }
 
+/// Stops every router with SIGTERM and requires each to exit 0 (its log
+/// tail in the message otherwise).
+pub fn stop_all_cleanly(lab: &mut Lab) {
+    for (i, status) in lab.stop_routers() {
+        let status = status.unwrap_or_else(|e| panic!("{}: {e}", lab.nodes[i].role));
+        assert!(
+            status.success(),
+            "{} exited with {status}:\n{}",
+            lab.nodes[i].role,
+            lab.log_tail(i)
+        );
+    }
+}
+
 /// A chain lab of `routers` relays with every router started and every
 /// configured session up.
 pub fn converged_chain(routers: usize) -> Lab {

@@ -229,7 +229,7 @@ impl Node {
     /// This node is leaving: its neighbors are told to route around it now
     /// (`Routing::leave`); the messages are ready for `poll_transmit`.
     pub fn leave(&mut self, now: Instant) {
-        self.routing.leave(now);
+        self.routing.leave();
         self.pump(now);
     }
 

@@ -413,7 +413,7 @@ impl Routing {
     /// told at once that nothing is reachable through it any more, itself
     /// included, so they reroute now instead of after the session layer's
     /// dead-peer timeout. The retractions go out at the next poll.
-    pub fn leave(&mut self, _now: Instant) {
+    pub fn leave(&mut self) {
         self.seqno = self.seqno.wrapping_add(1);
         let mut retractions = vec![Update {
             origin: self.local,

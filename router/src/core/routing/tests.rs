@@ -183,8 +183,7 @@ fn a_leaving_router_is_routed_around_before_its_links_go() {
     }
     net.run(Duration::from_millis(300));
     assert_eq!(net.walk(0, 2), Some(2), "0 -> 2 goes through 1");
-    let now = net.now;
-    net.nodes[1].leave(now);
+    net.nodes[1].leave();
     // Its links stay up (the session layer has not noticed); 100 ms later
     // every pair not involving it is routed around it.
     net.run(Duration::from_millis(100));

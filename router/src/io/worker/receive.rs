@@ -203,7 +203,9 @@ impl State {
                 return None;
             }
         };
+        // Control packets go up whoever sent them: no allowlist lookup.
         let origin = match (&self.app, source) {
+            _ if header.packet_type == PacketType::Control => Origin::Unknown,
             (Some((_, app)), Some(from)) if *app == from => Origin::LocalApp,
             (_, Some(from)) if table.accepts(&from) => Origin::Neighbor,
             _ => Origin::Unknown,
