@@ -11,7 +11,15 @@
 //! REQUEST (17): type, origin (32 bytes), seqno (u16), hops left (u8)
 //! HELLO (18), HELLO_ACK (19): type, stamp (u32): the sender's clock in
 //!   microseconds, echoed unchanged by the ACK (the link's round-trip time)
+//! LOCATE (20): type, kind (u8), hops left (u8), flags (u8), nonce (u64),
+//!   then six node IDs: target, target's via, asker, asker's via, subject,
+//!   subject's via (204 bytes in all). Relayed hop by hop toward `target`
+//!   (or its via) by the location service of docs/routing.md.
 //! ```
+//!
+//! LOCATE `flags`: bit 0 target's via present, bit 1 asker's via, bit 2
+//! subject's via; an absent via is sent as 32 zero bytes. Other bits, and
+//! a kind other than 1 to 5, are refused.
 //!
 //! `flags` bit 0: the origin is a beacon; the other bits are 0 (a record
 //! with another bit set is refused: a later version says what they mean).
@@ -30,6 +38,13 @@ pub const TYPE_REQUEST: u8 = 17;
 pub const TYPE_HELLO: u8 = 18;
 /// Type byte of a HELLO_ACK message.
 pub const TYPE_HELLO_ACK: u8 = 19;
+/// Type byte of a LOCATE message.
+pub const TYPE_LOCATE: u8 = 20;
+/// Bytes of a LOCATE message.
+pub const LOCATE_LEN: usize = 4 + 8 + 6 * NODE_ID_LEN;
+const LOCATE_HAS_TARGET_VIA: u8 = 0x01;
+const LOCATE_HAS_ASKER_VIA: u8 = 0x02;
+const LOCATE_HAS_SUBJECT_VIA: u8 = 0x04;
 /// Bytes of a HELLO or HELLO_ACK message.
 pub const HELLO_LEN: usize = 5;
 /// Bytes of one update record.
@@ -76,6 +91,61 @@ pub struct SeqnoRequest {
     pub hops_left: u8,
 }
 
+/// What a LOCATE message asks or says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum LocateKind {
+    /// `subject` (the asker) says its nearest beacon is `subject_via`;
+    /// sent to a beacon XOR-close to the subject's ID (its home).
+    Register = 1,
+    /// The home checks a registration: sent to `subject` by way of the
+    /// claimed `subject_via`; only the subject can answer it.
+    Probe = 2,
+    /// The subject's answer to a probe, with the probe's nonce.
+    ProbeAck = 3,
+    /// Where is `subject`? Sent to its home.
+    Lookup = 4,
+    /// The home's answer to a lookup, with its nonce: `subject_via`, or
+    /// none if the subject is not registered there.
+    Answer = 5,
+}
+
+impl LocateKind {
+    fn from_u8(value: u8) -> Option<LocateKind> {
+        Some(match value {
+            1 => LocateKind::Register,
+            2 => LocateKind::Probe,
+            3 => LocateKind::ProbeAck,
+            4 => LocateKind::Lookup,
+            5 => LocateKind::Answer,
+            _ => return None,
+        })
+    }
+}
+
+/// A location-service message, relayed hop by hop toward `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locate {
+    /// What it is.
+    pub kind: LocateKind,
+    /// How many more times it may be relayed.
+    pub hops_left: u8,
+    /// Binds an answer to its question.
+    pub nonce: u64,
+    /// The router it is for.
+    pub target: NodeId,
+    /// The target's nearest beacon, for relays without a route to it.
+    pub target_via: Option<NodeId>,
+    /// The router that sent it.
+    pub asker: NodeId,
+    /// The asker's nearest beacon (where answers go).
+    pub asker_via: Option<NodeId>,
+    /// The router it is about.
+    pub subject: NodeId,
+    /// The subject's nearest beacon, when known.
+    pub subject_via: Option<NodeId>,
+}
+
 /// A routing message between neighbors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repr {
@@ -93,6 +163,8 @@ pub enum Repr {
         /// The HELLO's stamp.
         stamp: u32,
     },
+    /// A location-service message.
+    Locate(Locate),
 }
 
 /// Why bytes are not a valid routing message.
@@ -125,7 +197,7 @@ impl std::error::Error for Error {}
 pub fn is_route_message(bytes: &[u8]) -> bool {
     matches!(
         bytes.first(),
-        Some(&(TYPE_UPDATES | TYPE_REQUEST | TYPE_HELLO | TYPE_HELLO_ACK))
+        Some(&(TYPE_UPDATES | TYPE_REQUEST | TYPE_HELLO | TYPE_HELLO_ACK | TYPE_LOCATE))
     )
 }
 
@@ -187,6 +259,7 @@ impl Repr {
                     Repr::HelloAck { stamp }
                 })
             }
+            Some(&TYPE_LOCATE) => parse_locate(bytes).map(Repr::Locate),
             Some(_) => Err(Error::BadType),
         }
     }
@@ -197,6 +270,7 @@ impl Repr {
             Repr::Updates(u) => UPDATES_HEADER_LEN + u.len().min(UPDATES_MAX) * UPDATE_LEN,
             Repr::Request(_) => REQUEST_LEN,
             Repr::Hello { .. } | Repr::HelloAck { .. } => HELLO_LEN,
+            Repr::Locate(_) => LOCATE_LEN,
         }
     }
 
@@ -232,8 +306,62 @@ impl Repr {
                 out.push(TYPE_HELLO_ACK);
                 out.extend_from_slice(&stamp.to_be_bytes());
             }
+            Repr::Locate(l) => emit_locate(l, out),
         }
     }
+}
+
+fn emit_locate(l: &Locate, out: &mut Vec<u8>) {
+    let flag = |via: &Option<NodeId>, bit: u8| if via.is_some() { bit } else { 0 };
+    out.push(TYPE_LOCATE);
+    out.push(l.kind as u8);
+    out.push(l.hops_left);
+    out.push(
+        flag(&l.target_via, LOCATE_HAS_TARGET_VIA)
+            | flag(&l.asker_via, LOCATE_HAS_ASKER_VIA)
+            | flag(&l.subject_via, LOCATE_HAS_SUBJECT_VIA),
+    );
+    out.extend_from_slice(&l.nonce.to_be_bytes());
+    let zero = [0u8; NODE_ID_LEN];
+    for (id, via) in [
+        (&l.target, &l.target_via),
+        (&l.asker, &l.asker_via),
+        (&l.subject, &l.subject_via),
+    ] {
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(via.as_ref().map_or(&zero, |v| v.as_bytes()));
+    }
+}
+
+fn parse_locate(bytes: &[u8]) -> Result<Locate, Error> {
+    if bytes.len() < LOCATE_LEN {
+        return Err(Error::Truncated);
+    }
+    if bytes.len() > LOCATE_LEN {
+        return Err(Error::BadLength);
+    }
+    let kind = LocateKind::from_u8(bytes[1]).ok_or(Error::BadType)?;
+    let flags = bytes[3];
+    let known = LOCATE_HAS_TARGET_VIA | LOCATE_HAS_ASKER_VIA | LOCATE_HAS_SUBJECT_VIA;
+    if flags & !known != 0 {
+        return Err(Error::BadFlags);
+    }
+    let mut nonce = [0u8; 8];
+    nonce.copy_from_slice(&bytes[4..12]);
+    let id =
+        |i: usize| NodeId::from_slice(&bytes[12 + i * NODE_ID_LEN..12 + (i + 1) * NODE_ID_LEN]);
+    let via = |i: usize, bit: u8| (flags & bit != 0).then(|| id(i));
+    Ok(Locate {
+        kind,
+        hops_left: bytes[2],
+        nonce: u64::from_be_bytes(nonce),
+        target: id(0),
+        target_via: via(1, LOCATE_HAS_TARGET_VIA),
+        asker: id(2),
+        asker_via: via(3, LOCATE_HAS_ASKER_VIA),
+        subject: id(4),
+        subject_via: via(5, LOCATE_HAS_SUBJECT_VIA),
+    })
 }
 
 const _: () = assert!(UPDATES_MAX <= u8::MAX as usize);
@@ -333,6 +461,48 @@ mod tests {
         assert_eq!(Repr::parse(&[1; 9]), Err(Error::BadType));
         assert!(is_route_message(&[16]) && is_route_message(&[17]));
         assert!(!is_route_message(&[1]) && !is_route_message(&[]));
+    }
+
+    #[test]
+    fn locate_golden_bytes_and_refusals() {
+        let repr = Repr::Locate(Locate {
+            kind: LocateKind::Answer,
+            hops_left: 30,
+            nonce: 0x0102_0304_0506_0708,
+            target: id(1),
+            target_via: Some(id(2)),
+            asker: id(3),
+            asker_via: None,
+            subject: id(5),
+            subject_via: Some(id(6)),
+        });
+        let mut out = Vec::new();
+        repr.emit(&mut out);
+        let mut want = vec![20, 5, 30, 0b101, 1, 2, 3, 4, 5, 6, 7, 8];
+        for fill in [1, 2, 3, 0, 5, 6] {
+            want.extend_from_slice(&[fill; 32]);
+        }
+        assert_eq!(out, want);
+        assert_eq!(out.len(), repr.buffer_len());
+        assert_eq!(Repr::parse(&out), Ok(repr));
+        assert!(is_route_message(&out));
+        assert_eq!(Repr::parse(&out[..LOCATE_LEN - 1]), Err(Error::Truncated));
+        let mut long = out.clone();
+        long.push(0);
+        assert_eq!(Repr::parse(&long), Err(Error::BadLength));
+        let mut kind = out.clone();
+        kind[1] = 6;
+        assert_eq!(Repr::parse(&kind), Err(Error::BadType));
+        let mut flags = out.clone();
+        flags[3] = 0x08;
+        assert_eq!(Repr::parse(&flags), Err(Error::BadFlags));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = Repr::parse(&bytes);
+        }
     }
 
     #[test]

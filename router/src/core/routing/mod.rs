@@ -33,8 +33,11 @@ use sha2::{Digest, Sha256};
 
 use crate::id::NodeId;
 
+mod location;
 #[cfg(test)]
 mod tests;
+
+pub use location::{Located, LocationCounters};
 
 /// A route's cost: the sum of its links' costs. [`INFINITY`] is no route.
 pub type Metric = u32;
@@ -236,6 +239,8 @@ pub struct Routing {
     left: bool,
     generation: u64,
     counters: RoutingCounters,
+    /// The location service (beacons of destinations outside the cluster).
+    location: location::Location,
 }
 
 /// `a` is newer than `b` in sequence-number space (RFC 8966, 3.2.1).
@@ -300,6 +305,7 @@ impl Routing {
             left: false,
             generation: 0,
             counters: RoutingCounters::default(),
+            location: location::Location::default(),
         }
     }
 
@@ -327,6 +333,7 @@ impl Routing {
             self.dirty_self = true;
             self.recompute_radius();
             self.schedule_flush(now);
+            self.location_link_up(now);
         }
     }
 
@@ -471,6 +478,7 @@ impl Routing {
         }
         self.reselect_via(now, &neighbor);
         self.schedule_flush(now);
+        self.location_link_up(now);
     }
 
     /// The link cost to `neighbor` changed (a new RTT measurement).
@@ -532,6 +540,7 @@ impl Routing {
                 );
             }
             Message::HelloAck { stamp } => self.handle_hello_ack(now, from, *stamp),
+            Message::Locate(locate) => self.handle_locate(now, from, locate),
         }
         self.schedule_flush(now);
     }
@@ -831,6 +840,7 @@ impl Routing {
             self.flush_at,
             self.next_retry,
             self.next_hello,
+            self.location_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -906,6 +916,7 @@ impl Routing {
                 }
             }
         }
+        self.location_handle_timeout(now);
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_at = None;
             self.flush();

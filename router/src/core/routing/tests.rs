@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::wire::route::{Locate, LocateKind};
 
 /// Every link costs what it came up with (hops), unless a test measures
 /// round trips.
@@ -271,4 +272,192 @@ fn level_gives_about_sqrt_n_beacons() {
         .count();
     // 4096 / 2^6 = 64 expected; 6 sigma either side.
     assert!((16..=112).contains(&beacons), "{beacons} beacons");
+}
+
+/// A random connected graph of `n` nodes: a random tree plus random
+/// edges, no node above degree 4.
+fn random_graph(net: &mut Net, n: usize) {
+    let mut bytes = vec![0u8; n * 8];
+    getrandom::getrandom(&mut bytes).expect("getrandom");
+    let mut words = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    let mut degree = vec![0usize; n];
+    for i in 1..n {
+        // Attach to a random earlier node with room (node 0 always has).
+        let mut j = (words.next().unwrap_or(0) % i as u64) as usize;
+        while degree[j] >= 4 {
+            j = (j + 1) % i;
+        }
+        net.link(i, j);
+        degree[i] += 1;
+        degree[j] += 1;
+    }
+    for w in words.take(n / 2) {
+        let (a, b) = ((w % n as u64) as usize, ((w >> 32) % n as u64) as usize);
+        let linked = net.links.iter().any(|l| *l == (a, b) || *l == (b, a));
+        if a != b && !linked && degree[a] < 4 && degree[b] < 4 {
+            net.link(a, b);
+            degree[a] += 1;
+            degree[b] += 1;
+        }
+    }
+}
+
+impl Net {
+    /// Walks a packet from `s` to `d` as a source would send it: by `d`'s
+    /// route, else with the beacon `s` learned from the location service
+    /// in the packet. Hops, or `None`.
+    fn walk_located(&self, s: usize, d: usize) -> Option<usize> {
+        let dst = self.id(d);
+        let via = self.nodes[s].location_of(&dst);
+        let mut at = s;
+        for hops in 0..64 {
+            if at == d {
+                return Some(hops);
+            }
+            match self.nodes[at].next_hop_via(&dst, via.as_ref()) {
+                NextHop::Neighbor(n) => at = self.index(&n)?,
+                NextHop::Local => return Some(hops),
+                NextHop::Unknown => return None,
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn sources_find_destinations_outside_their_cluster_through_the_location_service() {
+    let n = 60;
+    let mut net = Net::new(n, 2);
+    random_graph(&mut net, n);
+    // Converge, then let every node register with its homes.
+    net.run(Duration::from_secs(5));
+    let mut via_pairs = 0;
+    let mut snaps = std::collections::HashMap::new();
+    for s in 0..n {
+        for d in 0..n {
+            let now = net.now;
+            let dst = net.id(d);
+            let snap: Vec<_> = net.nodes[s]
+                .homes_of(&dst)
+                .iter()
+                .map(|h| net.index(h).map(|i| net.nodes[i].registered_via(&dst)))
+                .collect();
+            if net.nodes[s].locate(now, &dst) != Located::Pending {
+                continue;
+            }
+            snaps.insert((s, d), snap);
+            via_pairs += 1;
+        }
+        // Bounded batches: the lookups in flight stay under the limit.
+        net.run(Duration::from_millis(300));
+    }
+    net.run(Duration::from_secs(1));
+    for s in 0..n {
+        for d in 0..n {
+            let dst = net.id(d);
+            assert!(
+                net.walk_located(s, d).is_some(),
+                "{s} -> {d} lost: route {:?}, cached beacon {:?}, its nearest beacon {:?}, \
+                 at lookup its homes held {:?}",
+                net.nodes[s].next_hop(&dst),
+                net.nodes[s].location_of(&dst),
+                net.nodes[d].nearest_beacon(),
+                snaps.get(&(s, d)),
+            );
+        }
+    }
+    let found: u64 = net.nodes.iter().map(|r| r.location_counters().found).sum();
+    let registered: u64 = net
+        .nodes
+        .iter()
+        .map(|r| r.location_counters().registered)
+        .sum();
+    // Every pair that had no route was looked up and found.
+    assert_eq!(found, via_pairs, "lookups found");
+    if via_pairs > 0 {
+        assert!(registered > 0);
+    }
+    let beacons = net.nodes.iter().filter(|r| r.is_beacon()).count();
+    println!(
+        "{beacons} beacons, {via_pairs} of {} pairs by via, {registered} registrations",
+        n * n
+    );
+}
+
+#[test]
+fn a_registration_for_someone_else_and_an_unasked_answer_are_not_believed() {
+    let n = 40;
+    let mut net = Net::new(n, 2);
+    random_graph(&mut net, n);
+    net.run(Duration::from_secs(5));
+    // A victim that is not a beacon, and a beacon that is not its nearest.
+    let Some(v) = (0..n).find(|&i| !net.nodes[i].is_beacon()) else {
+        return; // every node a beacon: nothing to locate (full DV)
+    };
+    let victim = net.id(v);
+    let true_via = net.nodes[v].nearest_beacon().expect("a beacon exists");
+    let Some(wrong) = (0..n)
+        .map(|i| net.id(i))
+        .find(|id| *id != true_via && net.nodes[v].route(id).is_some_and(|r| r.2))
+    else {
+        return; // a single beacon: no false one to claim
+    };
+    // An attacker elsewhere claims the victim sits behind `wrong`.
+    let attacker = (0..n).find(|&i| i != v).expect("n > 1");
+    let homes = net.nodes[attacker].homes_of(&victim);
+    for home in homes {
+        net.nodes[attacker].send_locate(
+            Locate {
+                kind: LocateKind::Register,
+                hops_left: 64,
+                nonce: 7,
+                target: home,
+                target_via: None,
+                asker: victim,
+                asker_via: Some(wrong),
+                subject: victim,
+                subject_via: Some(wrong),
+            },
+            None,
+        );
+    }
+    net.run(Duration::from_secs(1));
+    // A source without a route asks, and hears the truth.
+    let Some(s) = (0..n).find(|&i| net.nodes[i].next_hop(&victim) == NextHop::Unknown) else {
+        return; // everyone has a route: nothing to look up
+    };
+    let now = net.now;
+    assert_eq!(net.nodes[s].locate(now, &victim), Located::Pending);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.nodes[s].location_of(&victim), Some(true_via));
+    // An answer nobody asked for is dropped.
+    let stranger = random_id();
+    let before = net.nodes[s].location_counters().dropped;
+    let now = net.now;
+    let from = net.nodes[s]
+        .neighbors
+        .keys()
+        .next()
+        .copied()
+        .expect("linked");
+    let me = net.id(s);
+    net.nodes[s].handle_message(
+        now,
+        from,
+        &Message::Locate(Locate {
+            kind: LocateKind::Answer,
+            hops_left: 64,
+            nonce: 1,
+            target: me,
+            target_via: None,
+            asker: from,
+            asker_via: None,
+            subject: stranger,
+            subject_via: Some(wrong),
+        }),
+    );
+    assert_eq!(net.nodes[s].location_of(&stranger), None);
+    assert_eq!(net.nodes[s].location_counters().dropped, before + 1);
 }
