@@ -20,7 +20,7 @@
 #define XORLAY_XDP_PASS_OTHER 0
 /* Passed to the stack: a well-formed overlay packet, for the io_uring workers. */
 #define XORLAY_XDP_PASS_OVERLAY 1
-/* Dropped: UDP payload shorter than the overlay header, or a UDP length beyond the frame. */
+/* Dropped: UDP payload shorter than the overlay header (the whole header with flag VIA), or a UDP length beyond the frame. */
 #define XORLAY_XDP_DROP_TRUNCATED 2
 /* Dropped: magic is not XORLAY_MAGIC. */
 #define XORLAY_XDP_DROP_BAD_MAGIC 3
@@ -28,7 +28,7 @@
 #define XORLAY_XDP_DROP_BAD_VERSION 4
 /* Dropped: type is not a known XORLAY_TYPE_*. */
 #define XORLAY_XDP_DROP_BAD_TYPE 5
-/* Dropped: payload_len disagrees with the UDP length. */
+/* Dropped: payload_len disagrees with the UDP length minus the whole header. */
 #define XORLAY_XDP_DROP_BAD_LENGTH 6
 /* Dropped: hop limit 0 on arrival. */
 #define XORLAY_XDP_DROP_HOP_LIMIT_ZERO 7
@@ -40,11 +40,11 @@
 #define XORLAY_XDP_DROP_HANDSHAKE_GLOBAL_RATE 10
 /* Dropped: a data packet from a neighbor over that neighbor's token bucket. */
 #define XORLAY_XDP_DROP_NEIGHBOR_RATE 11
-/* Dropped: a data packet whose destination has a valid negative entry in xorlay_routes. */
+/* Dropped: a data packet without a via (flag VIA clear) whose destination has a valid negative entry in xorlay_routes. */
 #define XORLAY_XDP_DROP_NO_ROUTE 12
 /* Dropped: a valid xorlay_routes entry, but hop limit 1 (forwarding would reach 0). */
 #define XORLAY_XDP_DROP_HOP_LIMIT_EXCEEDED 13
-/* Passed to the workers: data for another node without a valid xorlay_routes entry. */
+/* Passed to the workers: data for another node without a valid xorlay_routes entry, or with a valid negative one and a via (flag VIA set), which the workers may route by. */
 #define XORLAY_XDP_PASS_CACHE_MISS 14
 /* Passed to the workers, untouched: a valid entry the fast path cannot finish (no FIB route or neighbor entry, MTU, VLAN tag, IPv4 options or bad header checksum, UDP checksum 0 over IPv6, a UDP checksum that neither verifies nor is a partial one to complete (docs/xdp.md), egress not in xorlay_tx_ports). */
 #define XORLAY_XDP_PASS_UNRESOLVED 15

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * xorlay wire format v1: the canonical definition.
+ * xorlay wire format v2: the canonical definition.
  *
  * Every XORLAY_* #define in this file is parsed by router/build.rs and
  * becomes a Rust constant (router/src/wire/consts.rs includes them); the Rust
@@ -16,11 +16,19 @@
 
 #include <linux/types.h>
 
-/* Overlay header, carried as the first bytes of a UDP payload. */
+/*
+ * Overlay header, carried as the first bytes of a UDP payload: a fixed part
+ * of XORLAY_HDR_LEN bytes (struct xorlay_hdr), then, when XORLAY_FLAG_VIA is
+ * set, the 32-byte "via" node ID (XORLAY_HDR_VIA_LEN bytes in all). Version
+ * 1 (no via field) is refused like any other unknown version.
+ */
 #define XORLAY_MAGIC 0x584f /* "XO" */
-#define XORLAY_VERSION 1
+#define XORLAY_VERSION 2
 #define XORLAY_NODE_ID_LEN 32
+/* The fixed part of the header: what every packet carries. */
 #define XORLAY_HDR_LEN 72
+/* The whole header of a packet with XORLAY_FLAG_VIA set. */
+#define XORLAY_HDR_VIA_LEN 104
 
 /* Byte offsets inside the overlay header. */
 #define XORLAY_OFF_MAGIC 0
@@ -31,6 +39,16 @@
 #define XORLAY_OFF_PAYLOAD_LEN 6
 #define XORLAY_OFF_DST 8
 #define XORLAY_OFF_SRC 40
+/* Only with XORLAY_FLAG_VIA: the via node ID follows src. */
+#define XORLAY_OFF_VIA 72
+
+/*
+ * Bits of the flags byte. XORLAY_FLAG_VIA: a via node ID follows src (the
+ * destination's nearest beacon: a router without a route to dst forwards
+ * toward via). Every other bit is reserved: senders write 0, receivers
+ * ignore it, relays pass it on unchanged.
+ */
+#define XORLAY_FLAG_VIA 0x01
 
 /* Packet types. */
 #define XORLAY_TYPE_DATA 1
@@ -55,8 +73,8 @@ struct xorlay_hdr {
 	__u8 version;      /* XORLAY_VERSION */
 	__u8 type;         /* XORLAY_TYPE_* */
 	__u8 hop_limit;    /* decremented by every router; never 0 on the wire */
-	__u8 flags;        /* none defined in v1: senders write 0, receivers ignore */
-	__be16 payload_len; /* bytes after the header; equals the rest of the UDP payload */
+	__u8 flags;        /* XORLAY_FLAG_VIA; other bits reserved (0 on send, ignored, passed on) */
+	__be16 payload_len; /* bytes after the whole header (72 or 104); the rest of the UDP payload */
 	__u8 dst[XORLAY_NODE_ID_LEN];
 	__u8 src[XORLAY_NODE_ID_LEN];
 };
@@ -69,6 +87,25 @@ _Static_assert(__builtin_offsetof(struct xorlay_hdr, flags) == XORLAY_OFF_FLAGS,
 _Static_assert(__builtin_offsetof(struct xorlay_hdr, payload_len) == XORLAY_OFF_PAYLOAD_LEN, "payload_len");
 _Static_assert(__builtin_offsetof(struct xorlay_hdr, dst) == XORLAY_OFF_DST, "dst");
 _Static_assert(__builtin_offsetof(struct xorlay_hdr, src) == XORLAY_OFF_SRC, "src");
+
+/* The header of a packet with XORLAY_FLAG_VIA set. */
+struct xorlay_hdr_via {
+	struct xorlay_hdr hdr;
+	__u8 via[XORLAY_NODE_ID_LEN];
+};
+
+_Static_assert(sizeof(struct xorlay_hdr_via) == XORLAY_HDR_VIA_LEN, "header length with via");
+_Static_assert(__builtin_offsetof(struct xorlay_hdr_via, via) == XORLAY_OFF_VIA, "via");
+
+/*
+ * The length of the whole header of `hdr`: XORLAY_HDR_VIA_LEN with
+ * XORLAY_FLAG_VIA set, else XORLAY_HDR_LEN. The caller checks that many
+ * bytes are there before it reads past the fixed part.
+ */
+static __always_inline __u32 xorlay_hdr_len(const struct xorlay_hdr *hdr)
+{
+	return (hdr->flags & XORLAY_FLAG_VIA) ? XORLAY_HDR_VIA_LEN : XORLAY_HDR_LEN;
+}
 
 /*
  * The flow port of a header: the first four bytes of dst XOR those of src

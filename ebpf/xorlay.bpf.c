@@ -9,7 +9,8 @@
  *     no:  XDP_PASS untouched, PASS_OTHER
  *     yes: 1. validate the overlay header in the order of the Rust parser
  *             (router/src/wire/overlay.rs, Packet::validate): truncated,
- *             magic, version, type, length, hop limit zero.
+ *             magic, version, type, truncated (flag VIA set and shorter
+ *             than the whole header), length, hop limit zero.
  *             malformed: XDP_DROP, the reason's DROP_* counter
  *          2. filter (if xorlay_filter_neighbors):
  *             control, HANDSHAKE_1 (payload[0] == 1): the source IP's token
@@ -24,13 +25,16 @@
  *             for this node: XDP_PASS, PASS_OVERLAY (never forwarded)
  *             no valid entry (absent, other generation, idle too long,
  *               other family): XDP_PASS, PASS_CACHE_MISS (workers decide)
+ *             valid negative entry, packet with a via (flag VIA): XDP_PASS,
+ *               PASS_CACHE_MISS (the workers may route it by its via)
  *             valid entry, hop limit 1: XDP_DROP, DROP_HOP_LIMIT_EXCEEDED
  *             valid negative entry: XDP_DROP, DROP_NO_ROUTE
  *             valid entry the kernel must finish (no FIB route or
  *               neighbor, MTU, VLAN tag, IPv4 options, ...): XDP_PASS,
  *               PASS_UNRESOLVED, frame untouched
  *             otherwise: hop limit - 1, outer IP/UDP/Ethernet rewritten
- *               (UDP source port: the flow port of wire.h),
+ *               (UDP source port: the flow port of wire.h; a via and the
+ *               reserved flag bits stay as they are),
  *               checksums fixed; XDP_TX (FWD_TX) out of the ingress
  *               interface or XDP_REDIRECT (FWD_REDIRECT) via xorlay_tx_ports
  *          4. everything else that is valid: XDP_PASS, PASS_OVERLAY
@@ -94,7 +98,7 @@ static __always_inline __u32 validate_overlay(struct cursor *c, const struct udp
 {
 	__u32 udp_len = bpf_ntohs(udp->len);
 	struct xorlay_hdr *hdr;
-	__u32 payload_len;
+	__u32 payload_len, hdr_len;
 
 	/* The UDP length field bounds the payload (the frame may be padded). */
 	if (udp_len < sizeof(*udp))
@@ -117,7 +121,11 @@ static __always_inline __u32 validate_overlay(struct cursor *c, const struct udp
 		return XORLAY_XDP_DROP_BAD_VERSION;
 	if (hdr->type != XORLAY_TYPE_DATA && hdr->type != XORLAY_TYPE_CONTROL)
 		return XORLAY_XDP_DROP_BAD_TYPE;
-	if (bpf_ntohs(hdr->payload_len) != payload_len - XORLAY_HDR_LEN)
+	/* With XORLAY_FLAG_VIA the header goes on to the via ID. */
+	hdr_len = xorlay_hdr_len(hdr);
+	if (payload_len < hdr_len)
+		return XORLAY_XDP_DROP_TRUNCATED;
+	if (bpf_ntohs(hdr->payload_len) != payload_len - hdr_len)
 		return XORLAY_XDP_DROP_BAD_LENGTH;
 	if (hdr->hop_limit == 0)
 		return XORLAY_XDP_DROP_HOP_LIMIT_ZERO;
@@ -222,7 +230,8 @@ static __always_inline __u32 filter_source(const struct cursor *c,
 	if ((void *)(hdr + 1) > c->end)
 		return XORLAY_XDP_DROP_TRUNCATED;
 	if (hdr->type == XORLAY_TYPE_CONTROL) {
-		kind = (const __u8 *)(hdr + 1);
+		/* The session message starts after the whole header (a via, if any). */
+		kind = (const __u8 *)hdr + xorlay_hdr_len(hdr);
 		if ((void *)(kind + 1) > c->end || hdr->payload_len == 0)
 			return XORLAY_XDP_PASS_OVERLAY;
 		if (*kind != XORLAY_SESSION_KIND_HANDSHAKE_1)
@@ -651,6 +660,15 @@ static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct curso
 		if (addr_is_v4_mapped(route->source_addr) != v4_route)
 			return XORLAY_XDP_PASS_CACHE_MISS;
 	}
+
+	/*
+	 * A negative entry says there is no route to dst; a packet that names
+	 * its destination's beacon (via) may still be routed toward that. The
+	 * workers decide, as on a miss (the entry's last use is not refreshed,
+	 * as on a miss). Positive entries forward it like any other packet.
+	 */
+	if ((route->flags & XORLAY_ROUTE_F_NEGATIVE) && (hdr->flags & XORLAY_FLAG_VIA))
+		return XORLAY_XDP_PASS_CACHE_MISS;
 
 	/* A valid hit. Refresh last use, at most every 1/8 of the timeout. */
 	if (timeout && age > (timeout >> 3))

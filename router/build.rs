@@ -85,6 +85,8 @@ fn rust_type(short: &str) -> Option<&'static str> {
         _ if is_offset || short.ends_with("_LEN") || short.ends_with("_MAX") => "usize",
         // Type and kind bytes of a header.
         _ if short.starts_with("TYPE_") || short.contains("_KIND_") => "u8",
+        // Bits of the overlay header's flags byte (wire.h).
+        _ if short.starts_with("FLAG_") => "u8",
         // Flags of a `__u32 flags` field.
         _ if short.contains("_F_") => "u32",
         // Durations in nanoseconds.

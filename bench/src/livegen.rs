@@ -231,6 +231,7 @@ impl LiveFrame {
             payload_len: payload_len as u16,
             dst: self.overlay_dst,
             src: self.overlay_src,
+            via: None,
         };
         repr.emit(&mut OverlayPacket::new_unchecked(
             &mut frame[ETH_LEN + IPV4_LEN + UDP_LEN..],

@@ -53,6 +53,7 @@ pub fn build_data(
         payload_len: payload_len as u16,
         dst: *dst,
         src: *src,
+        via: None,
     };
     let mut packet = OverlayPacket::new_unchecked(&mut buf[..len]);
     repr.emit(&mut packet);

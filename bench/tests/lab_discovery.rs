@@ -284,6 +284,7 @@ fn impersonate(bind: SocketAddr, target: SocketAddr, claimed: NodeId) -> anyhow:
         payload_len: 16,
         dst: claimed,
         src: claimed,
+        via: None,
     };
     let mut packet = vec![0u8; HEADER_LEN + 16];
     repr.emit(&mut OverlayPacket::new_unchecked(&mut packet[..]));

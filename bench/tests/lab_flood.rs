@@ -48,6 +48,7 @@ fn flood_frames(dst: NodeId) -> Vec<Vec<u8>> {
         payload_len: 16,
         dst,
         src: NodeId::from_bytes([0x66; 32]),
+        via: None,
     };
     let mut stranger = vec![0u8; HEADER_LEN + 16];
     repr.emit(&mut OverlayPacket::new_unchecked(&mut stranger[..]));

@@ -81,6 +81,7 @@ fn overlay(packet_type: PacketType, src: &NodeId, dst: &NodeId, payload: &[u8]) 
         payload_len: u16::try_from(payload.len()).expect("a short payload"),
         dst: *dst,
         src: *src,
+        via: None,
     };
     let mut packet = OverlayPacket::new_unchecked(&mut buf[..]);
     repr.emit(&mut packet);
@@ -376,7 +377,7 @@ fn xdp_sink_fixtures() {
     let mut long_field = data(&src, &me, 7, 11);
     long_field[6..8].copy_from_slice(&100u16.to_be_bytes());
     let mut bad_version = data(&src, &me, 7, 12);
-    bad_version[2] = 2;
+    bad_version[2] = 1; // wire format v1: not ours
     let mut bad_magic = data(&src, &me, 7, 13);
     bad_magic[0] = 0;
     let mut vlan = vec![0x00, 0x05, 0x08, 0x00]; // TCI, then IPv4
@@ -423,7 +424,7 @@ fn xdp_sink_fixtures() {
             ),
             XDP_PASS,
         ),
-        ("overlay version 2", v4(&bad_version), XDP_PASS),
+        ("overlay version 1", v4(&bad_version), XDP_PASS),
         ("bad magic", v4(&bad_magic), XDP_PASS),
         (
             "truncated header",

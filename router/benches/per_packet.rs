@@ -51,6 +51,7 @@ fn packet(dst: &NodeId, payload: usize) -> Vec<u8> {
         payload_len: payload as u16,
         dst: *dst,
         src: node_id(7),
+        via: None,
     };
     repr.emit(&mut OverlayPacket::new_unchecked(&mut buf[..]));
     buf

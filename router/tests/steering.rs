@@ -25,6 +25,7 @@ fn packet(dst: NodeId, src: NodeId) -> Vec<u8> {
         payload_len: 8,
         dst,
         src,
+        via: None,
     };
     let mut bytes = vec![0u8; HEADER_LEN + 8];
     repr.emit(&mut OverlayPacket::new_unchecked(&mut bytes[..]));

@@ -48,6 +48,7 @@ fn packet(dst: u8, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
         payload_len: u16::try_from(payload.len()).expect("small payload"),
         dst: id(dst),
         src: id(0x22),
+        via: None,
     };
     let mut bytes = vec![0xa5; HEADER_LEN + payload.len()];
     let mut view = OverlayPacket::new_unchecked(&mut bytes);

@@ -46,7 +46,7 @@ use xorlay::io::bpf::{
     self, BpfError, LoadOptions, NeighborMap, RateLimit, RateLimits, RouteCache, RouteEntry,
     STAT_COUNT, XdpCounters,
 };
-use xorlay::wire::overlay::{HEADER_LEN, golden};
+use xorlay::wire::overlay::{HEADER_LEN, HEADER_VIA_LEN, golden};
 use xorlay::wire::{OverlayPacket, PacketType, consts};
 
 /// The overlay port the program is loaded with (and our UDP source port).
@@ -305,9 +305,33 @@ fn data(dst: &NodeId, hop_limit: u8, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// A data packet to `dst` with a via (flag VIA set), `hop_limit`, payload
+/// `body`.
+fn data_via(dst: &NodeId, via: &NodeId, hop_limit: u8, body: &[u8]) -> Vec<u8> {
+    let mut bytes = golden::DATA_PING_VIA[..HEADER_VIA_LEN].to_vec();
+    bytes.extend_from_slice(body);
+    let mut packet = OverlayPacket::new_unchecked(&mut bytes[..]);
+    packet.set_dst(dst);
+    assert_eq!(packet.set_via(Some(via)), Ok(()));
+    packet.set_hop_limit(hop_limit);
+    packet.set_payload_len(body.len() as u16);
+    let packet = OverlayPacket::new_unchecked(&bytes[..]);
+    assert_eq!(packet.validate(), Ok(()));
+    assert_eq!((packet.via(), packet.payload()), (Some(*via), body));
+    bytes
+}
+
 /// A control packet whose session message starts with `kind`.
 fn control(kind: u8) -> Vec<u8> {
     let mut bytes = data(&id(0x33), 64, &[kind, 0, 0, 0, 0, 0, 0, 0]);
+    OverlayPacket::new_unchecked(&mut bytes[..]).set_packet_type(PacketType::Control);
+    bytes
+}
+
+/// The same with a via whose bytes are all `via_fill`: the session message
+/// starts after it.
+fn control_via(kind: u8, via_fill: u8) -> Vec<u8> {
+    let mut bytes = data_via(&id(0x33), &id(via_fill), 64, &[kind, 0, 0, 0, 0, 0, 0, 0]);
     OverlayPacket::new_unchecked(&mut bytes[..]).set_packet_type(PacketType::Control);
     bytes
 }
@@ -547,6 +571,31 @@ fn handshakes_are_limited_per_source_then_globally() {
             PASS_OVERLAY,
             None,
         );
+        // With a via, the session kind is read after it.
+        h.check(
+            "HANDSHAKE_1 with a via from source A: over its bucket",
+            &inbound(
+                Host::new(XF0, 100),
+                false,
+                PLAIN,
+                &control_via(HANDSHAKE_1, HANDSHAKE_1 + 1),
+            ),
+            XDP_DROP,
+            DROP_HANDSHAKE_SOURCE_RATE,
+            None,
+        );
+        h.check(
+            "other control packet with a via of HANDSHAKE_1 bytes from source A: not metered",
+            &inbound(
+                Host::new(XF0, 100),
+                false,
+                PLAIN,
+                &control_via(HANDSHAKE_1 + 1, HANDSHAKE_1),
+            ),
+            XDP_PASS,
+            PASS_OVERLAY,
+            None,
+        );
 
         // Global: burst 4 over all sources; the per-source limit checked
         // first, and a packet it drops takes no global token.
@@ -604,7 +653,7 @@ fn handshakes_are_limited_per_source_then_globally() {
             );
         }
         let counters = h.counters();
-        assert_eq!(counters.drop_handshake_source_rate, 2, "{counters:?}");
+        assert_eq!(counters.drop_handshake_source_rate, 3, "{counters:?}");
         assert_eq!(counters.drop_handshake_global_rate, 2, "{counters:?}");
     });
 }
@@ -901,6 +950,7 @@ fn route_cache_fixtures_inside() {
     let dst_not_attached = id(0xa4);
     let dst_none = id(0xa5);
     let dst_miss = id(0xa6);
+    let via = id(0xb1);
 
     // Before the local ID is set, the cache is off.
     h.install(&dst_redirect, HOP_REDIRECT, false);
@@ -974,6 +1024,58 @@ fn route_cache_fixtures_inside() {
             &inbound(SENDER, v6, PLAIN, &data(&dst_none, 1, body)),
             XDP_DROP,
             DROP_HOP_LIMIT_EXCEEDED,
+            None,
+        );
+        // A packet with a via: a negative entry does not drop it (the
+        // workers may route it toward its via); a positive one forwards it
+        // with the via untouched.
+        for hop_limit in [64, 1] {
+            h.check(
+                &format!("{fam} negative entry, via, hop limit {hop_limit}: to the workers"),
+                &inbound(
+                    SENDER,
+                    v6,
+                    PLAIN,
+                    &data_via(&dst_none, &via, hop_limit, body),
+                ),
+                XDP_PASS,
+                PASS_CACHE_MISS,
+                None,
+            );
+        }
+        h.check(
+            &format!("{fam} negative entry, no via, after via packets: still dropped"),
+            &inbound(SENDER, v6, PLAIN, &data(&dst_none, 64, body)),
+            XDP_DROP,
+            DROP_NO_ROUTE,
+            None,
+        );
+        let payload = data_via(&dst_redirect, &via, 64, body);
+        let out = h.check(
+            &format!("{fam} hit with a via: redirected, via kept"),
+            &inbound(SENDER, v6, PLAIN, &payload),
+            XDP_REDIRECT,
+            FWD_REDIRECT,
+            Some(&forwarded(HOP_REDIRECT, v6, PLAIN, &payload)),
+        );
+        let udp_payload = verify_checksums(fam, &out);
+        let packet = OverlayPacket::new_unchecked(&udp_payload[..]);
+        assert_eq!(packet.validate(), Ok(()), "{fam}");
+        assert_eq!(packet.hop_limit(), 63, "{fam}");
+        assert_eq!(packet.via(), Some(via), "{fam}");
+        assert_eq!(packet.payload(), body, "{fam}");
+        h.check(
+            &format!("{fam} hit with a via and hop limit 1: expired"),
+            &inbound(SENDER, v6, PLAIN, &data_via(&dst_redirect, &via, 1, body)),
+            XDP_DROP,
+            DROP_HOP_LIMIT_EXCEEDED,
+            None,
+        );
+        h.check(
+            &format!("{fam} miss with a via"),
+            &inbound(SENDER, v6, PLAIN, &data_via(&dst_miss, &via, 64, body)),
+            XDP_PASS,
+            PASS_CACHE_MISS,
             None,
         );
         h.check(

@@ -10,7 +10,7 @@
 //!   validation first; `NeighborMap::sync` checked against the kernel map
 //!   through a second handle, and by the verdicts it changes.
 //! - A differential test: for the golden malformed packets and a few hundred
-//!   seeded mutations of `golden::DATA_PING`, the XDP verdict and counter
+//!   seeded mutations of `golden::DATA_PING` and `DATA_PING_VIA`, the XDP verdict and counter
 //!   equal what the Rust parser (`OverlayPacket::validate`) says, with the
 //!   filter off and with it on (sender allowed).
 //! - Attach tests on a veth pair inside a network namespace of their own,
@@ -41,7 +41,7 @@ use xorlay::io::bpf::{
     self, BpfError, LoadOptions, NEIGHBORS_MAX, NeighborMap, STAT_COUNT, SyncReport, XdpAttachMode,
     XdpCounters, XdpRouter, neighbor_key,
 };
-use xorlay::wire::overlay::{DEFAULT_PORT, HEADER_LEN, golden};
+use xorlay::wire::overlay::{DEFAULT_PORT, FLAG_VIA, HEADER_LEN, VERSION, golden};
 use xorlay::wire::{OverlayError, OverlayPacket, PacketType, consts};
 
 /// The overlay port the program is loaded with: not the default, so a
@@ -217,6 +217,15 @@ fn control_ping() -> Vec<u8> {
     bytes
 }
 
+/// `DATA_PING_VIA` turned into a control packet (a via is allowed there,
+/// and ignored).
+fn control_ping_via() -> Vec<u8> {
+    let mut bytes = golden::DATA_PING_VIA.to_vec();
+    OverlayPacket::new_unchecked(&mut bytes[..]).set_packet_type(PacketType::Control);
+    assert_eq!(OverlayPacket::new_unchecked(&bytes[..]).validate(), Ok(()));
+    bytes
+}
+
 // ---------------------------------------------------------------------------
 // Running the program.
 
@@ -353,6 +362,8 @@ fn expected_for_payload(payload: &[u8]) -> (u32, u32) {
 fn fixtures() -> Vec<Fixture> {
     let ping = golden::DATA_PING.to_vec();
     let control = control_ping();
+    let ping_via = golden::DATA_PING_VIA.to_vec();
+    let control_via = control_ping_via();
     // The UDP length field of a datagram carrying `ping`, plus `delta`.
     let udp_len = |delta: i32| u16::try_from(8 + ping.len() as i32 + delta).ok();
     let mut table = vec![
@@ -380,6 +391,62 @@ fn fixtures() -> Vec<Fixture> {
             udp6_frame(PORT, &control),
             XDP_PASS,
             PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data with a via over IPv4",
+            udp4_frame(PORT, &ping_via),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data with a via over IPv6",
+            udp6_frame(PORT, &ping_via),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid control with a via over IPv4",
+            udp4_frame(PORT, &control_via),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid control with a via over IPv6",
+            udp6_frame(PORT, &control_via),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data with a via and reserved flag bits set",
+            udp4_frame(PORT, &{
+                let mut b = ping_via.clone();
+                b[5] = 0xff;
+                b
+            }),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "valid data without a via, reserved flag bits set",
+            udp6_frame(PORT, &{
+                let mut b = ping.clone();
+                b[5] = 0xfe;
+                b
+            }),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
+            "data with a via, UDP length 1 short of the whole header",
+            ethernet(
+                ETH_P_IP,
+                &ipv4(
+                    Ipv4::UDP,
+                    &udp_with_len(Pseudo::V4, PORT, &ping_via, Some(8 + 103)),
+                ),
+            ),
+            XDP_DROP,
+            DROP_TRUNCATED,
         ),
         fixture(
             "valid data over IPv4 in an 802.1Q VLAN",
@@ -714,6 +781,18 @@ fn fixtures() -> Vec<Fixture> {
             PASS_OVERLAY,
         ),
         fixture(
+            "data with a via from a non-neighbor",
+            frame_from(STRANGER4, PORT, &ping_via),
+            XDP_DROP,
+            DROP_NOT_NEIGHBOR,
+        ),
+        fixture(
+            "control with a via from a non-neighbor",
+            frame_from(STRANGER6, PORT, &control_via),
+            XDP_PASS,
+            PASS_OVERLAY,
+        ),
+        fixture(
             "data over IPv6 from the v4-mapped form of an IPv4 neighbor",
             {
                 let mapped = std::net::Ipv4Addr::from(IPV4_SRC).to_ipv6_mapped().octets();
@@ -855,6 +934,10 @@ fn golden_malformed_reasons_match_the_rust_parser() {
     }
     assert_eq!(
         expected_for_payload(&golden::DATA_PING),
+        (XDP_PASS, PASS_OVERLAY)
+    );
+    assert_eq!(
+        expected_for_payload(&golden::DATA_PING_VIA),
         (XDP_PASS, PASS_OVERLAY)
     );
 }
@@ -1191,25 +1274,32 @@ fn sync_over_the_limit_fails_and_changes_nothing() {
 // ---------------------------------------------------------------------------
 // Differential: XDP against the Rust parser.
 
-/// DATA_PING broken in 1 to 3 random ways, biased to the checked fields.
+/// DATA_PING or DATA_PING_VIA broken in 1 to 3 random ways, biased to the
+/// checked fields.
 fn mutate(rng: &mut Rng) -> Vec<u8> {
-    let mut bytes = golden::DATA_PING.to_vec();
+    let mut bytes = if rng.below(2) == 0 {
+        golden::DATA_PING.to_vec()
+    } else {
+        golden::DATA_PING_VIA.to_vec()
+    };
     for _ in 0..1 + rng.below(3) {
-        match rng.below(8) {
-            // A checked header field (magic, version, type, hop limit, length).
+        match rng.below(9) {
+            // A checked header field (magic, version, type, flags, hop
+            // limit, length).
             0..=2 => {
-                let index = [0, 1, 2, 3, 4, 6, 7][rng.below(7)];
+                let index = [0, 1, 2, 3, 4, 5, 6, 7][rng.below(8)];
                 if let Some(b) = bytes.get_mut(index) {
                     *b = rng.byte();
                 }
             }
             // A plausible value in a checked field.
             3 => {
-                let (index, value) = match rng.below(5) {
-                    0 => (2, 1),
+                let (index, value) = match rng.below(6) {
+                    0 => (2, VERSION - rng.below(2) as u8),
                     1 => (3, 1 + rng.below(2) as u8),
                     2 => (4, rng.below(2) as u8),
                     3 => (7, (bytes.len().saturating_sub(HEADER_LEN)) as u8),
+                    4 => (5, bytes.get(5).map_or(0, |f| f ^ FLAG_VIA)),
                     _ => (6, 0),
                 };
                 if let Some(b) = bytes.get_mut(index) {
@@ -1234,10 +1324,18 @@ fn mutate(rng: &mut Rng) -> Vec<u8> {
                     bytes.push(rng.byte());
                 }
             }
+            // Toggle the VIA flag.
+            7 => {
+                if let Some(flags) = bytes.get_mut(5) {
+                    *flags ^= FLAG_VIA;
+                }
+            }
             // Make the length field agree with the buffer.
             _ => {
                 if bytes.len() >= HEADER_LEN {
-                    let len = u16::try_from(bytes.len() - HEADER_LEN).unwrap_or(u16::MAX);
+                    let header_len = OverlayPacket::new_unchecked(&bytes[..]).header_len();
+                    let len =
+                        u16::try_from(bytes.len().saturating_sub(header_len)).unwrap_or(u16::MAX);
                     bytes[6..8].copy_from_slice(&len.to_be_bytes());
                 }
             }
@@ -1261,15 +1359,24 @@ fn differential(filter: &str, harness: &Harness) {
         .map(|(name, bytes, _)| (format!("golden {name}"), bytes))
         .collect();
     payloads.push(("golden DATA_PING".into(), golden::DATA_PING.to_vec()));
+    payloads.push((
+        "golden DATA_PING_VIA".into(),
+        golden::DATA_PING_VIA.to_vec(),
+    ));
     let mut rng = Rng(0x786f_726c_6179_0001);
-    for case in 0..400 {
+    for case in 0..600 {
         payloads.push((format!("mutation {case}"), mutate(&mut rng)));
     }
 
     let mut seen = [0u32; STAT_COUNT];
+    let mut valid_via = 0;
     for (index, (name, payload)) in payloads.iter().enumerate() {
         let (verdict, counter) = expected_for_payload(payload);
         seen[counter as usize] += 1;
+        let packet = OverlayPacket::new_unchecked(&payload[..]);
+        if counter == PASS_OVERLAY && packet.via().is_some() {
+            valid_via += 1;
+        }
         let frame = if index % 2 == 0 {
             udp4_frame(PORT, payload)
         } else {
@@ -1289,6 +1396,10 @@ fn differential(filter: &str, harness: &Harness) {
     assert!(
         seen[PASS_OVERLAY as usize] >= 3,
         "too few valid mutations: {seen:?}"
+    );
+    assert!(
+        valid_via >= 3,
+        "too few valid mutations with a via: {seen:?}"
     );
 }
 

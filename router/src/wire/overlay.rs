@@ -1,4 +1,4 @@
-//! The overlay header (wire format v1), carried first in a UDP payload.
+//! The overlay header (wire format v2), carried first in a UDP payload.
 //!
 //! ```text
 //!  0               1               2               3
@@ -11,9 +11,13 @@
 //! +---------------------------------------------------------------+
 //! |                    source node ID (32 bytes)                  |
 //! +---------------------------------------------------------------+
+//! |         via node ID (32 bytes, only with flag VIA set)        |
+//! +---------------------------------------------------------------+
 //! |                         payload ...                           |
 //! ```
-//! All multi-byte integers are big endian. See docs/wire-format.md.
+//! All multi-byte integers are big endian. The header is 72 bytes, or 104
+//! with the VIA flag (bit 0 of flags); the payload follows the whole
+//! header. See docs/wire-format.md.
 
 use core::fmt;
 
@@ -31,10 +35,18 @@ mod field {
     pub const PAYLOAD_LEN: Field = 6..8;
     pub const DST: Field = 8..40;
     pub const SRC: Field = 40..72;
+    /// Only with [`super::FLAG_VIA`] set.
+    pub const VIA: Field = 72..104;
 }
 
-/// Length of the fixed overlay header.
+/// Length of the fixed overlay header: the whole header of a packet
+/// without via.
 pub const HEADER_LEN: usize = field::SRC.end;
+/// Length of the whole header of a packet with [`FLAG_VIA`] set.
+pub const HEADER_VIA_LEN: usize = field::VIA.end;
+/// Flag bit: a via node ID follows the source ID. The other bits are
+/// reserved: senders write 0, receivers ignore them, relays keep them.
+pub const FLAG_VIA: u8 = consts::FLAG_VIA;
 /// The magic number, "XO".
 pub const MAGIC: u16 = consts::MAGIC;
 /// The only version this code speaks.
@@ -61,12 +73,17 @@ const _: () = assert!(field::DST.start == consts::OFF_DST);
 const _: () = assert!(field::SRC.start == consts::OFF_SRC);
 const _: () = assert!(field::DST.end - field::DST.start == consts::NODE_ID_LEN);
 const _: () = assert!(field::SRC.end - field::SRC.start == consts::NODE_ID_LEN);
+const _: () = assert!(field::VIA.start == consts::OFF_VIA);
+const _: () = assert!(field::VIA.end - field::VIA.start == consts::NODE_ID_LEN);
+const _: () = assert!(HEADER_VIA_LEN == consts::HDR_VIA_LEN);
+const _: () = assert!(FLAG_VIA.count_ones() == 1);
 
 /// Why a buffer is not a valid overlay packet. Each variant has an XDP
 /// counter of the same meaning (see [`Error::xdp_stat`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Error {
-    /// Shorter than the fixed header.
+    /// Shorter than the fixed header, or, with the VIA flag set, than the
+    /// whole header.
     Truncated,
     /// The magic is not "XO".
     BadMagic,
@@ -174,9 +191,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
     }
 
-    /// Checks every rule of wire format v1 except the length check already
-    /// done by `new_checked`, in the same order as the XDP program, so both
-    /// report the same reason for the same bytes.
+    /// Checks every rule of wire format v2, in the same order as the XDP
+    /// program, so both report the same reason for the same bytes: the
+    /// fixed header's length, magic, version, type, the whole header's
+    /// length (with via), payload length, hop limit.
     pub fn validate(&self) -> Result<(), Error> {
         self.check_len()?;
         if self.magic() != MAGIC {
@@ -188,7 +206,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if PacketType::from_u8(self.packet_type_raw()).is_none() {
             return Err(Error::BadType);
         }
-        if usize::from(self.payload_len()) != self.buffer.as_ref().len() - HEADER_LEN {
+        let len = self.buffer.as_ref().len();
+        let header_len = self.header_len();
+        if len < header_len {
+            return Err(Error::Truncated);
+        }
+        if usize::from(self.payload_len()) != len - header_len {
             return Err(Error::BadLength);
         }
         if self.hop_limit() == 0 {
@@ -223,9 +246,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()[field::HOP_LIMIT]
     }
 
-    /// The flags field (no flag is defined in v1).
+    /// The flags field: [`FLAG_VIA`] and the reserved bits.
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// The length of the whole header: [`HEADER_VIA_LEN`] with the VIA
+    /// flag set, else [`HEADER_LEN`]. The payload starts here.
+    pub fn header_len(&self) -> usize {
+        if self.flags() & FLAG_VIA != 0 {
+            HEADER_VIA_LEN
+        } else {
+            HEADER_LEN
+        }
     }
 
     /// The payload length field.
@@ -247,6 +280,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The source node ID.
     pub fn src(&self) -> NodeId {
         NodeId::from_slice(&self.buffer.as_ref()[field::SRC])
+    }
+
+    /// The via node ID (the destination's nearest beacon), if the VIA flag
+    /// is set and the buffer holds it (`validate` refuses a packet whose
+    /// flag is set without the field as `Truncated`).
+    pub fn via(&self) -> Option<NodeId> {
+        if self.flags() & FLAG_VIA == 0 {
+            return None;
+        }
+        self.buffer.as_ref().get(field::VIA).map(NodeId::from_slice)
     }
 
     /// The outer UDP source port the XDP fast path gives this packet when
@@ -286,9 +329,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         (h as u32) % workers.max(1)
     }
 
-    /// Everything after the header.
+    /// Everything after the whole header ([`Packet::header_len`]); empty if
+    /// the buffer ends inside the header.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..]
+        let start = self.header_len();
+        self.buffer.as_ref().get(start..).unwrap_or_default()
     }
 }
 
@@ -333,9 +378,31 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::SRC].copy_from_slice(id.as_bytes());
     }
 
-    /// The payload, writable.
+    /// Sets the via node ID and the VIA flag (`Some`), or clears the flag
+    /// (`None`; the bytes after src are then payload). Other flag bits are
+    /// kept. The header length, and so where the payload starts, follows
+    /// the flag. `Err(Truncated)`, with nothing written, if the buffer is
+    /// too short for the via field.
+    pub fn set_via(&mut self, via: Option<&NodeId>) -> Result<(), Error> {
+        let flags = self.flags();
+        match via {
+            Some(id) => {
+                let Some(bytes) = self.buffer.as_mut().get_mut(field::VIA) else {
+                    return Err(Error::Truncated);
+                };
+                bytes.copy_from_slice(id.as_bytes());
+                self.set_flags(flags | FLAG_VIA);
+            }
+            None => self.set_flags(flags & !FLAG_VIA),
+        }
+        Ok(())
+    }
+
+    /// The payload, writable: everything after the whole header; empty if
+    /// the buffer ends inside the header.
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[HEADER_LEN..]
+        let start = self.header_len();
+        self.buffer.as_mut().get_mut(start..).unwrap_or_default()
     }
 }
 
@@ -346,14 +413,18 @@ pub struct Repr {
     pub packet_type: PacketType,
     /// Hops left; never 0 in a valid packet.
     pub hop_limit: u8,
-    /// Flags (none defined in v1; kept so a relay passes them on).
+    /// The reserved flag bits, kept so a relay passes them on. The VIA bit
+    /// is not here: it is `via` (`parse` clears it, `emit` ignores it).
     pub flags: u8,
-    /// Length of the payload that follows the header.
+    /// Length of the payload that follows the whole header.
     pub payload_len: u16,
     /// Destination node.
     pub dst: NodeId,
     /// Source node.
     pub src: NodeId,
+    /// The destination's nearest beacon, toward which a router without a
+    /// route to `dst` forwards; on the wire iff the VIA flag is set.
+    pub via: Option<NodeId>,
 }
 
 impl Repr {
@@ -363,41 +434,56 @@ impl Repr {
         Ok(Repr {
             packet_type: PacketType::from_u8(packet.packet_type_raw()).ok_or(Error::BadType)?,
             hop_limit: packet.hop_limit(),
-            flags: packet.flags(),
+            flags: packet.flags() & !FLAG_VIA,
             payload_len: packet.payload_len(),
             dst: packet.dst(),
             src: packet.src(),
+            via: packet.via(),
         })
     }
 
-    /// Length of the header this emits.
+    /// Length of the header this emits: [`HEADER_VIA_LEN`] with a via,
+    /// else [`HEADER_LEN`]. The payload follows it.
     pub const fn buffer_len(&self) -> usize {
-        HEADER_LEN
+        if self.via.is_some() {
+            HEADER_VIA_LEN
+        } else {
+            HEADER_LEN
+        }
     }
 
-    /// Writes the header into the first [`HEADER_LEN`] bytes of `packet`.
+    /// Writes the header into the first [`Repr::buffer_len`] bytes of
+    /// `packet`, which must hold at least that many (it panics otherwise,
+    /// as it always has on a buffer shorter than the header): the VIA flag
+    /// set exactly when `via` is `Some`, the other flag bits from `flags`.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         packet.set_magic(MAGIC);
         packet.set_version(VERSION);
         packet.set_packet_type(self.packet_type);
         packet.set_hop_limit(self.hop_limit);
-        packet.set_flags(self.flags);
         packet.set_payload_len(self.payload_len);
         packet.set_dst(&self.dst);
         packet.set_src(&self.src);
+        match &self.via {
+            Some(via) => {
+                packet.buffer.as_mut()[field::VIA].copy_from_slice(via.as_bytes());
+                packet.set_flags(self.flags | FLAG_VIA);
+            }
+            None => packet.set_flags(self.flags & !FLAG_VIA),
+        }
     }
 }
 
 /// Golden packets shared by the Rust tests and the XDP fixture tests.
 pub mod golden {
-    use super::HEADER_LEN;
+    use super::{HEADER_LEN, HEADER_VIA_LEN};
 
     /// A data packet: hop limit 64, payload "ping", dst 0x11.., src 0x22...
     pub const DATA_PING: [u8; HEADER_LEN + 4] = {
         let mut b = [0u8; HEADER_LEN + 4];
         b[0] = 0x58;
         b[1] = 0x4f;
-        b[2] = 0x01; // version
+        b[2] = 0x02; // version
         b[3] = 0x01; // data
         b[4] = 0x40; // hop limit 64
         b[5] = 0x00; // flags
@@ -419,12 +505,38 @@ pub mod golden {
         b
     };
 
+    /// `DATA_PING` with a via: flag VIA, via 0x33.. after src, then the
+    /// same payload "ping" (payload length 4).
+    pub const DATA_PING_VIA: [u8; HEADER_VIA_LEN + 4] = {
+        let mut b = [0u8; HEADER_VIA_LEN + 4];
+        let mut i = 0;
+        while i < HEADER_LEN {
+            b[i] = DATA_PING[i];
+            i += 1;
+        }
+        b[5] = 0x01; // flags: VIA
+        while i < HEADER_VIA_LEN {
+            b[i] = 0x33;
+            i += 1;
+        }
+        b[104] = b'p';
+        b[105] = b'i';
+        b[106] = b'n';
+        b[107] = b'g';
+        b
+    };
+
     /// `DATA_PING` broken in one way per drop reason, with the reason.
     pub fn malformed() -> Vec<(&'static str, Vec<u8>, super::Error)> {
         use super::Error;
         let base = DATA_PING.to_vec();
         let with = |i: usize, v: u8| {
             let mut b = base.clone();
+            b[i] = v;
+            b
+        };
+        let via_with = |i: usize, v: u8| {
+            let mut b = DATA_PING_VIA.to_vec();
             b[i] = v;
             b
         };
@@ -436,12 +548,36 @@ pub mod golden {
             ),
             ("empty payload", Vec::new(), Error::Truncated),
             ("bad magic", with(0, 0x00), Error::BadMagic),
-            ("bad version", with(2, 0x02), Error::BadVersion),
+            ("bad version", with(2, 0x03), Error::BadVersion),
+            ("version 1", with(2, 0x01), Error::BadVersion),
+            ("version 1 with via", via_with(2, 0x01), Error::BadVersion),
             ("type zero", with(3, 0x00), Error::BadType),
             ("type unknown", with(3, 0x7f), Error::BadType),
             ("length too long", with(7, 0x05), Error::BadLength),
             ("length too short", with(7, 0x03), Error::BadLength),
             ("hop limit zero", with(4, 0x00), Error::HopLimitZero),
+            (
+                "via flag, header cut short",
+                DATA_PING_VIA[..HEADER_VIA_LEN - 1].to_vec(),
+                Error::Truncated,
+            ),
+            (
+                "via flag without the via field",
+                with(5, 0x01),
+                Error::Truncated,
+            ),
+            ("via: length too long", via_with(7, 0x05), Error::BadLength),
+            ("via: length too short", via_with(7, 0x03), Error::BadLength),
+            (
+                "via flag cleared: the via bytes are payload",
+                via_with(5, 0x00),
+                Error::BadLength,
+            ),
+            (
+                "via: hop limit zero",
+                via_with(4, 0x00),
+                Error::HopLimitZero,
+            ),
         ]
     }
 }
@@ -523,15 +659,129 @@ mod tests {
     fn deconstruct() {
         let packet = Packet::new_checked(&golden::DATA_PING[..]).expect("golden is long enough");
         assert_eq!(packet.magic(), 0x584f);
-        assert_eq!(packet.version(), 1);
+        assert_eq!(packet.version(), 2);
         assert_eq!(packet.packet_type_raw(), PacketType::Data as u8);
         assert_eq!(packet.hop_limit(), 64);
         assert_eq!(packet.flags(), 0);
         assert_eq!(packet.payload_len(), 4);
         assert_eq!(packet.dst(), dst());
         assert_eq!(packet.src(), src());
+        assert_eq!(packet.header_len(), HEADER_LEN);
+        assert_eq!(packet.via(), None);
         assert_eq!(packet.payload(), b"ping");
         assert_eq!(packet.validate(), Ok(()));
+    }
+
+    fn via() -> NodeId {
+        NodeId::from_bytes([0x33; 32])
+    }
+
+    #[test]
+    fn deconstruct_via() {
+        let packet = Packet::new_checked(&golden::DATA_PING_VIA[..]).expect("long enough");
+        assert_eq!(packet.version(), 2);
+        assert_eq!(packet.flags(), FLAG_VIA);
+        assert_eq!(packet.payload_len(), 4);
+        assert_eq!(packet.dst(), dst());
+        assert_eq!(packet.src(), src());
+        assert_eq!(packet.header_len(), HEADER_VIA_LEN);
+        assert_eq!(packet.via(), Some(via()));
+        assert_eq!(packet.payload(), b"ping");
+        assert_eq!(packet.validate(), Ok(()));
+        // The flag set, the field cut off: no panic, no via, no payload.
+        let short = Packet::new_checked(&golden::DATA_PING_VIA[..HEADER_VIA_LEN - 1])
+            .expect("the fixed header is there");
+        assert_eq!(short.via(), None);
+        assert_eq!(short.payload(), b"");
+        assert_eq!(short.validate(), Err(Error::Truncated));
+    }
+
+    #[test]
+    fn construct_via() {
+        let mut bytes = vec![0xa5u8; HEADER_VIA_LEN + 4];
+        let mut packet = Packet::new_unchecked(&mut bytes);
+        packet.set_magic(MAGIC);
+        packet.set_version(VERSION);
+        packet.set_packet_type(PacketType::Data);
+        packet.set_hop_limit(64);
+        packet.set_flags(0);
+        packet.set_payload_len(4);
+        packet.set_dst(&dst());
+        packet.set_src(&src());
+        assert_eq!(packet.set_via(Some(&via())), Ok(()));
+        packet.payload_mut().copy_from_slice(b"ping");
+        assert_eq!(&bytes[..], &golden::DATA_PING_VIA[..]);
+
+        // Cleared again: the flag goes, the payload starts after src.
+        let mut packet = Packet::new_unchecked(&mut bytes);
+        assert_eq!(packet.set_via(None), Ok(()));
+        assert_eq!(packet.flags(), 0);
+        assert_eq!(packet.header_len(), HEADER_LEN);
+        assert_eq!(packet.payload_mut().len(), 36);
+
+        // No room for the field: refused, nothing written.
+        let mut short = golden::DATA_PING;
+        let mut packet = Packet::new_unchecked(&mut short[..]);
+        assert_eq!(packet.set_via(Some(&via())), Err(Error::Truncated));
+        assert_eq!(short, golden::DATA_PING);
+    }
+
+    #[test]
+    fn parse_via() {
+        let packet = Packet::new_checked(&golden::DATA_PING_VIA[..]).expect("long enough");
+        assert_eq!(
+            Repr::parse(&packet),
+            Ok(Repr {
+                via: Some(via()),
+                ..repr()
+            })
+        );
+    }
+
+    #[test]
+    fn emit_via() {
+        let repr = Repr {
+            via: Some(via()),
+            ..repr()
+        };
+        assert_eq!(repr.buffer_len(), HEADER_VIA_LEN);
+        let mut bytes = vec![0xa5u8; repr.buffer_len() + 4];
+        let mut packet = Packet::new_unchecked(&mut bytes);
+        repr.emit(&mut packet);
+        packet.payload_mut().copy_from_slice(b"ping");
+        assert_eq!(&bytes[..], &golden::DATA_PING_VIA[..]);
+    }
+
+    #[test]
+    fn emit_sets_the_via_flag_exactly_when_via_is_some() {
+        for (flags, via_id) in [
+            (0x80 | FLAG_VIA, None),
+            (0x80, None),
+            (0x80, Some(via())),
+            (0x80 | FLAG_VIA, Some(via())),
+        ] {
+            let repr = Repr {
+                flags,
+                via: via_id,
+                ..repr()
+            };
+            let mut bytes = vec![0xa5u8; repr.buffer_len() + 4];
+            repr.emit(&mut Packet::new_unchecked(&mut bytes));
+            let packet = Packet::new_checked(&bytes[..]).expect("long enough");
+            assert_eq!(
+                packet.flags() & FLAG_VIA != 0,
+                via_id.is_some(),
+                "{flags:#x}"
+            );
+            assert_eq!(packet.flags() & 0x80, 0x80, "reserved bits kept");
+            assert_eq!(packet.via(), via_id);
+            assert_eq!(packet.payload(), &[0xa5; 4]);
+            assert_eq!(
+                Repr::parse(&packet).map(|r| r.flags),
+                Ok(0x80),
+                "parse keeps the reserved bits, not VIA"
+            );
+        }
     }
 
     #[test]
@@ -558,6 +808,7 @@ mod tests {
             payload_len: 4,
             dst: dst(),
             src: src(),
+            via: None,
         }
     }
 
@@ -600,6 +851,22 @@ mod tests {
         bytes[5] = 0x80;
         let packet = Packet::new_checked(&bytes[..]).expect("long enough");
         assert_eq!(Repr::parse(&packet).map(|r| r.flags), Ok(0x80));
+        // With via: the reserved bits likewise.
+        let mut bytes = golden::DATA_PING_VIA;
+        bytes[5] = 0xff;
+        let packet = Packet::new_checked(&bytes[..]).expect("long enough");
+        let parsed = Repr::parse(&packet);
+        assert_eq!(parsed.map(|r| r.flags), Ok(0xfe));
+        assert_eq!(parsed.map(|r| r.via), Ok(Some(via())));
+    }
+
+    #[test]
+    fn version_1_is_refused() {
+        let mut bytes = golden::DATA_PING;
+        bytes[2] = 1;
+        let packet = Packet::new_checked(&bytes[..]).expect("long enough");
+        assert_eq!(packet.validate(), Err(Error::BadVersion));
+        assert_eq!(Repr::parse(&packet), Err(Error::BadVersion));
     }
 
     #[test]
@@ -626,6 +893,7 @@ mod tests {
             control: bool,
             dst: [u8; 32],
             src: [u8; 32],
+            via: Option<[u8; 32]>,
             payload in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
         ) {
             let repr = Repr {
@@ -635,13 +903,17 @@ mod tests {
                 payload_len: payload.len() as u16,
                 dst: NodeId::from_bytes(dst),
                 src: NodeId::from_bytes(src),
+                via: via.map(NodeId::from_bytes),
             };
-            let mut bytes = vec![0u8; HEADER_LEN + payload.len()];
+            let mut bytes = vec![0xa5u8; repr.buffer_len() + payload.len()];
             let mut packet = Packet::new_unchecked(&mut bytes);
             repr.emit(&mut packet);
             packet.payload_mut().copy_from_slice(&payload);
-            let parsed = Repr::parse(&Packet::new_checked(&bytes[..]).expect("long enough"));
-            proptest::prop_assert_eq!(parsed, Ok(repr));
+            let packet = Packet::new_checked(&bytes[..]).expect("long enough");
+            proptest::prop_assert_eq!(packet.payload(), &payload[..]);
+            // The VIA bit comes back as `via`, the other bits as `flags`.
+            let parsed = Repr::parse(&packet);
+            proptest::prop_assert_eq!(parsed, Ok(Repr { flags: flags & !FLAG_VIA, ..repr }));
         }
 
         #[test]

@@ -369,7 +369,8 @@ impl Sessions {
             self.counters.rejected_bad_packet += 1;
             return;
         };
-        let payload = packet.get(OVERLAY_HEADER_LEN..).unwrap_or_default();
+        // After the whole header: a control packet may carry a via (ignored).
+        let payload = overlay.payload();
         let Ok(message) = wire::Repr::parse_bytes(payload) else {
             self.counters.rejected_bad_packet += 1;
             return;
@@ -579,6 +580,7 @@ fn frame_packet(src: &NodeId, dst: &NodeId, message: &wire::Repr<'_>) -> Vec<u8>
         payload_len: len as u16,
         dst: *dst,
         src: *src,
+        via: None,
     };
     let mut packet = OverlayPacket::new_unchecked(&mut bytes[..]);
     header.emit(&mut packet);

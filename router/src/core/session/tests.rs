@@ -1214,6 +1214,7 @@ proptest! {
                 payload_len: len,
                 dst: net.id(1),
                 src: net.id(0),
+                via: None,
             };
             header.emit(&mut OverlayPacket::new_unchecked(&mut bytes[..]));
         }
