@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use xorlay::core::NodeId;
 use xorlay::core::identity::Identity;
+use xorlay::core::routing::beacon_level_of;
 use xorlay::io::keyfile;
 use xorlay::wire::overlay::DEFAULT_PORT;
 
@@ -90,6 +91,9 @@ pub struct LabOptions {
     pub relay_route_cache: bool,
     /// More TOML for the relays' configs (tables such as `[xdp.limits]`).
     pub relay_config: String,
+    /// `control.beacon_level` of every router (0: plain distance vector;
+    /// above, compact routing with the location service).
+    pub beacon_level: u8,
 }
 
 impl Default for LabOptions {
@@ -101,6 +105,7 @@ impl Default for LabOptions {
             workers: 1,
             relay_route_cache: true,
             relay_config: String::new(),
+            beacon_level: 0,
         }
     }
 }
@@ -694,6 +699,7 @@ impl Lab {
                     let unrouted = running
                         .iter()
                         .filter(|id| **id != self.nodes[i].id() && !routes.contains(id))
+                        .filter(|id| self.routed_everywhere(id, &running))
                         .count();
                     (lacking + unrouted > 0).then(|| {
                         format!(
@@ -711,6 +717,16 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether every router has a route to `id` once converged: all of
+    /// them at level 0, the beacons above it (or all, if none of
+    /// `running` is a beacon: compact routing without beacons is a plain
+    /// distance vector).
+    fn routed_everywhere(&self, id: &NodeId, running: &BTreeSet<NodeId>) -> bool {
+        let level = self.options.beacon_level;
+        let beacon = |id: &NodeId| beacon_level_of(id) >= level;
+        level == 0 || beacon(id) || !running.iter().any(beacon)
     }
 
     fn index_of(&self, id: &NodeId) -> usize {
@@ -749,6 +765,9 @@ impl Lab {
             xdp.push('\n');
         }
         let mut control = String::new();
+        if self.options.beacon_level > 0 {
+            control.push_str(&format!("beacon_level = {}\n", self.options.beacon_level));
+        }
         let mut neighbors = String::new();
         match self.options.topology {
             Topology::Chain => {

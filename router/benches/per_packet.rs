@@ -79,6 +79,7 @@ fn per_packet(
         packet_type,
         dst: packet.dst(),
         hop_limit: packet.hop_limit(),
+        via: packet.via(),
     };
     match forwarder.handle(now, &header, Origin::Neighbor, table) {
         Action::Forward { hop, hop_limit, .. } => {

@@ -107,7 +107,16 @@ pub struct Control {
     pub subnet_bucket_max: usize,
     /// Most contacts per IPv4 /24 or IPv6 /64 in the whole table.
     pub subnet_table_max: usize,
+    /// Routing's beacon level (docs/routing.md): 0 is plain distance
+    /// vector (a route to every router); about log2(routers) / 2 keeps
+    /// about sqrt(routers) routes per router, with the location service.
+    /// The whole overlay uses the same level.
+    pub beacon_level: u8,
 }
+
+/// Highest `control.beacon_level`: one beacon in 2^16 routers is already
+/// beyond any overlay's size.
+pub const BEACON_LEVEL_MAX: u8 = 16;
 
 impl Default for Control {
     fn default() -> Control {
@@ -120,6 +129,7 @@ impl Default for Control {
             dead_after_ms: 1000,
             subnet_bucket_max: 2,
             subnet_table_max: 10,
+            beacon_level: 0,
         }
     }
 }
@@ -598,6 +608,13 @@ impl RawConfig {
                 "control.difficulty = {} is over {}; each bit doubles the key search",
                 c.difficulty,
                 crate::core::identity::DIFFICULTY_MAX
+            ));
+        }
+        if c.beacon_level > BEACON_LEVEL_MAX {
+            return Err(format!(
+                "control.beacon_level = {} is over {BEACON_LEVEL_MAX}; about log2(routers) / 2 \
+                 is right (8 for 100,000 routers), 0 for a plain distance vector",
+                c.beacon_level
             ));
         }
         if c.keepalive_ms == 0 || c.dead_after_ms <= c.keepalive_ms * 2 {

@@ -967,7 +967,8 @@ fn install_requests_once_per_destination_and_outcome() {
     assert!(
         got.contains(&Upcall::Route {
             dst: id(TOWARD_NEIGHBOR),
-            next_hop: id(NEIGHBOR)
+            next_hop: id(NEIGHBOR),
+            via: None,
         }),
         "{got:?}"
     );

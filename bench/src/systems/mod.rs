@@ -352,6 +352,7 @@ impl Env {
             workers,
             relay_route_cache: kind != SystemKind::XorlayUring,
             relay_config: BENCH_RELAY_CONFIG.to_string(),
+            beacon_level: 0,
         })?;
         let sink_addr = lab
             .sink()
@@ -395,6 +396,7 @@ impl Env {
             workers: 1,
             relay_route_cache: true,
             relay_config: BENCH_RELAY_CONFIG.to_string(),
+            beacon_level: 0,
         })?;
         let path = TrafficPath {
             gen_iface: "sitea",

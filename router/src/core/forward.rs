@@ -39,11 +39,30 @@ pub enum Route<'a, A> {
 /// it if that one is strictly closer than this node (greedy routing makes
 /// progress on every hop); else a miss.
 pub fn route<'a, A>(table: &'a NextHopTable<A>, dst: &NodeId) -> Route<'a, A> {
+    route_via(table, dst, None)
+}
+
+/// [`route`] for a packet that carries `via`, its destination's nearest
+/// beacon: without a route to `dst`, it goes on `via`'s route (the
+/// location service's way out of the cluster); without either, greedy XOR
+/// applies, except in a compact table (level above 0), where it would
+/// lead into dead ends: a miss, so the destination is looked up.
+pub fn route_via<'a, A>(
+    table: &'a NextHopTable<A>,
+    dst: &NodeId,
+    via: Option<&NodeId>,
+) -> Route<'a, A> {
     if dst == table.local() {
         return Route::Local;
     }
     if let Some((next_hop, hop)) = table.exact(dst) {
         return Route::Next { next_hop, hop };
+    }
+    if let Some((next_hop, hop)) = via.and_then(|v| table.exact(v)) {
+        return Route::Next { next_hop, hop };
+    }
+    if table.compact() {
+        return Route::Miss;
     }
     match table.closest(dst) {
         Some((next_hop, hop)) if next_hop.distance(dst) < table.local().distance(dst) => {
@@ -90,7 +109,17 @@ pub enum DropReason {
 /// dropped if the decremented hop limit would reach zero, else forwarded as
 /// [`route`] says (or dropped as [`DropReason::NoRoute`] on a miss).
 pub fn decide<'a, A>(table: &'a NextHopTable<A>, dst: &NodeId, hop_limit: u8) -> Verdict<'a, A> {
-    match route(table, dst) {
+    decide_via(table, dst, None, hop_limit)
+}
+
+/// [`decide`] for a packet that carries `via` ([`route_via`]).
+pub fn decide_via<'a, A>(
+    table: &'a NextHopTable<A>,
+    dst: &NodeId,
+    via: Option<&NodeId>,
+    hop_limit: u8,
+) -> Verdict<'a, A> {
+    match route_via(table, dst, via) {
         Route::Local => Verdict::Deliver,
         _ if hop_limit <= 1 => Verdict::Drop(DropReason::HopLimitExceeded),
         Route::Next { next_hop, hop } => Verdict::Forward { next_hop, hop },
@@ -107,6 +136,8 @@ pub struct Header {
     pub dst: NodeId,
     /// The hop limit as received.
     pub hop_limit: u8,
+    /// The destination's nearest beacon, if the packet carries it.
+    pub via: Option<NodeId>,
 }
 
 /// Where a packet came from, as the worker's socket and the published
@@ -153,6 +184,10 @@ pub enum Action<'a, A> {
         hop_limit: u8,
         /// Whether to ask for `dst` -> `next_hop` in the XDP route cache.
         install: Install,
+        /// A beacon to write into the packet's via field first: the
+        /// packet is this node's own (local application), its destination
+        /// has no route here, and the location service knows its beacon.
+        add_via: Option<NodeId>,
     },
     /// No route: drop it, counted as [`DropReason::NoRoute`].
     Miss {
@@ -199,7 +234,16 @@ impl Forwarder {
             return Action::Drop(DropReason::NotNeighbor);
         }
         let dst = header.dst;
-        match decide(table, &dst, header.hop_limit) {
+        // A packet of our own without a via, for a destination outside
+        // the cluster: the location service's answer goes in.
+        let add_via = match header.via {
+            None if origin == Origin::LocalApp && table.exact(&dst).is_none() => {
+                table.via_of(&dst).copied()
+            }
+            _ => None,
+        };
+        let via = header.via.or(add_via);
+        match decide_via(table, &dst, via.as_ref(), header.hop_limit) {
             Verdict::Deliver => Action::Deliver,
             Verdict::Forward { next_hop, hop } => Action::Forward {
                 next_hop,
@@ -207,6 +251,7 @@ impl Forwarder {
                 // decide() forwards only with hop_limit > 1.
                 hop_limit: header.hop_limit - 1,
                 install: self.install(now, &dst, Some(*next_hop)),
+                add_via,
             },
             Verdict::Drop(DropReason::NoRoute) => Action::Miss {
                 dst,
@@ -309,7 +354,63 @@ mod tests {
             packet_type,
             dst: id(dst),
             hop_limit,
+            via: None,
         }
+    }
+
+    /// Compact routing: a packet without a route to its destination goes
+    /// on its via's route; the local application's packets get the
+    /// location service's via; no greedy fallback in a compact table.
+    #[test]
+    fn via_routes_and_the_location_services_answers() {
+        let mut t = table(0x80, &[0x01, 0x40]);
+        // 0x41: greedy would take 0x40. Its beacon 0x99 is routed via 0x01.
+        t.add_routes([(id(0x99), id(0x01))]);
+        let via = Some(id(0x99));
+        assert_eq!(
+            route_via(&t, &id(0x41), via.as_ref()),
+            Route::Next {
+                next_hop: &id(0x01),
+                hop: &0x01
+            }
+        );
+        // Its own route wins over the via.
+        t.add_routes([(id(0x41), id(0x40))]);
+        assert!(matches!(
+            route_via(&t, &id(0x41), via.as_ref()),
+            Route::Next { next_hop, .. } if *next_hop == id(0x40)
+        ));
+        // Compact: no route and no via is a miss, not greedy.
+        let mut c = table(0x80, &[0x01, 0x40]);
+        c.add_routes([(id(0x99), id(0x01))]);
+        assert!(matches!(route(&c, &id(0x41)), Route::Next { .. }));
+        c.set_compact(true);
+        assert_eq!(route(&c, &id(0x41)), Route::Miss);
+        // The local application's packet gets the cached via written in.
+        c.add_vias([(id(0x41), id(0x99))]);
+        let mut forwarder = Forwarder::new(0);
+        let h = header(PacketType::Data, 0x41, 64);
+        assert_eq!(
+            forwarder.handle(Instant::now(), &h, Origin::LocalApp, &c),
+            Action::Forward {
+                next_hop: &id(0x01),
+                hop: &0x01,
+                hop_limit: 63,
+                install: Install::Skip,
+                add_via: Some(id(0x99)),
+            }
+        );
+        // A neighbor's packet without a via is not given one.
+        assert!(matches!(
+            forwarder.handle(Instant::now(), &h, Origin::Neighbor, &c),
+            Action::Miss { .. }
+        ));
+        // A neighbor's packet with a via goes on the via's route as is.
+        let with_via = Header { via, ..h };
+        assert!(matches!(
+            forwarder.handle(Instant::now(), &with_via, Origin::Neighbor, &c),
+            Action::Forward { next_hop, add_via: None, .. } if *next_hop == id(0x01)
+        ));
     }
 
     /// Every action and drop reason the step returns, from each origin.
@@ -324,6 +425,7 @@ mod tests {
             hop: &0x40u8,
             hop_limit,
             install: Install::Skip,
+            add_via: None,
         };
         let cases: Vec<(Header, Origin, Action<'_, u8>)> = vec![
             // Control packets go up from anyone, even at hop limit 1.
@@ -470,6 +572,7 @@ mod tests {
                 packet_type: if control { PacketType::Control } else { PacketType::Data },
                 dst,
                 hop_limit,
+                via: None,
             };
             let mut forwarder = Forwarder::new(install_rate);
             match forwarder.handle(Instant::now(), &h, origin, &t) {

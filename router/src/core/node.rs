@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::identity::Identity;
 use super::kademlia::{KadAction, KadConfig, KadCounters, Kademlia};
-use super::routing::{Routing, RoutingConfig, RoutingCounters};
+use super::routing::{Located, LocationCounters, Routing, RoutingConfig, RoutingCounters};
 use super::session::{
     CloseReason, ConnectFailure, SessionConfig, SessionCounters, SessionEvent, Sessions, Transmit,
 };
@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub kad: KadConfig,
     /// Routing over the neighbor sessions.
     pub routing: RoutingConfig,
+    /// Routing's beacon level (0: every router is a beacon).
+    pub routing_level: u8,
 }
 
 /// What the glue itself counts.
@@ -77,6 +79,8 @@ pub struct NodeCounters {
     pub glue: GlueCounters,
     /// Routing.
     pub routing: RoutingCounters,
+    /// The location service (part of routing).
+    pub location: LocationCounters,
 }
 
 /// What happened to sessions and dials, for the shell to log (drained with
@@ -117,6 +121,7 @@ pub struct Node {
     /// Routes over the neighbor sessions (every session is a link).
     routing: Routing,
     routing_generation: u64,
+    location_generation: u64,
     /// Messages for peers whose session is not up yet.
     pending: HashMap<NodeId, VecDeque<Vec<u8>>>,
     /// When each established peer's session came up.
@@ -133,6 +138,15 @@ pub struct Node {
     counters: GlueCounters,
 }
 
+/// The routing state of `local`, its location nonces keyed from `seed`.
+fn routing(local: NodeId, level: u8, config: RoutingConfig, seed: [u8; 32]) -> Routing {
+    let mut routing = Routing::new(local, level, config);
+    let mut key = seed;
+    key[1] ^= 0x3c; // a stream distinct from the other layers'
+    routing.set_location_key(key);
+    routing
+}
+
 impl Node {
     /// A node with `identity`; `seed` feeds the deterministic randomness of
     /// both layers (the shell passes OS randomness).
@@ -146,11 +160,9 @@ impl Node {
             sessions: Sessions::new(identity, config.session, session_seed),
             events: VecDeque::new(),
             kad: Kademlia::new(local, config.kad, u64::from_le_bytes(kad_seed)),
-            // Level 0: every router is a beacon, so every router has a route
-            // to every other (plain distance vector). Higher levels need the
-            // beacon in the packet header (docs/routing.md, "Status").
-            routing: Routing::new(local, 0, config.routing),
+            routing: routing(local, config.routing_level, config.routing, seed),
             routing_generation: 0,
+            location_generation: 0,
             pending: HashMap::new(),
             established: HashMap::new(),
             initiated: HashSet::new(),
@@ -241,6 +253,22 @@ impl Node {
             .collect()
     }
 
+    /// How to send to `dst`: by its route, by its beacon, or not yet (a
+    /// lookup is under way; its messages are ready for `poll_transmit`).
+    pub fn locate(&mut self, now: Instant, dst: &NodeId) -> Located {
+        let located = self.routing.locate(now, dst);
+        self.pump(now);
+        located
+    }
+
+    /// The location service's answers: (destination, its beacon).
+    pub fn locations(&self) -> Vec<(NodeId, NodeId)> {
+        self.routing
+            .locations()
+            .map(|(dst, via)| (*dst, via))
+            .collect()
+    }
+
     /// The routing state, for `xorlay route` and the tests.
     pub fn routing(&self) -> &Routing {
         &self.routing
@@ -287,6 +315,7 @@ impl Node {
             kademlia: self.kad.counters(),
             glue: self.counters,
             routing: self.routing.counters(),
+            location: self.routing.location_counters(),
         }
     }
 
@@ -339,6 +368,11 @@ impl Node {
         let routing_generation = self.routing.generation();
         if routing_generation != self.routing_generation {
             self.routing_generation = routing_generation;
+            self.generation += 1;
+        }
+        let location_generation = self.routing.location_generation();
+        if location_generation != self.location_generation {
+            self.location_generation = location_generation;
             self.generation += 1;
         }
         let kad_generation = self.kad.generation();

@@ -21,6 +21,13 @@ pub struct NextHopTable<A> {
     hops: Vec<A>,
     /// Destination to the index of its next hop in `ids`.
     routes: HashMap<NodeId, usize>,
+    /// Destinations outside the cluster, to their nearest beacon (from
+    /// the location service): what this node puts into the via field of
+    /// the packets it originates for them.
+    vias: HashMap<NodeId, NodeId>,
+    /// The routing protocol runs above level 0: a destination without a
+    /// route is looked up (location service), not forwarded greedily.
+    compact: bool,
 }
 
 /// Why a table could not be built.
@@ -56,6 +63,8 @@ impl<A> NextHopTable<A> {
             ids,
             hops,
             routes: HashMap::new(),
+            vias: HashMap::new(),
+            compact: false,
         };
         table.debug_check();
         Ok(table)
@@ -82,6 +91,8 @@ impl<A> NextHopTable<A> {
             ids: Vec::new(),
             hops: Vec::new(),
             routes: HashMap::new(),
+            vias: HashMap::new(),
+            compact: false,
         }
     }
 
@@ -99,6 +110,29 @@ impl<A> NextHopTable<A> {
             }
         }
         skipped
+    }
+
+    /// Adds the location service's answers: (destination, its nearest
+    /// beacon).
+    pub fn add_vias(&mut self, vias: impl IntoIterator<Item = (NodeId, NodeId)>) {
+        self.vias.extend(vias);
+    }
+
+    /// The beacon to put into a packet this node originates for `dst`.
+    pub fn via_of(&self, dst: &NodeId) -> Option<&NodeId> {
+        self.vias.get(dst)
+    }
+
+    /// Marks the table as compact routing (level above 0): see
+    /// [`NextHopTable::compact`].
+    pub fn set_compact(&mut self, compact: bool) {
+        self.compact = compact;
+    }
+
+    /// Whether destinations without a route are looked up instead of
+    /// forwarded greedily.
+    pub fn compact(&self) -> bool {
+        self.compact
     }
 
     /// Routes added with [`NextHopTable::add_routes`].

@@ -11,15 +11,20 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use socket2::{SockAddr, Socket};
 
 use crate::config::NAMED_PEERS_MAX;
+use crate::core::forward::route_via;
 use crate::core::node::{NODE_EVENTS_MAX, Node, NodeEvent};
 use crate::core::session::ConnectFailure;
 use crate::core::topology::{Topology, canonical, socket_form};
-use crate::core::{NextHopTable, NodeId, Route, route};
+use crate::core::{NextHopTable, NodeId, Route};
 use crate::io::bpf::{NeighborMap, RouteCache, RouteEntry};
 use crate::io::ratelog::{LogLimit, held_back};
 use crate::io::topology::{SharedTable, hop_for};
 use crate::io::worker::Upcall;
 
+/// Most route-cache entries made by a via that the control thread
+/// tracks (to remove them when the via's route changes); past it, no more
+/// are made.
+const VIA_INSTALLED_MAX: usize = 1 << 16;
 /// Depth of the queue from the workers to the control thread.
 pub const CONTROL_QUEUE_DEPTH: usize = 4096;
 /// Control packets handled per step before timers and publishing get a turn.
@@ -228,6 +233,10 @@ pub struct ControlPlane {
     /// Our source address toward each next hop (as the kernel would pick
     /// it), for route-cache entries; cleared on every publish.
     sources: HashMap<SocketAddr, SocketAddr>,
+    /// Route-cache entries made by a packet's via, not by the
+    /// destination's own route: destination to via. They go when the
+    /// via's route changes. At most [`VIA_INSTALLED_MAX`].
+    via_installed: HashMap<NodeId, NodeId>,
     published: Option<u64>,
     /// The next hops of the last publish, to tell when routes change.
     published_hops: Option<Vec<(NodeId, SocketAddr)>>,
@@ -285,6 +294,7 @@ impl ControlPlane {
             xdp_neighbors: io.xdp_neighbors,
             route_cache: io.route_cache,
             sources: HashMap::new(),
+            via_installed: HashMap::new(),
             published: None,
             published_hops: None,
             published_routes: Vec::new(),
@@ -445,9 +455,16 @@ impl ControlPlane {
                 self.node
                     .handle_packet(Instant::now(), packet.from, &packet.bytes)
             }
-            Upcall::Route { dst, .. } | Upcall::NoRoute { dst } => {
+            Upcall::Route { dst, via, .. } => {
                 self.counters.install_requests += 1;
-                self.install(&dst);
+                self.install(&dst, via);
+            }
+            Upcall::NoRoute { dst } => {
+                self.counters.install_requests += 1;
+                self.install(&dst, None);
+            }
+            Upcall::Locate { dst } => {
+                self.node.locate(Instant::now(), &dst);
             }
         }
     }
@@ -456,13 +473,21 @@ impl ControlPlane {
     /// be older than the topology: the control thread looks the route up
     /// again, on the snapshot it published last, so no stale route enters
     /// the cache. (Hop limits are XDP's to check, per packet.)
-    fn install(&mut self, dst: &NodeId) {
+    fn install(&mut self, dst: &NodeId, via: Option<NodeId>) {
         if self.route_cache.is_none() {
             return;
         }
         let topology = self.shared.load();
-        let result = match route(&topology.table, dst) {
+        let result = match route_via(&topology.table, dst, via.as_ref()) {
             Route::Next { hop, .. } => {
+                if let Some(via) = via.filter(|_| topology.table.exact(dst).is_none()) {
+                    if self.via_installed.len() >= VIA_INSTALLED_MAX
+                        && !self.via_installed.contains_key(dst)
+                    {
+                        return; // the workers keep forwarding it
+                    }
+                    self.via_installed.insert(*dst, via);
+                }
                 let Some(next_hop) = hop.as_socket().map(canonical) else {
                     return;
                 };
@@ -603,6 +628,8 @@ impl ControlPlane {
             NextHopTable::empty(local)
         });
         table.add_routes(routes.iter().copied());
+        table.add_vias(self.node.locations());
+        table.set_compact(self.node.routing().level() > 0);
         let allowed: HashSet<SocketAddr> = self
             .node
             .session_peers()
@@ -627,7 +654,8 @@ impl ControlPlane {
             if hops_changed || self.invalidate_pending {
                 self.invalidate_routes();
             } else {
-                let moved = changed_destinations(&self.published_routes, &routes);
+                let mut moved = changed_destinations(&self.published_routes, &routes);
+                self.moved_by_via(&mut moved);
                 self.invalidate_destinations(&moved);
             }
         }
@@ -707,7 +735,27 @@ impl ControlPlane {
 
     /// Invalidates every XDP route cache entry (kept pending if that fails)
     /// and forgets the sources seen by the workers.
+    /// Adds to `moved` the destinations cached by a via whose route is in
+    /// it (and forgets them).
+    fn moved_by_via(&mut self, moved: &mut Vec<NodeId>) {
+        if self.via_installed.is_empty() || moved.is_empty() {
+            return;
+        }
+        let vias: HashSet<NodeId> = moved.iter().copied().collect();
+        let gone: Vec<NodeId> = self
+            .via_installed
+            .iter()
+            .filter(|(dst, via)| vias.contains(via) || vias.contains(dst))
+            .map(|(dst, _)| *dst)
+            .collect();
+        for dst in gone {
+            self.via_installed.remove(&dst);
+            moved.push(dst);
+        }
+    }
+
     fn invalidate_routes(&mut self) {
+        self.via_installed.clear();
         if let Some(cache) = &mut self.route_cache {
             match cache.invalidate_all() {
                 Ok(_) => self.invalidate_pending = false,

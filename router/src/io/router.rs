@@ -413,6 +413,29 @@ impl Router {
                 Some(*next),
                 "the routing protocol's route (shortest known path, loop-free)".to_string(),
             )
+        } else if let Some((via, (next, _))) = table
+            .via_of(&dst)
+            .and_then(|via| table.exact(via).map(|route| (via, route)))
+        {
+            (
+                "forward_via",
+                Some(*next),
+                format!(
+                    "no route to it (outside this router's cluster): toward its beacon {via}, \
+                     as the location service answered; packets from here carry that beacon"
+                ),
+            )
+        } else if table.compact() {
+            (
+                "no_route",
+                None,
+                format!(
+                    "no route to it among {} routes and its beacon is not known here: a \
+                     packet for it from the local application starts a lookup (location \
+                     service), and is dropped as drop_no_route until the answer comes",
+                    table.route_count()
+                ),
+            )
         } else {
             match crate::core::forward::route(table, &dst) {
                 crate::core::forward::Route::Next { next_hop, .. } => (
@@ -448,6 +471,7 @@ impl Router {
             "neighbors": table.len(),
             "beacon_level": routing.map(|r| r.level()),
             "nearest_beacon": routing.and_then(|r| r.nearest_beacon()),
+            "destination_beacon": table.via_of(&dst),
         })
     }
 
@@ -730,6 +754,7 @@ pub fn node_config(config: &Config) -> NodeConfig {
     node.kad.k = c.k;
     node.kad.subnet_bucket_max = c.subnet_bucket_max;
     node.kad.subnet_table_max = c.subnet_table_max;
+    node.routing_level = c.beacon_level;
     node
 }
 

@@ -9,8 +9,11 @@
 //! |                    | u16    | u32    | u32    | u8    | u8    |
 //! +--------------------+--------+--------+--------+-------+-------+
 //! REQUEST (17): type, origin (32 bytes), seqno (u16), hops left (u8)
-//! HELLO (18), HELLO_ACK (19): type, stamp (u32): the sender's clock in
-//!   microseconds, echoed unchanged by the ACK (the link's round-trip time)
+//! HELLO (18): type, stamp (u32): the sender's clock in microseconds,
+//!   echoed by the ACK (the link's round-trip time); cost (u32): the
+//!   link's cost as the sender sets it (the lower ID of the two sets it
+//!   for both ends; 0: not set)
+//! HELLO_ACK (19): type, stamp (u32): the HELLO's stamp
 //! LOCATE (20): type, kind (u8), hops left (u8), flags (u8), nonce (u64),
 //!   then six node IDs: target, target's via, asker, asker's via, subject,
 //!   subject's via (204 bytes in all). Relayed hop by hop toward `target`
@@ -45,8 +48,10 @@ pub const LOCATE_LEN: usize = 4 + 8 + 6 * NODE_ID_LEN;
 const LOCATE_HAS_TARGET_VIA: u8 = 0x01;
 const LOCATE_HAS_ASKER_VIA: u8 = 0x02;
 const LOCATE_HAS_SUBJECT_VIA: u8 = 0x04;
-/// Bytes of a HELLO or HELLO_ACK message.
-pub const HELLO_LEN: usize = 5;
+/// Bytes of a HELLO message.
+pub const HELLO_LEN: usize = 9;
+/// Bytes of a HELLO_ACK message.
+pub const HELLO_ACK_LEN: usize = 5;
 /// Bytes of one update record.
 pub const UPDATE_LEN: usize = NODE_ID_LEN + 2 + 4 + 4 + 1 + 1;
 /// Most records in one UPDATES message (fits a 1,280-byte IPv6 MTU with the
@@ -157,6 +162,8 @@ pub enum Repr {
     Hello {
         /// Echoed by the ACK.
         stamp: u32,
+        /// The link's cost as the sender sets it (0: not set).
+        cost: u32,
     },
     /// The answer to a HELLO, with its stamp.
     HelloAck {
@@ -246,15 +253,23 @@ impl Repr {
                 }))
             }
             Some(&kind @ (TYPE_HELLO | TYPE_HELLO_ACK)) => {
-                if bytes.len() < HELLO_LEN {
+                let want = if kind == TYPE_HELLO {
+                    HELLO_LEN
+                } else {
+                    HELLO_ACK_LEN
+                };
+                if bytes.len() < want {
                     return Err(Error::Truncated);
                 }
-                if bytes.len() > HELLO_LEN {
+                if bytes.len() > want {
                     return Err(Error::BadLength);
                 }
                 let stamp = be_u32(&bytes[1..5]);
                 Ok(if kind == TYPE_HELLO {
-                    Repr::Hello { stamp }
+                    Repr::Hello {
+                        stamp,
+                        cost: be_u32(&bytes[5..9]),
+                    }
                 } else {
                     Repr::HelloAck { stamp }
                 })
@@ -269,7 +284,8 @@ impl Repr {
         match self {
             Repr::Updates(u) => UPDATES_HEADER_LEN + u.len().min(UPDATES_MAX) * UPDATE_LEN,
             Repr::Request(_) => REQUEST_LEN,
-            Repr::Hello { .. } | Repr::HelloAck { .. } => HELLO_LEN,
+            Repr::Hello { .. } => HELLO_LEN,
+            Repr::HelloAck { .. } => HELLO_ACK_LEN,
             Repr::Locate(_) => LOCATE_LEN,
         }
     }
@@ -298,9 +314,10 @@ impl Repr {
                 out.extend_from_slice(&r.seqno.to_be_bytes());
                 out.push(r.hops_left);
             }
-            Repr::Hello { stamp } => {
+            Repr::Hello { stamp, cost } => {
                 out.push(TYPE_HELLO);
                 out.extend_from_slice(&stamp.to_be_bytes());
+                out.extend_from_slice(&cost.to_be_bytes());
             }
             Repr::HelloAck { stamp } => {
                 out.push(TYPE_HELLO_ACK);
@@ -427,16 +444,22 @@ mod tests {
 
     #[test]
     fn hello_golden_bytes() {
-        for (repr, kind) in [
-            (Repr::Hello { stamp: 0x0102_0304 }, 18),
-            (Repr::HelloAck { stamp: 0x0102_0304 }, 19),
+        for (repr, want) in [
+            (
+                Repr::Hello {
+                    stamp: 0x0102_0304,
+                    cost: 0x0506_0708,
+                },
+                vec![18, 1, 2, 3, 4, 5, 6, 7, 8],
+            ),
+            (Repr::HelloAck { stamp: 0x0102_0304 }, vec![19, 1, 2, 3, 4]),
         ] {
             let mut out = Vec::new();
             repr.emit(&mut out);
-            assert_eq!(out, vec![kind, 1, 2, 3, 4]);
+            assert_eq!(out, want);
             assert_eq!(out.len(), repr.buffer_len());
             assert_eq!(Repr::parse(&out), Ok(repr));
-            assert_eq!(Repr::parse(&out[..4]), Err(Error::Truncated));
+            assert_eq!(Repr::parse(&out[..out.len() - 1]), Err(Error::Truncated));
             out.push(0);
             assert_eq!(Repr::parse(&out), Err(Error::BadLength));
         }

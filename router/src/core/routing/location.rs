@@ -50,7 +50,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// An answer in use older than this is asked again (the old one serves
 /// meanwhile): a destination that moved is found again within this.
-pub const CACHE_REFRESH: Duration = Duration::from_secs(15);
+pub const CACHE_REFRESH: Duration = Duration::from_secs(5);
 /// Most answers cached; the one expiring first makes room.
 pub const CACHE_MAX: usize = 8192;
 /// "Not registered anywhere" is believed this long.
@@ -89,6 +89,12 @@ pub struct LocationCounters {
     pub registered: u64,
     /// Registrations refused: the registry was full.
     pub registry_full: u64,
+    /// Probes sent (as a home).
+    pub probes_tx: u64,
+    /// Probes answered (as a registrant).
+    pub probes_answered: u64,
+    /// Lookups answered (as a home), found or not.
+    pub lookups_answered: u64,
     /// Lookups sent.
     pub lookups_tx: u64,
     /// Lookups answered with a beacon (as a source).
@@ -370,8 +376,21 @@ impl Routing {
 
     /// This node's nearest beacon, or `None` if it is one (or knows none):
     /// what others put into packets for it.
+    ///
+    /// Sticky: the registered beacon stays while its metric is within an
+    /// eighth of the nearest one's (well inside the cluster margin of
+    /// [`super::cluster_scope`]), so that round-trip noise between two
+    /// beacons at about the same distance does not re-register every time.
     fn own_via(&self) -> Option<NodeId> {
-        self.nearest_beacon().filter(|b| *b != self.local)
+        let nearest = self.nearest_beacon().filter(|b| *b != self.local)?;
+        let radius = self.radius();
+        let registered = self.location.registration.as_ref().map(|r| r.via);
+        match registered.and_then(|v| self.route(&v).map(|route| (v, route))) {
+            Some((via, (_, metric, true))) if metric <= radius.saturating_add(radius / 8) => {
+                Some(via)
+            }
+            _ => Some(nearest),
+        }
     }
 
     fn schedule_location_tick(&mut self, at: Instant) {
@@ -532,6 +551,7 @@ impl Routing {
                 expires: now + PROBE_TIMEOUT,
             },
         );
+        self.location.counters.probes_tx += 1;
         let probe = Locate {
             kind: LocateKind::Probe,
             hops_left: HOPS_MAX,
@@ -559,6 +579,7 @@ impl Routing {
         if !registration.probed.contains(&m.asker) {
             registration.probed.push(m.asker);
         }
+        self.location.counters.probes_answered += 1;
         let ack = Locate {
             kind: LocateKind::ProbeAck,
             hops_left: HOPS_MAX,
@@ -600,6 +621,7 @@ impl Routing {
     /// As a home: answer with the registered beacon, or with none.
     fn handle_lookup(&mut self, m: &Locate) {
         let found = self.location.registry.get(&m.subject).map(|(via, _)| *via);
+        self.location.counters.lookups_answered += 1;
         let answer = Locate {
             kind: LocateKind::Answer,
             hops_left: HOPS_MAX,

@@ -243,6 +243,15 @@ pub struct Routing {
     location: location::Location,
 }
 
+/// How far a route with `radius` travels: a quarter beyond the radius.
+/// Link costs follow round-trip times each side measures for itself, so
+/// the origin's metric to its nearest beacon (the radius) and the beacon's
+/// metric back to it differ a little; the margin makes sure the beacon,
+/// and the routers on its way to the origin, hold the origin's route.
+pub fn cluster_scope(radius: Metric) -> Metric {
+    radius.saturating_add(radius / 4)
+}
+
 /// `a` is newer than `b` in sequence-number space (RFC 8966, 3.2.1).
 pub fn seqno_newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
@@ -527,7 +536,7 @@ impl Routing {
                 }
             }
             Message::Request(request) => self.handle_request(now, from, request),
-            Message::Hello { stamp } => {
+            Message::Hello { stamp, cost } => {
                 let ack = Transmit {
                     to: from,
                     message: Message::HelloAck { stamp: *stamp },
@@ -538,6 +547,12 @@ impl Routing {
                     self.config.queue_max,
                     &mut self.counters,
                 );
+                // The lower ID of a link sets its cost for both ends.
+                let theirs = from < self.local;
+                let changed = self.neighbors.get(&from).is_some_and(|c| c != cost);
+                if self.config.rtt_costs && theirs && *cost != 0 && changed {
+                    self.handle_link_cost(now, from, *cost);
+                }
             }
             Message::HelloAck { stamp } => self.handle_hello_ack(now, from, *stamp),
             Message::Locate(locate) => self.handle_locate(now, from, locate),
@@ -555,7 +570,11 @@ impl Routing {
 
     /// A HELLO came back: one round-trip sample of the link to `from`. The
     /// smoothed RTT (1/8 per sample, as TCP's) sets the link's cost when it
-    /// moves the cost by more than 1/8.
+    /// moves the cost by more than 1/8, if this end sets it: the end with
+    /// the lower ID does, and tells the other in its HELLOs, so that both
+    /// ends use the same cost (the cluster argument of docs/routing.md
+    /// needs symmetric links: an origin's beacon is as far from it as it
+    /// is from the beacon).
     fn handle_hello_ack(&mut self, now: Instant, from: NodeId, stamp: u32) {
         if !self.config.rtt_costs {
             return;
@@ -569,6 +588,9 @@ impl Routing {
             None => rtt_us,
         };
         self.rtt_us.insert(from, smoothed);
+        if from < self.local {
+            return; // the other end sets this link's cost
+        }
         let cost = cost_of_rtt(smoothed);
         let Some(&current) = self.neighbors.get(&from) else {
             return;
@@ -720,7 +742,8 @@ impl Routing {
             return;
         };
         let mut best: Option<Selected> = None;
-        let mut unfeasible: Option<(NodeId, u16)> = None;
+        // The best route refused as unfeasible: (neighbor, seqno, metric).
+        let mut unfeasible: Option<(NodeId, u16, Metric)> = None;
         for (neighbor, a) in &route.adverts {
             if a.metric == INFINITY || a.expires <= now {
                 continue;
@@ -730,7 +753,7 @@ impl Routing {
             };
             let metric = a.metric.saturating_add(cost).min(INFINITY - 1);
             let beacon = a.beacon && a.level.saturating_add(1) >= level;
-            if !beacon && metric > a.radius && neighbor != origin {
+            if !beacon && metric > cluster_scope(a.radius) && neighbor != origin {
                 continue; // out of the origin's cluster (a neighbor is always in)
             }
             let feasible = match route.feasibility {
@@ -740,7 +763,9 @@ impl Routing {
                 }
             };
             if !feasible {
-                unfeasible = Some((*neighbor, a.seqno));
+                if unfeasible.is_none_or(|(_, _, m)| metric < m) {
+                    unfeasible = Some((*neighbor, a.seqno, metric));
+                }
                 continue;
             }
             let candidate = Selected {
@@ -759,13 +784,19 @@ impl Routing {
                 best = Some(candidate);
             }
         }
-        if best.is_none()
-            && let Some((neighbor, seqno)) = unfeasible
+        // No feasible route, or only one much worse than an unfeasible
+        // one (a link's cost rose after this node announced a shorter
+        // route): ask the origin for a new sequence number, which makes
+        // every route to it feasible again (RFC 8966, 3.8.2.2).
+        let better = |b: &Selected, m: Metric| m.saturating_add(m / 8) < b.metric;
+        if let Some((neighbor, seqno, metric)) = unfeasible
+            && best.is_none_or(|b| better(&b, metric))
         {
             let recent = route
                 .last_request
                 .is_some_and(|t| now < t + self.config.request_interval);
-            if !self.starved.contains(origin) && self.starved.len() < STARVED_MAX {
+            let starving = best.is_none();
+            if starving && !self.starved.contains(origin) && self.starved.len() < STARVED_MAX {
                 self.starved.push(*origin);
                 let retry = now + self.config.request_interval;
                 self.next_retry.get_or_insert(retry);
@@ -971,11 +1002,17 @@ impl Routing {
         }
         self.next_hello = Some(now + self.config.hello_interval);
         let stamp = self.stamp(now);
-        let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
-        for to in neighbors {
+        let neighbors: Vec<(NodeId, Metric)> =
+            self.neighbors.iter().map(|(n, c)| (*n, *c)).collect();
+        for (to, cost) in neighbors {
+            // This end sets the cost of links to higher IDs, once measured.
+            let measured = self.local < to && self.rtt_us.contains_key(&to);
             let hello = Transmit {
                 to,
-                message: Message::Hello { stamp },
+                message: Message::Hello {
+                    stamp,
+                    cost: if measured { cost } else { 0 },
+                },
             };
             push_bounded(
                 &mut self.queue,

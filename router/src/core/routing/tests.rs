@@ -250,6 +250,19 @@ fn measured_round_trips_steer_routes_off_slow_links() {
     assert!(rtt >= Duration::from_millis(40), "{rtt:?}");
     assert!(net.nodes[0].rtt(&two).expect("RTT to 2") < Duration::from_millis(5));
     assert_eq!(net.walk(0, 3), Some(3), "the fast three-hop path");
+    // Both ends of every link use the same cost (the lower ID sets it).
+    for &(a, b) in &net.links {
+        let (ia, ib) = (net.id(a), net.id(b));
+        assert_eq!(
+            net.nodes[a].neighbors.get(&ib),
+            net.nodes[b].neighbors.get(&ia),
+            "link {a}-{b}"
+        );
+    }
+    assert!(
+        net.nodes[0].neighbors[&one] > net.nodes[0].neighbors[&two],
+        "the slow link costs more"
+    );
     assert_eq!(net.nodes[0].next_hop(&net.id(3)), NextHop::Neighbor(two));
 }
 

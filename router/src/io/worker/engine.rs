@@ -16,11 +16,12 @@ use socket2::Socket;
 use super::pool::{BufRing, GsoSlots, SendSlots};
 use super::setup::{open_buffers, open_ring, open_socket};
 use super::{
-    BUF_GROUP, Batcher, DRAIN_TIMEOUT, DROP_LOG_BURST, DROP_LOG_WINDOW, GSO_SLOTS, NAME_LEN, Op,
-    RECV_ERRORS_MAX, State, UpcallSender, WAIT_SLICE, WAIT_SLICE_CLOSED, WorkerConfig, WorkerError,
-    WorkerLinks,
+    BUF_GROUP, Batcher, DRAIN_TIMEOUT, DROP_LOG_BURST, DROP_LOG_WINDOW, GSO_SLOTS, LOCATE_RATE,
+    NAME_LEN, Op, RECV_ERRORS_MAX, State, UpcallSender, WAIT_SLICE, WAIT_SLICE_CLOSED,
+    WorkerConfig, WorkerError, WorkerLinks,
 };
 use crate::core::Forwarder;
+use crate::core::install::InstallFilter;
 use crate::core::topology::{Topology, socket_form};
 use crate::io::ratelog::LogLimit;
 use crate::io::stats::{WorkerCounters, WorkerStats};
@@ -232,6 +233,7 @@ impl State {
             upcalls,
             batch_now: Instant::now(),
             drop_log: LogLimit::new(DROP_LOG_WINDOW, DROP_LOG_BURST),
+            locate_filter: InstallFilter::new(LOCATE_RATE, LOCATE_RATE / 10),
             recv_armed: false,
             sends_in_flight: 0,
             sends_queued: 0,

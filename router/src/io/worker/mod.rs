@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use io_uring::types;
 use socket2::{SockAddr, Socket};
 
+use crate::core::install::InstallFilter;
 use crate::core::shed::Credits;
 use crate::core::{Forwarder, NodeId};
 use crate::io::backlog::WorkerCredits;
@@ -94,6 +95,8 @@ const RECVMSG_OUT_LEN: usize = 16;
 const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
 /// Offset of the datagram in a receive buffer.
 pub const PAYLOAD_OFFSET: usize = RECVMSG_OUT_LEN + NAME_LEN;
+/// Lookups a worker asks of the control thread per second, at most.
+const LOCATE_RATE: u32 = 1000;
 
 /// A control packet (overlay type Control) a worker hands to the control
 /// thread. Control packets are link-local: never forwarded.
@@ -117,9 +120,17 @@ pub enum Upcall {
         dst: NodeId,
         /// The neighbor the worker chose.
         next_hop: NodeId,
+        /// The destination's beacon the packet carried (or was given).
+        via: Option<NodeId>,
     },
     /// The worker found no route for `dst`: a candidate negative entry.
     NoRoute {
+        /// Destination node.
+        dst: NodeId,
+    },
+    /// The local application sent to `dst`, which has no route here and
+    /// no known beacon: ask the location service.
+    Locate {
         /// Destination node.
         dst: NodeId,
     },
@@ -316,6 +327,9 @@ struct State {
     batch_now: Instant,
     /// Lines about dropped packets (anyone can send them).
     drop_log: LogLimit,
+    /// Lookups asked of the control thread (one per destination per
+    /// interval, rate-limited).
+    locate_filter: InstallFilter,
     /// The multishot receive is queued or in flight.
     recv_armed: bool,
     /// Sends queued or in flight (each pins one buffer and one slot).

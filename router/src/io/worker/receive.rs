@@ -14,7 +14,13 @@ use crate::core::topology::Topology;
 use crate::core::{Action, DropReason, Header, Install, NodeId, Origin};
 use crate::io::ratelog::held_back;
 use crate::io::topology::Hop;
+use crate::wire::overlay::{FLAG_VIA, HEADER_LEN, HEADER_VIA_LEN};
 use crate::wire::{OverlayError, OverlayPacket, PacketType};
+
+/// Bytes the via field adds to a header.
+const VIA_LEN: usize = HEADER_VIA_LEN - HEADER_LEN;
+// The via of a local packet goes into the room before the datagram.
+const _: () = assert!(super::PAYLOAD_OFFSET >= VIA_LEN);
 
 /// A validated datagram and what to do with it.
 struct Received<'t> {
@@ -22,6 +28,11 @@ struct Received<'t> {
     action: Action<'t, Hop>,
     /// Its destination.
     dst: NodeId,
+    /// The beacon it carries, if any.
+    via: Option<NodeId>,
+    /// A miss is to be looked up: the local application's packet, in a
+    /// compact table (level above 0).
+    locate: bool,
     /// Where the datagram is in its buffer.
     payload: Range<usize>,
     /// The sender's underlay address, if it could be read.
@@ -38,6 +49,7 @@ fn parse_header(datagram: &[u8]) -> Result<Header, OverlayError> {
         packet_type: PacketType::from_u8(packet.packet_type_raw()).ok_or(OverlayError::BadType)?,
         dst: packet.dst(),
         hop_limit: packet.hop_limit(),
+        via: packet.via(),
     })
 }
 
@@ -219,6 +231,8 @@ impl State {
         Some(Received {
             action,
             dst: header.dst,
+            via: header.via,
+            locate: origin == Origin::LocalApp && table.table.compact(),
             payload,
             source,
         })
@@ -236,6 +250,8 @@ impl State {
         let Received {
             action,
             dst,
+            via,
+            locate,
             payload,
             source,
         } = received;
@@ -247,17 +263,31 @@ impl State {
                 hop,
                 hop_limit,
                 install,
+                add_via,
             } => {
+                let payload = match add_via {
+                    Some(beacon) => self.insert_via(bid, payload, &beacon),
+                    None => payload,
+                };
                 self.forward(bid, payload, hop, hop_limit, submitter, sq);
                 let next_hop = *next_hop;
-                self.request_install(install, Upcall::Route { dst, next_hop });
+                let via = via.or(add_via);
+                self.request_install(install, Upcall::Route { dst, next_hop, via });
             }
             Action::Miss { dst, install } => {
                 self.request_install(install, Upcall::NoRoute { dst });
+                if locate {
+                    self.request_locate(dst);
+                }
                 if let Some(held) = self.drop_log.admit(self.batch_now) {
+                    let why = if locate {
+                        "no route to it here and its beacon not known yet: looked up"
+                    } else {
+                        "no route, and no neighbor is closer to it than this node"
+                    };
                     log::warn!(
-                        "worker {}: no route to {} (no neighbor is closer to it than this \
-                         node): dropped; `xorlay stats` counts these in drop_no_route{}",
+                        "worker {}: no route to {} ({why}): dropped; `xorlay stats` counts \
+                         these in drop_no_route{}",
                         self.index,
                         dst.short(),
                         held_back(held)
@@ -346,6 +376,37 @@ impl State {
             self.batcher.push(hop, item);
         } else {
             self.forward_one(bid, payload, hop, submitter, sq);
+        }
+    }
+
+    /// Writes `beacon` into the via field of the datagram at `payload` in
+    /// buffer `bid` (a packet of the local application): the fixed header
+    /// moves [`VIA_LEN`] bytes toward the buffer's start, into the room
+    /// the receive header and the sender's name took, and the via goes
+    /// between it and the payload. Returns where the datagram now is.
+    fn insert_via(&mut self, bid: u16, payload: Range<usize>, beacon: &NodeId) -> Range<usize> {
+        let Some(buf) = self.bufs.received(bid, payload.end) else {
+            return payload;
+        };
+        let start = payload.start - VIA_LEN;
+        buf.copy_within(payload.start..payload.start + HEADER_LEN, start);
+        let mut packet = OverlayPacket::new_unchecked(&mut buf[start..payload.end]);
+        packet.set_flags(packet.flags() | FLAG_VIA);
+        match packet.set_via(Some(beacon)) {
+            Ok(()) => start..payload.end,
+            // Never: the buffer holds the fixed header and the via's room.
+            Err(_) => payload,
+        }
+    }
+
+    /// Asks the control thread to look `dst` up (location service), at
+    /// most once per destination per interval and under a rate limit.
+    fn request_locate(&mut self, dst: NodeId) {
+        if self.locate_filter.admit(self.batch_now, &dst, None).is_ok()
+            && let Some(upcalls) = &self.upcalls
+            && upcalls.try_send(Upcall::Locate { dst }).is_err()
+        {
+            self.counters.install_dropped += 1;
         }
     }
 
