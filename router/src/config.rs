@@ -1121,6 +1121,10 @@ address = "198.18.0.2:4799"
                 "difficulty",
             ),
             (
+                "key_file = \"/k\"\n[control]\nbeacon_level = 17",
+                "control.beacon_level = 17 is over 16",
+            ),
+            (
                 "key_file = \"/k\"\n[control]\ndead_after_ms = 100",
                 "dead_after_ms",
             ),
