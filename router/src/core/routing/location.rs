@@ -413,11 +413,26 @@ impl Routing {
         if self.left {
             return;
         }
+        self.location
+            .registry
+            .retain(|_, (_, expires)| *expires > now);
+        self.location.probes.retain(|_, p| p.expires > now);
+        // An answer whose beacon this router has no route to any more (it
+        // died, or the network split) is of no use: asked again at the
+        // next packet, the home knows the destination's new beacon.
+        let unrouted: Vec<NodeId> = self
+            .location
+            .cache
+            .iter()
+            .filter(|(_, c)| c.via.is_some_and(|v| self.next_hop(&v) == NextHop::Unknown))
+            .map(|(dst, _)| *dst)
+            .collect();
         let loc = &mut self.location;
-        loc.registry.retain(|_, (_, expires)| *expires > now);
-        loc.probes.retain(|_, p| p.expires > now);
         let before = loc.cache.len();
-        let mut lost = false;
+        let mut lost = !unrouted.is_empty();
+        for dst in unrouted {
+            loc.cache.remove(&dst);
+        }
         loc.cache.retain(|_, c| {
             let keep = c.expires > now;
             lost |= !keep && c.via.is_some();

@@ -474,3 +474,66 @@ fn a_registration_for_someone_else_and_an_unasked_answer_are_not_believed() {
     assert_eq!(net.nodes[s].location_of(&stranger), None);
     assert_eq!(net.nodes[s].location_counters().dropped, before + 1);
 }
+
+#[test]
+fn a_dead_beacon_is_forgotten_and_the_destination_found_again() {
+    let n = 60;
+    let mut net = Net::new(n, 2);
+    random_graph(&mut net, n);
+    net.run(Duration::from_secs(5));
+    // A pair without a route whose answer is a beacon other than the two.
+    let mut found = None;
+    'pairs: for s in 0..n {
+        for d in 0..n {
+            let now = net.now;
+            let dst = net.id(d);
+            if s == d || net.nodes[s].locate(now, &dst) != Located::Pending {
+                continue;
+            }
+            net.run(Duration::from_millis(300));
+            if let Some(via) = net.nodes[s].location_of(&dst) {
+                let v = net.index(&via).expect("a node");
+                if v != s && v != d {
+                    found = Some((s, d, v));
+                    break 'pairs;
+                }
+            }
+        }
+    }
+    let Some((s, d, v)) = found else {
+        return; // no such pair in this draw (rare): nothing to kill
+    };
+    // The beacon dies: every link of it goes.
+    let links: Vec<(usize, usize)> = net
+        .links
+        .iter()
+        .copied()
+        .filter(|&(a, b)| a == v || b == v)
+        .collect();
+    for (a, b) in links {
+        net.cut(a, b);
+    }
+    net.run(Duration::from_secs(2));
+    let dst = net.id(d);
+    assert_eq!(
+        net.nodes[s].location_of(&dst),
+        None,
+        "the answer naming the dead beacon is dropped"
+    );
+    if net.nodes[s].next_hop(&dst) != NextHop::Unknown || net.nodes[d].nearest_beacon().is_none() {
+        return; // now in the cluster, or no beacon left on its side
+    }
+    let now = net.now;
+    let located = net.nodes[s].locate(now, &dst);
+    net.run(Duration::from_secs(1));
+    let via = net.nodes[s].location_of(&dst);
+    if net.walk(s, d).is_none() {
+        return; // the death cut them apart
+    }
+    assert_eq!(located, Located::Pending);
+    assert!(via.is_some_and(|b| b != net.id(v)), "a new beacon: {via:?}");
+    assert!(
+        net.walk_located(s, d).is_some(),
+        "{s} -> {d} delivers again"
+    );
+}
