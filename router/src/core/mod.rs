@@ -3,6 +3,7 @@
 //! here; `io` drives them. Node IDs are
 //! [`crate::id`], below `wire`, re-exported here.
 
+pub mod address;
 pub mod forward;
 pub mod identity;
 pub mod install;
