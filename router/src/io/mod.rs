@@ -15,5 +15,6 @@ pub mod router;
 pub mod stats;
 pub mod steer;
 pub mod topology;
+pub mod tun;
 pub mod txwatch;
 pub mod worker;
