@@ -50,6 +50,15 @@ impl IdPrefix {
         self.len == 0
     }
 
+    /// The ID these bits begin, with zeros after: the target of the
+    /// Kademlia lookup that finds the node (a node with the prefix is
+    /// XOR-closer to it than any node without).
+    pub fn target(&self) -> NodeId {
+        let mut id = [0u8; 32];
+        id[..15].copy_from_slice(&self.bits);
+        NodeId::from_bytes(id)
+    }
+
     /// Whether `id` starts with these bits.
     pub fn matches(&self, id: &NodeId) -> bool {
         let id = id.as_bytes();

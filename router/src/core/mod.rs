@@ -9,6 +9,7 @@ pub mod identity;
 pub mod install;
 pub mod kademlia;
 pub mod node;
+pub mod resolve;
 pub mod routing;
 pub mod session;
 pub mod shed;

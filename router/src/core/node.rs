@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::address::IdPrefix;
 use super::identity::Identity;
-use super::kademlia::{KadAction, KadConfig, KadCounters, Kademlia};
+use super::kademlia::{KadAction, KadConfig, KadCounters, KadEvent, Kademlia};
+use super::resolve::{Resolution, ResolveCounters, Resolver, Step, WAITING_MAX};
 use super::routing::{Located, LocationCounters, Routing, RoutingConfig, RoutingCounters};
 use super::session::{
     CloseReason, ConnectFailure, SessionConfig, SessionCounters, SessionEvent, Sessions, Transmit,
@@ -81,6 +83,8 @@ pub struct NodeCounters {
     pub routing: RoutingCounters,
     /// The location service (part of routing).
     pub location: LocationCounters,
+    /// Overlay addresses resolved to node IDs.
+    pub resolve: ResolveCounters,
 }
 
 /// What happened to sessions and dials, for the shell to log (drained with
@@ -96,6 +100,14 @@ pub enum NodeEvent {
         addr: SocketAddr,
         /// Why.
         reason: CloseReason,
+    },
+    /// An overlay address was resolved (see [`Node::resolve`]): the node
+    /// with that prefix, or `None` if the lookup found none.
+    Resolved {
+        /// The address's ID bits.
+        prefix: IdPrefix,
+        /// The node.
+        id: Option<NodeId>,
     },
     /// A connect to `addr` gave up.
     DialFailed {
@@ -122,6 +134,8 @@ pub struct Node {
     routing: Routing,
     routing_generation: u64,
     location_generation: u64,
+    /// Overlay addresses to node IDs.
+    resolver: Resolver,
     /// Messages for peers whose session is not up yet.
     pending: HashMap<NodeId, VecDeque<Vec<u8>>>,
     /// When each established peer's session came up.
@@ -163,6 +177,7 @@ impl Node {
             routing: routing(local, config.routing_level, config.routing, seed),
             routing_generation: 0,
             location_generation: 0,
+            resolver: Resolver::default(),
             pending: HashMap::new(),
             established: HashMap::new(),
             initiated: HashSet::new(),
@@ -269,6 +284,69 @@ impl Node {
             .collect()
     }
 
+    /// The node whose ID begins with `prefix` (an overlay address's bits):
+    /// known at once if cached or among this node's peers and routes, else
+    /// looked up; the answer comes as [`NodeEvent::Resolved`].
+    pub fn resolve(&mut self, now: Instant, prefix: &IdPrefix) -> Resolution {
+        if prefix.matches(&self.local_id()) {
+            return Resolution::Known(self.local_id());
+        }
+        match self.resolver.step(now, prefix) {
+            Step::Answer(answer) => answer,
+            Step::Start => {
+                let known = self
+                    .routing
+                    .routes()
+                    .map(|(dst, ..)| *dst)
+                    .chain(self.kad.contacts().map(|(id, _)| id))
+                    .find(|id| prefix.matches(id));
+                if let Some(id) = known {
+                    self.resolver.remember(now, *prefix, Some(id));
+                    return Resolution::Known(id);
+                }
+                let answer = match self.kad.start_lookup(now, prefix.target()) {
+                    Some(lookup) => {
+                        self.resolver.started(lookup, *prefix);
+                        Resolution::Pending
+                    }
+                    None => self.resolver.queue(*prefix),
+                };
+                self.pump(now);
+                answer
+            }
+        }
+    }
+
+    /// Takes Kademlia's finished lookups: the resolver's answers become
+    /// events, and waiting addresses get the free lookup slots. Whether a
+    /// lookup finished.
+    fn take_lookups(&mut self, now: Instant) -> bool {
+        let mut finished = false;
+        while let Some(event) = self.kad.poll_event() {
+            let KadEvent::LookupDone { id, closest, .. } = event else {
+                continue;
+            };
+            finished = true;
+            let ids = closest.into_iter().map(|(id, _)| id);
+            if let Some((prefix, id)) = self.resolver.done(now, id, ids) {
+                self.push_event(NodeEvent::Resolved { prefix, id });
+            }
+        }
+        for _ in 0..if finished { WAITING_MAX } else { 0 } {
+            let Some(prefix) = self.resolver.next_waiting() else {
+                break;
+            };
+            match self.kad.start_lookup(now, prefix.target()) {
+                Some(lookup) => self.resolver.started(lookup, prefix),
+                None => {
+                    self.resolver.requeue(prefix);
+                    break;
+                }
+            }
+        }
+        finished
+    }
+
     /// The routing state, for `xorlay route` and the tests.
     pub fn routing(&self) -> &Routing {
         &self.routing
@@ -316,6 +394,7 @@ impl Node {
             glue: self.counters,
             routing: self.routing.counters(),
             location: self.routing.location_counters(),
+            resolve: self.resolver.counters(),
         }
     }
 
@@ -344,7 +423,7 @@ impl Node {
     /// layer's events into Kademlia until neither has anything left.
     fn pump(&mut self, now: Instant) {
         for _ in 0..PUMP_ROUNDS_MAX {
-            let mut progressed = false;
+            let mut progressed = self.take_lookups(now);
             while let Some(action) = self.kad.poll_action() {
                 progressed = true;
                 self.act(now, action);
@@ -662,6 +741,61 @@ mod tests {
                 "node {i} did not see the restart"
             );
         }
+    }
+
+    #[test]
+    fn overlay_addresses_resolve_to_their_nodes_or_fail() {
+        use crate::core::address::{id_prefix, node_address, node_subnet};
+        let mut net = Net::new();
+        // Random keys: the addresses' bits follow them.
+        let mut ids = Vec::new();
+        for i in 1..=5u8 {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed).expect("getrandom");
+            let identity = Identity::from_seed(&seed);
+            ids.push(identity.node_id());
+            let mut node = Node::new(identity, NodeConfig::default(), seed);
+            if i > 1 {
+                node.add_seed(net.now, addr(1));
+            }
+            net.nodes.insert(addr(i), node);
+        }
+        net.run_for(Duration::from_secs(5));
+        let now = net.now;
+        let asker = net.nodes.get_mut(&addr(1)).expect("node 1");
+        // Every node's address and subnet name it.
+        for id in &ids {
+            for address in [node_address(id), node_subnet(id)] {
+                let prefix = id_prefix(&address).expect("an overlay address");
+                assert_eq!(asker.resolve(now, &prefix), Resolution::Known(*id));
+            }
+        }
+        // An address nobody holds: looked up, then reported as not found.
+        let mut bits = [0u8; 32];
+        getrandom::getrandom(&mut bits).expect("getrandom");
+        let nobody = id_prefix(&node_address(&NodeId::from_bytes(bits))).expect("overlay");
+        assert_eq!(asker.resolve(now, &nobody), Resolution::Pending);
+        assert_eq!(
+            asker.resolve(now, &nobody),
+            Resolution::Pending,
+            "one lookup"
+        );
+        net.run_for(Duration::from_secs(5));
+        let asker = net.nodes.get_mut(&addr(1)).expect("node 1");
+        let mut events = Vec::new();
+        while let Some(event) = asker.poll_event() {
+            events.push(event);
+        }
+        assert!(
+            events.contains(&NodeEvent::Resolved {
+                prefix: nobody,
+                id: None
+            }),
+            "{events:?}"
+        );
+        assert_eq!(asker.resolve(net.now, &nobody), Resolution::Failed);
+        let counters = asker.counters().resolve;
+        assert_eq!((counters.lookups, counters.not_found), (1, 1));
     }
 
     #[test]

@@ -408,6 +408,12 @@ impl ControlPlane {
                 break;
             };
             match event {
+                NodeEvent::Resolved { prefix, id } => log::debug!(
+                    "address of {} ID bits {}: {}",
+                    prefix.len(),
+                    prefix.target().short(),
+                    id.map_or_else(|| "no such node".to_string(), |id| id.short())
+                ),
                 NodeEvent::PeerDown { peer, addr, reason } => log::debug!(
                     "session with {} at {} closed: {}",
                     peer.short(),
