@@ -103,3 +103,58 @@ fn a_name_held_by_another_interface_is_refused_with_the_fix() {
     let err = err.expect_err("refused");
     assert!(err.contains("pick another name"), "{err}");
 }
+
+#[test]
+fn a_packet_too_big_written_into_the_tun_lowers_the_path_mtu() {
+    use std::io::Write;
+    use xorlay::core::icmp::{IcmpError, error_for};
+    let ns = TestNetns::new("tunptb");
+    let local = node_address(&random_id());
+    let peer = node_address(&random_id());
+    let (tun, route) = ns.run(move || {
+        let tun = Tun::create(&TunConfig {
+            name: "xorlay0".into(),
+            queues: 1,
+            mtu: 1500,
+            address: local,
+            prefix_len: 8,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let socket = UdpSocket::bind(SocketAddrV6::new(local, 0, 0, 0)).expect("bind");
+        socket
+            .send_to(&[0x5a; 1452], SocketAddrV6::new(peer, 4000, 0, 0))
+            .expect("send");
+        let mut queue = &tun.queues()[0];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 2048];
+        let big = loop {
+            match queue.read(&mut buf) {
+                Ok(n) if n == 1500 && buf[6] == 17 => break buf[..n].to_vec(),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("reading: {e}"),
+            }
+            assert!(Instant::now() < deadline, "the 1500-byte packet never came");
+        };
+        let ptb = error_for(&big, local, IcmpError::PacketTooBig { mtu: 1400 }).expect("PTB");
+        queue.write_all(&ptb).expect("writing the PTB into the TUN");
+        // The kernel takes it: the path MTU to the peer drops to 1400.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let route = loop {
+            let out = std::process::Command::new("ip")
+                .args(["-6", "route", "get", &peer.to_string()])
+                .output()
+                .expect("ip");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains("mtu 1400") || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (tun, route)
+    });
+    assert!(route.contains("mtu 1400"), "{route}");
+    drop(tun);
+}

@@ -5,6 +5,7 @@
 
 pub mod address;
 pub mod forward;
+pub mod icmp;
 pub mod identity;
 pub mod install;
 pub mod kademlia;

@@ -191,6 +191,11 @@ impl Tun {
         if unsafe { libc::ioctl(inet.as_raw_fd(), libc::SIOCSIFFLAGS, &raw mut req) } < 0 {
             return Err(step("bringing it up", "")(io::Error::last_os_error()));
         }
+        wait_usable(config.address).map_err(step(
+            "waiting for the address to leave the tentative state",
+            "; duplicate address detection should not run on a TUN interface: check \
+             net.ipv6.conf.<name>.accept_dad",
+        ))?;
         Ok(Tun {
             name: config.name.clone(),
             queues,
@@ -213,6 +218,29 @@ impl Tun {
         &self.queues
     }
 }
+
+/// Waits (at most [`USABLE_WAIT`]) until `address` can be bound: the
+/// kernel finishes adding an IPv6 address (its duplicate address detection
+/// step, skipped on a TUN interface but run from a work queue) a moment
+/// after the ioctl returns, and until then sockets cannot use it.
+fn wait_usable(address: Ipv6Addr) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + USABLE_WAIT;
+    loop {
+        match std::net::UdpSocket::bind((address, 0)) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How long [`Tun::create`] waits for its address to become usable.
+pub const USABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A datagram socket of `family` for configuration ioctls.
 fn socket(family: libc::c_int) -> io::Result<OwnedFd> {
