@@ -499,7 +499,14 @@ impl ControlPlane {
                     return;
                 };
                 cache
-                    .install(dst, &RouteEntry { next_hop, source })
+                    .install(
+                        dst,
+                        &RouteEntry {
+                            next_hop,
+                            source,
+                            via: None,
+                        },
+                    )
                     .map(|()| self.counters.routes_installed += 1)
             }
             Route::Miss => {
