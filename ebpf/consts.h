@@ -77,11 +77,17 @@
 /* Capacity of the egress device map (xorlay_tx_ports). */
 #define XORLAY_TX_PORTS_MAX 64
 /* Size of struct xorlay_route (maps.h), the value of a pinned map. */
-#define XORLAY_ROUTE_LEN 96
+#define XORLAY_ROUTE_LEN 104
 /* How long the fast path reuses a next hop's FIB/neighbor resolution (ns). */
 #define XORLAY_L2_TTL_NS 100000000
 /* xorlay_route.flags: no route to this destination (drop in XDP). */
 #define XORLAY_ROUTE_F_NEGATIVE 1
+/* xorlay_route.flags: the entry was made by a packet's via (the destination
+ * has no route of its own here); it applies only to packets whose via
+ * starts with xorlay_route.via_tag, the others are misses. */
+#define XORLAY_ROUTE_F_VIA 2
+/* Length of xorlay_route.via_tag: the first bytes of the via an entry was made for. */
+#define XORLAY_ROUTE_VIA_TAG_LEN 8
 
 /* Size of struct xorlay_config (maps.h), the value of a pinned map. */
 #define XORLAY_CONFIG_LEN 80

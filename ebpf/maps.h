@@ -236,6 +236,17 @@ struct {
  * was used (or installed) at most idle_timeout_ns ago; anything else is a
  * miss. Addresses are IPv6 or v4-mapped IPv4; both must be of the ingress
  * packet's family (no family change in XDP), else the entry is a miss.
+ *
+ * The key is the destination alone, but a relay without a route of its own
+ * to a destination routes toward the via its packets carry (the
+ * destination's beacon, which sources may disagree on). Such an entry has
+ * XORLAY_ROUTE_F_VIA and the via's first XORLAY_ROUTE_VIA_TAG_LEN bytes in
+ * via_tag, and applies only to packets with flag VIA and a via starting
+ * with the tag: any other packet for dst is a miss (to the workers, without
+ * refreshing the entry). Otherwise two relays holding different vias for
+ * one destination could each cache the other as its next hop: a loop in XDP
+ * until the hop limit. An entry without the flag comes from the
+ * destination's own route and applies to every packet for dst, via or not.
  */
 struct xorlay_route_key {
 	__u8 id[XORLAY_NODE_ID_LEN];
@@ -251,6 +262,8 @@ struct xorlay_route {
 	__u64 generation;       /* xorlay_config.generation when installed */
 	__u64 installed_ns;     /* CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns) at install */
 	__u64 last_used_ns;     /* last hit (refreshed by the program), or installed_ns */
+	__u8 via_tag[XORLAY_ROUTE_VIA_TAG_LEN]; /* with XORLAY_ROUTE_F_VIA: the first bytes of the
+						 * via the entry was made for; else 0 */
 	/*
 	 * The program's L2 cache of the next hop (xorlay.bpf.c, resolve_l2);
 	 * userspace writes zeros, so every install resolves afresh.
@@ -265,6 +278,7 @@ struct xorlay_route {
 
 _Static_assert(sizeof(struct xorlay_route_key) == XORLAY_NODE_ID_LEN, "route key length");
 _Static_assert(sizeof(struct xorlay_route) == XORLAY_ROUTE_LEN, "route length");
+_Static_assert(XORLAY_ROUTE_VIA_TAG_LEN == sizeof(__u64), "the program compares the via tag as one word");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

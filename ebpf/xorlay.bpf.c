@@ -27,6 +27,9 @@
  *               other family): XDP_PASS, PASS_CACHE_MISS (workers decide)
  *             valid negative entry, packet with a via (flag VIA): XDP_PASS,
  *               PASS_CACHE_MISS (the workers may route it by its via)
+ *             valid entry made by a via (XORLAY_ROUTE_F_VIA), packet without
+ *               a via or with another one (its first 8 bytes differ from
+ *               the entry's tag): XDP_PASS, PASS_CACHE_MISS
  *             valid entry, hop limit 1: XDP_DROP, DROP_HOP_LIMIT_EXCEEDED
  *             valid negative entry: XDP_DROP, DROP_NO_ROUTE
  *             valid entry the kernel must finish (no FIB route or
@@ -620,6 +623,30 @@ static __always_inline __u32 forward(struct xdp_md *ctx, const struct frame *f, 
 }
 
 /*
+ * Whether the valid entry `route` applies to the packet `hdr` as far as its
+ * via goes: an entry made by a via (XORLAY_ROUTE_F_VIA) only to packets with
+ * flag VIA whose via starts with the entry's tag; any other entry to every
+ * packet (maps.h, struct xorlay_route).
+ */
+static __always_inline int via_applies(const struct xorlay_hdr *hdr, const void *end,
+				       const struct xorlay_route *route)
+{
+	const struct xorlay_hdr_via *full = (const struct xorlay_hdr_via *)hdr;
+	__u64 via, tag;
+
+	if (!(route->flags & XORLAY_ROUTE_F_VIA))
+		return 1;
+	if (!(hdr->flags & XORLAY_FLAG_VIA))
+		return 0;
+	/* validate_overlay checked the whole header is there; the verifier needs it again. */
+	if ((const void *)(full + 1) > end)
+		return 0;
+	__builtin_memcpy(&via, full->via, sizeof(via));
+	__builtin_memcpy(&tag, route->via_tag, sizeof(tag));
+	return via == tag;
+}
+
+/*
  * The route cache step for a valid packet that passed the filter. Returns
  * the counter of the verdict (see the top of this file).
  */
@@ -665,9 +692,18 @@ static __always_inline __u32 route_cached(struct xdp_md *ctx, const struct curso
 	 * A negative entry says there is no route to dst; a packet that names
 	 * its destination's beacon (via) may still be routed toward that. The
 	 * workers decide, as on a miss (the entry's last use is not refreshed,
-	 * as on a miss). Positive entries forward it like any other packet.
+	 * as on a miss). Positive entries forward it like any other packet,
+	 * if their via tag (below) lets them.
 	 */
 	if ((route->flags & XORLAY_ROUTE_F_NEGATIVE) && (hdr->flags & XORLAY_FLAG_VIA))
+		return XORLAY_XDP_PASS_CACHE_MISS;
+	/*
+	 * An entry made by a via applies only to packets carrying that via
+	 * (maps.h): two relays that learned different vias for one destination
+	 * must not cache each other as its next hop. Any other packet is a
+	 * miss, the entry not refreshed.
+	 */
+	if (!via_applies(hdr, c->end, route))
 		return XORLAY_XDP_PASS_CACHE_MISS;
 
 	/* A valid hit. Refresh last use, at most every 1/8 of the timeout. */

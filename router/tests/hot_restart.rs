@@ -189,6 +189,7 @@ fn route() -> RouteEntry {
     RouteEntry {
         next_hop: "198.18.0.2:4799".parse().expect("literal"),
         source: "198.18.0.1:4799".parse().expect("literal"),
+        via: None,
     }
 }
 

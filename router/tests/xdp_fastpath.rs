@@ -489,9 +489,15 @@ impl Harness {
     }
 
     fn install(&mut self, dst: &NodeId, hop: Host, v6: bool) {
+        self.install_by(dst, hop, v6, None);
+    }
+
+    /// `install`, for packets with `via` only if it is `Some`.
+    fn install_by(&mut self, dst: &NodeId, hop: Host, v6: bool, via: Option<NodeId>) {
         let route = RouteEntry {
             next_hop: overlay_addr(hop, v6),
             source: ours(hop.port, v6),
+            via,
         };
         ok(self.cache.install(dst, &route), "install");
     }
@@ -1337,6 +1343,163 @@ fn route_cache_fixtures_inside() {
     }
 }
 
+/// A node ID drawn at random.
+fn random_id() -> NodeId {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).expect("getrandom");
+    NodeId::from_bytes(bytes)
+}
+
+/// `id` with byte `index` changed.
+fn with_byte_changed(id: &NodeId, index: usize) -> NodeId {
+    let mut bytes = *id.as_bytes();
+    bytes[index] ^= 0x5a;
+    NodeId::from_bytes(bytes)
+}
+
+/// An entry made by a packet's via (a relay without a route of its own to
+/// the destination, compact routing) applies only to packets carrying that
+/// via, compared by its first bytes (the tag): every other packet for the
+/// destination goes to the workers as a miss, before the hop limit, and
+/// does not refresh the entry. An entry without a via applies to all.
+#[test]
+fn route_cache_via_tags() {
+    let netns = Netns::create("vt");
+    netns.run_inside(route_cache_via_tags_inside);
+}
+
+fn route_cache_via_tags_inside() {
+    let mut h = Harness::new();
+    ok(h.cache.set_local_id(&random_id()), "set_local_id");
+    let body = b"via-tagged payload";
+    let dst_by_via = random_id();
+    let dst_own = random_id();
+    let via = random_id();
+    // Another via, differing in the tag's first byte and in its last.
+    let others = [
+        with_byte_changed(&via, 0),
+        with_byte_changed(&via, bpf::VIA_TAG_LEN - 1),
+    ];
+    // Differing only after the tag: the entry cannot tell it apart.
+    let same_tag = with_byte_changed(&via, bpf::VIA_TAG_LEN);
+
+    for v6 in [false, true] {
+        let fam = if v6 { "IPv6" } else { "IPv4" };
+        h.install_by(&dst_by_via, HOP_REDIRECT, v6, Some(via));
+        h.install_by(&dst_own, HOP_REDIRECT, v6, None);
+        let cached = ok(h.cache.get(&dst_by_via), "get").unwrap_or_else(|| panic!("no entry"));
+        assert_eq!(cached.via_tag, Some(bpf::via_tag(&via)), "{fam}");
+        assert_eq!(
+            cached.route.map(|r| r.next_hop),
+            Some(overlay_addr(HOP_REDIRECT, v6))
+        );
+        let own = ok(h.cache.get(&dst_own), "get").unwrap_or_else(|| panic!("no entry"));
+        assert_eq!(own.via_tag, None, "{fam}");
+
+        // The via it was made for: forwarded, the via kept.
+        for (what, carried) in [("its via", via), ("a via with its tag", same_tag)] {
+            for hop_limit in [64, 2] {
+                let payload = data_via(&dst_by_via, &carried, hop_limit, body);
+                let out = h.check(
+                    &format!("{fam} entry by a via, packet with {what}, hop limit {hop_limit}: redirected"),
+                    &inbound(SENDER, v6, PLAIN, &payload),
+                    XDP_REDIRECT,
+                    FWD_REDIRECT,
+                    Some(&forwarded(HOP_REDIRECT, v6, PLAIN, &payload)),
+                );
+                let udp_payload = verify_checksums(fam, &out);
+                let packet = OverlayPacket::new_unchecked(&udp_payload[..]);
+                assert_eq!(packet.validate(), Ok(()), "{fam}");
+                assert_eq!(packet.via(), Some(carried), "{fam}");
+                assert_eq!(packet.hop_limit(), hop_limit - 1, "{fam}");
+            }
+        }
+        h.check(
+            &format!("{fam} entry by a via, packet with its via, hop limit 1: expired"),
+            &inbound(SENDER, v6, PLAIN, &data_via(&dst_by_via, &via, 1, body)),
+            XDP_DROP,
+            DROP_HOP_LIMIT_EXCEEDED,
+            None,
+        );
+
+        // Any other packet for dst: to the workers, whatever its hop limit.
+        for hop_limit in [64, 1] {
+            for (n, other) in others.iter().enumerate() {
+                h.check(
+                    &format!("{fam} entry by a via, packet with another via ({n}), hop limit {hop_limit}: a miss"),
+                    &inbound(SENDER, v6, PLAIN, &data_via(&dst_by_via, other, hop_limit, body)),
+                    XDP_PASS,
+                    PASS_CACHE_MISS,
+                    None,
+                );
+            }
+            h.check(
+                &format!(
+                    "{fam} entry by a via, packet without a via, hop limit {hop_limit}: a miss"
+                ),
+                &inbound(SENDER, v6, PLAIN, &data(&dst_by_via, hop_limit, body)),
+                XDP_PASS,
+                PASS_CACHE_MISS,
+                None,
+            );
+        }
+
+        // An entry from the destination's own route: every packet.
+        let payloads = [
+            ("without a via", data(&dst_own, 64, body)),
+            ("with a via", data_via(&dst_own, &via, 64, body)),
+            ("with another via", data_via(&dst_own, &others[0], 64, body)),
+        ];
+        for (what, payload) in &payloads {
+            h.check(
+                &format!("{fam} entry without a via, packet {what}: redirected"),
+                &inbound(SENDER, v6, PLAIN, payload),
+                XDP_REDIRECT,
+                FWD_REDIRECT,
+                Some(&forwarded(HOP_REDIRECT, v6, PLAIN, payload)),
+            );
+        }
+    }
+
+    // A miss for another via leaves the entry's last use alone; a hit
+    // refreshes it (past an eighth of the idle timeout).
+    let idle = bpf::DEFAULT_IDLE_TIMEOUT;
+    assert_eq!(h.cache.idle_timeout(), idle);
+    h.install_by(&dst_by_via, HOP_REDIRECT, false, Some(via));
+    h.raw_routes.backdate(&dst_by_via, idle / 2);
+    let before = ok(h.cache.get(&dst_by_via), "get").unwrap_or_else(|| panic!("no entry"));
+    for packet in [
+        data_via(&dst_by_via, &others[1], 64, body),
+        data(&dst_by_via, 64, body),
+    ] {
+        h.check(
+            "entry by a via, half an idle timeout old, another packet: a miss",
+            &inbound(SENDER, false, PLAIN, &packet),
+            XDP_PASS,
+            PASS_CACHE_MISS,
+            None,
+        );
+    }
+    let after = ok(h.cache.get(&dst_by_via), "get").unwrap_or_else(|| panic!("no entry"));
+    assert_eq!(
+        after.last_used_ns, before.last_used_ns,
+        "a miss refreshed the entry"
+    );
+    let payload = data_via(&dst_by_via, &via, 64, body);
+    h.check(
+        "entry by a via, half an idle timeout old, its via: a hit",
+        &inbound(SENDER, false, PLAIN, &payload),
+        XDP_REDIRECT,
+        FWD_REDIRECT,
+        Some(&forwarded(HOP_REDIRECT, false, PLAIN, &payload)),
+    );
+    let hit = ok(h.cache.get(&dst_by_via), "get").unwrap_or_else(|| panic!("no entry"));
+    assert!(
+        hit.last_used_ns > before.last_used_ns,
+        "a hit refreshes last_used_ns: {before:?} -> {hit:?}"
+    );
+}
+
 /// The frame a sender with TX checksum offload hands to its veth: `inbound`
 /// with the partial checksum in place of the full one.
 fn inbound_partial(from: Host, v6: bool, payload: &[u8]) -> Vec<u8> {
@@ -1715,12 +1878,14 @@ fn route_cache_api() {
         let v4 = RouteEntry {
             next_hop: "198.18.2.2:4799".parse().expect("literal"),
             source: "198.18.2.1:4799".parse().expect("literal"),
+            via: None,
         };
         ok(h.cache.install(&id(1), &v4), "install v4");
         // The v4-mapped spelling (a dual-stack socket's) is the same route.
         let mapped = RouteEntry {
             next_hop: "[::ffff:198.18.2.2]:4799".parse().expect("literal"),
             source: "[::ffff:198.18.2.1]:4799".parse().expect("literal"),
+            via: None,
         };
         ok(h.cache.install(&id(2), &mapped), "install mapped");
         ok(h.cache.install_no_route(&id(3)), "install_no_route");
@@ -1756,6 +1921,7 @@ fn route_cache_api() {
             let route = RouteEntry {
                 next_hop: next_hop.parse().expect("literal"),
                 source: source.parse().expect("literal"),
+                via: None,
             };
             match h.cache.install(&id(9), &route) {
                 Ok(()) => panic!("installed {route:?}"),
@@ -1863,6 +2029,7 @@ fn differential_round(round: usize, rng: &mut Rng, seen: &mut [usize; STAT_COUNT
                 let route = RouteEntry {
                     next_hop: hop.addr(),
                     source: ours(hop.host.port, hop.v6),
+                    via: None,
                 };
                 ok(h.cache.install(dst, &route), "install");
             }

@@ -486,7 +486,12 @@ impl ControlPlane {
         let topology = self.shared.load();
         let result = match route_via(&topology.table, dst, via.as_ref()) {
             Route::Next { hop, .. } => {
-                if let Some(via) = via.filter(|_| topology.table.exact(dst).is_none()) {
+                // Found by the packet's via (dst has no route of its own):
+                // the entry applies only to packets with that via. Another
+                // source may name another via for dst, and a relay toward
+                // that one may route dst back here.
+                let by_via = via.filter(|_| topology.table.exact(dst).is_none());
+                if let Some(via) = by_via {
                     if self.via_installed.len() >= VIA_INSTALLED_MAX
                         && !self.via_installed.contains_key(dst)
                     {
@@ -505,7 +510,14 @@ impl ControlPlane {
                     return;
                 };
                 cache
-                    .install(dst, &RouteEntry { next_hop, source })
+                    .install(
+                        dst,
+                        &RouteEntry {
+                            next_hop,
+                            source,
+                            via: by_via,
+                        },
+                    )
                     .map(|()| self.counters.routes_installed += 1)
             }
             Route::Miss => {

@@ -59,7 +59,9 @@ pub use error::BpfError;
 pub use load::{LoadOptions, load, load_with};
 pub use neighbors::{NeighborMap, SyncReport, neighbor_key, take_neighbor_map};
 pub use pins::{MapLayout, PINNED_MAPS, pinned_layout, pinned_owner};
-pub use routes::{CachedRoute, RouteCache, RouteEntry, add_tx_port, take_route_cache};
+pub use routes::{
+    CachedRoute, RouteCache, RouteEntry, VIA_TAG_LEN, add_tx_port, take_route_cache, via_tag,
+};
 pub use shed::{SHED_MAP_NAME, ShedBudget, take_shed_budget};
 pub use takeover::PinnedStart;
 

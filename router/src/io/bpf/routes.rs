@@ -39,13 +39,37 @@ pub struct RouteEntry {
     /// Our address toward the next hop and the overlay port: the source of
     /// the datagram the worker's socket would send.
     pub source: SocketAddr,
+    /// The via this route was found by, when the destination has no route
+    /// of its own here (compact routing: toward the destination's beacon,
+    /// which the packet names). `Some`: the entry keeps the via's first
+    /// [`VIA_TAG_LEN`] bytes and the program uses it only for packets with
+    /// a via that starts with them; any other packet for the destination
+    /// goes to the workers. `None`: the destination's own route, for every
+    /// packet to it, with a via or not.
+    pub via: Option<NodeId>,
+}
+
+/// The bytes of a via that a route cache entry keeps ([`RouteEntry::via`]).
+pub const VIA_TAG_LEN: usize = consts::ROUTE_VIA_TAG_LEN;
+
+/// What a route cache entry made by `via` keeps of it: its first
+/// [`VIA_TAG_LEN`] bytes, compared by the program with a packet's via.
+pub fn via_tag(via: &NodeId) -> [u8; VIA_TAG_LEN] {
+    let mut tag = [0u8; VIA_TAG_LEN];
+    tag.copy_from_slice(&via.as_bytes()[..VIA_TAG_LEN]);
+    tag
 }
 
 /// A route cache entry as read back from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedRoute {
-    /// Where it sends; `None` for a negative entry (no route: dropped).
+    /// Where it sends; `None` for a negative entry (no route: dropped). Its
+    /// [`RouteEntry::via`] is always `None`: the entry keeps only the via's
+    /// tag, in [`CachedRoute::via_tag`].
     pub route: Option<RouteEntry>,
+    /// For an entry made by a via: the via's first bytes ([`via_tag`]),
+    /// the packets it applies to. `None`: it applies to every packet.
+    pub via_tag: Option<[u8; VIA_TAG_LEN]>,
     /// The generation it was installed in ([`RouteCache::generation`]).
     pub generation: u64,
     /// `CLOCK_MONOTONIC_COARSE` nanoseconds at install.
@@ -185,46 +209,13 @@ impl RouteCache {
     }
 
     /// Sends data packets for `dst` to `route.next_hop` from `route.source`,
-    /// in the current generation (replacing any entry for `dst`). Fails
-    /// before touching the map if the two addresses are of different
-    /// families, unspecified, or have port 0.
+    /// in the current generation (replacing any entry for `dst`); with
+    /// `route.via`, only those that carry that via. Fails before touching
+    /// the map if the two addresses are of different families,
+    /// unspecified, or have port 0.
     pub fn install(&mut self, dst: &NodeId, route: &RouteEntry) -> Result<(), BpfError> {
-        let invalid = |reason| BpfError::InvalidRoute {
-            next_hop: route.next_hop,
-            local: route.source,
-            reason,
-        };
-        let next_hop = neighbor_key(&route.next_hop);
-        let source = neighbor_key(&route.source);
-        let next_hop_v4 = next_hop.ip().to_ipv4_mapped().is_some();
-        if next_hop_v4 != source.ip().to_ipv4_mapped().is_some() {
-            return Err(invalid(
-                "the next hop and the source are of different address families",
-            ));
-        }
-        if next_hop.socket_addr().ip().is_unspecified()
-            || source.socket_addr().ip().is_unspecified()
-        {
-            return Err(invalid("an address is unspecified (0.0.0.0 or ::)"));
-        }
-        if route.next_hop.port() == 0 || route.source.port() == 0 {
-            return Err(invalid("a UDP port is 0"));
-        }
-        let now = monotonic_ns();
-        self.insert(
-            dst,
-            abi::Route {
-                next_hop_addr: next_hop.addr,
-                source_addr: source.addr,
-                next_hop_port: route.next_hop.port().to_be(),
-                source_port: route.source.port().to_be(),
-                generation: self.current.generation,
-                installed_ns: now,
-                last_used_ns: now,
-                // The l2_* fields zero: the program resolves afresh.
-                ..abi::Route::default()
-            },
-        )
+        let value = encode(route, self.current.generation, monotonic_ns())?;
+        self.insert(dst, value)
     }
 
     /// Marks `dst` unroutable in the current generation: the program drops
@@ -281,17 +272,7 @@ impl RouteCache {
                 });
             }
         };
-        let negative = value.flags & consts::ROUTE_F_NEGATIVE != 0;
-        let addr = |addr: [u8; 16], port: u16| NeighborKey { addr, port, pad: 0 }.socket_addr();
-        Ok(Some(CachedRoute {
-            route: (!negative).then(|| RouteEntry {
-                next_hop: addr(value.next_hop_addr, value.next_hop_port),
-                source: addr(value.source_addr, value.source_port),
-            }),
-            generation: value.generation,
-            installed_ns: value.installed_ns,
-            last_used_ns: value.last_used_ns,
-        }))
+        Ok(Some(decode(&value)))
     }
 
     /// Makes every entry a miss at once (O(1)): bumps the generation. Call
@@ -408,6 +389,65 @@ impl RouteCache {
     }
 }
 
+/// The map value for `route`, installed in `generation` at `now_ns`; fails
+/// if the two addresses are of different families, unspecified, or have
+/// port 0. The L2 cache fields stay zero, so the program resolves the next
+/// hop afresh.
+fn encode(route: &RouteEntry, generation: u64, now_ns: u64) -> Result<abi::Route, BpfError> {
+    let invalid = |reason| BpfError::InvalidRoute {
+        next_hop: route.next_hop,
+        local: route.source,
+        reason,
+    };
+    let next_hop = neighbor_key(&route.next_hop);
+    let source = neighbor_key(&route.source);
+    let next_hop_v4 = next_hop.ip().to_ipv4_mapped().is_some();
+    if next_hop_v4 != source.ip().to_ipv4_mapped().is_some() {
+        return Err(invalid(
+            "the next hop and the source are of different address families",
+        ));
+    }
+    if next_hop.socket_addr().ip().is_unspecified() || source.socket_addr().ip().is_unspecified() {
+        return Err(invalid("an address is unspecified (0.0.0.0 or ::)"));
+    }
+    if route.next_hop.port() == 0 || route.source.port() == 0 {
+        return Err(invalid("a UDP port is 0"));
+    }
+    let (flags, via_tag) = match &route.via {
+        Some(via) => (consts::ROUTE_F_VIA, self::via_tag(via)),
+        None => (0, [0; VIA_TAG_LEN]),
+    };
+    Ok(abi::Route {
+        next_hop_addr: next_hop.addr,
+        source_addr: source.addr,
+        next_hop_port: route.next_hop.port().to_be(),
+        source_port: route.source.port().to_be(),
+        flags,
+        generation,
+        installed_ns: now_ns,
+        last_used_ns: now_ns,
+        via_tag,
+        ..abi::Route::default()
+    })
+}
+
+/// A map value as a [`CachedRoute`].
+fn decode(value: &abi::Route) -> CachedRoute {
+    let negative = value.flags & consts::ROUTE_F_NEGATIVE != 0;
+    let addr = |addr: [u8; 16], port: u16| NeighborKey { addr, port, pad: 0 }.socket_addr();
+    CachedRoute {
+        route: (!negative).then(|| RouteEntry {
+            next_hop: addr(value.next_hop_addr, value.next_hop_port),
+            source: addr(value.source_addr, value.source_port),
+            via: None,
+        }),
+        via_tag: (value.flags & consts::ROUTE_F_VIA != 0).then_some(value.via_tag),
+        generation: value.generation,
+        installed_ns: value.installed_ns,
+        last_used_ns: value.last_used_ns,
+    }
+}
+
 // The route cache moves to the control thread.
 const _: () = {
     const fn assert_send<T: Send>() {}
@@ -465,6 +505,96 @@ pub(super) fn prune_tx_ports(ebpf: &mut Ebpf, keep: &[u32]) {
                 "removing ifindex {if_index} from {TX_PORTS_MAP_NAME}: {}",
                 chain(&e)
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_id() -> NodeId {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).expect("getrandom");
+        NodeId::from_bytes(bytes)
+    }
+
+    fn entry(via: Option<NodeId>) -> RouteEntry {
+        RouteEntry {
+            next_hop: "198.18.3.2:4799".parse().expect("literal"),
+            source: "198.18.3.1:4800".parse().expect("literal"),
+            via,
+        }
+    }
+
+    #[test]
+    fn an_entry_without_a_via_applies_to_every_packet() {
+        let value = encode(&entry(None), 7, 1234).expect("valid route");
+        assert_eq!(value.flags, 0, "neither negative nor by a via");
+        assert_eq!(value.via_tag, [0; VIA_TAG_LEN]);
+        assert_eq!(value.next_hop_addr[10..], [0xff, 0xff, 198, 18, 3, 2]);
+        assert_eq!(value.source_addr[10..], [0xff, 0xff, 198, 18, 3, 1]);
+        assert_eq!(value.next_hop_port, 4799u16.to_be());
+        assert_eq!(value.source_port, 4800u16.to_be());
+        assert_eq!(
+            (value.generation, value.installed_ns, value.last_used_ns),
+            (7, 1234, 1234)
+        );
+        assert_eq!(value.l2_checked_ns, 0, "the program resolves afresh");
+        let cached = decode(&value);
+        assert_eq!(cached.route, Some(entry(None)));
+        assert_eq!(cached.via_tag, None);
+    }
+
+    #[test]
+    fn an_entry_by_a_via_keeps_its_first_bytes() {
+        let via = random_id();
+        let value = encode(&entry(Some(via)), 7, 1234).expect("valid route");
+        assert_eq!(value.flags, consts::ROUTE_F_VIA);
+        assert_eq!(value.via_tag[..], via.as_bytes()[..VIA_TAG_LEN]);
+        assert_eq!(via_tag(&via), value.via_tag);
+        // Everything else as without a via.
+        let plain = encode(&entry(None), 7, 1234).expect("valid route");
+        assert_eq!(
+            abi::Route {
+                flags: 0,
+                via_tag: [0; VIA_TAG_LEN],
+                ..value
+            },
+            plain
+        );
+        let cached = decode(&value);
+        assert_eq!(
+            cached.route,
+            Some(entry(None)),
+            "the via itself is not kept"
+        );
+        assert_eq!(cached.via_tag, Some(via_tag(&via)));
+    }
+
+    #[test]
+    fn a_negative_entry_reads_back_as_no_route() {
+        let value = abi::Route {
+            flags: consts::ROUTE_F_NEGATIVE,
+            generation: 3,
+            ..abi::Route::default()
+        };
+        let cached = decode(&value);
+        assert_eq!((cached.route, cached.via_tag), (None, None));
+        assert_eq!(cached.generation, 3);
+    }
+
+    #[test]
+    fn invalid_routes_are_refused_with_or_without_a_via() {
+        for via in [None, Some(random_id())] {
+            let route = RouteEntry {
+                source: "[fd00:3::1]:4799".parse().expect("literal"),
+                ..entry(via)
+            };
+            assert!(matches!(
+                encode(&route, 1, 1),
+                Err(BpfError::InvalidRoute { .. })
+            ));
         }
     }
 }
