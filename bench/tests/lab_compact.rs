@@ -122,6 +122,9 @@ fn compact_mesh_delivers_between_all_pairs_through_the_location_service() {
             let Some(beacon) = route["destination_beacon"].as_str() else {
                 continue;
             };
+            if route["decision"] == "forward" {
+                continue; // it gained a route of its own since
+            }
             assert!(
                 beacon_level_of(&beacon.parse().expect("a node ID")) >= LEVEL,
                 "{route}"

@@ -184,9 +184,11 @@ pub enum Action<'a, A> {
         hop_limit: u8,
         /// Whether to ask for `dst` -> `next_hop` in the XDP route cache.
         install: Install,
-        /// A beacon to write into the packet's via field first: the
-        /// packet is this node's own (local application), its destination
-        /// has no route here, and the location service knows its beacon.
+        /// A beacon to write into the packet's via field first (inserted,
+        /// or replacing the one it has): its destination has no route
+        /// here, the location service knows its beacon, and the packet is
+        /// this node's own (local application) or names this node as its
+        /// via.
         add_via: Option<NodeId>,
     },
     /// No route: drop it, counted as [`DropReason::NoRoute`].
@@ -234,15 +236,24 @@ impl Forwarder {
             return Action::Drop(DropReason::NotNeighbor);
         }
         let dst = header.dst;
-        // A packet of our own without a via, for a destination outside
-        // the cluster: the location service's answer goes in.
+        let unrouted = table.exact(&dst).is_none();
         let add_via = match header.via {
-            None if origin == Origin::LocalApp && table.exact(&dst).is_none() => {
-                table.via_of(&dst).copied()
+            // A packet of our own without a via, for a destination outside
+            // the cluster: the location service's answer goes in.
+            None if origin == Origin::LocalApp && unrouted => table.via_of(&dst).copied(),
+            // A packet whose via is this node, which has no route to its
+            // destination any more (the destination's nearest beacon
+            // changed, its sources do not know yet): this node's own
+            // location service answer, if newer, replaces it.
+            Some(v) if v == *table.local() && unrouted => {
+                table.via_of(&dst).copied().filter(|new| *new != v)
             }
             _ => None,
         };
-        let via = header.via.or(add_via);
+        let via = add_via.or(header.via);
+        // A rewritten via is the workers' job on every packet: XDP cannot
+        // rewrite it, so no cache entry.
+        let rewrite = add_via.is_some() && header.via.is_some();
         match decide_via(table, &dst, via.as_ref(), header.hop_limit) {
             Verdict::Deliver => Action::Deliver,
             Verdict::Forward { next_hop, hop } => Action::Forward {
@@ -250,7 +261,11 @@ impl Forwarder {
                 hop,
                 // decide() forwards only with hop_limit > 1.
                 hop_limit: header.hop_limit - 1,
-                install: self.install(now, &dst, Some(*next_hop)),
+                install: if rewrite {
+                    Install::Skip
+                } else {
+                    self.install(now, &dst, Some(*next_hop))
+                },
                 add_via,
             },
             Verdict::Drop(DropReason::NoRoute) => Action::Miss {
@@ -410,6 +425,53 @@ mod tests {
         assert!(matches!(
             forwarder.handle(Instant::now(), &with_via, Origin::Neighbor, &c),
             Action::Forward { next_hop, add_via: None, .. } if *next_hop == id(0x01)
+        ));
+    }
+
+    /// A beacon that lost the route to a packet's destination (whose
+    /// beacon changed) puts its own newer answer into the packet, and asks
+    /// for no XDP entry (XDP cannot rewrite a via).
+    #[test]
+    fn a_beacon_without_the_route_rewrites_the_via_from_its_own_answer() {
+        let mut t = table(0x99, &[0x01, 0x40]);
+        t.set_compact(true);
+        t.add_routes([(id(0x77), id(0x40))]);
+        let stale = Header {
+            via: Some(id(0x99)),
+            ..header(PacketType::Data, 0x41, 64)
+        };
+        let mut forwarder = Forwarder::new(1000);
+        // Not known here yet: a miss (the worker asks for a lookup).
+        assert!(matches!(
+            forwarder.handle(Instant::now(), &stale, Origin::Neighbor, &t),
+            Action::Miss { .. }
+        ));
+        // The answer names this node again: still a miss.
+        t.add_vias([(id(0x41), id(0x99))]);
+        assert!(matches!(
+            forwarder.handle(Instant::now(), &stale, Origin::Neighbor, &t),
+            Action::Miss { .. }
+        ));
+        // A newer beacon: rewritten, forwarded toward it, not cached.
+        t.add_vias([(id(0x41), id(0x77))]);
+        assert_eq!(
+            forwarder.handle(Instant::now(), &stale, Origin::Neighbor, &t),
+            Action::Forward {
+                next_hop: &id(0x40),
+                hop: &0x40,
+                hop_limit: 63,
+                install: Install::Skip,
+                add_via: Some(id(0x77)),
+            }
+        );
+        // Another node's via is never touched.
+        let other = Header {
+            via: Some(id(0x77)),
+            ..stale
+        };
+        assert!(matches!(
+            forwarder.handle(Instant::now(), &other, Origin::Neighbor, &t),
+            Action::Forward { add_via: None, .. }
         ));
     }
 

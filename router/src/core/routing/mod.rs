@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::id::NodeId;
 
-mod location;
+pub mod location;
 #[cfg(test)]
 mod tests;
 

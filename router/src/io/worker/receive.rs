@@ -232,7 +232,8 @@ impl State {
             action,
             dst: header.dst,
             via: header.via,
-            locate: origin == Origin::LocalApp && table.table.compact(),
+            locate: table.table.compact()
+                && (origin == Origin::LocalApp || header.via.as_ref() == Some(table.table.local())),
             payload,
             source,
         })
@@ -380,14 +381,21 @@ impl State {
     }
 
     /// Writes `beacon` into the via field of the datagram at `payload` in
-    /// buffer `bid` (a packet of the local application): the fixed header
-    /// moves [`VIA_LEN`] bytes toward the buffer's start, into the room
-    /// the receive header and the sender's name took, and the via goes
-    /// between it and the payload. Returns where the datagram now is.
+    /// buffer `bid`: over the one it has, or else (a packet of the local
+    /// application) the fixed header moves [`VIA_LEN`] bytes toward the
+    /// buffer's start, into the room the receive header and the sender's
+    /// name took, and the via goes between it and the payload. Returns
+    /// where the datagram now is.
     fn insert_via(&mut self, bid: u16, payload: Range<usize>, beacon: &NodeId) -> Range<usize> {
         let Some(buf) = self.bufs.received(bid, payload.end) else {
             return payload;
         };
+        let mut packet = OverlayPacket::new_unchecked(&mut buf[payload.clone()]);
+        if packet.flags() & FLAG_VIA != 0 {
+            // Validated: the via field is there.
+            let _ = packet.set_via(Some(beacon));
+            return payload;
+        }
         let start = payload.start - VIA_LEN;
         buf.copy_within(payload.start..payload.start + HEADER_LEN, start);
         let mut packet = OverlayPacket::new_unchecked(&mut buf[start..payload.end]);
