@@ -492,11 +492,15 @@ fn run_graph(name: &str, graph: Graph, rng: &mut Rng) {
         - settled_tx;
     let m = Measure::take(&sim, rng);
     let routes: Vec<usize> = sim.routers.iter().map(Routing::route_count).collect();
+    // Messages a full send queue refused (a hub's dump to hundreds of
+    // neighbors): what the deliveries below lack.
+    let dropped: u64 = sim.routers.iter().map(|r| r.counters().dropped_queue).sum();
     let beacons = sim.routers.iter().filter(|r| r.is_beacon()).count();
     println!(
         "{name}: {n} routers, {beacons} beacons (level {}); converged at {:.2} s (then {steady_changes} \
          route changes in {:.0} s); routes per router mean {:.0} max {}; updates per router per second {:.1}; \
-         delivered {}/{} ({:.4}); stretch median {:.2} p99 {:.2} max {:.2}",
+         messages dropped by full send queues {dropped}; delivered {}/{} ({:.4}); \
+         stretch median {:.2} p99 {:.2} max {:.2}",
         level_for(n),
         converged.as_secs_f64(),
         STEADY.as_secs_f64(),
