@@ -20,7 +20,8 @@
 //! (the location service of docs/routing.md); the walk asks the destination.
 //!
 //! Everything follows one seed, random per run and printed
-//! (`ROUTE_SIM_SEED` replays one); `ROUTE_SIM_NODES` changes the size.
+//! (`ROUTE_SIM_SEED` replays one); `ROUTE_SIM_NODES` changes the size and
+//! `ROUTE_SIM_GRAPHS` picks graphs (`random,sites,scale-free`).
 //! `cargo test --release -p xorlay --test route_sim -- --nocapture` prints
 //! the figures.
 
@@ -568,16 +569,34 @@ fn run_graph(name: &str, graph: Graph, rng: &mut Rng) {
     );
 }
 
+/// Whether `ROUTE_SIM_GRAPHS` (a comma-separated list of `random`, `sites`,
+/// `scale-free`; all when unset) names `graph`. The graphs not run still
+/// draw their randomness, so a seed builds the same graphs either way.
+fn wanted(graph: &str) -> bool {
+    std::env::var("ROUTE_SIM_GRAPHS").map_or(true, |g| g.split(',').any(|w| w.trim() == graph))
+}
+
 #[test]
 fn random_graphs_deliver_with_low_stretch() {
     let seed = seed();
     println!("ROUTE_SIM_SEED={seed}");
     let mut rng = Rng(seed);
     let n = nodes();
-    let g = random_graph(n, (2, 6), &mut rng);
-    run_graph("random degree 2-6", g, &mut rng);
-    let g = sites_graph(n, &mut rng);
-    run_graph("sites", g, &mut rng);
-    let g = scale_free_graph(n, &mut rng);
-    run_graph("scale-free", g, &mut rng);
+    // Each graph and its run draw from their own generator.
+    let graph_rng = |rng: &mut Rng| Rng(rng.next_u64());
+    let mut r = graph_rng(&mut rng);
+    if wanted("random") {
+        let g = random_graph(n, (2, 6), &mut r);
+        run_graph("random degree 2-6", g, &mut r);
+    }
+    let mut r = graph_rng(&mut rng);
+    if wanted("sites") {
+        let g = sites_graph(n, &mut r);
+        run_graph("sites", g, &mut r);
+    }
+    let mut r = graph_rng(&mut rng);
+    if wanted("scale-free") {
+        let g = scale_free_graph(n, &mut r);
+        run_graph("scale-free", g, &mut r);
+    }
 }
