@@ -3,24 +3,30 @@
 //! two-level "sites" graph and a scale-free graph, 1,000 routers each.
 //!
 //! An event queue in virtual time delivers each routing message after its
-//! link's delay (1-20 ms); a router that dies is noticed by its neighbors
-//! after `DEATH_NOTICE` (the session layer's keepalive timeout). After
-//! convergence, packets between random pairs are walked hop by hop through
-//! the routers' own tables (by the destination's route where a router has
-//! one, else toward the destination's nearest beacon) and must arrive; their
-//! stretch (hops over the shortest path's hops) is reported and bounded.
-//! Then 20% of the routers die at once, and pairs that are still connected
-//! must deliver again within 2 s of virtual time.
+//! link's delay (1-20 ms); a message sent to several neighbors is one shared
+//! copy in flight. A router that dies is noticed by its neighbors after
+//! `DEATH_NOTICE` (the session layer's keepalive timeout). Once the network
+//! has converged (nothing in flight, no route changed for `QUIET`, checked,
+//! not assumed) and one dump interval later, packets between random pairs
+//! (`SOURCES` random sources, `PAIRS / SOURCES` random destinations each)
+//! are walked hop by hop through the routers' own tables (by the
+//! destination's route where a router has one, else toward the
+//! destination's nearest beacon) and must arrive; their stretch (hops over
+//! the shortest path's hops) is reported and bounded. Then 20% of the
+//! routers die at once, and pairs that are still connected must deliver
+//! again within 2 s of virtual time.
 //!
 //! Not simulated yet: how a source learns the destination's nearest beacon
 //! (the location service of docs/routing.md); the walk asks the destination.
 //!
 //! Everything follows one seed, random per run and printed
-//! (`ROUTE_SIM_SEED` replays one); `ROUTE_SIM_NODES` changes the size.
+//! (`ROUTE_SIM_SEED` replays one); `ROUTE_SIM_NODES` changes the size and
+//! `ROUTE_SIM_GRAPHS` picks graphs (`random,sites,scale-free`).
 //! `cargo test --release -p xorlay --test route_sim -- --nocapture` prints
 //! the figures.
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 #[path = "common/sim.rs"]
@@ -34,8 +40,17 @@ use xorlay::core::routing::{Message, NextHop, Routing, RoutingConfig, level_for}
 const NODES: usize = 1000;
 /// Random pairs walked per measurement.
 const PAIRS: usize = 10_000;
-/// Virtual time given to converge from a cold start.
-const CONVERGE: Duration = Duration::from_secs(6);
+/// Random sources of those pairs, each with `PAIRS / SOURCES` random
+/// destinations: one shortest-path search per source.
+const SOURCES: usize = 1000;
+/// The network has converged when nothing is in flight and no route has
+/// changed for this long...
+const QUIET: Duration = Duration::from_millis(500);
+/// ... and the routers' startup wait is over (a router that knows no
+/// beacon by then floods itself).
+const CONVERGE_MIN: Duration = Duration::from_secs(2);
+/// It must have converged by then.
+const CONVERGE_MAX: Duration = Duration::from_secs(10);
 /// Steady state over which control traffic is measured (one dump interval).
 const STEADY: Duration = Duration::from_secs(4);
 /// A dead router's neighbors notice after this long.
@@ -143,11 +158,21 @@ fn bfs(g: &Graph, alive: &[bool], src: usize) -> Vec<u32> {
     dist
 }
 
-/// A message in flight.
+/// A message in flight; a message sent to several neighbors (a broadcast
+/// of changes, a dump) is one copy.
 struct Event {
-    to: usize,
-    from: NodeId,
-    message: Message,
+    to: u32,
+    from: u32,
+    message: Rc<Message>,
+}
+
+/// What tells apart most messages of one router's burst: length, first and
+/// last origin.
+fn message_key(message: &Message) -> Option<(usize, NodeId, NodeId)> {
+    match message {
+        Message::Updates(u) => Some((u.len(), u.first()?.origin, u.last()?.origin)),
+        _ => None,
+    }
 }
 
 /// Routers on a graph in virtual time.
@@ -155,7 +180,7 @@ struct Sim {
     start: Instant,
     now: Duration,
     graph: Graph,
-    delay_ms: HashMap<(usize, usize), u64>,
+    delay_ms: HashMap<(u32, u32), u64>,
     routers: Vec<Routing>,
     alive: Vec<bool>,
     index: HashMap<NodeId, usize>,
@@ -189,8 +214,8 @@ impl Sim {
             for &b in nbrs {
                 if a < b {
                     let d = 1 + rng.below(20) as u64;
-                    delay_ms.insert((a, b), d);
-                    delay_ms.insert((b, a), d);
+                    delay_ms.insert((a as u32, b as u32), d);
+                    delay_ms.insert((b as u32, a as u32), d);
                 }
             }
         }
@@ -223,15 +248,30 @@ impl Sim {
         self.start + self.now
     }
 
-    /// Sends whatever router `a` has to send.
+    /// Sends whatever router `a` has to send; equal messages to several
+    /// neighbors share one copy.
     fn drain(&mut self, a: usize) {
-        let from = *self.routers[a].local();
+        let mut sent: HashMap<(usize, NodeId, NodeId), Vec<Rc<Message>>> = HashMap::new();
         while let Some(t) = self.routers[a].poll_transmit() {
             let Some(&b) = self.index.get(&t.to) else {
                 continue;
             };
-            let Some(&d) = self.delay_ms.get(&(a, b)) else {
+            let Some(&d) = self.delay_ms.get(&(a as u32, b as u32)) else {
                 continue;
+            };
+            let message = match message_key(&t.message) {
+                Some(key) => {
+                    let same = sent.entry(key).or_default();
+                    match same.iter().find(|m| ***m == t.message) {
+                        Some(m) => Rc::clone(m),
+                        None => {
+                            let m = Rc::new(t.message);
+                            same.push(Rc::clone(&m));
+                            m
+                        }
+                    }
+                }
+                None => Rc::new(t.message),
             };
             let due = self.now + Duration::from_millis(d);
             self.seq += 1;
@@ -239,11 +279,41 @@ impl Sim {
                 at: due,
                 seq: self.seq,
                 item: Event {
-                    to: b,
-                    from,
-                    message: t.message,
+                    to: b as u32,
+                    from: a as u32,
+                    message,
                 },
             });
+        }
+    }
+
+    /// All routers' route changes so far.
+    fn route_changes(&self) -> u64 {
+        self.routers
+            .iter()
+            .map(|r| r.counters().route_changes)
+            .sum()
+    }
+
+    /// Runs until the network has converged: at least [`CONVERGE_MIN`],
+    /// then until nothing is in flight and no route has changed for
+    /// [`QUIET`]. Panics if that takes longer than [`CONVERGE_MAX`].
+    fn converge(&mut self) {
+        self.run_until(CONVERGE_MIN);
+        let mut changes = self.route_changes();
+        let mut quiet_since = self.now;
+        while self.now < quiet_since + QUIET || !self.queue.is_empty() {
+            assert!(
+                self.now < CONVERGE_MAX,
+                "not converged after {CONVERGE_MAX:?}: {} messages in flight",
+                self.queue.len()
+            );
+            self.run_until(self.now + Duration::from_millis(50));
+            let now_changes = self.route_changes();
+            if now_changes != changes || !self.queue.is_empty() {
+                changes = now_changes;
+                quiet_since = self.now;
+            }
         }
     }
 
@@ -257,12 +327,14 @@ impl Sim {
                     break;
                 };
                 self.now = at;
-                if !self.alive[ev.to] {
+                let (to, from) = (ev.to as usize, ev.from as usize);
+                if !self.alive[to] {
                     continue;
                 }
                 let now = self.instant();
-                self.routers[ev.to].handle_message(now, ev.from, &ev.message);
-                self.drain(ev.to);
+                let from = *self.routers[from].local();
+                self.routers[to].handle_message(now, from, &ev.message);
+                self.drain(to);
             }
             self.now = step_end;
             let now = self.instant();
@@ -343,24 +415,19 @@ impl Measure {
             delivered: 0,
             stretch: Vec::new(),
         };
-        let mut dist_cache: HashMap<usize, Vec<u32>> = HashMap::new();
-        for _ in 0..PAIRS {
+        for _ in 0..SOURCES {
             let s = live[rng.below(live.len())];
-            let d = live[rng.below(live.len())];
-            if s == d {
-                continue;
-            }
-            // Sources drawn from a bounded set keep the BFS count down.
-            let dist = dist_cache
-                .entry(s)
-                .or_insert_with(|| bfs(&sim.graph, &sim.alive, s));
-            if dist[d] == u32::MAX {
-                continue; // not connected any more
-            }
-            m.pairs += 1;
-            if let Some(h) = sim.walk(s, d) {
-                m.delivered += 1;
-                m.stretch.push(h as f64 / f64::from(dist[d]));
+            let dist = bfs(&sim.graph, &sim.alive, s);
+            for _ in 0..PAIRS / SOURCES {
+                let d = live[rng.below(live.len())];
+                if s == d || dist[d] == u32::MAX {
+                    continue; // not connected any more
+                }
+                m.pairs += 1;
+                if let Some(h) = sim.walk(s, d) {
+                    m.delivered += 1;
+                    m.stretch.push(h as f64 / f64::from(dist[d]));
+                }
             }
         }
         m.stretch.sort_by(f64::total_cmp);
@@ -397,12 +464,27 @@ fn nodes() -> usize {
         .unwrap_or(NODES)
 }
 
+/// This process's peak resident memory so far (Linux), for the figures.
+fn peak_rss() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map_or_else(|| "?".into(), |v| v.trim().to_string())
+}
+
 fn run_graph(name: &str, graph: Graph, rng: &mut Rng) {
     let n = graph.len();
+    let t0 = Instant::now();
     let mut sim = Sim::new(graph, rng);
-    sim.run_until(CONVERGE);
+    sim.converge();
+    let converged = sim.now;
     let settled_tx: u64 = sim.routers.iter().map(|r| r.counters().updates_tx).sum();
-    sim.run_until(CONVERGE + STEADY);
+    let settled_changes = sim.route_changes();
+    let converge_wall = t0.elapsed();
+    sim.run_until(converged + STEADY);
+    let steady_changes = sim.route_changes() - settled_changes;
+    let steady_wall = t0.elapsed();
     let steady_tx: u64 = sim
         .routers
         .iter()
@@ -411,11 +493,18 @@ fn run_graph(name: &str, graph: Graph, rng: &mut Rng) {
         - settled_tx;
     let m = Measure::take(&sim, rng);
     let routes: Vec<usize> = sim.routers.iter().map(Routing::route_count).collect();
+    // Messages a full send queue refused (a hub's dump to hundreds of
+    // neighbors): what the deliveries below lack.
+    let dropped: u64 = sim.routers.iter().map(|r| r.counters().dropped_queue).sum();
     let beacons = sim.routers.iter().filter(|r| r.is_beacon()).count();
     println!(
-        "{name}: {n} routers, {beacons} beacons (level {}); routes per router mean {:.0} max {}; \
-         updates per router per second {:.1}; delivered {}/{} ({:.4}); stretch median {:.2} p99 {:.2} max {:.2}",
+        "{name}: {n} routers, {beacons} beacons (level {}); converged at {:.2} s (then {steady_changes} \
+         route changes in {:.0} s); routes per router mean {:.0} max {}; updates per router per second {:.1}; \
+         messages dropped by full send queues {dropped}; delivered {}/{} ({:.4}); \
+         stretch median {:.2} p99 {:.2} max {:.2}",
         level_for(n),
+        converged.as_secs_f64(),
+        STEADY.as_secs_f64(),
         routes.iter().sum::<usize>() as f64 / n as f64,
         routes.iter().max().copied().unwrap_or(0),
         steady_tx as f64 / n as f64 / STEADY.as_secs_f64(),
@@ -452,16 +541,26 @@ fn run_graph(name: &str, graph: Graph, rng: &mut Rng) {
         }
     }
     let at = sim.now;
+    let measure_wall = t0.elapsed();
     sim.run_until(at + DEATH_NOTICE + RECONVERGE);
+    let churn_wall = t0.elapsed();
     let after = Measure::take(&sim, rng);
     println!(
-        "{name}: 20% killed; {:.1} s later delivered {}/{} ({:.4}); stretch median {:.2} p99 {:.2}",
+        "{name}: 20% killed; {:.1} s later delivered {}/{} ({:.4}); stretch median {:.2} p99 {:.2}; \
+         wall time {:.0} s (converging {:.0} s, steady {:.0} s, measuring {:.0} s, deaths {:.0} s), \
+         peak resident memory so far {}",
         (DEATH_NOTICE + RECONVERGE).as_secs_f64(),
         after.delivered,
         after.pairs,
         after.ratio(),
         after.quantile(0.5),
         after.quantile(0.99),
+        t0.elapsed().as_secs_f64(),
+        converge_wall.as_secs_f64(),
+        (steady_wall - converge_wall).as_secs_f64(),
+        (measure_wall - steady_wall + (t0.elapsed() - churn_wall)).as_secs_f64(),
+        (churn_wall - measure_wall).as_secs_f64(),
+        peak_rss(),
     );
     assert!(
         after.ratio() >= 0.99,
@@ -470,16 +569,34 @@ fn run_graph(name: &str, graph: Graph, rng: &mut Rng) {
     );
 }
 
+/// Whether `ROUTE_SIM_GRAPHS` (a comma-separated list of `random`, `sites`,
+/// `scale-free`; all when unset) names `graph`. The graphs not run still
+/// draw their randomness, so a seed builds the same graphs either way.
+fn wanted(graph: &str) -> bool {
+    std::env::var("ROUTE_SIM_GRAPHS").map_or(true, |g| g.split(',').any(|w| w.trim() == graph))
+}
+
 #[test]
 fn random_graphs_deliver_with_low_stretch() {
     let seed = seed();
     println!("ROUTE_SIM_SEED={seed}");
     let mut rng = Rng(seed);
     let n = nodes();
-    let g = random_graph(n, (2, 6), &mut rng);
-    run_graph("random degree 2-6", g, &mut rng);
-    let g = sites_graph(n, &mut rng);
-    run_graph("sites", g, &mut rng);
-    let g = scale_free_graph(n, &mut rng);
-    run_graph("scale-free", g, &mut rng);
+    // Each graph and its run draw from their own generator.
+    let graph_rng = |rng: &mut Rng| Rng(rng.next_u64());
+    let mut r = graph_rng(&mut rng);
+    if wanted("random") {
+        let g = random_graph(n, (2, 6), &mut r);
+        run_graph("random degree 2-6", g, &mut r);
+    }
+    let mut r = graph_rng(&mut rng);
+    if wanted("sites") {
+        let g = sites_graph(n, &mut r);
+        run_graph("sites", g, &mut r);
+    }
+    let mut r = graph_rng(&mut rng);
+    if wanted("scale-free") {
+        let g = scale_free_graph(n, &mut r);
+        run_graph("scale-free", g, &mut r);
+    }
 }

@@ -161,40 +161,180 @@ pub struct RoutingCounters {
     pub route_changes: u64,
 }
 
-/// A neighbor's latest announcement of one origin.
+/// A neighbor's place in [`Routing::links`]: what announcements and routes
+/// name instead of its 32-byte ID (a table holds one announcement per
+/// neighbor per origin, so their size is most of a router's memory).
+type Slot = u32;
+
+/// A point in time as nanoseconds since the router's first input
+/// ([`Routing::base`]), negative before it: 8 bytes where an `Instant`
+/// takes 16, and exact.
+type Tick = i64;
+
+/// "Not set" for a [`Tick`] field.
+const NEVER: Tick = Tick::MIN;
+
+/// A neighbor session, by slot.
 #[derive(Debug, Clone, Copy)]
+struct Link {
+    id: NodeId,
+    cost: Metric,
+}
+
+/// A neighbor's latest announcement of one origin.
+#[derive(Debug, Clone, Copy, Default)]
 struct Advert {
+    /// The neighbor that announced it.
+    slot: Slot,
     seqno: u16,
-    metric: Metric,
-    radius: Metric,
     beacon: bool,
     level: u8,
-    expires: Instant,
+    metric: Metric,
+    radius: Metric,
+    expires: Tick,
 }
 
 /// The route in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Selected {
-    next_hop: NodeId,
+    /// The next hop's slot.
+    slot: Slot,
     seqno: u16,
-    metric: Metric,
-    radius: Metric,
     beacon: bool,
     level: u8,
+    metric: Metric,
+    radius: Metric,
+}
+
+/// Send-queue capacity kept once it is drained.
+const QUEUE_KEPT: usize = 64;
+
+/// Adverts kept inline: most origins are announced by one or two neighbors.
+const ADVERTS_INLINE: usize = 2;
+
+/// A route's announcements, at most one per neighbor: up to
+/// [`ADVERTS_INLINE`] in the route itself, more on the heap.
+#[derive(Debug)]
+enum Adverts {
+    Inline(u8, [Advert; ADVERTS_INLINE]),
+    Heap(Vec<Advert>),
+}
+
+impl Adverts {
+    fn new() -> Adverts {
+        Adverts::Inline(0, [Advert::default(); ADVERTS_INLINE])
+    }
+
+    fn as_slice(&self) -> &[Advert] {
+        match self {
+            Adverts::Inline(len, items) => &items[..usize::from(*len)],
+            Adverts::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Advert] {
+        match self {
+            Adverts::Inline(len, items) => &mut items[..usize::from(*len)],
+            Adverts::Heap(v) => v,
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Advert> {
+        self.as_slice().iter()
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, advert: Advert) {
+        match self {
+            Adverts::Inline(len, items) if usize::from(*len) < ADVERTS_INLINE => {
+                items[usize::from(*len)] = advert;
+                *len += 1;
+            }
+            Adverts::Inline(_, items) => {
+                let mut v = Vec::with_capacity(ADVERTS_INLINE * 2);
+                v.extend_from_slice(items);
+                v.push(advert);
+                *self = Adverts::Heap(v);
+            }
+            Adverts::Heap(v) => v.push(advert),
+        }
+    }
+
+    /// Keeps the adverts `keep` says yes to (in order).
+    fn retain(&mut self, mut keep: impl FnMut(&Advert) -> bool) {
+        match self {
+            Adverts::Inline(len, items) => {
+                let mut kept = 0;
+                for i in 0..usize::from(*len) {
+                    if keep(&items[i]) {
+                        items[kept] = items[i];
+                        kept += 1;
+                    }
+                }
+                *len = kept as u8; // at most ADVERTS_INLINE
+            }
+            Adverts::Heap(v) => {
+                v.retain(|a| keep(a));
+                if v.len() <= ADVERTS_INLINE {
+                    let mut items = [Advert::default(); ADVERTS_INLINE];
+                    items[..v.len()].copy_from_slice(v);
+                    *self = Adverts::Inline(v.len() as u8, items);
+                }
+            }
+        }
+    }
 }
 
 /// Everything known about one origin.
 #[derive(Debug)]
 struct Route {
     /// The neighbors' announcements (at most one per neighbor).
-    adverts: Vec<(NodeId, Advert)>,
+    adverts: Adverts,
     selected: Option<Selected>,
     /// Feasibility distance: the best (sequence number, metric) this node
     /// has announced; kept after the route goes, until `forget_at`.
     feasibility: Option<(u16, Metric)>,
-    /// When the route may be dropped from the table (no adverts, retracted).
-    forget_at: Option<Instant>,
-    last_request: Option<Instant>,
+    /// When the route may be dropped from the table (no adverts,
+    /// retracted); [`NEVER`]: not while announced.
+    forget_at: Tick,
+    /// When a sequence-number request for it was last sent ([`NEVER`]).
+    last_request: Tick,
+    /// In [`Routing::dirty`].
+    dirty: bool,
+}
+
+impl Route {
+    fn new() -> Route {
+        Route {
+            adverts: Adverts::new(),
+            selected: None,
+            feasibility: None,
+            forget_at: NEVER,
+            last_request: NEVER,
+            dirty: false,
+        }
+    }
+}
+
+/// `t` as a [`Tick`] since `base` (saturating at about 292 years).
+fn tick_of(base: Instant, t: Instant) -> Tick {
+    match t.checked_duration_since(base) {
+        Some(d) => Tick::try_from(d.as_nanos()).unwrap_or(Tick::MAX),
+        None => Tick::try_from(base.duration_since(t).as_nanos()).map_or(NEVER + 1, |n| -n),
+    }
+}
+
+/// The `Instant` of a [`Tick`] since `base`.
+fn instant_of(base: Instant, t: Tick) -> Instant {
+    let d = Duration::from_nanos(t.unsigned_abs());
+    if t >= 0 { base + d } else { base - d }
 }
 
 /// One router's routing state.
@@ -207,6 +347,12 @@ pub struct Routing {
     local_level: u8,
     /// Link cost to each neighbor.
     neighbors: HashMap<NodeId, Metric>,
+    /// Each neighbor's slot in `links`.
+    slots: HashMap<NodeId, Slot>,
+    /// The neighbors by slot (`None`: free).
+    links: Vec<Option<Link>>,
+    /// Where the [`Tick`]s of the tables count from: the first input.
+    base: Option<Instant>,
     /// Smoothed round-trip time to each neighbor that answered a HELLO.
     rtt_us: HashMap<NodeId, u32>,
     /// The zero of HELLO stamps.
@@ -295,6 +441,9 @@ impl Routing {
             level: level.min(LEVEL_MAX),
             local_level: beacon_level_of(&local),
             neighbors: HashMap::new(),
+            slots: HashMap::new(),
+            links: Vec::new(),
+            base: None,
             rtt_us: HashMap::new(),
             epoch: None,
             next_hello: None,
@@ -392,8 +541,13 @@ impl Routing {
         if *dst == self.local {
             return NextHop::Local;
         }
-        match self.routes.get(dst).and_then(|r| r.selected) {
-            Some(s) => NextHop::Neighbor(s.next_hop),
+        match self
+            .routes
+            .get(dst)
+            .and_then(|r| r.selected)
+            .and_then(|s| self.neighbor_id(s.slot))
+        {
+            Some(n) => NextHop::Neighbor(n),
             None => NextHop::Unknown,
         }
     }
@@ -401,14 +555,15 @@ impl Routing {
     /// The route to `dst`: (next hop, metric, whether `dst` is a beacon).
     pub fn route(&self, dst: &NodeId) -> Option<(NodeId, Metric, bool)> {
         let s = self.routes.get(dst)?.selected?;
-        Some((s.next_hop, s.metric, s.beacon))
+        Some((self.neighbor_id(s.slot)?, s.metric, s.beacon))
     }
 
     /// Every installed route: (destination, next hop, metric, beacon).
     pub fn routes(&self) -> impl Iterator<Item = (&NodeId, NodeId, Metric, bool)> {
-        self.routes
-            .iter()
-            .filter_map(|(dst, r)| r.selected.map(|s| (dst, s.next_hop, s.metric, s.beacon)))
+        self.routes.iter().filter_map(|(dst, r)| {
+            let s = r.selected?;
+            Some((dst, self.neighbor_id(s.slot)?, s.metric, s.beacon))
+        })
     }
 
     /// The beacon nearest to this node (by metric, then ID), if any: where
@@ -456,7 +611,11 @@ impl Routing {
         for neighbor in neighbors {
             self.queue_updates(neighbor, &retractions);
         }
-        self.dirty.clear();
+        for origin in std::mem::take(&mut self.dirty) {
+            if let Some(route) = self.routes.get_mut(&origin) {
+                route.dirty = false;
+            }
+        }
         self.dirty_self = false;
         self.dump_to.clear();
         self.next_dump = None;
@@ -472,7 +631,23 @@ impl Routing {
         if neighbor == self.local || self.left {
             return;
         }
-        self.neighbors.insert(neighbor, cost.clamp(1, INFINITY - 1));
+        let cost = cost.clamp(1, INFINITY - 1);
+        self.neighbors.insert(neighbor, cost);
+        let slot = match self.slots.get(&neighbor) {
+            Some(&slot) => slot,
+            None => {
+                let free = self.links.iter().position(Option::is_none);
+                let slot = free.unwrap_or_else(|| {
+                    self.links.push(None);
+                    self.links.len() - 1
+                });
+                // At most one slot per neighbor: far below 2^32.
+                let slot = slot as Slot;
+                self.slots.insert(neighbor, slot);
+                slot
+            }
+        };
+        self.links[slot as usize] = Some(Link { id: neighbor, cost });
         if !self.started && self.startup_until.is_none() {
             self.startup_until = Some(now + self.config.startup_wait);
         }
@@ -496,6 +671,13 @@ impl Routing {
             let cost = cost.clamp(1, INFINITY - 1);
             if *c != cost {
                 *c = cost;
+                if let Some(Some(link)) = self
+                    .slots
+                    .get(&neighbor)
+                    .and_then(|&slot| self.links.get_mut(slot as usize))
+                {
+                    link.cost = cost;
+                }
                 self.reselect_via(now, &neighbor);
                 self.schedule_flush(now);
             }
@@ -509,12 +691,18 @@ impl Routing {
         }
         self.rtt_us.remove(&neighbor);
         self.dump_to.retain(|n| *n != neighbor);
+        let Some(slot) = self.slots.remove(&neighbor) else {
+            return;
+        };
+        if let Some(link) = self.links.get_mut(slot as usize) {
+            *link = None;
+        }
         let affected: Vec<NodeId> = self
             .routes
             .iter_mut()
             .filter_map(|(origin, route)| {
                 let before = route.adverts.len();
-                route.adverts.retain(|(n, _)| *n != neighbor);
+                route.adverts.retain(|a| a.slot != slot);
                 (route.adverts.len() != before).then_some(*origin)
             })
             .collect();
@@ -526,16 +714,19 @@ impl Routing {
 
     /// A routing message from `from` (a neighbor with a session).
     pub fn handle_message(&mut self, now: Instant, from: NodeId, message: &Message) {
-        if !self.neighbors.contains_key(&from) || self.left {
+        if self.left {
             return;
         }
+        let Some(&slot) = self.slots.get(&from) else {
+            return;
+        };
         match message {
             Message::Updates(updates) => {
                 for update in updates.iter().take(UPDATES_PER_MESSAGE) {
-                    self.handle_update(now, from, update);
+                    self.handle_update(now, slot, update);
                 }
             }
-            Message::Request(request) => self.handle_request(now, from, request),
+            Message::Request(request) => self.handle_request(now, from, slot, request),
             Message::Hello { stamp, cost } => {
                 let ack = Transmit {
                     to: from,
@@ -607,7 +798,8 @@ impl Routing {
             .map(|&us| Duration::from_micros(u64::from(us)))
     }
 
-    fn handle_update(&mut self, now: Instant, from: NodeId, update: &Update) {
+    /// An update from the neighbor in `slot`.
+    fn handle_update(&mut self, now: Instant, slot: Slot, update: &Update) {
         self.counters.updates_rx += 1;
         if update.origin == self.local {
             // Our own route coming back: if someone holds a newer sequence
@@ -627,30 +819,32 @@ impl Routing {
                 return;
             }
         }
+        let expires = now + self.config.hold_time;
         let advert = Advert {
+            slot,
             seqno: update.seqno,
             metric: update.metric,
             radius: update.radius,
             beacon: update.beacon,
             level: update.level.min(LEVEL_MAX),
-            expires: now + self.config.hold_time,
+            expires: self.tick(expires),
         };
-        let route = self.routes.entry(update.origin).or_insert_with(|| Route {
-            adverts: Vec::new(),
-            selected: None,
-            feasibility: None,
-            forget_at: None,
-            last_request: None,
-        });
-        match route.adverts.iter_mut().find(|(n, _)| *n == from) {
-            Some((_, a)) => *a = advert,
-            None => route.adverts.push((from, advert)),
+        let route = self.routes.entry(update.origin).or_insert_with(Route::new);
+        match route
+            .adverts
+            .as_mut_slice()
+            .iter_mut()
+            .find(|a| a.slot == slot)
+        {
+            Some(a) => *a = advert,
+            None => route.adverts.push(advert),
         }
-        self.schedule_expiry(advert.expires);
+        self.schedule_expiry(expires);
         self.reselect(now, &update.origin);
     }
 
-    fn handle_request(&mut self, now: Instant, from: NodeId, request: &SeqnoRequest) {
+    /// A request from `from`, the neighbor in `slot`.
+    fn handle_request(&mut self, now: Instant, from: NodeId, slot: Slot, request: &SeqnoRequest) {
         self.counters.requests_rx += 1;
         if request.origin == self.local {
             // Jump to (at least) the wanted sequence number, once per
@@ -661,7 +855,9 @@ impl Routing {
             }
             return;
         }
-        let interval = self.config.request_interval;
+        let now_t = self.tick(now);
+        let interval = nanos(self.config.request_interval);
+        let links = &self.links;
         let Some(route) = self.routes.get_mut(&request.origin) else {
             return;
         };
@@ -682,23 +878,28 @@ impl Routing {
             // the asker itself, to the best other neighbor announcing the
             // origin; at most once per interval per origin.
             _ if request.hops_left > 1 => {
+                let id = |slot: Slot| links.get(slot as usize).copied().flatten().map(|l| l.id);
                 let toward = route
                     .selected
-                    .map(|s| s.next_hop)
-                    .filter(|n| *n != from)
+                    .map(|s| s.slot)
+                    .filter(|n| *n != slot)
+                    .and_then(id)
                     .or_else(|| {
                         route
                             .adverts
                             .iter()
-                            .filter(|(n, a)| *n != from && a.metric != INFINITY)
-                            .min_by_key(|(n, a)| (a.metric, *n))
-                            .map(|(n, _)| *n)
+                            .filter(|a| a.slot != slot && a.metric != INFINITY)
+                            .filter_map(|a| Some((a.metric, id(a.slot)?)))
+                            .min()
+                            .map(|(_, n)| n)
                     });
                 let Some(to) = toward else { return };
-                if route.last_request.is_some_and(|t| now < t + interval) {
+                if route.last_request != NEVER
+                    && now_t < route.last_request.saturating_add(interval)
+                {
                     return;
                 }
-                route.last_request = Some(now);
+                route.last_request = now_t;
                 self.counters.requests_tx += 1;
                 Transmit {
                     to,
@@ -723,10 +924,13 @@ impl Routing {
 
     /// Reselects every origin `neighbor` announced.
     fn reselect_via(&mut self, now: Instant, neighbor: &NodeId) {
+        let Some(&slot) = self.slots.get(neighbor) else {
+            return;
+        };
         let affected: Vec<NodeId> = self
             .routes
             .iter()
-            .filter(|(_, r)| r.adverts.iter().any(|(n, _)| n == neighbor))
+            .filter(|(_, r)| r.adverts.iter().any(|a| a.slot == slot))
             .map(|(o, _)| *o)
             .collect();
         for origin in affected {
@@ -738,19 +942,23 @@ impl Routing {
     /// announcements; asks for a new sequence number when none is feasible.
     fn reselect(&mut self, now: Instant, origin: &NodeId) {
         let level = self.level;
+        let now_t = self.tick(now);
         let Some(route) = self.routes.get_mut(origin) else {
             return;
         };
         let mut best: Option<Selected> = None;
-        // The best route refused as unfeasible: (neighbor, seqno, metric).
-        let mut unfeasible: Option<(NodeId, u16, Metric)> = None;
-        for (neighbor, a) in &route.adverts {
-            if a.metric == INFINITY || a.expires <= now {
+        let mut best_id: Option<NodeId> = None;
+        // The best route refused as unfeasible: (slot, seqno, metric).
+        let mut unfeasible: Option<(Slot, u16, Metric)> = None;
+        let current = route.selected.map(|s| s.slot);
+        for a in route.adverts.iter() {
+            if a.metric == INFINITY || a.expires <= now_t {
                 continue;
             }
-            let Some(&cost) = self.neighbors.get(neighbor) else {
+            let Some(Some(link)) = self.links.get(a.slot as usize) else {
                 continue;
             };
+            let (neighbor, cost) = (&link.id, link.cost);
             let metric = a.metric.saturating_add(cost).min(INFINITY - 1);
             let beacon = a.beacon && a.level.saturating_add(1) >= level;
             if !beacon && metric > cluster_scope(a.radius) && neighbor != origin {
@@ -764,12 +972,12 @@ impl Routing {
             };
             if !feasible {
                 if unfeasible.is_none_or(|(_, _, m)| metric < m) {
-                    unfeasible = Some((*neighbor, a.seqno, metric));
+                    unfeasible = Some((a.slot, a.seqno, metric));
                 }
                 continue;
             }
             let candidate = Selected {
-                next_hop: *neighbor,
+                slot: a.slot,
                 seqno: a.seqno,
                 metric,
                 radius: a.radius,
@@ -778,23 +986,33 @@ impl Routing {
             };
             // Lowest metric; on a tie the current next hop stays (no
             // flapping), then the lowest ID.
-            let current = route.selected.map(|s| s.next_hop);
-            let rank = |n: &NodeId, m: Metric| (m, Some(*n) != current, *n);
-            if best.is_none_or(|b| rank(neighbor, metric) < rank(&b.next_hop, b.metric)) {
+            let rank = |slot: Slot, n: &NodeId, m: Metric| (m, Some(slot) != current, *n);
+            let better = match (best, &best_id) {
+                (Some(b), Some(b_id)) => {
+                    rank(a.slot, neighbor, metric) < rank(b.slot, b_id, b.metric)
+                }
+                _ => true,
+            };
+            if better {
                 best = Some(candidate);
+                best_id = Some(*neighbor);
             }
         }
         // No feasible route, or only one much worse than an unfeasible
         // one (a link's cost rose after this node announced a shorter
         // route): ask the origin for a new sequence number, which makes
         // every route to it feasible again (RFC 8966, 3.8.2.2).
-        let better = |b: &Selected, m: Metric| m.saturating_add(m / 8) < b.metric;
-        if let Some((neighbor, seqno, metric)) = unfeasible
-            && best.is_none_or(|b| better(&b, metric))
+        let much_better = |b: &Selected, m: Metric| m.saturating_add(m / 8) < b.metric;
+        if let Some((slot, seqno, metric)) = unfeasible
+            && best.is_none_or(|b| much_better(&b, metric))
+            && let Some(Some(link)) = self.links.get(slot as usize)
         {
-            let recent = route
-                .last_request
-                .is_some_and(|t| now < t + self.config.request_interval);
+            let neighbor = link.id;
+            let recent = route.last_request != NEVER
+                && now_t
+                    < route
+                        .last_request
+                        .saturating_add(nanos(self.config.request_interval));
             let starving = best.is_none();
             if starving && !self.starved.contains(origin) && self.starved.len() < STARVED_MAX {
                 self.starved.push(*origin);
@@ -802,7 +1020,7 @@ impl Routing {
                 self.next_retry.get_or_insert(retry);
             }
             if !recent {
-                route.last_request = Some(now);
+                route.last_request = now_t;
                 let wanted = route.feasibility.map_or(seqno, |(s, _)| s.wrapping_add(1));
                 let request = Transmit {
                     to: neighbor,
@@ -823,23 +1041,56 @@ impl Routing {
         }
         let before = route.selected;
         route.selected = best;
-        if route.selected.is_none() && route.adverts.iter().all(|(_, a)| a.metric == INFINITY) {
-            route.forget_at.get_or_insert(now + self.config.hold_time);
+        if route.selected.is_none() && route.adverts.iter().all(|a| a.metric == INFINITY) {
+            if route.forget_at == NEVER {
+                route.forget_at = now_t.saturating_add(nanos(self.config.hold_time));
+            }
         } else {
-            route.forget_at = None;
+            route.forget_at = NEVER;
         }
         if before != route.selected {
-            if before.map(|s| s.next_hop) != route.selected.map(|s| s.next_hop) {
+            let newly_dirty = !std::mem::replace(&mut route.dirty, true);
+            if before.map(|s| s.slot) != route.selected.map(|s| s.slot) {
                 self.generation += 1;
                 self.counters.route_changes += 1;
             }
             if before.is_some_and(|s| s.beacon) || best.is_some_and(|s| s.beacon) {
-                self.recompute_radius();
+                self.update_radius(before, best);
             }
-            if !self.dirty.contains(origin) {
+            if newly_dirty {
                 self.dirty.push(*origin);
             }
         }
+    }
+
+    /// Keeps the radius the least metric of the beacon routes after one
+    /// route changed from `before` to `after`; scans the table only when
+    /// the route that set it got worse or went.
+    fn update_radius(&mut self, before: Option<Selected>, after: Option<Selected>) {
+        let before = before.filter(|s| s.beacon).map(|s| s.metric);
+        let after = after.filter(|s| s.beacon).map(|s| s.metric);
+        if before.is_some_and(|b| b <= self.radius && after.is_none_or(|a| a > b)) {
+            self.recompute_radius();
+        } else if let Some(a) = after
+            && a < self.radius
+        {
+            self.radius = a;
+            self.dirty_self = true;
+        }
+    }
+
+    /// The ID of the neighbor in `slot`.
+    fn neighbor_id(&self, slot: Slot) -> Option<NodeId> {
+        self.links
+            .get(slot as usize)
+            .copied()
+            .flatten()
+            .map(|l| l.id)
+    }
+
+    /// `now` as a [`Tick`]; the first input sets where ticks count from.
+    fn tick(&mut self, now: Instant) -> Tick {
+        tick_of(*self.base.get_or_insert(now), now)
     }
 
     /// This node's radius: its metric to the nearest beacon.
@@ -889,24 +1140,22 @@ impl Routing {
         }
         if self.next_expiry.is_some_and(|t| t <= now) {
             self.next_expiry = None;
+            let now_t = self.tick(now);
             let mut expired = Vec::new();
             let mut forget = Vec::new();
-            let mut next: Option<Instant> = None;
+            let mut next: Option<Tick> = None;
             for (origin, route) in &mut self.routes {
-                if route.adverts.iter().any(|(_, a)| a.expires <= now) {
-                    route.adverts.retain(|(_, a)| a.expires > now);
+                if route.adverts.iter().any(|a| a.expires <= now_t) {
+                    route.adverts.retain(|a| a.expires > now_t);
                     expired.push(*origin);
                 }
-                if route.forget_at.is_some_and(|t| t <= now) && route.adverts.is_empty() {
+                if route.forget_at != NEVER && route.forget_at <= now_t && route.adverts.is_empty()
+                {
                     forget.push(*origin);
                 }
-                for t in route
-                    .adverts
-                    .iter()
-                    .map(|(_, a)| a.expires)
-                    .chain(route.forget_at)
-                {
-                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                let forget_at = (route.forget_at != NEVER).then_some(route.forget_at);
+                for t in route.adverts.iter().map(|a| a.expires).chain(forget_at) {
+                    next = Some(next.map_or(t, |n| n.min(t)));
                 }
             }
             for origin in expired {
@@ -917,12 +1166,13 @@ impl Routing {
                     .routes
                     .get(&origin)
                     .is_some_and(|r| r.selected.is_none())
+                    && self.routes.remove(&origin).is_some_and(|r| r.dirty)
                 {
-                    self.routes.remove(&origin);
+                    self.dirty.retain(|o| *o != origin);
                 }
             }
-            if let Some(t) = next {
-                self.schedule_expiry(t.max(now + Duration::from_millis(1)));
+            if let (Some(t), Some(base)) = (next, self.base) {
+                self.schedule_expiry(instant_of(base, t).max(now + Duration::from_millis(1)));
             }
         }
         if self.next_dump.is_some_and(|t| t <= now) {
@@ -940,7 +1190,7 @@ impl Routing {
             self.next_retry = None;
             for origin in std::mem::take(&mut self.starved) {
                 let starving = self.routes.get(&origin).is_some_and(|r| {
-                    r.selected.is_none() && r.adverts.iter().any(|(_, a)| a.metric != INFINITY)
+                    r.selected.is_none() && r.adverts.iter().any(|a| a.metric != INFINITY)
                 });
                 if starving {
                     self.reselect(now, &origin); // requests again, re-queues
@@ -960,7 +1210,11 @@ impl Routing {
     /// `handle_*`. Route changes go out from [`Routing::handle_timeout`],
     /// `update_delay` after the first of them; replies to requests at once.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.queue.pop_front()
+        let transmit = self.queue.pop_front();
+        if transmit.is_none() && self.queue.capacity() > QUEUE_KEPT {
+            self.queue.shrink_to(QUEUE_KEPT); // a dump's burst is not kept
+        }
+        transmit
     }
 
     /// Turns pending changes and dumps into queued messages.
@@ -983,8 +1237,9 @@ impl Routing {
             updates.push(self.own_update());
         }
         for origin in std::mem::take(&mut self.dirty) {
-            if let Some(update) = self.update_for(&origin) {
-                updates.push(update);
+            if let Some(route) = self.routes.get_mut(&origin) {
+                route.dirty = false;
+                updates.push(update_of(&origin, route));
             }
         }
         let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
@@ -1057,37 +1312,14 @@ impl Routing {
         }
     }
 
-    /// The announcement of `origin`: the selected route, or a retraction.
-    fn update_for(&self, origin: &NodeId) -> Option<Update> {
-        let route = self.routes.get(origin)?;
-        Some(match route.selected {
-            Some(s) => Update {
-                origin: *origin,
-                seqno: s.seqno,
-                metric: s.metric,
-                radius: s.radius,
-                beacon: s.beacon,
-                level: s.level,
-            },
-            None => Update {
-                origin: *origin,
-                seqno: route.feasibility.map_or(0, |(s, _)| s),
-                metric: INFINITY,
-                radius: INFINITY,
-                beacon: false,
-                level: 0,
-            },
-        })
-    }
-
     /// This node's whole table (itself first), as a dump sends it.
     fn all_updates(&self) -> Vec<Update> {
         let mut all = vec![self.own_update()];
         all.extend(
             self.routes
-                .keys()
-                .filter(|o| self.routes[*o].selected.is_some())
-                .filter_map(|o| self.update_for(o)),
+                .iter()
+                .filter(|(_, r)| r.selected.is_some())
+                .map(|(o, r)| update_of(o, r)),
         );
         all
     }
@@ -1107,6 +1339,34 @@ impl Routing {
             }
         }
     }
+}
+
+/// The announcement of `origin` by `route`: the selected route, or a
+/// retraction.
+fn update_of(origin: &NodeId, route: &Route) -> Update {
+    match route.selected {
+        Some(s) => Update {
+            origin: *origin,
+            seqno: s.seqno,
+            metric: s.metric,
+            radius: s.radius,
+            beacon: s.beacon,
+            level: s.level,
+        },
+        None => Update {
+            origin: *origin,
+            seqno: route.feasibility.map_or(0, |(s, _)| s),
+            metric: INFINITY,
+            radius: INFINITY,
+            beacon: false,
+            level: 0,
+        },
+    }
+}
+
+/// `d` in [`Tick`]s (nanoseconds), saturating.
+fn nanos(d: Duration) -> Tick {
+    Tick::try_from(d.as_nanos()).unwrap_or(Tick::MAX)
 }
 
 fn push_bounded(
