@@ -27,6 +27,7 @@
 //! or touches a socket. Every table is bounded ([`RoutingConfig`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -208,6 +209,10 @@ struct Selected {
 
 /// Send-queue capacity kept once it is drained.
 const QUEUE_KEPT: usize = 64;
+/// Most announcement lists waiting in the outbox (one per neighbor and
+/// flush); beyond, the oldest are dropped and counted (the next dump
+/// repairs).
+pub const OUTBOX_MAX: usize = 1 << 16;
 
 /// Adverts kept inline: most origins are announced by one or two neighbors.
 const ADVERTS_INLINE: usize = 2;
@@ -364,6 +369,11 @@ pub struct Routing {
     dirty_self: bool,
     /// Neighbors that get the whole table at the next poll.
     dump_to: Vec<NodeId>,
+    /// Announcements made but not yet cut into messages: (neighbor, list),
+    /// in order. Each goes into the send queue only when the queue is
+    /// empty, so that a hub's dump to hundreds of neighbors never needs
+    /// more room than one neighbor's share ([`Routing::poll_transmit`]).
+    outbox: VecDeque<(NodeId, Arc<[Update]>)>,
     next_dump: Option<Instant>,
     next_expiry: Option<Instant>,
     queue: VecDeque<Transmit>,
@@ -451,6 +461,7 @@ impl Routing {
             dirty: Vec::new(),
             dirty_self: true,
             dump_to: Vec::new(),
+            outbox: VecDeque::new(),
             next_dump: None,
             next_expiry: None,
             queue: VecDeque::new(),
@@ -618,6 +629,7 @@ impl Routing {
         }
         self.dirty_self = false;
         self.dump_to.clear();
+        self.outbox.clear();
         self.next_dump = None;
         self.flush_at = None;
         self.next_retry = None;
@@ -691,6 +703,7 @@ impl Routing {
         }
         self.rtt_us.remove(&neighbor);
         self.dump_to.retain(|n| *n != neighbor);
+        self.outbox.retain(|(n, _)| *n != neighbor);
         let Some(slot) = self.slots.remove(&neighbor) else {
             return;
         };
@@ -1210,6 +1223,14 @@ impl Routing {
     /// `handle_*`. Route changes go out from [`Routing::handle_timeout`],
     /// `update_delay` after the first of them; replies to requests at once.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        while self.queue.is_empty() {
+            let Some((neighbor, updates)) = self.outbox.pop_front() else {
+                break;
+            };
+            if self.neighbors.contains_key(&neighbor) {
+                self.queue_updates(neighbor, &updates);
+            }
+        }
         let transmit = self.queue.pop_front();
         if transmit.is_none() && self.queue.capacity() > QUEUE_KEPT {
             self.queue.shrink_to(QUEUE_KEPT); // a dump's burst is not kept
@@ -1223,9 +1244,9 @@ impl Routing {
             return;
         }
         if !self.dump_to.is_empty() {
-            let all = self.all_updates();
+            let all: Arc<[Update]> = self.all_updates().into();
             for neighbor in std::mem::take(&mut self.dump_to) {
-                self.queue_updates(neighbor, &all);
+                self.post(neighbor, Arc::clone(&all));
             }
             self.note_announced(&all);
         }
@@ -1242,11 +1263,21 @@ impl Routing {
                 updates.push(update_of(&origin, route));
             }
         }
+        let updates: Arc<[Update]> = updates.into();
         let neighbors: Vec<NodeId> = self.neighbors.keys().copied().collect();
         for neighbor in neighbors {
-            self.queue_updates(neighbor, &updates);
+            self.post(neighbor, Arc::clone(&updates));
         }
         self.note_announced(&updates);
+    }
+
+    /// Puts `updates` for `neighbor` into the outbox (bounded).
+    fn post(&mut self, neighbor: NodeId, updates: Arc<[Update]>) {
+        if self.outbox.len() >= OUTBOX_MAX {
+            self.outbox.pop_front();
+            self.counters.dropped_queue += 1;
+        }
+        self.outbox.push_back((neighbor, updates));
     }
 
     /// A HELLO to every neighbor; the next round one interval later.
