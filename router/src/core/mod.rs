@@ -3,6 +3,7 @@
 //! here; `io` drives them. Node IDs are
 //! [`crate::id`], below `wire`, re-exported here.
 
+pub mod e2e;
 pub mod forward;
 pub mod identity;
 pub mod install;
