@@ -526,8 +526,10 @@ fn rekey_by_time_during_a_stream_loses_nothing() {
     assert!(rekeys >= 6, "{rekeys}");
     for i in 0..2 {
         assert_eq!(net.nodes[i].counters().rejected_expired, 0);
-        assert_eq!(net.nodes[i].counters().rejected_unknown_index, 0);
-        assert!(net.nodes[i].keypair_count() <= 2);
+        assert_eq!(net.nodes[i].counters().rejected_decrypt, 0);
+        // Not rejected_unknown_index: both ends start at once, and a late
+        // answer to the handshake that lost the collision is unknown.
+        assert!(net.nodes[i].keypair_count() <= 1 + PREVIOUS_KEYS_MAX);
         assert!(net.nodes[i].counters().handshakes_failed == 0);
     }
 }
