@@ -4,6 +4,7 @@
 //! [`crate::id`], below `wire`, re-exported here.
 
 pub mod address;
+pub mod e2e;
 pub mod forward;
 pub mod icmp;
 pub mod identity;

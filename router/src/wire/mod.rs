@@ -12,6 +12,7 @@
 //! asserted against those constants at compile time.
 
 pub mod consts;
+pub mod e2e;
 pub mod kad;
 pub mod overlay;
 pub mod route;

@@ -23,7 +23,7 @@ use crate::wire::session::{
 };
 
 /// SHA-256 of a handshake message.
-type MessageDigest = [u8; 32];
+pub(in crate::core) type MessageDigest = [u8; 32];
 
 /// The retransmission schedule of an own handshake message.
 #[derive(Debug, Clone, Copy)]
@@ -116,18 +116,27 @@ impl HalfOpen {
         }
     }
 }
-/// Digests of accepted handshake messages, oldest forgotten first.
-pub(super) struct SeenDigests {
+/// Digests of accepted handshake messages, oldest forgotten first (at
+/// most [`SEEN_DIGESTS_MAX`]). Also used by `core::e2e`.
+pub(in crate::core) struct SeenDigests {
     pub(super) set: BTreeSet<MessageDigest>,
     pub(super) order: VecDeque<MessageDigest>,
 }
 
 impl SeenDigests {
-    pub(super) fn contains(&self, digest: &MessageDigest) -> bool {
+    /// An empty memory.
+    pub(in crate::core) fn new() -> SeenDigests {
+        SeenDigests {
+            set: BTreeSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub(in crate::core) fn contains(&self, digest: &MessageDigest) -> bool {
         self.set.contains(digest)
     }
 
-    pub(super) fn insert(&mut self, digest: MessageDigest) {
+    pub(in crate::core) fn insert(&mut self, digest: MessageDigest) {
         if !self.set.insert(digest) {
             return;
         }

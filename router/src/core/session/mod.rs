@@ -144,14 +144,14 @@
 //! in [`SessionCounters`], and the shell logs counter deltas.
 
 mod events;
-mod handshake;
-mod noise;
-mod replay;
+pub(super) mod handshake;
+pub(super) mod noise;
+pub(super) mod replay;
 #[cfg(test)]
 mod tests;
 mod transport;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -295,10 +295,7 @@ impl Sessions {
             half_open: BTreeMap::new(),
             sessions: BTreeMap::new(),
             by_peer: BTreeMap::new(),
-            seen: SeenDigests {
-                set: BTreeSet::new(),
-                order: VecDeque::new(),
-            },
+            seen: SeenDigests::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: SessionCounters::default(),
@@ -589,7 +586,7 @@ fn frame_packet(src: &NodeId, dst: &NodeId, message: &wire::Repr<'_>) -> Vec<u8>
 }
 /// `now + wait`, saturating far in the future instead of panicking
 /// (durations are clamped to a day, so this never saturates in practice).
-fn later(now: Instant, wait: Duration) -> Instant {
+pub(in crate::core) fn later(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
         .or_else(|| now.checked_add(CONFIG_DURATION_MAX))
         .unwrap_or(now)

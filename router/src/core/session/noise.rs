@@ -42,7 +42,7 @@ pub(super) fn handshake(
     static_secret: &[u8; 32],
     rng_seed: [u8; 32],
 ) -> Result<HandshakeState, snow::Error> {
-    let builder = Builder::with_resolver(params(), Box::new(SeededResolver { seed: rng_seed }))
+    let builder = Builder::with_resolver(params(), Box::new(SeededResolver::new(rng_seed)))
         .local_private_key(static_secret)?
         .prologue(PROLOGUE)?;
     if initiator {
@@ -55,7 +55,10 @@ pub(super) fn handshake(
 /// The node ID proven by a handshake: `payload` must be an ed25519 public
 /// key that is not of small order and whose Montgomery form is the Noise
 /// static key the peer just proved it holds (`remote_static`).
-pub(super) fn authenticate(payload: &[u8], remote_static: Option<&[u8]>) -> Option<NodeId> {
+pub(in crate::core) fn authenticate(
+    payload: &[u8],
+    remote_static: Option<&[u8]>,
+) -> Option<NodeId> {
     let bytes: &[u8; IDENTITY_PAYLOAD_LEN] = payload.try_into().ok()?;
     let key = VerifyingKey::from_bytes(bytes).ok()?;
     if key.is_weak() {
@@ -73,7 +76,7 @@ pub(super) fn authenticate(payload: &[u8], remote_static: Option<&[u8]>) -> Opti
 /// yields keystream block 1 of nonce `n`, and nonces never repeat, so the
 /// output is the ChaCha20 stream cipher's keystream, a standard CSPRNG
 /// construction. The Poly1305 tag is discarded.
-pub(super) struct KeystreamRng {
+pub(in crate::core) struct KeystreamRng {
     cipher: Box<dyn Cipher>,
     nonce: u64,
     block: [u8; 64],
@@ -83,7 +86,7 @@ pub(super) struct KeystreamRng {
 impl KeystreamRng {
     /// A generator keyed by `seed`; `None` only if snow was built without
     /// ChaChaPoly (this crate uses snow's default features, which have it).
-    pub(super) fn new(seed: &[u8; 32]) -> Option<KeystreamRng> {
+    pub(in crate::core) fn new(seed: &[u8; 32]) -> Option<KeystreamRng> {
         let mut cipher = DefaultResolver.resolve_cipher(&CipherChoice::ChaChaPoly)?;
         cipher.set(seed);
         Some(KeystreamRng {
@@ -95,7 +98,7 @@ impl KeystreamRng {
     }
 
     /// Fills `dest` with keystream bytes.
-    pub(super) fn fill(&mut self, dest: &mut [u8]) {
+    pub(in crate::core) fn fill(&mut self, dest: &mut [u8]) {
         for byte in dest {
             if self.used == self.block.len() {
                 self.refill();
@@ -106,14 +109,14 @@ impl KeystreamRng {
     }
 
     /// The next 32 bytes.
-    pub(super) fn next_seed(&mut self) -> [u8; 32] {
+    pub(in crate::core) fn next_seed(&mut self) -> [u8; 32] {
         let mut seed = [0u8; 32];
         self.fill(&mut seed);
         seed
     }
 
     /// The next `u32`.
-    pub(super) fn next_u32(&mut self) -> u32 {
+    pub(in crate::core) fn next_u32(&mut self) -> u32 {
         let mut bytes = [0u8; 4];
         self.fill(&mut bytes);
         u32::from_le_bytes(bytes)
@@ -140,9 +143,16 @@ impl Random for KeystreamRng {
 
 /// snow's default primitives, with [`KeystreamRng`] instead of the OS
 /// generator: the only randomness a handshake uses (its ephemeral key)
-/// comes from the seed.
-struct SeededResolver {
+/// comes from the seed. Also used by `core::e2e`.
+pub(in crate::core) struct SeededResolver {
     seed: [u8; 32],
+}
+
+impl SeededResolver {
+    /// A resolver whose generator is seeded with `seed`.
+    pub(in crate::core) fn new(seed: [u8; 32]) -> SeededResolver {
+        SeededResolver { seed }
+    }
 }
 
 impl CryptoResolver for SeededResolver {

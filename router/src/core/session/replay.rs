@@ -5,7 +5,7 @@
 //! rejected.
 
 /// Counters tracked below the highest one accepted.
-pub(super) const WINDOW: u64 = 2048;
+pub(in crate::core) const WINDOW: u64 = 2048;
 
 const WORD_BITS: u64 = u64::BITS as u64;
 const WORDS: usize = (WINDOW / WORD_BITS) as usize;
@@ -13,7 +13,7 @@ const _: () = assert!(WINDOW.is_multiple_of(WORD_BITS));
 
 /// Which counters a session has accepted.
 #[derive(Debug, Clone)]
-pub(super) struct ReplayWindow {
+pub(in crate::core) struct ReplayWindow {
     /// The highest counter accepted, if any.
     top: Option<u64>,
     /// Bit `c % WINDOW` is set when counter `c` (within the window) was
@@ -23,7 +23,7 @@ pub(super) struct ReplayWindow {
 
 impl ReplayWindow {
     /// A window that has accepted nothing.
-    pub(super) const fn new() -> ReplayWindow {
+    pub(in crate::core) const fn new() -> ReplayWindow {
         ReplayWindow {
             top: None,
             bits: [0; WORDS],
@@ -33,7 +33,7 @@ impl ReplayWindow {
     /// Whether `counter` is neither a repeat nor older than the window.
     /// Call before decrypting; record with [`ReplayWindow::accept`] only
     /// after the message authenticated.
-    pub(super) fn check(&self, counter: u64) -> bool {
+    pub(in crate::core) fn check(&self, counter: u64) -> bool {
         match self.top {
             None => true,
             Some(top) if counter > top => true,
@@ -43,7 +43,7 @@ impl ReplayWindow {
 
     /// Records `counter`; returns false (and changes nothing) if
     /// [`ReplayWindow::check`] would refuse it.
-    pub(super) fn accept(&mut self, counter: u64) -> bool {
+    pub(in crate::core) fn accept(&mut self, counter: u64) -> bool {
         if !self.check(counter) {
             return false;
         }
