@@ -36,7 +36,7 @@ pub const TICK: Duration = Duration::from_millis(250);
 pub const REGISTER_REFRESH: Duration = Duration::from_secs(20);
 /// A registration whose probe has not come from every home by then is
 /// sent again (a probe can be lost while routes settle).
-pub const REGISTER_RETRY: Duration = Duration::from_secs(1);
+pub const REGISTER_RETRY: Duration = Duration::from_millis(400);
 /// A home forgets a registration not refreshed for this long.
 pub const REGISTRY_TTL: Duration = Duration::from_secs(60);
 /// Most registrations a home keeps; more are refused and counted.
@@ -54,14 +54,18 @@ pub const CACHE_REFRESH: Duration = Duration::from_secs(5);
 /// Most answers cached; the one expiring first makes room.
 pub const CACHE_MAX: usize = 8192;
 /// "Not registered anywhere" is believed this long.
-pub const NOT_FOUND_HOLD: Duration = Duration::from_secs(2);
+pub const NOT_FOUND_HOLD: Duration = Duration::from_millis(250);
 /// Most lookups in flight; more are refused and counted.
 pub const LOOKUPS_MAX: usize = 256;
-/// A home that does not answer within this is skipped for the next.
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(1000);
+/// A lookup asks every home at once, again after this if no home knew
+/// the destination (messages are lost while routes change, and a home may
+/// not have the destination's new registration yet).
+pub const LOOKUP_RETRY: Duration = Duration::from_millis(300);
+/// Rounds of asking before a lookup ends as not found.
+pub const LOOKUP_ROUNDS: u32 = 5;
 /// LOCATE messages taken from one neighbor per second; more are dropped
 /// and counted.
-pub const PER_NEIGHBOR_PER_SECOND: u32 = 500;
+pub const PER_NEIGHBOR_PER_SECOND: u32 = 4000;
 /// Hops a LOCATE message may travel.
 pub const HOPS_MAX: u8 = 64;
 
@@ -101,6 +105,8 @@ pub struct LocationCounters {
     pub found: u64,
     /// Lookups that ended without a beacon (every home asked).
     pub not_found: u64,
+    /// Answers to a lookup another home had answered already.
+    pub answers_late: u64,
     /// Lookups not started: too many in flight.
     pub lookups_refused: u64,
     /// Messages relayed toward their target.
@@ -123,8 +129,9 @@ struct Cached {
 #[derive(Debug, Clone, Copy)]
 struct Lookup {
     nonce: u64,
-    /// Homes asked so far.
-    asked: usize,
+    /// Rounds of asking so far.
+    rounds: u32,
+    /// When the next round is due.
     deadline: Instant,
 }
 
@@ -298,8 +305,14 @@ impl Routing {
         }
         let cached = self.location.cache.get(dst).copied();
         if let Some(c) = cached.filter(|c| c.expires > now) {
-            if c.via.is_some() && now >= c.fetched + CACHE_REFRESH {
+            // An answer naming this node, which has no route to `dst`, is
+            // out of date (the destination's beacon changed): ask now.
+            let stale = c.via == Some(self.local);
+            if stale || (c.via.is_some() && now >= c.fetched + CACHE_REFRESH) {
                 self.start_lookup(now, dst);
+            }
+            if stale {
+                return Located::Pending;
             }
             return c.via.map_or(Located::NotFound, Located::Via);
         }
@@ -324,53 +337,57 @@ impl Routing {
             *dst,
             Lookup {
                 nonce,
-                asked: 0,
+                rounds: 0,
                 deadline: now,
             },
         );
-        self.ask_next_home(now, dst)
+        self.ask_homes(now, dst)
     }
 
-    /// Sends the lookup for `dst` to its next home not asked yet; when every
-    /// home was asked, the lookup ends as not found.
-    fn ask_next_home(&mut self, now: Instant, dst: &NodeId) -> bool {
+    /// Sends the lookup for `dst` to all its homes (a round); after
+    /// [`LOOKUP_ROUNDS`] rounds without an answer naming a beacon, the
+    /// lookup ends as not found. False if it ended.
+    fn ask_homes(&mut self, now: Instant, dst: &NodeId) -> bool {
         let homes = self.homes_of(dst);
         let Some(lookup) = self.location.lookups.get_mut(dst) else {
             return false;
         };
-        let Some(&home) = homes.get(lookup.asked) else {
+        if lookup.rounds >= LOOKUP_ROUNDS || homes.is_empty() {
             self.location.lookups.remove(dst);
             self.location.counters.not_found += 1;
             self.location.cache_insert(now, *dst, None);
             return false;
-        };
-        lookup.asked += 1;
-        if home == self.local {
-            // This node is the home: its own registry answers.
-            if let Some(&(via, _)) = self.location.registry.get(dst) {
-                self.location.lookups.remove(dst);
-                self.location.counters.found += 1;
-                self.location.cache_insert(now, *dst, Some(via));
-                return true;
-            }
-            return self.ask_next_home(now, dst);
         }
-        lookup.deadline = now + LOOKUP_TIMEOUT;
+        lookup.rounds += 1;
+        lookup.deadline = now + LOOKUP_RETRY;
         let nonce = lookup.nonce;
-        self.location.counters.lookups_tx += 1;
-        self.schedule_location_tick(now + LOOKUP_TIMEOUT);
-        let message = Locate {
-            kind: LocateKind::Lookup,
-            hops_left: HOPS_MAX,
-            nonce,
-            target: home,
-            target_via: None,
-            asker: self.local,
-            asker_via: self.own_via(),
-            subject: *dst,
-            subject_via: None,
-        };
-        self.send_locate(message, None);
+        // This node may be a home itself: its own registry answers.
+        if homes.contains(&self.local)
+            && let Some(&(via, _)) = self.location.registry.get(dst)
+        {
+            self.location.lookups.remove(dst);
+            self.location.counters.found += 1;
+            self.location.cache_insert(now, *dst, Some(via));
+            return true;
+        }
+        self.schedule_location_tick(now + LOOKUP_RETRY);
+        let asker_via = self.own_via();
+        let local = self.local;
+        for home in homes.into_iter().filter(|h| *h != local) {
+            self.location.counters.lookups_tx += 1;
+            let message = Locate {
+                kind: LocateKind::Lookup,
+                hops_left: HOPS_MAX,
+                nonce,
+                target: home,
+                target_via: None,
+                asker: self.local,
+                asker_via,
+                subject: *dst,
+                subject_via: None,
+            };
+            self.send_locate(message, None);
+        }
         true
     }
 
@@ -450,7 +467,7 @@ impl Routing {
             .map(|(id, _)| *id)
             .collect();
         for dst in overdue {
-            self.ask_next_home(now, &dst);
+            self.ask_homes(now, &dst);
         }
         self.register(now);
         let busy = !self.location.registry.is_empty()
@@ -553,19 +570,37 @@ impl Routing {
             self.location.counters.dropped += 1;
             return;
         };
-        if m.subject != m.asker || self.location.probes.len() >= PROBES_MAX {
+        let pending = self
+            .location
+            .probes
+            .get(&m.subject)
+            .filter(|p| p.via == via && p.expires > now)
+            .map(|p| p.nonce);
+        let full = pending.is_none()
+            && !self.location.probes.contains_key(&m.subject)
+            && self.location.probes.len() >= PROBES_MAX;
+        if m.subject != m.asker || full {
             self.location.counters.dropped += 1;
             return;
         }
-        let nonce = self.location.nonce();
-        self.location.probes.insert(
-            m.subject,
-            Probe {
-                via,
-                nonce,
-                expires: now + PROBE_TIMEOUT,
-            },
-        );
+        // The same registration again (a retry) keeps its probe's nonce:
+        // an answer to the first probe still counts, however long the
+        // round trip.
+        let nonce = match pending {
+            Some(nonce) => nonce,
+            None => {
+                let nonce = self.location.nonce();
+                self.location.probes.insert(
+                    m.subject,
+                    Probe {
+                        via,
+                        nonce,
+                        expires: now + PROBE_TIMEOUT,
+                    },
+                );
+                nonce
+            }
+        };
         self.location.counters.probes_tx += 1;
         let probe = Locate {
             kind: LocateKind::Probe,
@@ -659,19 +694,20 @@ impl Routing {
             .get(&m.subject)
             .is_some_and(|l| l.nonce == m.nonce);
         if !ours {
-            self.location.counters.dropped += 1;
+            // The other home's answer came first (every home is asked).
+            if self.location.cache.contains_key(&m.subject) {
+                self.location.counters.answers_late += 1;
+            } else {
+                self.location.counters.dropped += 1;
+            }
             return;
         }
-        match m.subject_via {
-            Some(via) => {
-                self.location.lookups.remove(&m.subject);
-                self.location.counters.found += 1;
-                self.location.cache_insert(now, m.subject, Some(via));
-            }
-            // This home does not know it: ask the next.
-            None => {
-                self.ask_next_home(now, &m.subject);
-            }
+        // A home that does not know it (yet) is no answer: the other may,
+        // and the next round asks again.
+        if let Some(via) = m.subject_via {
+            self.location.lookups.remove(&m.subject);
+            self.location.counters.found += 1;
+            self.location.cache_insert(now, m.subject, Some(via));
         }
     }
 
