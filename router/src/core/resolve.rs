@@ -151,16 +151,7 @@ impl Resolver {
     /// Caches what is known of `prefix` (a node seen otherwise, or a
     /// lookup's answer).
     pub fn remember(&mut self, now: Instant, prefix: IdPrefix, id: Option<NodeId>) {
-        if !self.cache.contains_key(&prefix)
-            && self.cache.len() >= CACHE_MAX
-            && let Some(oldest) = self
-                .cache
-                .iter()
-                .min_by_key(|(_, c)| c.expires)
-                .map(|(p, _)| *p)
-        {
-            self.cache.remove(&oldest);
-        }
+        super::make_room(&mut self.cache, &prefix, CACHE_MAX, |c| c.expires);
         let ttl = if id.is_some() {
             FOUND_TTL
         } else {

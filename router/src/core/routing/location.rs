@@ -192,16 +192,7 @@ impl Location {
     }
 
     fn cache_insert(&mut self, now: Instant, dst: NodeId, via: Option<NodeId>) {
-        if !self.cache.contains_key(&dst)
-            && self.cache.len() >= CACHE_MAX
-            && let Some(oldest) = self
-                .cache
-                .iter()
-                .min_by_key(|(_, c)| c.expires)
-                .map(|(id, _)| *id)
-        {
-            self.cache.remove(&oldest);
-        }
+        crate::core::make_room(&mut self.cache, &dst, CACHE_MAX, |c| c.expires);
         let ttl = if via.is_some() {
             CACHE_TTL
         } else {
@@ -630,18 +621,24 @@ impl Routing {
             registration.probed.push(m.asker);
         }
         self.location.counters.probes_answered += 1;
-        let ack = Locate {
-            kind: LocateKind::ProbeAck,
+        self.reply(m, LocateKind::ProbeAck, m.subject_via);
+    }
+
+    /// Answers `m` back to its asker (by the asker's beacon where needed)
+    /// with its nonce: `kind` about `m`'s subject, naming `subject_via`.
+    fn reply(&mut self, m: &Locate, kind: LocateKind, subject_via: Option<NodeId>) {
+        let reply = Locate {
+            kind,
             hops_left: HOPS_MAX,
             nonce: m.nonce,
             target: m.asker,
             target_via: m.asker_via,
             asker: self.local,
             asker_via: self.own_via(),
-            subject: self.local,
-            subject_via: m.subject_via,
+            subject: m.subject,
+            subject_via,
         };
-        self.send_locate(ack, None);
+        self.send_locate(reply, None);
     }
 
     /// As a home: the probe came back; the registration holds.
@@ -672,18 +669,7 @@ impl Routing {
     fn handle_lookup(&mut self, m: &Locate) {
         let found = self.location.registry.get(&m.subject).map(|(via, _)| *via);
         self.location.counters.lookups_answered += 1;
-        let answer = Locate {
-            kind: LocateKind::Answer,
-            hops_left: HOPS_MAX,
-            nonce: m.nonce,
-            target: m.asker,
-            target_via: m.asker_via,
-            asker: self.local,
-            asker_via: self.own_via(),
-            subject: m.subject,
-            subject_via: found,
-        };
-        self.send_locate(answer, None);
+        self.reply(m, LocateKind::Answer, found);
     }
 
     /// As a source: an answer to one of our lookups.
