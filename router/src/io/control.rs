@@ -253,6 +253,8 @@ pub struct ControlPlane {
     peer_log: LogLimit,
     /// Lines about failed dials and sends (addresses anyone can feed us).
     dial_log: LogLimit,
+    /// `routing.level_mismatch` when last logged.
+    level_mismatches: u64,
     next_persist: Instant,
     rejected_logged: u64,
     next_reject_log: Instant,
@@ -287,6 +289,7 @@ impl ControlPlane {
             logged_peers: HashMap::new(),
             peer_log: LogLimit::new(LOG_WINDOW, PEER_LOG_BURST),
             dial_log: LogLimit::new(LOG_WINDOW, DIAL_LOG_BURST),
+            level_mismatches: 0,
             packets: io.packets,
             socket: io.socket,
             listen: io.listen,
@@ -403,6 +406,22 @@ impl ControlPlane {
     /// address), sessions that ended (debug; peer down is logged by
     /// `publish` with the address).
     fn log_events(&mut self, now: Instant) {
+        let mismatches = self.node.counters().routing.level_mismatch;
+        if mismatches > self.level_mismatches {
+            self.level_mismatches = mismatches;
+            if let Some((peer, level)) = self.node.routing().level_mismatch()
+                && let Some(held) = self.dial_log.admit(now)
+            {
+                log::warn!(
+                    "neighbor {} runs beacon level {level}, this router {}: routes to \
+                     nodes outside a cluster can fail; set control.beacon_level the same \
+                     on every router{}",
+                    peer.short(),
+                    self.node.routing().level(),
+                    held_back(held)
+                );
+            }
+        }
         for _ in 0..NODE_EVENTS_MAX {
             let Some(event) = self.node.poll_event() else {
                 break;

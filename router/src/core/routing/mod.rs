@@ -160,6 +160,9 @@ pub struct RoutingCounters {
     pub dropped_queue: u64,
     /// Times a route's next hop changed (or a route appeared or went).
     pub route_changes: u64,
+    /// A neighbor's own announcements carrying another beacon level than
+    /// this router's (`control.beacon_level` must be the same everywhere).
+    pub level_mismatch: u64,
 }
 
 /// A neighbor's place in [`Routing::links`]: what announcements and routes
@@ -397,6 +400,9 @@ pub struct Routing {
     counters: RoutingCounters,
     /// The location service (beacons of destinations outside the cluster).
     location: location::Location,
+    /// The last neighbor that announced itself at another level, and that
+    /// level.
+    mismatch: Option<(NodeId, u8)>,
 }
 
 /// How far a route with `radius` travels: a quarter beyond the radius.
@@ -475,6 +481,7 @@ impl Routing {
             generation: 0,
             counters: RoutingCounters::default(),
             location: location::Location::default(),
+            mismatch: None,
         }
     }
 
@@ -524,6 +531,12 @@ impl Routing {
     /// republishes its snapshot when it sees a new value.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The last neighbor that announced itself at another beacon level
+    /// than this router's, with its level.
+    pub fn level_mismatch(&self) -> Option<(NodeId, u8)> {
+        self.mismatch
     }
 
     /// The counters.
@@ -822,6 +835,15 @@ impl Routing {
                 self.dirty_self = true;
             }
             return;
+        }
+        let own = self
+            .links
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.id == update.origin);
+        if own && update.metric != INFINITY && update.level != self.level {
+            self.counters.level_mismatch += 1;
+            self.mismatch = Some((update.origin, update.level));
         }
         if !self.routes.contains_key(&update.origin) {
             if update.metric == INFINITY {

@@ -537,3 +537,17 @@ fn a_dead_beacon_is_forgotten_and_the_destination_found_again() {
         "{s} -> {d} delivers again"
     );
 }
+
+#[test]
+fn a_neighbor_at_another_level_is_reported() {
+    let mut net = Net::new(3, 2);
+    net.nodes[2] = Routing::new(random_id(), 3, hop_costs());
+    net.link(0, 1);
+    net.link(1, 2);
+    net.run(Duration::from_millis(200));
+    assert_eq!(net.nodes[0].counters().level_mismatch, 0, "same level");
+    assert_eq!(net.nodes[0].level_mismatch(), None);
+    assert!(net.nodes[1].counters().level_mismatch > 0);
+    assert_eq!(net.nodes[1].level_mismatch(), Some((net.id(2), 3)));
+    assert_eq!(net.nodes[2].level_mismatch(), Some((net.id(1), 2)));
+}
