@@ -7,15 +7,13 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::counter;
-use common::mesh::{Exchange, PACKETS, ROUNDS_MAX, check_clean, connected_pairs, names};
+use common::mesh::{Exchange, PACKETS, ROUNDS_MAX, all_pairs, bind_apps, check_clean, names};
 use xorlay::core::routing::beacon_level_of;
 use xorlay_bench::lab::{Lab, LabOptions, MESH_DEGREE_DEFAULT, Topology};
-use xorlay_bench::traffic::AppSocket;
 
 /// Routers besides gen and sink: 20 nodes.
 const ROUTERS: usize = 18;
@@ -62,17 +60,8 @@ fn compact_mesh_delivers_between_all_pairs_through_the_location_service() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     println!("converged in {:.2} s", started.elapsed().as_secs_f64());
 
-    let mut apps: Vec<AppSocket> = lab
-        .nodes
-        .iter()
-        .map(|n| {
-            AppSocket::bind_in(&n.netns, Lab::app_addr(), n.id(), ROUNDS_MAX * PACKETS)
-                .unwrap_or_else(|e| panic!("{} app: {e:#}", n.role))
-        })
-        .collect();
-    let all: BTreeSet<usize> = (0..count).collect();
-    let pairs = connected_pairs(&all, &edges);
-    assert_eq!(pairs.len(), count * (count - 1), "the mesh is connected");
+    let mut apps = bind_apps(&lab);
+    let pairs = all_pairs(count, &edges);
     let mut exchange = Exchange::default();
     let took = exchange
         .until_delivered(&lab, &mut apps, &pairs, DELIVER, ROUND_WAIT, ROUNDS_MAX)

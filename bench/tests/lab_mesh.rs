@@ -14,9 +14,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::mesh::{Exchange, PACKETS, ROUNDS_MAX, check_clean, connected_pairs, names, shuffle};
-use xorlay_bench::lab::{Lab, LabOptions, MESH_DEGREE_DEFAULT, Topology};
-use xorlay_bench::traffic::AppSocket;
+use common::mesh::{
+    Exchange, PACKETS, ROUNDS_MAX, all_pairs, bind_apps, check_clean, connected_pairs, names,
+    shuffle,
+};
+use xorlay_bench::lab::Lab;
+use xorlay_bench::lab::{LabOptions, MESH_DEGREE_DEFAULT, Topology};
 
 /// Routers besides gen and sink: 20 nodes.
 const ROUTERS: usize = 18;
@@ -64,19 +67,11 @@ fn random_mesh_delivers_between_all_pairs_and_after_kills() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     println!("converged in {:.2} s", started.elapsed().as_secs_f64());
 
-    let mut apps: Vec<AppSocket> = lab
-        .nodes
-        .iter()
-        .map(|n| {
-            AppSocket::bind_in(&n.netns, Lab::app_addr(), n.id(), ROUNDS_MAX * PACKETS)
-                .unwrap_or_else(|e| panic!("{} app: {e:#}", n.role))
-        })
-        .collect();
+    let mut apps = bind_apps(&lab);
 
     // Every ordered pair.
     let all: BTreeSet<usize> = (0..count).collect();
-    let pairs = connected_pairs(&all, &edges);
-    assert_eq!(pairs.len(), count * (count - 1), "the mesh is connected");
+    let pairs = all_pairs(count, &edges);
     let mut exchange = Exchange::default();
     let took = exchange
         .until_delivered(&lab, &mut apps, &pairs, DELIVER, DELIVER, 1)

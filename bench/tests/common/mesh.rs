@@ -7,6 +7,25 @@ use std::time::{Duration, Instant};
 use xorlay_bench::lab::Lab;
 use xorlay_bench::traffic::AppSocket;
 
+/// Every node's local application, bound in its namespace.
+pub fn bind_apps(lab: &Lab) -> Vec<AppSocket> {
+    lab.nodes
+        .iter()
+        .map(|n| {
+            AppSocket::bind_in(&n.netns, Lab::app_addr(), n.id(), ROUNDS_MAX * PACKETS)
+                .unwrap_or_else(|e| panic!("{} app: {e:#}", n.role))
+        })
+        .collect()
+}
+
+/// Every ordered pair of the `count` nodes, which `edges` must connect.
+pub fn all_pairs(count: usize, edges: &[(usize, usize)]) -> BTreeSet<(usize, usize)> {
+    let all: BTreeSet<usize> = (0..count).collect();
+    let pairs = connected_pairs(&all, edges);
+    assert_eq!(pairs.len(), count * (count - 1), "the mesh is connected");
+    pairs
+}
+
 /// Packets per ordered pair and round.
 pub const PACKETS: u64 = 5;
 /// Rounds at most (sequence numbers are round * PACKETS + k).
