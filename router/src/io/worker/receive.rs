@@ -396,7 +396,12 @@ impl State {
             let _ = packet.set_via(Some(beacon));
             return payload;
         }
-        let start = payload.start - VIA_LEN;
+        // The receive header and the sender's name are always before it
+        // (PAYLOAD_OFFSET >= VIA_LEN, asserted); without that room the
+        // packet goes without a via.
+        let Some(start) = payload.start.checked_sub(VIA_LEN) else {
+            return payload;
+        };
         buf.copy_within(payload.start..payload.start + HEADER_LEN, start);
         let mut packet = OverlayPacket::new_unchecked(&mut buf[start..payload.end]);
         packet.set_flags(packet.flags() | FLAG_VIA);
