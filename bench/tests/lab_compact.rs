@@ -23,7 +23,7 @@ const LEVEL: u8 = 2;
 const CONVERGE: Duration = Duration::from_secs(60);
 /// Every pair must deliver within this long; the first packets of a pair
 /// without a route are dropped while its lookup runs, so rounds repeat.
-const DELIVER: Duration = Duration::from_secs(15);
+const DELIVER: Duration = Duration::from_secs(25);
 /// How long a round waits for its packets before the next round.
 const ROUND_WAIT: Duration = Duration::from_millis(500);
 

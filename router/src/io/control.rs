@@ -683,6 +683,7 @@ impl ControlPlane {
         hops.sort_unstable();
         let hops_changed = self.published_hops.as_ref() != Some(&hops);
         self.log_changes(&hops, table.len());
+        let mut reinstall: Vec<NodeId> = Vec::new();
         if !holding {
             // Before the workers see the new table: no entry computed from
             // the old one stays valid. A new or lost neighbor can change any
@@ -692,8 +693,9 @@ impl ControlPlane {
                 self.invalidate_routes();
             } else {
                 let mut moved = changed_destinations(&self.published_routes, &routes);
-                self.moved_by_via(&mut moved);
-                self.invalidate_destinations(&moved);
+                let by_via = self.moved_by_via(&mut moved);
+                let cached = self.invalidate_destinations(&moved);
+                reinstall = cached.into_iter().filter(|d| !by_via.contains(d)).collect();
             }
         }
         self.published_hops = Some(hops);
@@ -702,6 +704,12 @@ impl ControlPlane {
             .store(std::sync::Arc::new(Topology::new(table, allowed)));
         self.published = Some(self.node.generation());
         self.counters.publishes += 1;
+        // The entries a route change removed are put back from the new
+        // table at once: the workers ask for an entry only once a second
+        // per destination, and traffic would go through them until then.
+        for dst in reinstall {
+            self.install(&dst, None);
+        }
     }
 
     /// The next hops (Kademlia contacts with a session, and every session
@@ -750,33 +758,40 @@ impl ControlPlane {
     /// Removes the XDP route cache entries of `destinations` (their route
     /// changed); more than [`SELECTIVE_INVALIDATION_MAX`] of them, or a
     /// failed removal, invalidate the whole cache instead.
-    fn invalidate_destinations(&mut self, destinations: &[NodeId]) {
+    /// Returns the destinations that had an entry.
+    fn invalidate_destinations(&mut self, destinations: &[NodeId]) -> Vec<NodeId> {
         if destinations.is_empty() {
-            return;
+            return Vec::new();
         }
         if destinations.len() > SELECTIVE_INVALIDATION_MAX {
-            return self.invalidate_routes();
+            self.invalidate_routes();
+            return Vec::new();
         }
         let Some(cache) = &mut self.route_cache else {
-            return;
+            return Vec::new();
         };
+        let mut cached = Vec::new();
         for dst in destinations {
-            if let Err(e) = cache.remove(dst) {
-                self.counters.install_errors += 1;
-                log::warn!("removing {} from the XDP route cache: {e}", dst.short());
-                return self.invalidate_routes();
+            match cache.remove(dst) {
+                Ok(true) => cached.push(*dst),
+                Ok(false) => {}
+                Err(e) => {
+                    self.counters.install_errors += 1;
+                    log::warn!("removing {} from the XDP route cache: {e}", dst.short());
+                    self.invalidate_routes();
+                    return Vec::new();
+                }
             }
         }
         self.counters.routes_invalidated += destinations.len() as u64;
+        cached
     }
 
-    /// Invalidates every XDP route cache entry (kept pending if that fails)
-    /// and forgets the sources seen by the workers.
     /// Adds to `moved` the destinations cached by a via whose route is in
-    /// it (and forgets them).
-    fn moved_by_via(&mut self, moved: &mut Vec<NodeId>) {
+    /// it (and forgets them); returns them.
+    fn moved_by_via(&mut self, moved: &mut Vec<NodeId>) -> Vec<NodeId> {
         if self.via_installed.is_empty() || moved.is_empty() {
-            return;
+            return Vec::new();
         }
         let vias: HashSet<NodeId> = moved.iter().copied().collect();
         let gone: Vec<NodeId> = self
@@ -785,12 +800,15 @@ impl ControlPlane {
             .filter(|(dst, via)| vias.contains(via) || vias.contains(dst))
             .map(|(dst, _)| *dst)
             .collect();
-        for dst in gone {
-            self.via_installed.remove(&dst);
-            moved.push(dst);
+        for dst in &gone {
+            self.via_installed.remove(dst);
+            moved.push(*dst);
         }
+        gone
     }
 
+    /// Invalidates every XDP route cache entry (kept pending if that fails)
+    /// and forgets the sources seen by the workers.
     fn invalidate_routes(&mut self) {
         self.via_installed.clear();
         if let Some(cache) = &mut self.route_cache {

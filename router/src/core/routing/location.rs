@@ -249,12 +249,14 @@ impl Routing {
         self.location.registry.get(id).map(|(via, _)| *via)
     }
 
-    /// Every cached destination with its beacon.
+    /// Every cached destination with its beacon (not an answer naming this
+    /// node: it is out of date, this node has no route to the destination,
+    /// and it is being asked again).
     pub fn locations(&self) -> impl Iterator<Item = (&NodeId, NodeId)> {
         self.location
             .cache
             .iter()
-            .filter_map(|(dst, c)| c.via.map(|v| (dst, v)))
+            .filter_map(|(dst, c)| c.via.filter(|v| *v != self.local).map(|v| (dst, v)))
     }
 
     /// The cached beacon of `dst`, if any (no lookup started).
