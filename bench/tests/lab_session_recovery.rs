@@ -64,7 +64,10 @@ fn sessions_lost_to_a_dead_link_come_back_when_it_does() {
         "no lost contact was counted as recovered: r1 {r1_redials:?}, r2 {r2_redials:?}"
     );
 
-    // And data crosses the chain again.
+    // And data crosses the chain again, once the routes are back too (the
+    // next hops come first; the routes follow within milliseconds).
+    lab.wait_converged(Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("routes after the recovery: {e:#}"));
     let sink = Sink::start(&lab.sink().netns, Lab::app_addr(), lab.sink().id(), PACKETS)
         .unwrap_or_else(|e| panic!("sink: {e:#}"));
     let sent = common::send_from_gen(
