@@ -236,16 +236,18 @@ impl Forwarder {
             return Action::Drop(DropReason::NotNeighbor);
         }
         let dst = header.dst;
-        let unrouted = table.exact(&dst).is_none();
+        // Looked up only for the two cases below (transit packets pay
+        // nothing extra: route_via looks `dst` up once).
+        let unrouted = || table.exact(&dst).is_none();
         let add_via = match header.via {
             // A packet of our own without a via, for a destination outside
             // the cluster: the location service's answer goes in.
-            None if origin == Origin::LocalApp && unrouted => table.via_of(&dst).copied(),
+            None if origin == Origin::LocalApp && unrouted() => table.via_of(&dst).copied(),
             // A packet whose via is this node, which has no route to its
             // destination any more (the destination's nearest beacon
             // changed, its sources do not know yet): this node's own
             // location service answer, if newer, replaces it.
-            Some(v) if v == *table.local() && unrouted => {
+            Some(v) if v == *table.local() && unrouted() => {
                 table.via_of(&dst).copied().filter(|new| *new != v)
             }
             _ => None,
